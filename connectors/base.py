@@ -1,0 +1,91 @@
+"""The small protocols every board connector implements, and the one error taxonomy.
+
+Connectors talk to the outside world and return domain types (`BoardItem`); they
+never touch the ledger or each other. Anything that goes wrong at that boundary is
+either `RetriableError` (try again later: timeouts, 5xx, rate limits) or
+`FatalError` (a person must fix something: bad credentials, missing project).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from mapping.domain import BoardItem
+
+
+class ConnectorError(Exception):
+    """Base of the connector error taxonomy."""
+
+
+class RetriableError(ConnectorError):
+    """Transient: the same call may succeed later. `retry_after` in seconds if known."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalError(ConnectorError):
+    """Permanent until a person acts (credentials, permissions, configuration)."""
+
+
+class WebhookRejected(ConnectorError):
+    """A webhook request that must not be acted on; `status` is the HTTP answer to give."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTrigger:
+    """A verified webhook reduced to what to re-fetch.
+
+    `delivery_id` is what dedupe keys on; `item_ids` are the board's own ids to
+    fetch again (webhooks are triggers, never the source of billing data).
+    `ignored_reason` is set for events that are valid but not acted on (ping,
+    unknown action); such triggers carry no item ids.
+    """
+
+    source: str
+    delivery_id: str
+    event: str
+    action: str
+    board_hint: str | None
+    item_ids: tuple[str, ...]
+    ignored_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """Snapshots from one poll, the number of requests made, and the new cursor."""
+
+    items: tuple[BoardItem, ...]
+    requests_made: int
+    cursor: str | None = None
+
+
+class BoardConnector(Protocol):
+    """One configured board. Implementations: GitHub Projects v2, Azure DevOps Boards."""
+
+    board_key: str
+
+    async def poll(self, cursor: str | None) -> PollResult:
+        """Every item changed since `cursor` (None: all items), as snapshots.
+
+        Raises RetriableError or FatalError; never returns partial pages silently.
+        """
+        ...
+
+    async def fetch(self, item_ids: tuple[str, ...]) -> tuple[BoardItem, ...]:
+        """Fresh snapshots of the given items (the re-fetch after a webhook).
+
+        Items that no longer exist are omitted.
+        """
+        ...
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookTrigger:
+        """Verify authenticity first, then parse. Raises WebhookRejected on bad input."""
+        ...

@@ -1,0 +1,278 @@
+"""Domain types shared by the connectors, the billing core and the ledger.
+
+Everything here is a frozen value: connectors build `BoardItem` snapshots, the
+billing core reads them with the client's and board's rules and returns actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+from mapping.money import Money, normalize_currency
+
+
+class Source(StrEnum):
+    GITHUB = "github"
+    AZURE_DEVOPS = "azure_devops"
+    SIMULATED = "simulated"
+    FILE = "file"
+
+
+class StateCategory(StrEnum):
+    """Board-independent meaning of a column/state (Azure DevOps' state categories)."""
+
+    PROPOSED = "proposed"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    DONE = "done"
+    REMOVED = "removed"
+
+
+class BillingType(StrEnum):
+    TIME_AND_MATERIALS = "time_and_materials"
+    FIXED_PRICE = "fixed_price"
+    NON_BILLABLE = "non_billable"
+
+
+class EntryState(StrEnum):
+    IN_PROGRESS = "in_progress"
+    READY = "ready"
+    DRAFTED = "drafted"
+    APPROVED = "approved"
+    INVOICED = "invoiced"
+    PAID = "paid"
+    NON_BILLABLE = "non_billable"
+    VOIDED = "voided"
+    NEEDS_REVIEW = "needs_review"
+
+
+# States whose hours count as settled: billed, being billed, or decided by a person.
+SETTLED_STATES = frozenset(
+    {
+        EntryState.READY,
+        EntryState.DRAFTED,
+        EntryState.APPROVED,
+        EntryState.INVOICED,
+        EntryState.PAID,
+        EntryState.VOIDED,
+        EntryState.NEEDS_REVIEW,
+    }
+)
+# States that may still be changed without touching a finalized invoice.
+EDITABLE_STATES = frozenset({EntryState.READY, EntryState.DRAFTED})
+# States that are on (or past) a finalized invoice: never edited automatically.
+INVOICED_STATES = frozenset({EntryState.APPROVED, EntryState.INVOICED, EntryState.PAID})
+
+
+class EntryKind(StrEnum):
+    TIME = "time"  # time and materials: hours x rate
+    MILESTONE = "milestone"  # fixed price: the milestone amount, once
+    ADJUSTMENT = "adjustment"  # hours lowered after invoicing: for a person to review
+    COST = "cost"  # non-billable hours, kept for cost only
+
+
+class RoundingMode(StrEnum):
+    UP = "up"
+    NEAREST = "nearest"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class RoundingRule:
+    """Round hours to an increment in minutes at billing time (raw hours are kept)."""
+
+    increment_minutes: int = 1
+    mode: RoundingMode = RoundingMode.UP
+
+    def __post_init__(self) -> None:
+        if self.increment_minutes <= 0 or self.increment_minutes > 24 * 60:
+            raise ValueError(
+                f"rounding increment {self.increment_minutes!r} minutes: expected 1 to 1440"
+            )
+
+    def apply(self, hours: Decimal) -> Decimal:
+        """Hours rounded to the increment; exact multiples stay as they are."""
+        if hours <= 0:
+            return Decimal(0)
+        minutes = hours * 60
+        steps = minutes / self.increment_minutes
+        how = {
+            RoundingMode.UP: ROUND_CEILING,
+            RoundingMode.DOWN: ROUND_FLOOR,
+            RoundingMode.NEAREST: ROUND_HALF_UP,
+        }[self.mode]
+        whole_steps = steps.quantize(Decimal(1), rounding=how)
+        rounded = whole_steps * self.increment_minutes / Decimal(60)
+        # Keep a tidy representation (e.g. 1.25, not 1.250000000).
+        return _tidy(rounded)
+
+
+def _tidy(value: Decimal) -> Decimal:
+    normalized = value.normalize()
+    if normalized == normalized.to_integral():
+        return normalized.quantize(Decimal(1))
+    # Limit to 6 decimals: 1/60 of an hour is not finite in decimal.
+    if -normalized.as_tuple().exponent > 6:  # type: ignore[operator]
+        return normalized.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+    return normalized
+
+
+class RateScope(StrEnum):
+    ITEM = "item"
+    LABEL = "label"
+    BOARD = "board"
+    CLIENT = "client"
+    DEFAULT = "default"
+
+
+_SCOPE_PRIORITY = {
+    RateScope.ITEM: 0,
+    RateScope.LABEL: 1,
+    RateScope.BOARD: 2,
+    RateScope.CLIENT: 3,
+    RateScope.DEFAULT: 4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    """An hourly rate for a scope; `label` only for label rules; effective from a date."""
+
+    scope: RateScope
+    rate: Decimal
+    label: str | None = None
+    effective_from: date | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate < 0:
+            raise ValueError(f"rate {self.rate} is negative")
+        if self.scope is RateScope.LABEL and not self.label:
+            raise ValueError("a label rate rule needs a label")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRate:
+    rate: Decimal
+    scope: RateScope
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who gets invoiced, in which currency, and how hours are priced."""
+
+    key: str
+    name: str
+    currency: str
+    stripe_customer_id: str
+    rate: Decimal | None = None
+    rounding: RoundingRule = field(default_factory=RoundingRule)
+    rate_rules: tuple[RateRule, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "currency", normalize_currency(self.currency))
+
+
+@dataclass(frozen=True, slots=True)
+class BoardPolicy:
+    """How one board's items are read for billing, and which client pays for them."""
+
+    key: str
+    client: Client
+    done_columns: frozenset[str] = frozenset()
+    non_billable_labels: frozenset[str] = frozenset()
+    fixed_price_labels: frozenset[str] = frozenset()
+    default_billing_type: BillingType = BillingType.TIME_AND_MATERIALS
+    rate: Decimal | None = None
+    rate_rules: tuple[RateRule, ...] = ()
+    default_rate: Decimal | None = None
+    rounding: RoundingRule | None = None
+
+    @property
+    def effective_rounding(self) -> RoundingRule:
+        return self.rounding or self.client.rounding
+
+
+@dataclass(frozen=True, slots=True)
+class BoardItem:
+    """A normalized snapshot of one board item, as a connector saw it.
+
+    `hours` is the tracked total (None: the item has no hours field value);
+    `revision` orders snapshots of the same item (a connector that has no revision
+    number uses the update time's epoch). `done_at` is when the item reached Done,
+    if the connector knows it (Azure reads it from the item's updates); otherwise
+    the billing core uses `updated_at`.
+    """
+
+    source: Source
+    board: str
+    item_id: str
+    title: str
+    url: str
+    column: str
+    state_category: StateCategory
+    updated_at: datetime
+    revision: int
+    hours: Decimal | None = None
+    billing_type: BillingType | None = None
+    labels: tuple[str, ...] = ()
+    assignees: tuple[str, ...] = ()
+    iteration: str | None = None
+    rate: Decimal | None = None
+    milestone_amount: Decimal | None = None
+    done_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.hours is not None:
+            if not self.hours.is_finite():
+                raise ValueError(f"item {self.item_id}: hours {self.hours} is not a number")
+            if self.hours < 0:
+                raise ValueError(f"item {self.item_id}: hours {self.hours} is negative")
+        if self.rate is not None and (not self.rate.is_finite() or self.rate < 0):
+            raise ValueError(f"item {self.item_id}: rate {self.rate} is negative")
+        if self.milestone_amount is not None and (
+            not self.milestone_amount.is_finite() or self.milestone_amount < 0
+        ):
+            raise ValueError(f"item {self.item_id}: milestone amount is negative")
+        if self.updated_at.tzinfo is None:
+            raise ValueError(f"item {self.item_id}: updated_at must carry a time zone")
+
+    @property
+    def key(self) -> str:
+        """Globally unique item key: source, board and the board's own item id."""
+        return f"{self.source.value}:{self.board}:{self.item_id}"
+
+    @property
+    def tracked_hours(self) -> Decimal:
+        return self.hours if self.hours is not None else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class BillableEntry:
+    """One line of money (or cost) for one item, as the ledger holds it.
+
+    `entry_key` is deterministic (item key, kind, sequence number): the ledger has a
+    unique constraint on it, so two processes computing the same entry cannot both
+    record it, and the Stripe idempotency key is derived from it.
+    """
+
+    entry_key: str
+    item_key: str
+    kind: EntryKind
+    seq: int
+    state: EntryState
+    hours: Decimal
+    rate: Decimal | None
+    amount: Money | None
+    description: str = ""
+
+    @property
+    def counts_as_settled(self) -> bool:
+        return self.state in SETTLED_STATES
+
+
+def entry_key(item_key: str, kind: EntryKind, seq: int) -> str:
+    return f"{item_key}#{kind.value}-{seq}"

@@ -1,0 +1,99 @@
+"""Money as Decimal plus an ISO 4217 currency, and conversion to integer minor units.
+
+Stripe takes amounts in the currency's smallest unit (cents for EUR, yen for JPY,
+fils for KWD); the domain keeps `Decimal` so nothing is lost before that edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+# Exponent (digits after the decimal point) of every currency Stripe supports that is
+# not the common 2. Everything else in KNOWN_CURRENCIES has exponent 2.
+_EXPONENT_ZERO = frozenset(
+    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split()
+)
+_EXPONENT_THREE = frozenset("BHD JOD KWD OMR TND".split())
+_EXPONENT_TWO = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BRL BSD BWP
+    BYN BZD CAD CDF CHF CNY COP CRC CVE CZK DKK DOP DZD EGP ETB EUR FJD FKP GBP GEL
+    GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR ISK JMD KES KGS KHR KYD KZT LAK LBP
+    LKR LRD LSL MAD MDL MKD MMK MNT MOP MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR
+    NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SEK SGD SHP SLE SOS SRD
+    STD SZL THB TJS TOP TRY TTD TWD TZS UAH USD UYU UZS WST XCD YER ZAR ZMW""".split()
+)
+KNOWN_CURRENCIES = _EXPONENT_ZERO | _EXPONENT_TWO | _EXPONENT_THREE
+
+
+class UnknownCurrencyError(ValueError):
+    """The currency code is not an ISO 4217 code this system can bill in."""
+
+
+def normalize_currency(code: str) -> str:
+    """Upper-cased ISO code, or `UnknownCurrencyError` naming the bad value."""
+    upper = code.strip().upper()
+    if upper not in KNOWN_CURRENCIES:
+        raise UnknownCurrencyError(
+            f"unknown currency {code!r}: expected an ISO 4217 code such as EUR"
+        )
+    return upper
+
+
+def currency_exponent(code: str) -> int:
+    upper = normalize_currency(code)
+    if upper in _EXPONENT_ZERO:
+        return 0
+    if upper in _EXPONENT_THREE:
+        return 3
+    return 2
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount in one currency. Arithmetic refuses to mix currencies."""
+
+    amount: Decimal
+    currency: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "currency", normalize_currency(self.currency))
+        if not isinstance(self.amount, Decimal):
+            object.__setattr__(self, "amount", Decimal(str(self.amount)))
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        return cls(Decimal(0), currency)
+
+    @property
+    def exponent(self) -> int:
+        return currency_exponent(self.currency)
+
+    def quantized(self) -> Money:
+        """Rounded half-up to the currency's smallest unit (what Stripe can charge)."""
+        step = Decimal(1).scaleb(-self.exponent)
+        return Money(self.amount.quantize(step, rounding=ROUND_HALF_UP), self.currency)
+
+    def to_minor_units(self) -> int:
+        """Integer amount in the smallest unit, e.g. EUR 12.34 -> 1234, JPY 500 -> 500."""
+        return int(self.quantized().amount.scaleb(self.exponent))
+
+    @classmethod
+    def from_minor_units(cls, minor: int, currency: str) -> Money:
+        exponent = currency_exponent(currency)
+        return cls(Decimal(minor).scaleb(-exponent), currency)
+
+    def _same_currency(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise ValueError(f"cannot combine {self.currency} with {other.currency}")
+
+    def __add__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount + other.amount, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount - other.amount, self.currency)
+
+    def __str__(self) -> str:
+        return f"{self.quantized().amount:,} {self.currency}"

@@ -1,0 +1,101 @@
+"""Rule resolution: is an item Done, how is it billed, at which rate."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from mapping.domain import (
+    BillingType,
+    BoardItem,
+    BoardPolicy,
+    RateRule,
+    RateScope,
+    ResolvedRate,
+    StateCategory,
+)
+
+
+def is_done(item: BoardItem, policy: BoardPolicy) -> bool:
+    """Done by state category, or by one of the board's configured Done columns."""
+    if item.state_category is StateCategory.REMOVED:
+        return False
+    if item.state_category is StateCategory.DONE:
+        return True
+    return bool(policy.done_columns) and item.column.casefold() in {
+        c.casefold() for c in policy.done_columns
+    }
+
+
+def resolve_billing_type(item: BoardItem, policy: BoardPolicy) -> BillingType:
+    """A non-billable label always wins (never invoice internal work), then the item's
+    billing-type field, then a fixed-price label, then the board's default."""
+    labels = {label.casefold() for label in item.labels}
+    if labels & {label.casefold() for label in policy.non_billable_labels}:
+        return BillingType.NON_BILLABLE
+    if item.billing_type is not None:
+        return item.billing_type
+    if labels & {label.casefold() for label in policy.fixed_price_labels}:
+        return BillingType.FIXED_PRICE
+    return policy.default_billing_type
+
+
+def _effective(rules: list[RateRule], on: date) -> RateRule | None:
+    """The rule in force on `on`: the latest effective date not after it; undated rules
+    are in force from the beginning of time. Ties keep configuration order."""
+    best: RateRule | None = None
+    for rule in rules:
+        if rule.effective_from is not None and rule.effective_from > on:
+            continue
+        if best is None:
+            best = rule
+            continue
+        best_from = best.effective_from or date.min
+        rule_from = rule.effective_from or date.min
+        if rule_from > best_from:
+            best = rule
+    return best
+
+
+def resolve_rate(item: BoardItem, policy: BoardPolicy, on: date) -> ResolvedRate | None:
+    """Most specific wins: item field > label rule > board > client > default.
+
+    Label rules come from the board, then the client; among several matching labels
+    the first configured label rule wins. Returns None when nothing sets a rate.
+    """
+    if item.rate is not None:
+        return ResolvedRate(item.rate, RateScope.ITEM)
+
+    labels = {label.casefold() for label in item.labels}
+    label_rules = [
+        r
+        for r in (*policy.rate_rules, *policy.client.rate_rules)
+        if r.scope is RateScope.LABEL and r.label is not None and r.label.casefold() in labels
+    ]
+    for label in dict.fromkeys(r.label for r in label_rules):
+        chosen = _effective([r for r in label_rules if r.label == label], on)
+        if chosen is not None:
+            return ResolvedRate(chosen.rate, RateScope.LABEL, label)
+
+    board_rules = [r for r in policy.rate_rules if r.scope is RateScope.BOARD]
+    if policy.rate is not None:
+        board_rules.insert(0, RateRule(RateScope.BOARD, policy.rate))
+    chosen = _effective(board_rules, on)
+    if chosen is not None:
+        return ResolvedRate(chosen.rate, RateScope.BOARD)
+
+    client_rules = [r for r in policy.client.rate_rules if r.scope is RateScope.CLIENT]
+    if policy.client.rate is not None:
+        client_rules.insert(0, RateRule(RateScope.CLIENT, policy.client.rate))
+    chosen = _effective(client_rules, on)
+    if chosen is not None:
+        return ResolvedRate(chosen.rate, RateScope.CLIENT)
+
+    default_rules = [
+        r for r in (*policy.rate_rules, *policy.client.rate_rules) if r.scope is RateScope.DEFAULT
+    ]
+    if policy.default_rate is not None:
+        default_rules.insert(0, RateRule(RateScope.DEFAULT, policy.default_rate))
+    chosen = _effective(default_rules, on)
+    if chosen is not None:
+        return ResolvedRate(chosen.rate, RateScope.DEFAULT)
+    return None

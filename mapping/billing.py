@@ -15,7 +15,7 @@ Money rules (see DESIGN.md, "Billing rules"):
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -429,3 +429,33 @@ def _entry(
         amount=amount,
         description=item.title,
     )
+
+
+def evolve(held: HeldItem | None, actions: tuple[Action, ...]) -> HeldItem | None:
+    """What the ledger holds after applying `actions` (for planning the next snapshot
+    of the same item within one batch, and for tests that need no database)."""
+    if held is None and not any(isinstance(a, RecordItem) for a in actions):
+        return None
+    revision = held.revision if held else 0
+    digest = held.fingerprint if held else ""
+    column = held.column if held else ""
+    category = held.state_category if held else StateCategory.PROPOSED
+    entries = {e.entry_key: e for e in held.entries} if held else {}
+    for action in actions:
+        if isinstance(action, RecordItem):
+            revision = action.item.revision
+            digest = action.fingerprint
+            column = action.item.column
+            category = action.item.state_category
+        elif isinstance(action, CreateEntry):
+            entries[action.entry.entry_key] = action.entry
+        elif isinstance(action, UpdateEntry):
+            entries[action.entry_key] = replace(
+                entries[action.entry_key],
+                hours=action.hours,
+                rate=action.rate,
+                amount=action.amount,
+            )
+        elif isinstance(action, ChangeEntryState):
+            entries[action.entry_key] = replace(entries[action.entry_key], state=action.to_state)
+    return HeldItem(revision, digest, column, category, tuple(entries.values()))

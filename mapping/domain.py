@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
-from mapping.money import Money, normalize_currency
+from mapping.money import Money, normalize_currency, tidy_decimal
 
 
 class Source(StrEnum):
@@ -111,13 +111,8 @@ class RoundingRule:
 
 
 def _tidy(value: Decimal) -> Decimal:
-    normalized = value.normalize()
-    if normalized == normalized.to_integral():
-        return normalized.quantize(Decimal(1))
-    # Limit to 6 decimals: 1/60 of an hour is not finite in decimal.
-    if -normalized.as_tuple().exponent > 6:  # type: ignore[operator]
-        return normalized.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
-    return normalized
+    # At most 6 decimals (the ledger's precision): 1/60 of an hour is not finite.
+    return tidy_decimal(value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
 
 
 class RateScope(StrEnum):

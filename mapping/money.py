@@ -26,6 +26,13 @@ _EXPONENT_TWO = frozenset(
 KNOWN_CURRENCIES = _EXPONENT_ZERO | _EXPONENT_TWO | _EXPONENT_THREE
 
 
+def tidy_decimal(value: Decimal) -> Decimal:
+    """Trailing zeros dropped without scientific notation (100.000000 -> 100, 1.50 -> 1.5)."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
 class UnknownCurrencyError(ValueError):
     """The currency code is not an ISO 4217 code this system can bill in."""
 

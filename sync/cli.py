@@ -1,0 +1,220 @@
+"""The `kanvoice` command line (Typer + Rich). Every command takes -c/--config."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from mapping.domain import EntryState
+from mapping.money import Money
+from sync.composition import Services, build_services
+from sync.engine import UnknownBoardError
+from sync.pipeline import STAGES, ClientPipeline, client_pipelines
+from sync.settings import ConfigError, Settings, load_settings
+from sync.snapshots_file import SnapshotFileError, load_snapshot_file
+
+app = typer.Typer(
+    name="kanvoice",
+    help="Turns finished work on your boards into approved Stripe invoices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "-c",
+        "--config",
+        help="TOML settings file (default: ./kanvoice.toml or $KANVOICE_CONFIG).",
+        dir_okay=False,
+    ),
+]
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """One clear line on stderr for every problem a user can fix; no tracebacks."""
+    try:
+        yield
+    except (ConfigError, SnapshotFileError, UnknownBoardError, CliError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        err.print(f"[bold red]error:[/] the ledger is unreachable: {reason}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except SQLAlchemyError as exc:
+        err.print(
+            f"[bold red]error:[/] ledger error: {exc.__class__.__name__}: {exc}", highlight=False
+        )
+        raise typer.Exit(1) from None
+
+
+def _settings(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+@contextmanager
+def _services(config: Path | None) -> Iterator[Services]:
+    services = build_services(_settings(config))
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def _cell(hours: Any, amount: Any, currency: str, with_money: bool = True) -> str:
+    if not with_money:
+        return f"{hours} h"
+    return f"{hours} h\n{Money(amount, currency).quantized().amount:,} {currency}"
+
+
+def render_status(pipelines: list[ClientPipeline]) -> Table:
+    table = Table(title="Billing pipeline", show_lines=True)
+    table.add_column("Client", style="bold")
+    labels = {
+        EntryState.IN_PROGRESS: "In progress",
+        EntryState.READY: "Ready to bill",
+        EntryState.DRAFTED: "Drafted",
+        EntryState.APPROVED: "Approved",
+        EntryState.INVOICED: "Invoiced",
+        EntryState.PAID: "Paid",
+        EntryState.NEEDS_REVIEW: "Needs review",
+        EntryState.NON_BILLABLE: "Non-billable (cost)",
+    }
+    for state in STAGES:
+        table.add_column(labels[state], justify="right")
+    table.add_column("Unbilled gap", justify="right", style="bold yellow")
+    for p in pipelines:
+        cells = [
+            _cell(p.stage(s).hours, p.stage(s).amount, p.currency, s is not EntryState.NON_BILLABLE)
+            for s in STAGES
+        ]
+        table.add_row(f"{p.name}\n({p.client})", *cells, str(p.unbilled_gap))
+    return table
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The billing pipeline per client: in progress, ready, drafted, invoiced, paid."""
+    with _errors(), _services(config) as services:
+        with services.ledger.unit_of_work(services.clock()) as uow:
+            pipelines = client_pipelines(uow, services.client_names())
+        if as_json:
+            print(json.dumps({"clients": [p.as_dict() for p in pipelines]}, indent=2))
+        else:
+            out.print(render_status(pipelines))
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSON file of board-item snapshots.")],
+    config: ConfigOption = None,
+) -> None:
+    """Feed board snapshots from a file through the billing rules into the ledger."""
+    with _errors():
+        settings = _settings(config)
+        snapshots = load_snapshot_file(file)
+        with _services(config) as services:
+            services.engine.check(snapshots)
+            report = services.engine.ingest(snapshots)
+        for line in report.changes:
+            out.print(f"  {line}", highlight=False)
+        out.print(
+            f"{report.seen} snapshots: {report.items_new} new items, "
+            f"{report.items_updated} updated, {report.skipped} unchanged; "
+            f"{report.entries_created} entries created, {report.state_changes} state changes",
+            highlight=False,
+        )
+        del settings
+
+
+@app.command("check-config")
+def check_config(config: ConfigOption = None) -> None:
+    """Validate the settings, reach each service, and explain what is wrong."""
+    with _errors():
+        settings = _settings(config)
+        out.print(
+            f"[green]ok[/] settings: {len(settings.clients)} clients, "
+            f"{len(settings.boards)} boards",
+            highlight=False,
+        )
+        problems = run_checks(settings)
+        if problems:
+            for problem in problems:
+                err.print(f"[bold red]problem:[/] {problem}", highlight=False)
+            raise typer.Exit(1)
+
+
+CheckFn = Callable[[Settings], list[str]]
+EXTRA_CHECKS: list[CheckFn] = []
+
+
+def run_checks(settings: Settings) -> list[str]:
+    """Reach the ledger (and every service a later part registers in EXTRA_CHECKS)."""
+    problems: list[str] = []
+    from sync.ledger.store import Ledger
+
+    ledger = Ledger(settings.ledger.url)
+    try:
+        revision = ledger.current_revision()
+        state = f"schema {revision}" if revision else "empty (run `kanvoice db upgrade`)"
+        out.print(f"[green]ok[/] ledger reachable: {state}", highlight=False)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        problems.append(f"ledger.url: cannot open the ledger: {reason}")
+    finally:
+        ledger.dispose()
+    for check in EXTRA_CHECKS:
+        problems.extend(check(settings))
+    return problems
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply the ledger's schema migrations (also done on every start)."""
+    with _errors(), _services(config) as services:
+        out.print(f"ledger at schema {services.ledger.current_revision()}", highlight=False)
+
+
+@app.command()
+def demo(
+    config: ConfigOption = None,
+    fast: Annotated[bool, typer.Option(help="Run the whole story at once and exit.")] = False,
+) -> None:
+    """The whole flow offline: a simulated board, the billing rules, the ledger."""
+    from sync.demo import run_demo
+
+    with _errors():
+        run_demo(out, fast=fast, config=config)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The ledger's tables (SQLAlchemy Core). Alembic migrations in sync/migrations mirror it.
+
+Money and hours are stored as exact scaled integers (millionths) so that SQLite, which
+has no decimal type, keeps them exact and SUM() stays exact on both databases.
+Unique constraints, not only code, make double entries impossible:
+- `entries.entry_key` (and item, kind, sequence): one entry per billing step;
+- `entries.stripe_invoice_item_id`: one ledger entry per Stripe line;
+- `outbox.idempotency_key`: one external call per intent;
+- `invoices.open_slot`: one open draft per client and billing period;
+- `approvals.invoice_id`: one approval per invoice;
+- `seen_deliveries (source, delivery_id)`: one processing per webhook delivery.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+from mapping.money import tidy_decimal
+
+SCALE = 6
+_FACTOR = Decimal(10) ** SCALE
+
+
+class ScaledDecimal(TypeDecorator[Decimal]):
+    """A Decimal stored as an integer number of millionths (exact on every database)."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        scaled = (Decimal(value) * _FACTOR).to_integral_value(rounding=ROUND_HALF_UP)
+        return int(scaled)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return tidy_decimal(Decimal(int(value)).scaleb(-SCALE))
+
+
+def utc_datetime() -> DateTime:
+    return DateTime(timezone=True)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_key", String(400), nullable=False, unique=True),
+    Column("source", String(32), nullable=False),
+    Column("board", String(200), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("client", String(100), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("column_name", String(200), nullable=False),
+    Column("state_category", String(20), nullable=False),
+    Column("is_done", Boolean, nullable=False),
+    Column("hours", ScaledDecimal(), nullable=True),
+    Column("billing_type", String(32), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("assignees", JSON, nullable=False),
+    Column("iteration", String(400), nullable=True),
+    Column("rate", ScaledDecimal(), nullable=True),
+    Column("milestone_amount", ScaledDecimal(), nullable=True),
+    Column("revision", BigInteger, nullable=False),
+    Column("fingerprint", String(40), nullable=False),
+    Column("updated_at", utc_datetime(), nullable=False),
+    Column("done_at", utc_datetime(), nullable=True),
+    Column("first_seen_at", utc_datetime(), nullable=False),
+    Column("last_seen_at", utc_datetime(), nullable=False),
+)
+Index("ix_items_client_board", items.c.client, items.c.board)
+
+transitions = Table(
+    "transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_id", Integer, ForeignKey("items.id"), nullable=False, index=True),
+    Column("from_column", String(200), nullable=True),
+    Column("to_column", String(200), nullable=False),
+    Column("from_category", String(20), nullable=True),
+    Column("to_category", String(20), nullable=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("at", utc_datetime(), nullable=False),
+    Column("recorded_at", utc_datetime(), nullable=False),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client", String(100), nullable=False, index=True),
+    Column("period_key", String(64), nullable=False),
+    Column("period_start", utc_datetime(), nullable=True),
+    Column("period_end", utc_datetime(), nullable=True),
+    Column("currency", String(3), nullable=False),
+    # draft, finalized (open), sent, paid, void, deleted, uncollectible
+    Column("state", String(20), nullable=False),
+    # "client|period" while the invoice is an open draft, NULL afterwards: unique, so
+    # there is at most one open draft per client and billing period.
+    Column("open_slot", String(200), nullable=True, unique=True),
+    Column("stripe_invoice_id", String(100), nullable=True, unique=True),
+    Column("number", String(100), nullable=True),
+    Column("hosted_url", Text, nullable=True),
+    Column("total_minor", BigInteger, nullable=True),
+    Column("last_event_at", BigInteger, nullable=True),
+    Column("created_at", utc_datetime(), nullable=False),
+    Column("updated_at", utc_datetime(), nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_key", String(450), nullable=False, unique=True),
+    Column("item_id", Integer, ForeignKey("items.id"), nullable=False, index=True),
+    Column("client", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("hours", ScaledDecimal(), nullable=False),
+    Column("rate", ScaledDecimal(), nullable=True),
+    Column("amount", ScaledDecimal(), nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("done_at", utc_datetime(), nullable=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=True, index=True),
+    Column("stripe_invoice_item_id", String(100), nullable=True, unique=True),
+    Column("review_reason", Text, nullable=True),
+    Column("created_at", utc_datetime(), nullable=False),
+    Column("updated_at", utc_datetime(), nullable=False),
+    UniqueConstraint("item_id", "kind", "seq", name="uq_entries_item_kind_seq"),
+)
+Index("ix_entries_client_state", entries.c.client, entries.c.state)
+
+entry_events = Table(
+    "entry_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", Integer, ForeignKey("entries.id"), nullable=False, index=True),
+    Column("from_state", String(20), nullable=True),
+    Column("to_state", String(20), nullable=False),
+    Column("hours", ScaledDecimal(), nullable=False),
+    Column("amount", ScaledDecimal(), nullable=True),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", utc_datetime(), nullable=False),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False, unique=True),
+    Column("approver", String(200), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("decided_at", utc_datetime(), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", utc_datetime(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("operation", String(64), nullable=False),
+    Column("entry_id", Integer, ForeignKey("entries.id"), nullable=True, index=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=True, index=True),
+    Column("payload", JSON, nullable=False),
+    # pending, done, parked (needs a person), cancelled
+    Column("status", String(20), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False),
+    Column("not_before", utc_datetime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("result", JSON, nullable=True),
+    Column("created_at", utc_datetime(), nullable=False),
+    Column("completed_at", utc_datetime(), nullable=True),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("board", String(200), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("updated_at", utc_datetime(), nullable=False),
+    UniqueConstraint("source", "board", name="uq_cursors_source_board"),
+)
+
+seen_deliveries = Table(
+    "seen_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("delivery_id", String(200), nullable=False),
+    Column("received_at", utc_datetime(), nullable=False),
+    UniqueConstraint("source", "delivery_id", name="uq_seen_deliveries_source_delivery"),
+)

@@ -1,0 +1,372 @@
+"""Settings: a TOML file (`-c/--config`, default ./kanvoice.toml) plus `KANVOICE_…` env.
+
+Secrets (API keys, tokens, signing secrets, passwords) belong in the environment, e.g.
+`KANVOICE_STRIPE__API_KEY`, or in files: a directory named by `KANVOICE_SECRETS_DIR`
+or systemd's `$CREDENTIALS_DIRECTORY` holding one file per setting
+(`stripe__api_key`, `slack__signing_secret`, …). A wrong setting stops the program
+at start with a message naming the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from mapping.domain import (
+    BillingType,
+    BoardPolicy,
+    Client,
+    RateRule,
+    RateScope,
+    RoundingMode,
+    RoundingRule,
+)
+from mapping.money import UnknownCurrencyError, normalize_currency
+
+DEFAULT_CONFIG_PATH = Path("kanvoice.toml")
+
+NonNegativeDecimal = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Key = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class ConfigError(Exception):
+    """The configuration is wrong; the message names each key, value and expectation."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Cadence(StrEnum):
+    ON_DEMAND = "on_demand"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
+class RoundingSettings(_Strict):
+    increment_minutes: int = Field(default=15, ge=1, le=1440)
+    mode: RoundingMode = RoundingMode.UP
+
+    def to_rule(self) -> RoundingRule:
+        return RoundingRule(self.increment_minutes, self.mode)
+
+
+class RateRuleSettings(_Strict):
+    """`label` set: a label rule; otherwise a dated rate for the board/client itself."""
+
+    rate: NonNegativeDecimal
+    label: str | None = None
+    effective_from: date | None = None
+
+
+def _rules(rules: list[RateRuleSettings], own_scope: RateScope) -> tuple[RateRule, ...]:
+    return tuple(
+        RateRule(RateScope.LABEL if r.label else own_scope, r.rate, r.label, r.effective_from)
+        for r in rules
+    )
+
+
+class ClientSettings(_Strict):
+    key: Key
+    name: str = ""
+    stripe_customer_id: str = Field(min_length=1, pattern=r"^cus_[A-Za-z0-9]+$")
+    currency: str
+    rate: NonNegativeDecimal | None = None
+    rate_rules: list[RateRuleSettings] = []
+    rounding: RoundingSettings | None = None
+    cadence: Cadence = Cadence.MONTHLY
+    # Period boundaries: weekly drafts close on this weekday (0 = Monday), monthly on day 1.
+    week_starts_on: int = Field(default=0, ge=0, le=6)
+    timezone: str = "UTC"
+    auto_send: bool = False
+    days_until_due: int = Field(default=30, ge=0, le=365)
+    tax_rate_ids: list[str] = []
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        try:
+            return normalize_currency(value)
+        except UnknownCurrencyError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: expected e.g. Europe/Berlin") from None
+        return value
+
+
+class GitHubBoardSettings(_Strict):
+    owner: str
+    owner_type: Literal["organization", "user"] = "organization"
+    project_number: int = Field(ge=1)
+    status_field: str = "Status"
+    in_progress_options: list[str] = ["In progress", "In Progress", "In review"]
+    api_url: str = "https://api.github.com/graphql"
+
+
+class AzureBoardSettings(_Strict):
+    organization_url: str = Field(pattern=r"^https?://")
+    project: str
+    team: str | None = None
+    area_path: str | None = None
+    work_item_types: list[str] = []
+    overlap_seconds: int = Field(default=300, ge=0, le=86400)
+
+
+class BoardSettings(_Strict):
+    key: Key
+    source: Literal["github", "azure_devops", "simulated"]
+    client: Key
+    done_columns: list[str] = []
+    hours_field: str | None = None
+    billing_type_field: str | None = None
+    billing_type_values: dict[str, BillingType] = {}
+    non_billable_labels: list[str] = ["non-billable", "internal"]
+    fixed_price_labels: list[str] = ["fixed-price"]
+    default_billing_type: BillingType = BillingType.TIME_AND_MATERIALS
+    rate_field: str | None = None
+    milestone_field: str | None = None
+    rate: NonNegativeDecimal | None = None
+    rate_rules: list[RateRuleSettings] = []
+    rounding: RoundingSettings | None = None
+    poll_interval_seconds: int = Field(default=300, ge=10, le=86400)
+    github: GitHubBoardSettings | None = None
+    azure_devops: AzureBoardSettings | None = None
+
+    @model_validator(mode="after")
+    def _source_section(self) -> BoardSettings:
+        if self.source == "github" and self.github is None:
+            raise ValueError("a github board needs a [boards.github] section")
+        if self.source == "azure_devops" and self.azure_devops is None:
+            raise ValueError("an azure_devops board needs a [boards.azure_devops] section")
+        return self
+
+
+class LedgerSettings(_Strict):
+    url: str = "sqlite:///kanvoice.db"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError(
+                f"unsupported ledger url {value!r}: expected sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST/DB"
+            )
+        if value.startswith("postgresql://"):
+            return "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=1, le=65535)
+    public_url: str | None = None
+    dashboard_token: SecretStr | None = None
+    dashboard_user: str | None = None
+    dashboard_password: SecretStr | None = None
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+
+
+class StripeSettings(_Strict):
+    api_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    api_base: str = "https://api.stripe.com"
+    requests_per_second: float | None = Field(default=None, gt=0)
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+
+
+class SlackSettings(_Strict):
+    bot_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    app_token: SecretStr | None = None
+    channel: str | None = None
+    approvers: list[str] = []
+    approver_group: str | None = None
+    api_url: str = "https://slack.com/api/"
+    socket_mode: bool = False
+
+
+class GitHubSettings(_Strict):
+    token: SecretStr | None = None
+    app_id: str | None = None
+    installation_id: str | None = None
+    private_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+
+
+class AzureDevOpsSettings(_Strict):
+    pat: SecretStr | None = None
+    hook_username: str | None = None
+    hook_password: SecretStr | None = None
+
+
+class DefaultsSettings(_Strict):
+    rate: NonNegativeDecimal | None = None
+    rounding: RoundingSettings = RoundingSettings()
+
+
+class Settings(BaseSettings):
+    """Everything kanvoice is told. See config.example.toml for every key, commented."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KANVOICE_",
+        env_nested_delimiter="__",
+        secrets_nested_delimiter="__",
+        secrets_dir_missing="ok",
+        extra="forbid",
+        frozen=True,
+    )
+
+    ledger: LedgerSettings = LedgerSettings()
+    server: ServerSettings = ServerSettings()
+    defaults: DefaultsSettings = DefaultsSettings()
+    stripe: StripeSettings = StripeSettings()
+    slack: SlackSettings = SlackSettings()
+    github: GitHubSettings = GitHubSettings()
+    azure_devops: AzureDevOpsSettings = AzureDevOpsSettings()
+    clients: list[ClientSettings] = []
+    boards: list[BoardSettings] = []
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file; secret files fill what neither sets.
+        secrets = NestedSecretsSettingsSource(file_secret_settings, secrets_prefix="")
+        return (env_settings, init_settings, secrets)
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        keys = [c.key for c in self.clients]
+        for index, key in enumerate(keys):
+            if keys.index(key) != index:
+                raise ValueError(f"clients[{index}].key = {key!r} is used twice")
+        board_keys = [b.key for b in self.boards]
+        for index, board in enumerate(self.boards):
+            if board_keys.index(board.key) != index:
+                raise ValueError(f"boards[{index}].key = {board.key!r} is used twice")
+            if board.client not in keys:
+                raise ValueError(
+                    f"boards[{index}].client = {board.client!r}: expected one of the "
+                    f"configured clients {keys or '(none configured)'}"
+                )
+        return self
+
+    def client(self, key: str) -> ClientSettings:
+        for client in self.clients:
+            if client.key == key:
+                return client
+        raise KeyError(key)
+
+    def board_policies(self) -> dict[str, BoardPolicy]:
+        """The billing core's view of every board, keyed by board key."""
+        clients = {c.key: self._client_domain(c) for c in self.clients}
+        return {
+            b.key: BoardPolicy(
+                key=b.key,
+                client=clients[b.client],
+                done_columns=frozenset(b.done_columns),
+                non_billable_labels=frozenset(b.non_billable_labels),
+                fixed_price_labels=frozenset(b.fixed_price_labels),
+                default_billing_type=b.default_billing_type,
+                rate=b.rate,
+                rate_rules=_rules(b.rate_rules, RateScope.BOARD),
+                default_rate=self.defaults.rate,
+                rounding=b.rounding.to_rule() if b.rounding else None,
+            )
+            for b in self.boards
+        }
+
+    def _client_domain(self, c: ClientSettings) -> Client:
+        rounding = c.rounding or self.defaults.rounding
+        return Client(
+            key=c.key,
+            name=c.name or c.key,
+            currency=c.currency,
+            stripe_customer_id=c.stripe_customer_id,
+            rate=c.rate,
+            rounding=rounding.to_rule(),
+            rate_rules=_rules(c.rate_rules, RateScope.CLIENT),
+        )
+
+
+def _secrets_dir() -> str | None:
+    for name in ("KANVOICE_SECRETS_DIR", "CREDENTIALS_DIRECTORY"):
+        value = os.environ.get(name)
+        if value and Path(value).is_dir():
+            return value
+    return None
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+    location = error.get("loc", ())
+    key = ""
+    for part in location:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue
+        else:
+            key += f".{part}" if key else str(part)
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "missing":
+        return f"{key}: missing (required)"
+    if error.get("type") == "extra_forbidden":
+        return f"{key}: unknown setting (check the spelling against config.example.toml)"
+    value = error.get("input")
+    if isinstance(value, dict | list) or value is None or not key:
+        return f"{key or 'config'}: {message}"
+    return f"{key} = {value!r}: {message}"
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the TOML file (if it exists, or fail if it was named explicitly) and env."""
+    explicit = path is not None
+    config_path = path or Path(os.environ.get("KANVOICE_CONFIG", DEFAULT_CONFIG_PATH))
+    data: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"config file {config_path} does not exist")
+    try:
+        return Settings(_secrets_dir=_secrets_dir(), **data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(dict(e), data) for e in exc.errors())
+        raise ConfigError(f"{config_path}: {problems}") from None

@@ -189,7 +189,7 @@ def _void_open(
 
 
 def _zero_and_void(entry: BillableEntry, reason: str) -> list[Action]:
-    zero = Money.zero(entry.amount.currency) if entry.amount else None
+    zero = Money.zero(entry.amount.currency).quantized() if entry.amount else None
     return [
         UpdateEntry(entry.entry_key, Decimal(0), entry.rate, zero, reason),
         ChangeEntryState(entry.entry_key, entry.state, EntryState.VOIDED, reason),

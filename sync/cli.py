@@ -31,8 +31,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,
@@ -68,6 +68,11 @@ def _errors() -> Iterator[None]:
             f"[bold red]error:[/] ledger error: {exc.__class__.__name__}: {exc}", highlight=False
         )
         raise typer.Exit(1) from None
+
+
+def wide_console() -> Console:
+    """Wide enough for every column of the pipeline, even when piped (no terminal)."""
+    return Console(soft_wrap=True, width=max(out.width, 160))
 
 
 def _settings(config: Path | None) -> Settings:
@@ -126,7 +131,7 @@ def status(
         if as_json:
             print(json.dumps({"clients": [p.as_dict() for p in pipelines]}, indent=2))
         else:
-            out.print(render_status(pipelines))
+            wide_console().print(render_status(pipelines))
 
 
 @app.command()

@@ -85,6 +85,7 @@ def run_demo(console: Console, *, fast: bool, config: Path | None = None) -> Non
                 if not fast:
                     time.sleep(STEP_SECONDS)
             with services.ledger.unit_of_work(services.clock()) as uow:
-                console.print(render_status(client_pipelines(uow, services.client_names())))
+                table = render_status(client_pipelines(uow, services.client_names()))
+            Console(soft_wrap=True, width=max(console.width, 160)).print(table)
         finally:
             services.close()

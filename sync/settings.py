@@ -143,7 +143,7 @@ class AzureBoardSettings(_Strict):
 
 class BoardSettings(_Strict):
     key: Key
-    source: Literal["github", "azure_devops", "simulated"]
+    source: Literal["github", "azure_devops", "simulated", "file"]
     client: Key
     done_columns: list[str] = []
     hours_field: str | None = None

@@ -223,3 +223,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# Commands defined in their own modules register themselves on `app` when imported.
+from sync import cli_boards  # noqa: E402,F401

@@ -3,9 +3,10 @@ from settings. Everything else receives what it needs (including the clock)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from connectors.base import BoardConnector
 from sync.engine import Clock, Engine
 from sync.ledger.store import Ledger
 from sync.settings import Settings
@@ -21,6 +22,7 @@ class Services:
     ledger: Ledger
     engine: Engine
     clock: Clock
+    connectors: dict[str, BoardConnector] = field(default_factory=dict)
 
     def client_names(self) -> dict[str, tuple[str, str]]:
         return {c.key: (c.name or c.key, c.currency) for c in self.settings.clients}
@@ -37,4 +39,12 @@ def build_services(
     if migrate:
         ledger.upgrade()
     engine = Engine(ledger, settings.board_policies(), clock)
-    return Services(settings=settings, ledger=ledger, engine=engine, clock=clock)
+    from sync.boards import build_connectors
+
+    return Services(
+        settings=settings,
+        ledger=ledger,
+        engine=engine,
+        clock=clock,
+        connectors=build_connectors(settings),
+    )

@@ -1,0 +1,3 @@
+"""`kanvoice sync`: placeholder until wired."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The ASGI app: webhooks, Slack interactions, dashboard, health and metrics."""

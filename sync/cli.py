@@ -226,4 +226,4 @@ if __name__ == "__main__":
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from sync import cli_boards  # noqa: E402,F401
+from sync import cli_boards, cli_invoicing  # noqa: E402,F401

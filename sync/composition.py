@@ -3,11 +3,14 @@ from settings. Everything else receives what it needs (including the clock)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from connectors.base import BoardConnector
+from connectors.stripe.gateway import StripeGateway
 from sync.engine import Clock, Engine
+from sync.invoicing import Invoicing
 from sync.ledger.store import Ledger
 from sync.settings import Settings
 
@@ -22,6 +25,7 @@ class Services:
     ledger: Ledger
     engine: Engine
     clock: Clock
+    invoicing: Invoicing
     connectors: dict[str, BoardConnector] = field(default_factory=dict)
 
     def client_names(self) -> dict[str, tuple[str, str]]:
@@ -46,5 +50,23 @@ def build_services(
         ledger=ledger,
         engine=engine,
         clock=clock,
+        invoicing=Invoicing(ledger, settings, clock, stripe_gateway_factory(settings)),
         connectors=build_connectors(settings),
     )
+
+
+def stripe_gateway_factory(settings: Settings) -> Callable[[], StripeGateway] | None:
+    """How to reach Stripe, or None when no API key is configured."""
+    key = settings.stripe.api_key
+    if key is None:
+        return None
+
+    def make() -> StripeGateway:
+        assert key is not None
+        return StripeGateway(
+            key.get_secret_value(),
+            api_base=settings.stripe.api_base,
+            requests_per_second=settings.stripe.requests_per_second,
+        )
+
+    return make

@@ -26,6 +26,7 @@ from mapping.billing import (
     plan,
 )
 from mapping.domain import BoardItem, BoardPolicy, EntryState
+from sync.ledger.ops import queue_draft_edits
 from sync.ledger.store import HeldRow, Ledger, UnitOfWork, chunked
 
 log = structlog.get_logger(__name__)
@@ -297,6 +298,17 @@ class Engine:
                 report.changes.append(
                     _describe(item, action.to_state, hours, amount, action.reason)
                 )
+
+        # Lines already on a Stripe draft follow the board while the draft is open.
+        on_draft = [
+            entry_ids[a.entry_key]
+            for a in actions
+            if isinstance(a, UpdateEntry | ChangeEntryState)
+            and a.entry_key in entries
+            and entries[a.entry_key].state is EntryState.DRAFTED
+        ]
+        if on_draft:
+            queue_draft_edits(uow.conn, sorted(set(on_draft)), now)
 
         new_held = evolve(row.held if row else None, actions)
         assert new_held is not None

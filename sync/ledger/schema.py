@@ -134,6 +134,10 @@ invoices = Table(
     Column("hosted_url", Text, nullable=True),
     Column("total_minor", BigInteger, nullable=True),
     Column("last_event_at", BigInteger, nullable=True),
+    # Bumped on every change of the draft's lines: an approval names the version it saw.
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("slack_channel", String(100), nullable=True),
+    Column("slack_ts", String(100), nullable=True),
     Column("created_at", utc_datetime(), nullable=False),
     Column("updated_at", utc_datetime(), nullable=False),
 )
@@ -237,4 +241,11 @@ seen_deliveries = Table(
     Column("delivery_id", String(200), nullable=False),
     Column("received_at", utc_datetime(), nullable=False),
     UniqueConstraint("source", "delivery_id", name="uq_seen_deliveries_source_delivery"),
+)
+
+ledger_meta = Table(
+    "ledger_meta",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
 )

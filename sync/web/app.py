@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from sync.composition import Services
 from sync.web.board_webhooks import board_webhooks_router
 from sync.web.health import health_router
+from sync.web.stripe_webhook import stripe_webhook_router
 
 
 def create_app(services: Services) -> FastAPI:
@@ -14,4 +15,5 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.include_router(health_router(services))
     app.include_router(board_webhooks_router(services))
+    app.include_router(stripe_webhook_router(services))
     return app

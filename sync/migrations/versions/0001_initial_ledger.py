@@ -7,6 +7,7 @@ Create Date: 2026-11-26 03:00:58.672779
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -19,6 +20,18 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "ledger_meta",
+        sa.Column("key", sa.String(length=100), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_ledger_meta")),
+    )
+    # Every ledger gets its own id: it prefixes every Stripe idempotency key, so two
+    # ledgers (say, a test and a live one) can never collide on a key.
+    op.bulk_insert(
+        sa.table("ledger_meta", sa.column("key", sa.String), sa.column("value", sa.Text)),
+        [{"key": "ledger_id", "value": uuid.uuid4().hex[:16]}],
+    )
 
     op.create_table(
         "audit_log",
@@ -55,6 +68,9 @@ def upgrade() -> None:
         sa.Column("hosted_url", sa.Text(), nullable=True),
         sa.Column("total_minor", sa.BigInteger(), nullable=True),
         sa.Column("last_event_at", sa.BigInteger(), nullable=True),
+        sa.Column("version", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("slack_channel", sa.String(length=100), nullable=True),
+        sa.Column("slack_ts", sa.String(length=100), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_invoices")),
@@ -224,6 +240,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("ledger_meta")
 
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbox_status"))

@@ -1,0 +1,1 @@
+"""Stripe: the gateway the invoicing shell calls."""

@@ -1,0 +1,290 @@
+"""A thin, retrying, rate-limited door to Stripe (stripe-python's StripeClient on httpx).
+
+Every POST here takes the caller's idempotency key: the SDK's random key is never
+used, so a retry after a crash repeats the same request and Stripe replays its first
+answer instead of doing the work twice. Errors leave as one taxonomy:
+
+- `RetriableError`: 429, 5xx, timeouts and network errors that survived the retries
+  (or that Stripe marked `Stripe-Should-Retry: true`);
+- `StripeRejected`: Stripe refused the request itself (validation, card, state):
+  retrying the same request can never succeed, a person must look;
+- `FatalError`: authentication or permission problems with the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
+
+import stripe
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from connectors.base import ConnectorError, FatalError, RetriableError
+
+Sleep = Callable[[float], Awaitable[None]]
+_T = TypeVar("_T")
+
+TEST_MODE_RATE = 20.0
+LIVE_MODE_RATE = 80.0
+
+
+class StripeRejected(ConnectorError):
+    """Stripe refused the request (4xx other than 401/403/409/429): never retried."""
+
+    def __init__(self, message: str, status: int | None, code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class RateLimiter:
+    """A token bucket: at most `rate` requests per second, bursts up to `rate`."""
+
+    def __init__(
+        self, rate: float, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep
+    ) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.sleep = sleep
+        self.updated = clock()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self.clock()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await self.sleep((1 - self.tokens) / self.rate)
+
+
+def _should_retry(exc: BaseException) -> bool:
+    if not isinstance(exc, stripe.StripeError):
+        return False
+    header = (exc.headers or {}).get("stripe-should-retry") or (exc.headers or {}).get(
+        "Stripe-Should-Retry"
+    )
+    if header == "false":
+        return False
+    if header == "true":
+        return True
+    if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError):
+        return True
+    if isinstance(exc, stripe.IdempotencyError):
+        return False
+    status = exc.http_status or 0
+    return status == 409 or status >= 500
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    if not isinstance(exc, stripe.StripeError) or not exc.headers:
+        return None
+    for name in ("retry-after", "Retry-After"):
+        value = exc.headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, stripe.StripeObject):
+        return obj.to_dict(recursive=True)
+    return dict(obj)
+
+
+class StripeGateway:
+    """The Stripe calls kanvoice makes. All async; each one rate-limited and retried."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str = "https://api.stripe.com",
+        requests_per_second: float | None = None,
+        max_attempts: int = 4,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 20.0,
+        timeout: float = 30.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.http_client = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            http_client=self.http_client,
+            max_network_retries=0,
+        )
+        live = api_key.startswith(("sk_live_", "rk_live_"))
+        self.limiter = RateLimiter(
+            requests_per_second or (LIVE_MODE_RATE if live else TEST_MODE_RATE), sleep=sleep
+        )
+        self.max_attempts = max_attempts
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        self.calls: list[tuple[str, str | None]] = []
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = _retry_after(exc)
+        if hinted is not None:
+            return min(hinted, 60.0)
+        return float(min(self.backoff_max, self.backoff_initial * 2 ** (state.attempt_number - 1)))
+
+    async def _call(self, name: str, key: str | None, fn: Callable[[], Awaitable[_T]]) -> _T:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_should_retry),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self.limiter.acquire()
+                    self.calls.append((name, key))
+                    return await fn()
+        except stripe.StripeError as exc:
+            raise _translate(name, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- reads --------------------------------------------------------------------
+
+    async def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
+        obj = await self._call(
+            "retrieve_customer", None, lambda: self.client.v1.customers.retrieve_async(customer_id)
+        )
+        return _to_dict(obj)
+
+    async def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
+        obj = await self._call(
+            "retrieve_invoice", None, lambda: self.client.v1.invoices.retrieve_async(invoice_id)
+        )
+        return _to_dict(obj)
+
+    async def list_invoice_items(self, invoice_id: str) -> list[dict[str, Any]]:
+        """Every invoice item on one invoice (all pages)."""
+        items: list[dict[str, Any]] = []
+        starting_after: str | None = None
+        while True:
+            params: dict[str, Any] = {"invoice": invoice_id, "limit": 100}
+            if starting_after:
+                params["starting_after"] = starting_after
+            page = await self._call(
+                "list_invoice_items",
+                None,
+                lambda p=params: self.client.v1.invoice_items.list_async(params=p),  # type: ignore[misc]
+            )
+            data = [_to_dict(i) for i in page.data]
+            items.extend(data)
+            if not page.has_more or not data:
+                return items
+            starting_after = data[-1]["id"]
+
+    async def list_draft_invoices(self, customer_id: str) -> list[dict[str, Any]]:
+        page = await self._call(
+            "list_invoices",
+            None,
+            lambda: self.client.v1.invoices.list_async(
+                params={"customer": customer_id, "status": "draft", "limit": 100}
+            ),
+        )
+        return [_to_dict(i) for i in page.data]
+
+    # --- writes (each with the caller's idempotency key) ----------------------------
+
+    async def create_invoice(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
+        obj = await self._call(
+            "create_invoice",
+            key,
+            lambda: self.client.v1.invoices.create_async(
+                params=cast(Any, dict(params)),
+                options={"idempotency_key": key},
+            ),
+        )
+        return _to_dict(obj)
+
+    async def create_invoice_item(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
+        obj = await self._call(
+            "create_invoice_item",
+            key,
+            lambda: self.client.v1.invoice_items.create_async(
+                params=cast(Any, dict(params)),
+                options={"idempotency_key": key},
+            ),
+        )
+        return _to_dict(obj)
+
+    async def update_invoice_item(
+        self, item_id: str, params: Mapping[str, Any], key: str
+    ) -> dict[str, Any]:
+        obj = await self._call(
+            "update_invoice_item",
+            key,
+            lambda: self.client.v1.invoice_items.update_async(
+                item_id,
+                params=cast(Any, dict(params)),
+                options={"idempotency_key": key},
+            ),
+        )
+        return _to_dict(obj)
+
+    async def delete_invoice_item(self, item_id: str) -> None:
+        """DELETE is idempotent by nature: an item already gone counts as deleted."""
+        try:
+            await self._call(
+                "delete_invoice_item",
+                None,
+                lambda: self.client.v1.invoice_items.delete_async(item_id),
+            )
+        except StripeRejected as exc:
+            if exc.status != 404:
+                raise
+
+    async def finalize_invoice(self, invoice_id: str, key: str) -> dict[str, Any]:
+        obj = await self._call(
+            "finalize_invoice",
+            key,
+            lambda: self.client.v1.invoices.finalize_invoice_async(
+                invoice_id, params={"auto_advance": False}, options={"idempotency_key": key}
+            ),
+        )
+        return _to_dict(obj)
+
+    async def send_invoice(self, invoice_id: str, key: str) -> dict[str, Any]:
+        obj = await self._call(
+            "send_invoice",
+            key,
+            lambda: self.client.v1.invoices.send_invoice_async(
+                invoice_id, options={"idempotency_key": key}
+            ),
+        )
+        return _to_dict(obj)
+
+    async def close(self) -> None:
+        await self.http_client.close_async()  # type: ignore[no-untyped-call]
+
+
+def _translate(name: str, exc: stripe.StripeError) -> ConnectorError:
+    message = exc.user_message or str(exc) or exc.__class__.__name__
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return FatalError(f"Stripe refused the API key for {name}: {message}")
+    if _should_retry(exc):
+        return RetriableError(f"Stripe {name} failed: {message}", retry_after=_retry_after(exc))
+    return StripeRejected(f"Stripe refused {name}: {message}", exc.http_status, exc.code)

@@ -1,0 +1,199 @@
+"""`kanvoice invoice`, `approve`, `reject`, `reconcile` and `outbox`: the Stripe side."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from connectors.base import FatalError
+from connectors.stripe.gateway import StripeRejected
+from sync.cli import EXTRA_CHECKS, ConfigOption, _errors, _services, app, err, out
+from sync.composition import Services, stripe_gateway_factory
+from sync.invoicing import InvoicingError, NotAnApprover
+from sync.settings import Settings
+
+_T = TypeVar("_T")
+
+
+def _run(services: Services, work: Callable[[], Awaitable[_T]]) -> _T:
+    async def main() -> _T:
+        try:
+            return await work()
+        finally:
+            await services.invoicing.close()
+
+    return asyncio.run(main())
+
+
+def _print_drain(services: Services) -> bool:
+    report = _run(services, services.invoicing.drain)
+    out.print(
+        f"Stripe: {report.done} calls done, {report.waiting} waiting, "
+        f"{report.retried} to retry, {report.parked} parked",
+        highlight=False,
+    )
+    for line in report.errors:
+        err.print(f"  {line}", highlight=False)
+    return not report.errors
+
+
+@app.command()
+def invoice(
+    client: Annotated[str, typer.Argument(help="Client key from the settings.")],
+    config: ConfigOption = None,
+    no_stripe: Annotated[
+        bool, typer.Option("--no-stripe", help="Only queue the Stripe calls.")
+    ] = False,
+) -> None:
+    """Create or refresh the client's draft invoice (every ready line) on Stripe."""
+    with _errors(), _services(config) as services:
+        try:
+            result = services.invoicing.create_or_refresh_draft(client, actor="cli")
+        except InvoicingError as exc:
+            raise _user_error(exc) from None
+        out.print(
+            f"draft {result.invoice_id} for {client} ({result.period}): "
+            f"{result.added} lines added, {result.lines} in all, total {result.total}",
+            highlight=False,
+        )
+        if not no_stripe and not _drain_or_explain(services):
+            raise typer.Exit(1)
+
+
+def _drain_or_explain(services: Services) -> bool:
+    try:
+        return _print_drain(services)
+    except InvoicingError as exc:
+        raise _user_error(exc) from None
+    except FatalError as exc:
+        raise _user_error(exc) from None
+
+
+def _user_error(exc: Exception) -> Exception:
+    from sync.cli import CliError
+
+    return CliError(str(exc))
+
+
+@app.command()
+def approve(
+    invoice_id: Annotated[int, typer.Argument(metavar="INVOICE", help="Ledger invoice id.")],
+    approver: Annotated[str, typer.Option("--as", help="Your approver id (slack.approvers).")],
+    config: ConfigOption = None,
+) -> None:
+    """Approve a draft: it is finalized on Stripe (and sent if the client is set so)."""
+    _decide(config, lambda s: s.invoicing.approve(invoice_id, approver, "cli"))
+
+
+@app.command()
+def reject(
+    invoice_id: Annotated[int, typer.Argument(metavar="INVOICE", help="Ledger invoice id.")],
+    approver: Annotated[str, typer.Option("--as", help="Your approver id (slack.approvers).")],
+    reason: Annotated[str, typer.Option(help="Why: recorded with the decision.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Reject a draft: its lines go back to ready, nothing is finalized."""
+    _decide(config, lambda s: s.invoicing.reject(invoice_id, approver, "cli", reason or "-"))
+
+
+def _decide(config: Path | None, decide: Callable[[Services], dict[str, Any]]) -> None:
+    with _errors(), _services(config) as services:
+        try:
+            outcome = decide(services)
+        except (NotAnApprover, LookupError, InvoicingError) as exc:
+            raise _user_error(exc) from None
+        out.print(json.dumps(outcome), highlight=False)
+        if services.settings.stripe.api_key is not None and not _drain_or_explain(services):
+            raise typer.Exit(1)
+
+
+@app.command()
+def reconcile(
+    config: ConfigOption = None,
+    client: Annotated[str | None, typer.Option(help="Only this client.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, repair nothing.")] = False,
+) -> None:
+    """Compare the ledger with Stripe; print drift and repair what is safe to repair."""
+    with _errors(), _services(config) as services:
+        try:
+            drifts = _run(services, lambda: services.invoicing.reconcile(client, not dry_run))
+        except (InvoicingError, FatalError) as exc:
+            raise _user_error(exc) from None
+        if not drifts:
+            out.print("ledger and Stripe agree", highlight=False)
+            return
+        table = Table(title="Drift between ledger and Stripe")
+        for column in ("Client", "Invoice", "Stripe", "Problem", "Repair"):
+            table.add_column(column)
+        for d in drifts:
+            table.add_row(
+                d.client, str(d.invoice_id), d.stripe_invoice_id or "-", d.problem, d.repair
+            )
+        out.print(table)
+
+
+outbox_app = typer.Typer(help="The queue of pending external calls.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("drain")
+def outbox_drain(config: ConfigOption = None) -> None:
+    """Perform every pending Stripe call now."""
+    with _errors(), _services(config) as services:
+        if not _drain_or_explain(services):
+            raise typer.Exit(1)
+
+
+def check_stripe(settings: Settings) -> list[str]:
+    """Each client's Stripe customer exists and its currency matches."""
+    factory = stripe_gateway_factory(settings)
+    if factory is None:
+        if settings.clients:
+            return ["stripe.api_key: not set (KANVOICE_STRIPE__API_KEY); Stripe not checked"]
+        return []
+    gateway = factory()
+
+    async def check() -> list[str]:
+        problems: list[str] = []
+        try:
+            for index, client in enumerate(settings.clients):
+                key = f"clients[{index}].stripe_customer_id = {client.stripe_customer_id!r}"
+                try:
+                    customer = await gateway.retrieve_customer(client.stripe_customer_id)
+                except StripeRejected as exc:
+                    problems.append(f"{key}: {exc}")
+                    continue
+                if customer.get("deleted"):
+                    problems.append(f"{key}: the customer is deleted in Stripe")
+                    continue
+                currency = (customer.get("currency") or "").upper()
+                if currency and currency != client.currency:
+                    problems.append(
+                        f"{key}: Stripe bills this customer in {currency}, the settings say "
+                        f"{client.currency}"
+                    )
+                else:
+                    out.print(
+                        f"[green]ok[/] Stripe customer {client.stripe_customer_id} ({client.key})",
+                        highlight=False,
+                    )
+        except FatalError as exc:
+            problems.append(f"stripe.api_key: {exc}")
+        except Exception as exc:
+            problems.append(
+                f"stripe.api_base = {settings.stripe.api_base!r}: cannot reach Stripe: {exc}"
+            )
+        finally:
+            await gateway.close()
+        return problems
+
+    return asyncio.run(check())
+
+
+EXTRA_CHECKS.append(check_stripe)

@@ -1,0 +1,155 @@
+"""Ledger writes shared by the engine and invoicing: audited entry moves, the outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from mapping.domain import EntryState
+from sync.ledger import schema as t
+
+
+def _entry_event(
+    conn: Connection,
+    entry_id: int,
+    from_state: str,
+    to_state: EntryState,
+    actor: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    row = conn.execute(
+        select(t.entries.c.hours, t.entries.c.amount).where(t.entries.c.id == entry_id)
+    ).one()
+    conn.execute(
+        insert(t.entry_events).values(
+            entry_id=entry_id,
+            from_state=from_state,
+            to_state=to_state.value,
+            hours=row.hours,
+            amount=row.amount,
+            actor=actor,
+            reason=reason,
+            at=now,
+        )
+    )
+
+
+def move_entry(
+    conn: Connection,
+    entry_id: int,
+    to_state: EntryState,
+    actor: str,
+    reason: str,
+    now: datetime,
+    **values: Any,
+) -> None:
+    """Change an entry's state (and other columns) with its audit row."""
+    current = conn.execute(select(t.entries.c.state).where(t.entries.c.id == entry_id)).scalar_one()
+    conn.execute(
+        update(t.entries)
+        .where(t.entries.c.id == entry_id)
+        .values(state=to_state.value, updated_at=now, **values)
+    )
+    _entry_event(conn, entry_id, current, to_state, actor, reason, now)
+
+
+def ledger_id(conn: Connection) -> str:
+    return str(
+        conn.execute(
+            select(t.ledger_meta.c.value).where(t.ledger_meta.c.key == "ledger_id")
+        ).scalar_one()
+    )
+
+
+def enqueue(
+    conn: Connection,
+    operation: str,
+    key: str,
+    now: datetime,
+    *,
+    entry_id: int | None = None,
+    invoice_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+) -> bool:
+    """Add an outbox row unless one with the same key exists (returns whether added)."""
+    exists = conn.execute(select(t.outbox.c.id).where(t.outbox.c.idempotency_key == key)).first()
+    if exists:
+        return False
+    conn.execute(
+        insert(t.outbox).values(
+            idempotency_key=key,
+            operation=operation,
+            entry_id=entry_id,
+            invoice_id=invoice_id,
+            payload=payload or {},
+            status="pending",
+            attempts=0,
+            created_at=now,
+        )
+    )
+    return True
+
+
+def bump_version(conn: Connection, invoice_id: int, now: datetime) -> None:
+    """The draft's lines changed: approvals of the previous version no longer apply."""
+    conn.execute(
+        update(t.invoices)
+        .where(t.invoices.c.id == invoice_id)
+        .values(version=t.invoices.c.version + 1, updated_at=now)
+    )
+
+
+def queue_draft_edits(conn: Connection, entry_ids: list[int], now: datetime) -> None:
+    """Entries on a draft changed on the board: queue the matching Stripe edits.
+
+    Called by the engine in the transaction that changed them. A drafted entry with new
+    hours gets an update of its line; a drafted entry voided (hours gone before
+    invoicing) leaves the draft and its line is deleted. Approved and later entries are
+    never edited here (the billing core sends those to review)."""
+    if not entry_ids:
+        return
+    prefix = f"kv-{ledger_id(conn)}"
+    rows = conn.execute(
+        select(
+            t.entries.c.id,
+            t.entries.c.state,
+            t.entries.c.invoice_id,
+            t.entries.c.stripe_invoice_item_id,
+        ).where(t.entries.c.id.in_(entry_ids), t.entries.c.invoice_id.is_not(None))
+    ).all()
+    for row in rows:
+        if row.state == EntryState.DRAFTED.value:
+            count = conn.execute(
+                select(t.outbox.c.id).where(
+                    t.outbox.c.entry_id == row.id, t.outbox.c.operation == "update_invoice_item"
+                )
+            ).all()
+            enqueue(
+                conn,
+                "update_invoice_item",
+                f"{prefix}-e{row.id}-inv{row.invoice_id}-update{len(count) + 1}",
+                now,
+                entry_id=row.id,
+                invoice_id=row.invoice_id,
+            )
+            bump_version(conn, row.invoice_id, now)
+        elif row.state == EntryState.VOIDED.value:
+            conn.execute(
+                update(t.entries)
+                .where(t.entries.c.id == row.id)
+                .values(invoice_id=None, stripe_invoice_item_id=None)
+            )
+            if row.stripe_invoice_item_id:
+                enqueue(
+                    conn,
+                    "delete_invoice_item",
+                    f"{prefix}-e{row.id}-inv{row.invoice_id}-delete-{row.stripe_invoice_item_id}",
+                    now,
+                    entry_id=row.id,
+                    invoice_id=row.invoice_id,
+                    payload={"stripe_invoice_item_id": row.stripe_invoice_item_id},
+                )
+            bump_version(conn, row.invoice_id, now)

@@ -1,0 +1,73 @@
+"""`POST /webhooks/stripe`: signed invoice events move the ledger's invoices on."""
+
+from __future__ import annotations
+
+import json
+
+import stripe
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+
+from sync.composition import Services
+
+log = structlog.get_logger(__name__)
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None once it grows past `limit` bytes (never read further)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def stripe_webhook_router(services: Services) -> APIRouter:
+    router = APIRouter()
+    settings = services.settings
+
+    @router.post("/webhooks/stripe")
+    async def stripe_webhook(request: Request) -> JSONResponse:
+        body = await read_limited_body(request, settings.server.max_body_bytes)
+        if body is None:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        secret = settings.stripe.webhook_secret
+        if secret is None:
+            log.error("stripe.webhook_secret_missing")
+            return JSONResponse({"error": "stripe.webhook_secret is not configured"}, 503)
+        header = request.headers.get("stripe-signature")
+        if not header:
+            return JSONResponse({"error": "Stripe-Signature header required"}, 401)
+        try:
+            stripe.WebhookSignature.verify_header(
+                body.decode("utf-8", errors="replace"),
+                header,
+                secret.get_secret_value(),
+                settings.stripe.webhook_tolerance_seconds,
+            )
+        except stripe.SignatureVerificationError as exc:
+            log.warning("stripe.webhook_rejected", reason=str(exc))
+            return JSONResponse({"error": "invalid or stale Stripe-Signature"}, 401)
+        try:
+            event = json.loads(body)
+            if not isinstance(event, dict) or "type" not in event or "id" not in event:
+                raise ValueError("not an event")
+        except ValueError:
+            return JSONResponse({"error": "malformed event"}, 400)
+        try:
+            outcome = services.invoicing.apply_event(event)
+        except OperationalError:
+            return JSONResponse({"error": "ledger unavailable, retry later"}, 503)
+        log.info("stripe.webhook", type=event["type"], event=event["id"], outcome=outcome)
+        status = 202 if outcome == "ignored" else 200
+        return JSONResponse({"status": outcome}, status)
+
+    return router

@@ -66,7 +66,7 @@ def stripe_webhook_router(services: Services) -> APIRouter:
             outcome = services.invoicing.apply_event(event)
         except OperationalError:
             return JSONResponse({"error": "ledger unavailable, retry later"}, 503)
-        log.info("stripe.webhook", type=event["type"], event=event["id"], outcome=outcome)
+        log.info("stripe.webhook", type=event["type"], event_id=event["id"], outcome=outcome)
         status = 202 if outcome == "ignored" else 200
         return JSONResponse({"status": outcome}, status)
 

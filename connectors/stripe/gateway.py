@@ -64,10 +64,11 @@ class RateLimiter:
                 now = self.clock()
                 self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
                 self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
+                # A hair of tolerance: float sums of tiny refills may never reach 1.0.
+                if self.tokens >= 1 - 1e-9:
+                    self.tokens = max(0.0, self.tokens - 1)
                     return
-                await self.sleep((1 - self.tokens) / self.rate)
+                await self.sleep(max((1 - self.tokens) / self.rate, 1e-4))
 
 
 def _should_retry(exc: BaseException) -> bool:

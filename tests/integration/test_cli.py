@@ -214,11 +214,13 @@ def test_missing_config_file_named_explicitly(cli: CliRunner, tmp_path: Path) ->
     assert "nope.toml does not exist" in result.output
 
 
-def test_check_config_reaches_the_ledger(cli: CliRunner) -> None:
+def test_check_config_reaches_the_ledger_and_names_what_is_missing(cli: CliRunner) -> None:
     invoke(cli, "db", "upgrade", "-c", str(CONFIG))
     result = invoke(cli, "check-config", "-c", str(CONFIG))
-    assert result.exit_code == 0, result.output
     assert "ledger reachable: schema 0001" in result.output
+    # No Stripe key in this configuration: said plainly, and the check fails.
+    assert result.exit_code == 1, result.output
+    assert "stripe.api_key: not set (KANVOICE_STRIPE__API_KEY)" in result.output
 
 
 def test_unreachable_ledger_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

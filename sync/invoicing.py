@@ -651,7 +651,8 @@ class Invoicing:
         else:
             rate = Money(line.rate or Decimal(0), line.currency).quantized()
             what = f"{line.hours} h × {rate}"
-        description = f"{line.title} [{line.board} {line.external_id}] {what}"
+        # Finance may have reworded the line (Adjust): the entry's own text wins.
+        description = f"{line.description or line.title} [{line.board} {line.external_id}] {what}"
         if line.url:
             description += f" {line.url}"
         created = line.created_at if line.created_at.tzinfo else line.created_at.replace(tzinfo=UTC)

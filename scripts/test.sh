@@ -34,6 +34,12 @@ if ! id postgres >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     useradd --system --no-create-home --shell /usr/sbin/nologin postgres
 fi
 
+# systemd-analyze verifies the deploy unit.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "installing systemd (for systemd-analyze) from Debian's packages" >&2
+    apt_install systemd
+fi
+
 # Chromium for the dashboard's browser test (Debian's package, never a downloaded build).
 if [ ! -x /usr/bin/chromium ]; then
     echo "installing Chromium from Debian's packages" >&2
@@ -47,4 +53,5 @@ echo "== mypy" >&2
 echo "== pytest" >&2
 export KANVOICE_REQUIRE_POSTGRES=1
 export KANVOICE_CHROMIUM=/usr/bin/chromium
+export KANVOICE_REQUIRE_BROWSER=1
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

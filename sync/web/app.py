@@ -6,6 +6,10 @@ from fastapi import FastAPI
 
 from sync.composition import Services
 from sync.web.board_webhooks import board_webhooks_router
+from sync.web.breakdown import ledger_payload_source
+from sync.web.dashboard import DashboardAuth, dashboard_router
+from sync.web.dashboard_actions import InvoicingActions
+from sync.web.events import ChangeBroker
 from sync.web.health import health_router
 from sync.web.stripe_webhook import stripe_webhook_router
 
@@ -13,7 +17,22 @@ from sync.web.stripe_webhook import stripe_webhook_router
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="kanvoice", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.services = services
+    broker = ChangeBroker()
+    app.state.broker = broker
+    app.state.notify = broker.notify
+    services.engine.on_change(broker.notify)
     app.include_router(health_router(services))
     app.include_router(board_webhooks_router(services))
     app.include_router(stripe_webhook_router(services))
+    server = services.settings.server
+    auth = DashboardAuth.for_bind(
+        server.host,
+        token=server.dashboard_token.get_secret_value() if server.dashboard_token else None,
+        username=server.dashboard_user,
+        password=server.dashboard_password.get_secret_value()
+        if server.dashboard_password
+        else None,
+    )
+    payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
+    app.include_router(dashboard_router(payload, broker, InvoicingActions(services), auth))
     return app

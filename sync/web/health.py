@@ -8,10 +8,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync.composition import Services
+from sync.metrics import register_ledger_metrics
 
 
 def health_router(services: Services) -> APIRouter:
     router = APIRouter()
+    register_ledger_metrics(services.ledger.engine)
 
     @router.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,148 @@
+"""The dashboard's numbers: the per-client pipeline plus per-board and per-sprint splits.
+
+The stage rules (voided entries skipped, a milestone's hours kept apart as
+`fixed_price_hours`, amounts quantized to the currency) live in `sync.pipeline`; this
+module only groups the ledger's entries finer (by the item's board and iteration) and
+runs every group through `client_pipelines`, so the splits add up to the client totals
+by construction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import func, select
+
+from mapping.domain import EntryState
+from mapping.money import currency_exponent
+from sync.ledger import schema as t
+from sync.ledger.store import Ledger, UnitOfWork
+from sync.pipeline import STAGES, client_pipelines
+
+NO_SPRINT = "(no sprint)"
+
+STAGE_LABELS: dict[str, str] = {
+    EntryState.IN_PROGRESS.value: "In progress",
+    EntryState.READY.value: "Ready to bill",
+    EntryState.DRAFTED.value: "Drafted",
+    EntryState.APPROVED.value: "Approved",
+    EntryState.INVOICED.value: "Invoiced",
+    EntryState.PAID.value: "Paid",
+    EntryState.NEEDS_REVIEW.value: "Needs review",
+    EntryState.NON_BILLABLE.value: "Non-billable (cost)",
+}
+
+
+class _Rows:
+    """A stand-in for a unit of work whose `pipeline_rows()` are a chosen subset, so that
+    `client_pipelines` (and its rules) can be applied to one board or one sprint."""
+
+    def __init__(self, rows: Iterable[Any]) -> None:
+        self._rows = list(rows)
+
+    def pipeline_rows(self) -> list[Any]:
+        return self._rows
+
+
+def _breakdown_rows(uow: UnitOfWork) -> list[Any]:
+    """Entries summed per client, board, iteration, state, kind and currency."""
+    e, i = t.entries, t.items
+    return list(
+        uow.conn.execute(
+            select(
+                e.c.client,
+                i.c.board,
+                i.c.iteration,
+                e.c.state,
+                e.c.kind,
+                e.c.currency,
+                func.count().label("entries"),
+                func.coalesce(func.sum(e.c.hours), 0).label("hours"),
+                func.coalesce(func.sum(e.c.amount), 0).label("amount"),
+            )
+            .select_from(e.join(i, i.c.id == e.c.item_id))
+            .group_by(e.c.client, i.c.board, i.c.iteration, e.c.state, e.c.kind, e.c.currency)
+        ).all()
+    )
+
+
+def _natural_key(text: str) -> tuple[Any, ...]:
+    """'Sprint 2' before 'Sprint 10'; the no-sprint group last."""
+    parts = re.split(r"(\d+)", text.casefold())
+    return (
+        text == NO_SPRINT,
+        tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts),
+    )
+
+
+def _group_figures(rows: list[Any], client: str, name: str, currency: str) -> dict[str, Any]:
+    """The stages of one group of rows, computed by the same code as the client totals."""
+    (pipeline,) = client_pipelines(cast(UnitOfWork, _Rows(rows)), {client: (name, currency)})
+    figures = pipeline.as_dict()
+    return {
+        "stages": figures["stages"],
+        "unbilled_gap": figures["unbilled_gap"],
+        "fixed_price_hours": figures["fixed_price_hours"],
+    }
+
+
+def pipeline_payload(
+    uow: UnitOfWork, clients: dict[str, tuple[str, str]], now: datetime
+) -> dict[str, Any]:
+    """Everything the dashboard shows, as JSON-ready data.
+
+    `{"generated_at": ISO time, "stage_order": [{"state", "label"}, ...],
+    "clients": [ClientPipeline.as_dict() + "decimals", "boards": [{"board", "stages",
+    ...}], "sprints": [{"iteration", "stages", ...}]]}`. Hours and amounts are strings
+    (amounts quantized to the currency's decimals), exactly as `kanvoice status --json`.
+    """
+    pipelines = client_pipelines(uow, clients)
+    rows = _breakdown_rows(uow)
+    by_board: dict[tuple[str, str], list[Any]] = {}
+    by_sprint: dict[tuple[str, str], list[Any]] = {}
+    for row in rows:
+        by_board.setdefault((row.client, row.board), []).append(row)
+        sprint = row.iteration or NO_SPRINT
+        by_sprint.setdefault((row.client, sprint), []).append(row)
+
+    result: list[dict[str, Any]] = []
+    for pipeline in pipelines:
+        data = pipeline.as_dict()
+        key, name, currency = pipeline.client, pipeline.name, pipeline.currency
+        data["decimals"] = currency_exponent(currency)
+        data["boards"] = [
+            {"board": board, **_group_figures(group, key, name, currency)}
+            for (client, board), group in sorted(by_board.items())
+            if client == key
+        ]
+        data["sprints"] = [
+            {"iteration": sprint, **_group_figures(group, key, name, currency)}
+            for (client, sprint), group in sorted(
+                by_sprint.items(), key=lambda kv: _natural_key(kv[0][1])
+            )
+            if client == key
+        ]
+        result.append(data)
+    return {
+        "generated_at": now.isoformat(),
+        "stage_order": [
+            {"state": state.value, "label": STAGE_LABELS[state.value]} for state in STAGES
+        ],
+        "clients": result,
+    }
+
+
+def ledger_payload_source(
+    ledger: Ledger, clients: dict[str, tuple[str, str]], clock: Callable[[], datetime]
+) -> Callable[[], dict[str, Any]]:
+    """A `get_payload` for `dashboard_router`: reads the ledger afresh on every call."""
+
+    def get_payload() -> dict[str, Any]:
+        now = clock()
+        with ledger.unit_of_work(now) as uow:
+            return pipeline_payload(uow, clients, now)
+
+    return get_payload

@@ -1,0 +1,457 @@
+"""The live dashboard: `GET /`, `GET /api/pipeline`, `GET /api/events` and the finance
+actions (create a draft now, approve, reject), as one FastAPI router.
+
+The router is given everything it needs: a `get_payload()` returning the figures
+(see `sync.web.breakdown.pipeline_payload`), a `ChangeBroker` that wakes the event
+streams, the `DashboardActions` that talk to the invoicing code, and a `DashboardAuth`.
+
+No `from __future__ import annotations` here: FastAPI must see the route functions'
+annotations (which use a dependency defined inside `dashboard_router`) as objects.
+"""
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+from urllib.parse import urlencode
+
+import structlog
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from sync.web.events import ChangeBroker, Tick
+
+log = structlog.get_logger(__name__)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+STATIC_DIR = HERE / "static"
+STATIC_FILES: dict[str, str] = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+}
+
+COOKIE_NAME = "kanvoice_dashboard"
+COOKIE_MAX_AGE = 30 * 24 * 3600
+# Browsers only send custom headers cross-site after a CORS preflight this app never
+# grants, so requiring one on every POST stops cross-site request forgery.
+CSRF_HEADER = "X-Kanvoice-Dashboard"
+LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+SSE_RETRY_MS = 2000
+TERMINAL_DRAFT_STATES = frozenset(
+    {"approved", "finalized", "open", "sent", "paid", "void", "voided", "deleted", "uncollectible"}
+)
+
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_PAGE_HEADERS = {
+    **_SECURITY_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+
+
+class DashboardActions(Protocol):
+    """What the dashboard's buttons do; implemented by the invoicing code.
+
+    Methods are called from a worker thread. Return JSON-safe dicts (money as strings).
+    `approve` / `reject` raise `PermissionError` when `approver` may not decide (HTTP
+    403), `LookupError` for an unknown invoice or client (404) and `ValueError` when the
+    invoice cannot be decided in its current state (409; the message is shown).
+    """
+
+    def create_draft(self, client: str) -> dict[str, Any]:
+        """Create or refresh the client's draft invoice now and ask for approval."""
+        ...
+
+    def approve(self, invoice_id: str, approver: str) -> dict[str, Any]:
+        """Approve the draft (the only path to finalize)."""
+        ...
+
+    def reject(self, invoice_id: str, approver: str, reason: str) -> dict[str, Any]:
+        """Reject the draft with a reason."""
+        ...
+
+    def list_drafts(self, client: str) -> list[dict[str, Any]]:
+        """Open drafts of a client: dicts with id, client, period, total, currency, state,
+        version."""
+        ...
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` (an address or name the server binds to) is loopback only."""
+    name = host.strip().strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class DashboardAuth:
+    """Who may see the dashboard and press its buttons.
+
+    - `required=False`: no credentials (only for a server bound to loopback); requests
+      must then name a loopback host (`allowed_hosts`), which defeats DNS rebinding.
+      The approver identity is `anonymous_user` ("dashboard").
+    - `token`: `Authorization: Bearer TOKEN`, or `?token=TOKEN` once in the browser,
+      which sets an HttpOnly cookie derived from the token and redirects to the clean
+      URL. The identity is `token_user`.
+    - `username` + `password`: HTTP basic auth; the identity is the user name.
+    Both may be set. Required but neither set: every request is refused (401).
+    """
+
+    required: bool = True
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token_user: str = "dashboard"  # noqa: S105 (an identity, not a secret)
+    anonymous_user: str = "dashboard"
+    realm: str = "kanvoice"
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS
+
+    @classmethod
+    def for_bind(
+        cls,
+        host: str,
+        *,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> "DashboardAuth":
+        """Credentials required unless the server binds to a loopback address."""
+        if is_loopback(host) and not (token or (username and password)):
+            return cls(required=False)
+        return cls(required=True, token=token, username=username, password=password)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.token) or bool(self.username and self.password)
+
+    def problem(self) -> str | None:
+        """Why nobody could log in, if so (for `kanvoice check-config`)."""
+        if self.required and not self.configured:
+            return (
+                "server: the dashboard needs server.dashboard_token or "
+                "server.dashboard_user and server.dashboard_password when not bound to loopback"
+            )
+        return None
+
+    def cookie_value(self) -> str:
+        """The browser cookie for token auth: derived from the token, so it changes (and
+        old cookies stop working) when the token is rotated."""
+        assert self.token
+        return hmac.new(
+            self.token.encode(), b"kanvoice-dashboard-cookie", hashlib.sha256
+        ).hexdigest()
+
+    def _challenge(self) -> str:
+        challenges = []
+        if self.username and self.password:
+            challenges.append(f'Basic realm="{self.realm}", charset="UTF-8"')
+        if self.token or not challenges:
+            challenges.append(f'Bearer realm="{self.realm}"')
+        return ", ".join(challenges)
+
+    def _token_ok(self, candidate: str) -> bool:
+        return bool(self.token) and hmac.compare_digest(
+            candidate.encode(), (self.token or "").encode()
+        )
+
+    def _basic_ok(self, encoded: str) -> str | None:
+        if not (self.username and self.password):
+            return None
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, sep, password = decoded.partition(":")
+        if not sep:
+            return None
+        user_ok = hmac.compare_digest(user.encode(), self.username.encode())
+        password_ok = hmac.compare_digest(password.encode(), self.password.encode())
+        return user if user_ok and password_ok else None
+
+    def identify(self, request: Request) -> str | None:
+        """The authenticated user of a request, or None."""
+        if not self.required:
+            return self.anonymous_user
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer" and value and self._token_ok(value):
+            return self.token_user
+        if scheme.lower() == "basic" and value:
+            user = self._basic_ok(value)
+            if user is not None:
+                return user
+        query_token = request.query_params.get("token")
+        if query_token and self._token_ok(query_token):
+            return self.token_user
+        cookie = request.cookies.get(COOKIE_NAME)
+        if cookie and self.token and hmac.compare_digest(cookie, self.cookie_value()):
+            return self.token_user
+        return None
+
+    def host_allowed(self, request: Request) -> bool:
+        if self.required or self.allowed_hosts is None:
+            return True
+        host = request.url.hostname or ""
+        return host.strip("[]") in self.allowed_hosts
+
+    def unauthorized(self) -> HTTPException:
+        return HTTPException(
+            status_code=401,
+            detail="authentication required: a dashboard token (Authorization: Bearer, or "
+            "?token= once in the browser) or the dashboard user and password",
+            headers={"WWW-Authenticate": self._challenge(), **_SECURITY_HEADERS},
+        )
+
+
+def format_money(amount: object, currency: str) -> str:
+    """'4000.00', 'EUR' -> '4,000.00 EUR' (the amount already has the currency's
+    decimals; the same rule as the page's script)."""
+    try:
+        value = Decimal(str(amount))
+    except InvalidOperation:
+        return f"{amount} {currency}"
+    return f"{value:,} {currency}"
+
+
+def format_hours(hours: object) -> str:
+    """'1234.5' -> '1,234.5 h'."""
+    try:
+        value = Decimal(str(hours))
+    except InvalidOperation:
+        return f"{hours} h"
+    return f"{value:,} h"
+
+
+TEMPLATES.env.filters["money"] = format_money
+TEMPLATES.env.filters["hours"] = format_hours
+
+
+def _json_response(data: Any, status_code: int = 200) -> Response:
+    return Response(
+        json.dumps(data, default=str),
+        status_code=status_code,
+        media_type="application/json",
+        headers=_SECURITY_HEADERS,
+    )
+
+
+def _sse(event: str, data: Any) -> str:
+    body = json.dumps(data, default=str, separators=(",", ":"))
+    return f"event: {event}\ndata: {body}\n\n"
+
+
+class _SharedView:
+    """The last view sent on the event streams, and the broker version it reflects."""
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.data: dict[str, Any] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def lock(self) -> asyncio.Lock:
+        """A lock for the running event loop (test clients may run one loop each)."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop = asyncio.Lock(), loop
+        return self._lock
+
+
+def dashboard_router(
+    get_payload: Callable[[], dict[str, Any]],
+    broker: ChangeBroker,
+    actions: DashboardActions,
+    auth: DashboardAuth,
+) -> APIRouter:
+    """The dashboard's routes: `GET /`, `GET /api/pipeline`, `GET /api/events`,
+    `POST /api/clients/{client}/draft`, `POST /api/invoices/{id}/approve|reject` and the
+    page's static files under `/static/dashboard/`."""
+    router = APIRouter()
+
+    def user(request: Request) -> str:
+        if not auth.host_allowed(request):
+            raise HTTPException(
+                status_code=403,
+                detail="the dashboard without credentials only answers on a loopback host "
+                "name (127.0.0.1 or localhost)",
+            )
+        identity = auth.identify(request)
+        if identity is None:
+            raise auth.unauthorized()
+        return identity
+
+    User = Annotated[str, Depends(user)]
+
+    def csrf(request: Request) -> None:
+        if request.headers.get(CSRF_HEADER) is None:
+            raise HTTPException(
+                status_code=403, detail=f"missing the {CSRF_HEADER} header (use the dashboard)"
+            )
+
+    def view() -> dict[str, Any]:
+        """The payload plus each client's open drafts, as plain JSON data."""
+        payload: dict[str, Any] = json.loads(json.dumps(get_payload(), default=str))
+        for client in payload.get("clients", []):
+            drafts = actions.list_drafts(client["client"])
+            client["drafts"] = json.loads(json.dumps(drafts, default=str))
+        return payload
+
+    shared = _SharedView()
+
+    async def shared_view() -> dict[str, Any]:
+        """One ledger read per notification, however many streams are open: a stream
+        woken by notification N reads the broker's version (>= N) and reuses a view
+        computed after that version was published."""
+        version = broker.version
+        async with shared.lock():
+            if shared.data is None or shared.version != version:
+                shared.data = await run_in_threadpool(view)
+                shared.version = version
+            return shared.data
+
+    async def decide(function: Callable[..., dict[str, Any]], *args: str) -> Response:
+        try:
+            result = await run_in_threadpool(function, *args)
+        except PermissionError as exc:
+            raise HTTPException(status_code=403, detail=str(exc) or "not allowed") from None
+        except LookupError as exc:
+            message = exc.args[0] if exc.args else "not found"
+            raise HTTPException(status_code=404, detail=str(message)) from None
+        except ValueError as exc:
+            raise HTTPException(status_code=409, detail=str(exc) or "conflict") from None
+        broker.notify()
+        return _json_response(result)
+
+    @router.get("/", response_class=HTMLResponse, name="dashboard_page")
+    async def page(request: Request, identity: User) -> Response:
+        if "token" in request.query_params and auth.token:
+            # Swap the token in the address bar for a cookie, then show the clean URL.
+            query = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            target = request.url.path + (f"?{urlencode(query)}" if query else "")
+            response = RedirectResponse(target, status_code=303, headers=_SECURITY_HEADERS)
+            response.set_cookie(
+                COOKIE_NAME,
+                auth.cookie_value(),
+                max_age=COOKIE_MAX_AGE,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+                path="/",
+            )
+            return response
+        data = await run_in_threadpool(view)
+        paths = {
+            "pipeline_url": request.url_for("dashboard_pipeline").path,
+            "events_url": request.url_for("dashboard_events").path,
+            "api_base": request.url_for("dashboard_pipeline").path.removesuffix("/pipeline"),
+            "css_url": request.url_for("dashboard_static", name="dashboard.css").path,
+            "js_url": request.url_for("dashboard_static", name="dashboard.js").path,
+        }
+        return TEMPLATES.TemplateResponse(
+            request,
+            "dashboard.html",
+            {
+                "payload": data,
+                "user": identity,
+                "csrf_header": CSRF_HEADER,
+                "terminal_states": sorted(TERMINAL_DRAFT_STATES),
+                **paths,
+            },
+            headers=_PAGE_HEADERS,
+        )
+
+    @router.get("/api/pipeline", name="dashboard_pipeline")
+    async def pipeline(identity: User) -> Response:
+        return _json_response(await run_in_threadpool(view))
+
+    @router.get("/api/events", name="dashboard_events")
+    async def events(identity: User) -> StreamingResponse:
+        async def stream() -> AsyncIterator[str]:
+            async with broker.subscribe() as subscription:
+                yield f"retry: {SSE_RETRY_MS}\n\n"
+                yield await current()
+                async for tick in subscription:
+                    if tick is Tick.HEARTBEAT:
+                        yield ": heartbeat\n\n"
+                    else:
+                        yield await current()
+
+        async def current() -> str:
+            try:
+                return _sse("pipeline", await shared_view())
+            except Exception as exc:
+                log.exception("dashboard.payload_failed")
+                return _sse("problem", {"message": f"{exc.__class__.__name__}: {exc}"})
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={**_SECURITY_HEADERS, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.post(
+        "/api/clients/{client}/draft",
+        name="dashboard_create_draft",
+        dependencies=[Depends(csrf)],
+    )
+    async def create_draft(client: str, identity: User) -> Response:
+        log.info("dashboard.create_draft", client=client, user=identity)
+        return await decide(actions.create_draft, client)
+
+    @router.post(
+        "/api/invoices/{invoice_id}/approve",
+        name="dashboard_approve",
+        dependencies=[Depends(csrf)],
+    )
+    async def approve(invoice_id: str, identity: User) -> Response:
+        log.info("dashboard.approve", invoice=invoice_id, user=identity)
+        return await decide(actions.approve, invoice_id, identity)
+
+    @router.post(
+        "/api/invoices/{invoice_id}/reject",
+        name="dashboard_reject",
+        dependencies=[Depends(csrf)],
+    )
+    async def reject(
+        invoice_id: str,
+        identity: User,
+        reason: Annotated[str, Body(embed=True, max_length=1000)] = "",
+    ) -> Response:
+        log.info("dashboard.reject", invoice=invoice_id, user=identity)
+        return await decide(actions.reject, invoice_id, identity, reason.strip())
+
+    @router.get("/static/dashboard/{name}", name="dashboard_static", include_in_schema=False)
+    async def static(name: str) -> FileResponse:
+        media_type = STATIC_FILES.get(name)
+        if media_type is None:
+            raise HTTPException(status_code=404, detail="not found")
+        return FileResponse(
+            STATIC_DIR / name,
+            media_type=media_type,
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    return router

@@ -1,0 +1,87 @@
+"""The dashboard's buttons, done by the same invoicing code as the CLI and Slack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+
+from mapping.domain import EntryState
+from mapping.money import Money
+from sync.composition import Services
+from sync.ledger import schema as t
+
+
+class InvoicingActions:
+    """`DashboardActions` over `Invoicing`: same authorization and audit as elsewhere."""
+
+    def __init__(
+        self, services: Services, request_approval: Callable[[int], None] | None = None
+    ) -> None:
+        self.services = services
+        self.request_approval = request_approval
+
+    def create_draft(self, client: str) -> dict[str, Any]:
+        result = self.services.invoicing.create_or_refresh_draft(client, actor="dashboard")
+        if self.request_approval is not None and result.lines:
+            self.request_approval(result.invoice_id)
+        return {
+            "invoice_id": result.invoice_id,
+            "period": result.period,
+            "added": result.added,
+            "lines": result.lines,
+            "total": str(result.total.amount),
+            "currency": result.total.currency,
+        }
+
+    def approve(self, invoice_id: str, approver: str) -> dict[str, Any]:
+        return self.services.invoicing.approve(_id(invoice_id), approver, "dashboard")
+
+    def reject(self, invoice_id: str, approver: str, reason: str) -> dict[str, Any]:
+        return self.services.invoicing.reject(_id(invoice_id), approver, "dashboard", reason or "-")
+
+    def list_drafts(self, client: str) -> list[dict[str, Any]]:
+        with self.services.ledger.engine.connect() as conn:
+            invoices = conn.execute(
+                select(t.invoices)
+                .where(t.invoices.c.client == client, t.invoices.c.state == "draft")
+                .order_by(t.invoices.c.id)
+            ).all()
+            drafts = []
+            for invoice in invoices:
+                total, lines = conn.execute(
+                    select(func.coalesce(func.sum(t.entries.c.amount), 0), func.count()).where(
+                        t.entries.c.invoice_id == invoice.id,
+                        t.entries.c.state.in_(
+                            [EntryState.DRAFTED.value, EntryState.APPROVED.value]
+                        ),
+                    )
+                ).one()
+                if not lines:
+                    continue
+                approved = conn.execute(
+                    select(t.approvals.c.approver).where(t.approvals.c.invoice_id == invoice.id)
+                ).scalar()
+                drafts.append(
+                    {
+                        "id": invoice.id,
+                        "client": client,
+                        "period": invoice.period_key,
+                        "total": str(Money(Decimal(total), invoice.currency).quantized().amount),
+                        "currency": invoice.currency,
+                        "state": "approved" if approved else "draft",
+                        "version": invoice.version,
+                        "lines": int(lines),
+                        "stripe_invoice_id": invoice.stripe_invoice_id,
+                    }
+                )
+        return drafts
+
+
+def _id(invoice_id: str) -> int:
+    try:
+        return int(invoice_id)
+    except ValueError:
+        raise LookupError(f"no invoice {invoice_id!r}") from None

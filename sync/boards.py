@@ -1,10 +1,493 @@
-"""Board connectors built from settings: placeholder until wired."""
+"""Board connectors built from settings, and the shell that feeds them to the engine.
+
+* `build_connectors(settings)` turns every ``github`` / ``azure_devops`` board into a
+  `BoardConnector` (simulated and file boards have none). Missing credentials are a
+  `ConfigError` naming the setting. Building is cheap: each connector (and its httpx
+  client) is created on first use, in the event loop that uses it.
+* `sync_board` / `sync_all`: one poll, through `Engine.ingest`, then the cursor.
+* `handle_trigger`: a verified webhook → dedupe → re-fetch → ingest → claim.
+
+The ledger is synchronous (SQLAlchemy); its calls run in a worker thread so the
+event loop serving webhooks never blocks on the database. Engine listeners are
+therefore called from that worker thread.
+"""
 
 from __future__ import annotations
 
-from connectors.base import BoardConnector
-from sync.settings import Settings
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+from sqlalchemy import select
+
+from connectors.azure_devops.config import DEFAULT_HOURS_FIELD, AzureBoardConfig
+from connectors.azure_devops.connector import AzureDevOpsConnector
+from connectors.azure_devops.service_hook import parse_azure_service_hook
+from connectors.base import (
+    BoardConnector,
+    ConnectorError,
+    PollResult,
+    WebhookTrigger,
+)
+from connectors.github.config import GitHubBoardConfig
+from connectors.github.connector import GitHubProjectConnector
+from connectors.github.webhook import DEFAULT_MAX_BODY_BYTES, parse_github_webhook
+from mapping.domain import BoardItem, Source
+from sync.composition import Services
+from sync.engine import IngestReport
+from sync.ledger import schema as t
+from sync.ledger.store import UnitOfWork
+from sync.settings import BoardSettings, ConfigError, Settings
+
+log = structlog.get_logger(__name__)
+
+#: Board sources that have a connector to poll.
+POLLED_SOURCES = frozenset({Source.GITHUB.value, Source.AZURE_DEVOPS.value})
+
+_RealConnector = GitHubProjectConnector | AzureDevOpsConnector
+
+
+# -- building ---------------------------------------------------------------------------
+
+
+class LazyBoardConnector:
+    """A `BoardConnector` that creates the real connector on first use.
+
+    Building it costs nothing but the (validated, frozen) config. The real connector
+    and its httpx client are created in the running event loop when first needed and
+    created again if a later call runs in another loop (httpx connections belong to
+    the loop that opened them); `aclose()` releases them. Webhook parsing needs no
+    HTTP and never creates the connector.
+    """
+
+    def __init__(self, config: GitHubBoardConfig | AzureBoardConfig) -> None:
+        self.config = config
+        self.board_key = config.board_key
+        self.source = (
+            Source.GITHUB if isinstance(config, GitHubBoardConfig) else Source.AZURE_DEVOPS
+        )
+        self._real: _RealConnector | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._project_id: str | None = None  # GitHub: learnt from polls and fetches
+
+    def __repr__(self) -> str:
+        return f"LazyBoardConnector({self.source.value}:{self.board_key})"
+
+    @property
+    def connector(self) -> _RealConnector:
+        """The real connector for the running event loop (created if needed)."""
+        loop = asyncio.get_running_loop()
+        if self._real is None or self._loop is not loop:
+            self._known_project_id()
+            self._real = self._create()
+            self._loop = loop
+        return self._real
+
+    @property
+    def built(self) -> _RealConnector | None:
+        """The real connector if one was created (for counters in tests), else None."""
+        return self._real
+
+    def _create(self) -> _RealConnector:
+        if isinstance(self.config, GitHubBoardConfig):
+            github = GitHubProjectConnector(self.config)
+            github.project_id = self._project_id
+            return github
+        return AzureDevOpsConnector(self.config)
+
+    def _known_project_id(self) -> str | None:
+        if isinstance(self._real, GitHubProjectConnector) and self._real.project_id:
+            self._project_id = self._real.project_id
+        return self._project_id
+
+    async def poll(self, cursor: str | None) -> PollResult:
+        return await self.connector.poll(cursor)
+
+    async def fetch(self, item_ids: tuple[str, ...]) -> tuple[BoardItem, ...]:
+        return await self.connector.fetch(item_ids)
+
+    def parse_webhook(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> WebhookTrigger:
+        """Verify and parse with this board's webhook credentials (no HTTP involved)."""
+        if isinstance(self.config, GitHubBoardConfig):
+            secret = (self.config.webhook_secret or "").encode()
+            return parse_github_webhook(secret, headers, body, max_body_bytes=max_body_bytes)
+        return parse_azure_service_hook(
+            self.config.hook_username, self.config.hook_password, headers, body, max_body_bytes
+        )
+
+    def matches_board_hint(self, hint: str | None) -> bool | None:
+        """Whether a webhook's hint names this board; None when it cannot be told.
+
+        GitHub: the hint is the project's node id, known once a poll or fetch saw it.
+        Azure DevOps: the hint is the project name (several boards may share one).
+        """
+        if hint is None:
+            return None
+        if isinstance(self.config, AzureBoardConfig):
+            return hint.casefold() == self.config.project.casefold()
+        project_id = self._known_project_id()
+        return None if project_id is None else hint == project_id
+
+    async def aclose(self) -> None:
+        """Close the real connector's HTTP client (a later call creates a new one)."""
+        self._known_project_id()
+        real, self._real, self._loop = self._real, None, None
+        if real is not None:
+            await real.aclose()
+
+
+def _secret(value: object) -> str | None:
+    getter = getattr(value, "get_secret_value", None)
+    raw = getter() if callable(getter) else value
+    return str(raw) if raw else None
+
+
+def _rest_api_url(graphql_url: str) -> str:
+    """The REST base for App installation tokens, from the GraphQL URL.
+
+    ``https://api.github.com/graphql`` → ``https://api.github.com``;
+    GitHub Enterprise ``https://HOST/api/graphql`` → ``https://HOST/api/v3``.
+    """
+    base = graphql_url.rstrip("/").removesuffix("/graphql")
+    return base + "/v3" if base.endswith("/api") else base
+
+
+def _github_config(settings: Settings, index: int, board: BoardSettings) -> GitHubBoardConfig:
+    section = board.github
+    assert section is not None  # BoardSettings validates the section exists
+    where = f"boards[{index}] ({board.key})"
+    creds = settings.github
+    token = _secret(creds.token)
+    private_key = _secret(creds.private_key)
+    app = {
+        "github.app_id": creds.app_id,
+        "github.installation_id": creds.installation_id,
+        "github.private_key": private_key,
+    }
+    if token and any(app.values()):
+        raise ConfigError(
+            f"github.token and github.app_id/installation_id/private_key are both set "
+            f"(used by {where}): set one of them"
+        )
+    if not token:
+        if not any(app.values()):
+            raise ConfigError(
+                f"github.token or github.app_id/installation_id/private_key: required by "
+                f"{where} (set KANVOICE_GITHUB__TOKEN, or the GitHub App settings)"
+            )
+        missing = [key for key, value in app.items() if not value]
+        if missing:
+            raise ConfigError(
+                f"{', '.join(missing)}: required by {where} with the other GitHub App settings"
+            )
+    try:
+        return GitHubBoardConfig(
+            board_key=board.key,
+            owner=section.owner,
+            owner_type=section.owner_type,
+            project_number=section.project_number,
+            status_field=section.status_field,
+            done_options=tuple(board.done_columns) or ("Done",),
+            in_progress_options=tuple(section.in_progress_options),
+            hours_field=board.hours_field or "Hours",
+            billing_type_field=board.billing_type_field,
+            billing_type_values=dict(board.billing_type_values),
+            rate_field=board.rate_field,
+            milestone_field=board.milestone_field,
+            api_url=section.api_url,
+            rest_api_url=_rest_api_url(section.api_url),
+            token=token,
+            app_id=None if token else creds.app_id,
+            app_private_key=None if token else private_key,
+            app_installation_id=None if token else creds.installation_id,
+            webhook_secret=_secret(creds.webhook_secret),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _azure_config(settings: Settings, index: int, board: BoardSettings) -> AzureBoardConfig:
+    section = board.azure_devops
+    assert section is not None  # BoardSettings validates the section exists
+    where = f"boards[{index}] ({board.key})"
+    creds = settings.azure_devops
+    pat = _secret(creds.pat)
+    if not pat:
+        raise ConfigError(
+            f"azure_devops.pat: required by {where} (a personal access token with "
+            "Work Items: Read; set KANVOICE_AZURE_DEVOPS__PAT)"
+        )
+    try:
+        return AzureBoardConfig(
+            board_key=board.key,
+            organization_url=section.organization_url,
+            project=section.project,
+            pat=pat,
+            team=section.team,
+            area_path=section.area_path,
+            hours_field=board.hours_field or DEFAULT_HOURS_FIELD,
+            billing_type_field=board.billing_type_field,
+            billing_type_values=dict(board.billing_type_values),
+            done_board_columns=frozenset(board.done_columns),
+            rate_field=board.rate_field,
+            milestone_field=board.milestone_field,
+            overlap_seconds=section.overlap_seconds,
+            work_item_types=tuple(section.work_item_types),
+            hook_username=creds.hook_username or "",
+            hook_password=_secret(creds.hook_password) or "",
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def build_connectors(settings: Settings) -> dict[str, BoardConnector]:
-    return {}
+    """One connector per GitHub / Azure DevOps board, keyed by board key.
+
+    Raises `ConfigError` naming the missing or wrong setting. No network, no client.
+    """
+    connectors: dict[str, BoardConnector] = {}
+    for index, board in enumerate(settings.boards):
+        if board.source == Source.GITHUB.value:
+            connectors[board.key] = LazyBoardConnector(_github_config(settings, index, board))
+        elif board.source == Source.AZURE_DEVOPS.value:
+            connectors[board.key] = LazyBoardConnector(_azure_config(settings, index, board))
+    return connectors
+
+
+async def close_connectors(connectors: Mapping[str, BoardConnector] | Services) -> None:
+    """Close every connector's HTTP client (those that have one); errors are logged."""
+    if isinstance(connectors, Services):
+        connectors = connectors.connectors
+    for key, connector in connectors.items():
+        aclose = getattr(connector, "aclose", None)
+        if aclose is None:
+            continue
+        try:
+            await aclose()
+        except Exception as exc:  # closing must not hide the real outcome
+            log.warning("connector.close_failed", board=key, error=str(exc))
+
+
+def source_of(connector: BoardConnector) -> Source:
+    """The source a connector reads (github or azure_devops)."""
+    source = getattr(connector, "source", None)
+    if isinstance(source, Source):
+        return source
+    if isinstance(connector, GitHubProjectConnector):
+        return Source.GITHUB
+    if isinstance(connector, AzureDevOpsConnector):
+        return Source.AZURE_DEVOPS
+    raise TypeError(f"cannot tell the source of connector {connector!r}")
+
+
+# -- polling ----------------------------------------------------------------------------
+
+
+@dataclass
+class BoardSyncReport(IngestReport):
+    """An `IngestReport` for one board's poll, with the board, requests and cursor."""
+
+    board: str = ""
+    requests_made: int = 0
+    cursor: str | None = None
+
+
+def _connector(services: Services, board_key: str) -> BoardConnector:
+    try:
+        return services.connectors[board_key]
+    except KeyError:
+        raise KeyError(
+            f"board {board_key!r} has no connector (GitHub and Azure DevOps boards do; "
+            f"configured: {sorted(services.connectors) or 'none'})"
+        ) from None
+
+
+def _read_cursor(services: Services, source: str, board: str) -> str | None:
+    with services.ledger.unit_of_work(services.clock()) as uow:
+        return uow.cursor(source, board)
+
+
+def _store_cursor(services: Services, source: str, board: str, value: str) -> None:
+    with services.ledger.unit_of_work(services.clock()) as uow:
+        uow.set_cursor(source, board, value)
+
+
+async def sync_board(services: Services, board_key: str) -> BoardSyncReport:
+    """Poll one board since its cursor, ingest, then store the new cursor.
+
+    The cursor is written in its own transaction only after the ingest committed, so
+    a failed ingest polls the same window again. Raises RetriableError / FatalError
+    from the connector, SQLAlchemy errors from the ledger.
+    """
+    connector = _connector(services, board_key)
+    source = source_of(connector).value
+    cursor = await asyncio.to_thread(_read_cursor, services, source, board_key)
+    result = await connector.poll(cursor)
+    ingested = await asyncio.to_thread(services.engine.ingest, result.items)
+    if result.cursor is not None and result.cursor != cursor:
+        await asyncio.to_thread(_store_cursor, services, source, board_key, result.cursor)
+    report = BoardSyncReport(board=board_key, requests_made=result.requests_made)
+    report.merge(ingested)
+    report.cursor = result.cursor if result.cursor is not None else cursor
+    log.info(
+        "board.synced",
+        board=board_key,
+        source=source,
+        requests=result.requests_made,
+        seen=report.seen,
+        new=report.items_new,
+        updated=report.items_updated,
+        unchanged=report.skipped,
+        entries_created=report.entries_created,
+        state_changes=report.state_changes,
+    )
+    return report
+
+
+async def sync_all(
+    services: Services, boards: Iterable[str] | None = None
+) -> dict[str, BoardSyncReport | ConnectorError]:
+    """Poll every board (or those named), one after the other.
+
+    A board whose connector fails (RetriableError, FatalError) gets its error in the
+    result and the other boards still run. Ledger errors stop the run.
+    """
+    keys = list(boards) if boards is not None else list(services.connectors)
+    results: dict[str, BoardSyncReport | ConnectorError] = {}
+    for key in keys:
+        try:
+            results[key] = await sync_board(services, key)
+        except ConnectorError as exc:
+            log.error("board.sync_failed", board=key, error=str(exc), kind=exc.__class__.__name__)
+            results[key] = exc
+    return results
+
+
+# -- webhooks ---------------------------------------------------------------------------
+
+TriggerStatus = Literal["processed", "duplicate", "stale", "gone"]
+
+
+@dataclass
+class TriggerReport(IngestReport):
+    """What handling one webhook trigger did.
+
+    `status`: ``processed`` (re-fetched and ingested, delivery claimed), ``duplicate``
+    (delivery id seen before: nothing done), ``stale`` (an Azure DevOps revision not
+    newer than the ledger's: nothing done), ``gone`` (the re-fetch found no item, e.g.
+    after ``deleted``: nothing recorded).
+    """
+
+    status: TriggerStatus = "processed"
+    boards: tuple[str, ...] = ()
+    detail: str = ""
+
+
+def _delivery_seen(uow: UnitOfWork, source: str, delivery_id: str) -> bool:
+    # A read only; claiming happens after the ingest (see handle_trigger).
+    found = uow.conn.execute(
+        select(t.seen_deliveries.c.id).where(
+            t.seen_deliveries.c.source == source,
+            t.seen_deliveries.c.delivery_id == delivery_id,
+        )
+    ).first()
+    return found is not None
+
+
+def _azure_revision(trigger: WebhookTrigger) -> int | None:
+    """The work item revision an Azure DevOps hook names (delivery id ``id:rev``)."""
+    if trigger.source != Source.AZURE_DEVOPS.value:
+        return None
+    _, sep, rev = trigger.delivery_id.partition(":")
+    return int(rev) if sep and rev.isdigit() else None
+
+
+def _precheck(
+    services: Services, connectors: Sequence[BoardConnector], trigger: WebhookTrigger
+) -> tuple[TriggerStatus, str] | None:
+    with services.ledger.unit_of_work(services.clock()) as uow:
+        if _delivery_seen(uow, trigger.source, trigger.delivery_id):
+            return "duplicate", f"delivery {trigger.delivery_id} was processed before"
+        rev = _azure_revision(trigger)
+        if rev is None or len(trigger.item_ids) != 1:
+            return None
+        keys = [f"{trigger.source}:{c.board_key}:{trigger.item_ids[0]}" for c in connectors]
+        held = uow.held_items(keys)
+        if len(held) == len(keys) and all(row.held.revision >= rev for row in held.values()):
+            newest = max(row.held.revision for row in held.values())
+            return "stale", f"revision {rev} is not newer than the ledger's {newest}"
+    return None
+
+
+def _claim(services: Services, source: str, delivery_id: str) -> bool:
+    with services.ledger.unit_of_work(services.clock()) as uow:
+        return uow.claim_delivery(source, delivery_id)
+
+
+async def handle_trigger(
+    services: Services,
+    connector: BoardConnector | Sequence[BoardConnector],
+    trigger: WebhookTrigger,
+) -> TriggerReport:
+    """Act on a verified webhook: dedupe, re-fetch, ingest, then claim the delivery.
+
+    * Delivery id already claimed → ``duplicate``, nothing done.
+    * Azure DevOps revision not newer than what the ledger holds → ``stale``.
+    * Otherwise the items are fetched again (through each connector given: several
+      boards may share a project) and ingested. Only then is the delivery claimed, in
+      its own transaction: a failed fetch or ingest leaves the redelivery to do the
+      work, and since ingest is idempotent a concurrent duplicate is harmless.
+    * Nothing found (a ``deleted`` item, or one of another project) → ``gone`` and
+      nothing recorded: the ledger keeps the item as last seen, billed entries are
+      never removed by a board deletion, and the next poll reconciles.
+
+    Raises RetriableError / FatalError from the connector, SQLAlchemy errors.
+    """
+    connectors: Sequence[BoardConnector] = (
+        [connector] if not isinstance(connector, Sequence) else connector
+    )
+    boards = tuple(c.board_key for c in connectors)
+    early = await asyncio.to_thread(_precheck, services, connectors, trigger)
+    if early is not None:
+        status, detail = early
+        log.info(
+            "webhook.skipped",
+            source=trigger.source,
+            delivery=trigger.delivery_id,
+            status=status,
+            detail=detail,
+        )
+        return TriggerReport(status=status, boards=boards, detail=detail)
+    items: list[BoardItem] = []
+    for each in connectors:
+        items.extend(await each.fetch(trigger.item_ids))
+    if not items:
+        detail = f"{trigger.event} {trigger.action}: no item found on {', '.join(boards)}"
+        log.info("webhook.item_gone", source=trigger.source, delivery=trigger.delivery_id)
+        return TriggerReport(status="gone", boards=boards, detail=detail)
+    ingested = await asyncio.to_thread(services.engine.ingest, items)
+    first = await asyncio.to_thread(_claim, services, trigger.source, trigger.delivery_id)
+    report = TriggerReport(
+        status="processed",
+        boards=tuple(dict.fromkeys(i.board for i in items)),
+        detail="" if first else "processed concurrently by another request",
+    )
+    report.merge(ingested)
+    log.info(
+        "webhook.processed",
+        source=trigger.source,
+        delivery=trigger.delivery_id,
+        hook_event=trigger.event,
+        action=trigger.action,
+        boards=list(report.boards),
+        seen=report.seen,
+        changed=report.changed,
+    )
+    return report

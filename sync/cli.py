@@ -208,13 +208,18 @@ def db_upgrade(config: ConfigOption = None) -> None:
 @app.command()
 def demo(
     config: ConfigOption = None,
-    fast: Annotated[bool, typer.Option(help="Run the whole story at once and exit.")] = False,
+    fast: Annotated[
+        bool, typer.Option(help="Play the whole story at once, print the pipeline, exit.")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Dashboard port (loopback only).")] = 8765,
 ) -> None:
-    """The whole flow offline: a simulated board, the billing rules, the ledger."""
+    """The whole flow offline: simulated boards, fake Stripe, dashboard approvals."""
     from sync.demo import run_demo
 
     with _errors():
-        run_demo(out, fast=fast, config=config)
+        if config is not None:
+            err.print("note: the demo uses its own built-in settings; --config is ignored")
+        run_demo(out, fast=fast, port=port)
 
 
 def main() -> None:
@@ -226,4 +231,4 @@ if __name__ == "__main__":
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from sync import cli_boards, cli_invoicing  # noqa: E402,F401
+from sync import cli_boards, cli_invoicing, cli_run  # noqa: E402,F401

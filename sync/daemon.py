@@ -1,0 +1,286 @@
+"""`kanvoice run`: the ASGI app under uvicorn plus the scheduler, in one process.
+
+Webhooks and the dashboard are served by every instance. Polling, drafting, the
+outbox drain and reconciliation run only on the leader (see sync/leader.py). SIGTERM
+stops taking requests, lets running jobs finish (each ledger write is one transaction,
+so anything cut short rolls back whole), and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from typing import Any
+
+import structlog
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from sync.composition import Services
+from sync.leader import LeaderLock
+from sync.ledger import schema as t
+from sync.settings import Cadence
+
+log = structlog.get_logger(__name__)
+
+DRAIN_SECONDS = 10
+LEADER_SECONDS = 5
+DRAFT_SECONDS = 60
+RECONCILE_SECONDS = 3600
+CHANGE_POLL_SECONDS = 1.0
+SHUTDOWN_GRACE_SECONDS = 30
+
+
+def ledger_fingerprint(services: Services) -> tuple[Any, ...]:
+    """Cheap marker that moves whenever any instance changes the ledger."""
+    with services.ledger.engine.connect() as conn:
+        return (
+            conn.execute(select(func.max(t.entry_events.c.id))).scalar(),
+            conn.execute(select(func.max(t.items.c.last_seen_at))).scalar(),
+            conn.execute(select(func.max(t.invoices.c.updated_at))).scalar(),
+            conn.execute(select(func.max(t.audit_log.c.id))).scalar(),
+        )
+
+
+class Daemon:
+    """The scheduler's jobs; `run()` serves the app and runs them until told to stop."""
+
+    def __init__(
+        self,
+        services: Services,
+        app: Any,
+        notify: Callable[[], None] | None = None,
+        request_approval: Callable[[int], Awaitable[None]] | None = None,
+        on_stop: list[Callable[[], None]] | None = None,
+        drain_seconds: float = DRAIN_SECONDS,
+    ) -> None:
+        self.services = services
+        self.app = app
+        self.notify = notify
+        self.request_approval = request_approval
+        self.on_stop = on_stop or []
+        self.drain_seconds = drain_seconds
+        self.leader = LeaderLock(services.ledger.engine, services.settings.ledger.url)
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    def _job(
+        self, name: str, work: Callable[[], Awaitable[Any]], leader_only: bool = True
+    ) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            if self._stopping or (leader_only and not self.leader.is_leader):
+                return
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
+            try:
+                await work()
+            except SQLAlchemyError as exc:
+                log.error("job.ledger_unavailable", job=name, error=str(exc))
+            except Exception:
+                log.exception("job.failed", job=name)
+            finally:
+                if task is not None:
+                    self._running.discard(task)
+
+        return job
+
+    async def _leader_tick(self) -> None:
+        was = self.leader.is_leader
+        now = await asyncio.to_thread(self.leader.try_acquire)
+        if now and not was:
+            log.info("daemon.leading")
+
+    async def _drain(self) -> None:
+        report = await self.services.invoicing.drain()
+        if report.done or report.parked:
+            log.info(
+                "outbox.drained", done=report.done, parked=report.parked, retried=report.retried
+            )
+
+    async def _draft(self, client: str) -> None:
+        result = await asyncio.to_thread(
+            self.services.invoicing.create_or_refresh_draft, client, "scheduler"
+        )
+        if result.added:
+            log.info(
+                "draft.refreshed", client=client, invoice=result.invoice_id, added=result.added
+            )
+
+    async def _due(self, client: str) -> None:
+        """The client's period closed: ask finance to approve its open drafts."""
+        if self.request_approval is None:
+            return
+        with self.services.ledger.engine.connect() as conn:
+            drafts = conn.execute(
+                select(t.invoices.c.id).where(
+                    t.invoices.c.client == client,
+                    t.invoices.c.state == "draft",
+                    t.invoices.c.open_slot.is_not(None),
+                )
+            ).all()
+        for row in drafts:
+            await self.request_approval(int(row.id))
+
+    async def _poll(self, board: str) -> None:
+        from sync.boards import sync_board
+
+        report = await sync_board(self.services, board)
+        if report.changes:
+            log.info("board.synced", board=board, changes=len(report.changes))
+
+    async def _reconcile(self) -> None:
+        drifts = await self.services.invoicing.reconcile()
+        for drift in drifts:
+            log.warning(
+                "reconcile.drift",
+                client=drift.client,
+                invoice=drift.invoice_id,
+                problem=drift.problem,
+                repair=drift.repair,
+            )
+
+    async def _watch_changes(self) -> None:
+        last: tuple[Any, ...] | None = None
+        while not self._stopping:
+            try:
+                current = await asyncio.to_thread(ledger_fingerprint, self.services)
+                if last is not None and current != last and self.notify:
+                    self.notify()
+                last = current
+            except SQLAlchemyError:
+                pass
+            await asyncio.sleep(CHANGE_POLL_SECONDS)
+
+    def schedule(self) -> None:
+        settings = self.services.settings
+        add = self.scheduler.add_job
+        common: dict[str, Any] = {"max_instances": 1, "coalesce": True}
+        add(
+            self._job("leader", self._leader_tick, leader_only=False),
+            "interval",
+            seconds=LEADER_SECONDS,
+            id="leader",
+            next_run_time=_now(),
+            **common,
+        )
+        if settings.stripe.api_key is not None:
+            add(
+                self._job("drain", self._drain),
+                "interval",
+                seconds=self.drain_seconds,
+                id="drain",
+                **common,
+            )
+            add(
+                self._job("reconcile", self._reconcile),
+                "interval",
+                seconds=RECONCILE_SECONDS,
+                id="reconcile",
+                **common,
+            )
+        for board in settings.boards:
+            if board.key in self.services.connectors:
+                add(
+                    self._job(f"poll:{board.key}", partial(self._poll, board.key)),
+                    "interval",
+                    seconds=board.poll_interval_seconds,
+                    id=f"poll:{board.key}",
+                    **common,
+                )
+        for client in settings.clients:
+            if client.cadence is Cadence.ON_DEMAND:
+                continue
+            add(
+                self._job(f"draft:{client.key}", partial(self._draft, client.key)),
+                "interval",
+                seconds=DRAFT_SECONDS,
+                id=f"draft:{client.key}",
+                **common,
+            )
+            trigger = (
+                CronTrigger(day=1, hour=0, minute=5, timezone=client.timezone)
+                if client.cadence is Cadence.MONTHLY
+                else CronTrigger(
+                    day_of_week=client.week_starts_on, hour=0, minute=5, timezone=client.timezone
+                )
+            )
+            add(
+                self._job(f"due:{client.key}", partial(self._due, client.key)),
+                trigger,
+                id=f"due:{client.key}",
+                **common,
+            )
+
+    async def run(self) -> None:
+        settings = self.services.settings
+        config = uvicorn.Config(
+            self.app,
+            host=settings.server.host,
+            port=settings.server.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        server = _QuietServer(config)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._request_exit, server)
+        self.schedule()
+        self.scheduler.start()
+        watcher = asyncio.create_task(self._watch_changes())
+        log.info(
+            "daemon.started",
+            host=settings.server.host,
+            port=settings.server.port,
+            boards=len(settings.boards),
+            clients=len(settings.clients),
+        )
+        try:
+            await server.serve()  # returns after SIGTERM / SIGINT
+        finally:
+            await self.stop(watcher)
+
+    def _request_exit(self, server: uvicorn.Server) -> None:
+        log.info("daemon.stopping")
+        self._stopping = True
+        server.should_exit = True
+        for callback in self.on_stop:
+            callback()  # e.g. end the dashboard's event streams, or uvicorn waits on them
+
+    async def stop(self, watcher: asyncio.Task[Any] | None = None) -> None:
+        self._stopping = True
+        self.scheduler.shutdown(wait=False)
+        if watcher is not None:
+            watcher.cancel()
+        running = [task for task in self._running if not task.done()]
+        if running:
+            log.info("daemon.finishing_jobs", jobs=len(running))
+            _done, pending = await asyncio.wait(running, timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()  # its transaction rolls back whole
+        await self.services.invoicing.close()
+        self.leader.release()
+        log.info("daemon.stopped")
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after serving, which would kill the process before the
+    running jobs finish; the daemon handles the signals itself instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

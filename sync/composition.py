@@ -55,6 +55,12 @@ def build_services(
     )
 
 
+def _count_call(service: str, outcome: str) -> None:
+    from sync.metrics import EXTERNAL_CALLS
+
+    EXTERNAL_CALLS.labels(service=service, outcome=outcome).inc()
+
+
 def stripe_gateway_factory(settings: Settings) -> Callable[[], StripeGateway] | None:
     """How to reach Stripe, or None when no API key is configured."""
     key = settings.stripe.api_key
@@ -67,6 +73,7 @@ def stripe_gateway_factory(settings: Settings) -> Callable[[], StripeGateway] | 
             key.get_secret_value(),
             api_base=settings.stripe.api_base,
             requests_per_second=settings.stripe.requests_per_second,
+            observer=_count_call,
         )
 
     return make

@@ -67,6 +67,8 @@ class Daemon:
         self.on_stop = on_stop or []
         self.drain_seconds = drain_seconds
         self.leader = LeaderLock(services.ledger.engine, services.settings.ledger.url)
+        if hasattr(app, "state"):
+            app.state.leader = self.leader
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False

@@ -6,6 +6,7 @@ with the pure billing core and records the result in one transaction per batch.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ from mapping.billing import (
 from mapping.domain import BoardItem, BoardPolicy, EntryState
 from sync.ledger.ops import queue_draft_edits
 from sync.ledger.store import HeldRow, Ledger, UnitOfWork, chunked
+from sync.metrics import ITEMS_SEEN
 
 log = structlog.get_logger(__name__)
 
@@ -132,6 +134,8 @@ class Engine:
                         raise
                     log.info("ingest.replan_after_conflict", attempt=attempt + 1)
             report.merge(batch_report)
+            for board, seen in Counter(s.board for s in batch).items():
+                ITEMS_SEEN.labels(board=board).inc(seen)
             if batch_report.changed:
                 for listener in self._listeners:
                     listener(batch_report)

@@ -157,7 +157,7 @@ class BoardSettings(_Strict):
     rate: NonNegativeDecimal | None = None
     rate_rules: list[RateRuleSettings] = []
     rounding: RoundingSettings | None = None
-    poll_interval_seconds: int = Field(default=300, ge=10, le=86400)
+    poll_interval_seconds: int = Field(default=300, ge=1, le=86400)
     github: GitHubBoardSettings | None = None
     azure_devops: AzureBoardSettings | None = None
 

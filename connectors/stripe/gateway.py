@@ -122,7 +122,9 @@ class StripeGateway:
         backoff_max: float = 20.0,
         timeout: float = 30.0,
         sleep: Sleep = asyncio.sleep,
+        observer: Callable[[str, str], None] | None = None,
     ) -> None:
+        self.observer = observer
         self.http_client = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
         self.client = stripe.StripeClient(
             api_key,
@@ -160,10 +162,18 @@ class StripeGateway:
                 with attempt:
                     await self.limiter.acquire()
                     self.calls.append((name, key))
-                    return await fn()
+                    result = await fn()
+                    self._observe("ok")
+                    return result
         except stripe.StripeError as exc:
-            raise _translate(name, exc) from exc
+            error = _translate(name, exc)
+            self._observe(type(error).__name__)
+            raise error from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _observe(self, outcome: str) -> None:
+        if self.observer is not None:
+            self.observer("stripe", outcome)
 
     # --- reads --------------------------------------------------------------------
 

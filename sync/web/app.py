@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.composition import Services
+from sync.metrics import WEBHOOK_LATENCY
 from sync.web.board_webhooks import board_webhooks_router
 from sync.web.breakdown import ledger_payload_source
 from sync.web.dashboard import DashboardAuth, dashboard_router
@@ -35,4 +39,24 @@ def create_app(services: Services) -> FastAPI:
     )
     payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
     app.include_router(dashboard_router(payload, broker, InvoicingActions(services), auth))
+    app.add_middleware(WebhookTimer)
     return app
+
+
+class WebhookTimer:
+    """Times every webhook and Slack interaction into the latency histogram."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(("/webhooks/", "/slack/")):
+            await self.app(scope, receive, send)
+            return
+        source = path.rstrip("/").rsplit("/", 1)[-1]
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            WEBHOOK_LATENCY.labels(source=source).observe(time.perf_counter() - started)

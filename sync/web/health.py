@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,9 +18,10 @@ def health_router(services: Services) -> APIRouter:
     register_ledger_metrics(services.ledger.engine)
 
     @router.get("/healthz")
-    def healthz() -> dict[str, str]:
-        """The process answers."""
-        return {"status": "ok"}
+    def healthz(request: Request) -> dict[str, Any]:
+        """The process answers; `leader` says whether it runs the scheduled work."""
+        leader = getattr(request.app.state, "leader", None)
+        return {"status": "ok", "leader": bool(leader and leader.is_leader)}
 
     @router.get("/readyz")
     def readyz(response: Response) -> dict[str, str]:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mapping.billing import (
@@ -27,6 +28,7 @@ from mapping.billing import (
     plan,
 )
 from mapping.domain import BoardItem, BoardPolicy, EntryState
+from sync.ledger import schema as t
 from sync.ledger.ops import queue_draft_edits
 from sync.ledger.store import HeldRow, Ledger, UnitOfWork, chunked
 from sync.metrics import ITEMS_SEEN
@@ -144,8 +146,7 @@ class Engine:
     def _ingest_batch(self, uow: UnitOfWork, batch: list[BoardItem]) -> IngestReport:
         report = IngestReport(seen=len(batch))
         held = uow.held_items([s.key for s in batch])
-        transitions: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
+        writer = _BatchWriter(uow.now, self.actor, {k: r.item_id for k, r in held.items()})
         for snapshot in batch:
             policy = self.policies[snapshot.board]
             row = held.get(snapshot.key)
@@ -153,28 +154,48 @@ class Engine:
             if len(actions) == 1 and isinstance(actions[0], Skip):
                 report.skipped += 1
                 continue
-            row = self._record(uow, row, actions, transitions, events, report)
-            held[snapshot.key] = row
-        uow.insert_transitions(transitions)
-        uow.insert_entry_events(events)
+            held[snapshot.key] = writer.record(row, actions, policy.client.currency, report)
+        writer.flush(uow)
         return report
 
-    def _record(
+
+ItemRef = str | int  # an item key (new in this batch) or a ledger id
+EntryRef = str | int  # an entry key (new in this batch) or a ledger id
+
+
+class _BatchWriter:
+    """Collects one batch's ledger writes in memory, then writes them with a few
+    executemany statements (per-row statements cost more than the billing itself).
+
+    Several snapshots of one item in a batch are recorded in order: a row created in the
+    batch is inserted once with its final values, and every state change still gets its
+    own audit row."""
+
+    def __init__(self, now: datetime, actor: str, item_ids: dict[str, int]) -> None:
+        self.now = now
+        self.actor = actor
+        self.item_ids = dict(item_ids)
+        self.new_items: dict[str, dict[str, Any]] = {}
+        self.item_updates: dict[int, dict[str, Any]] = {}
+        self.transitions: list[tuple[ItemRef, dict[str, Any]]] = []
+        self.new_entries: dict[str, dict[str, Any]] = {}
+        self.entry_updates: dict[int, dict[str, Any]] = {}
+        self.events: list[tuple[EntryRef, dict[str, Any]]] = []
+        self.on_draft: set[int] = set()
+
+    def record(
         self,
-        uow: UnitOfWork,
         row: HeldRow | None,
         actions: tuple[Action, ...],
-        transitions: list[dict[str, Any]],
-        events: list[dict[str, Any]],
+        currency: str,
         report: IngestReport,
     ) -> HeldRow:
-        now = uow.now
-        item_id = row.item_id if row else 0
-        entry_ids = dict(row.entry_ids) if row else {}
-        entries = {e.entry_key: e for e in row.held.entries} if row else {}
+        now = self.now
         record = next(a for a in actions if isinstance(a, RecordItem))
         item = record.item
-        values = {
+        entry_ids = dict(row.entry_ids) if row else {}
+        entries = {e.entry_key: e for e in row.held.entries} if row else {}
+        values: dict[str, Any] = {
             "client": record.client_key,
             "title": item.title,
             "url": item.url,
@@ -194,67 +215,81 @@ class Engine:
             "done_at": (item.done_at or item.updated_at) if record.done else None,
             "last_seen_at": now,
         }
-        if row is None:
-            item_id = uow.insert_item(
-                {
-                    **values,
-                    "item_key": item.key,
-                    "source": item.source.value,
-                    "board": item.board,
-                    "external_id": item.item_id,
-                    "first_seen_at": now,
-                }
-            )
-            report.items_new += 1
-        else:
-            uow.update_item(item_id, values)
+        item_ref: ItemRef
+        if item.key in self.item_ids:
+            item_ref = self.item_ids[item.key]
+            self.item_updates[item_ref] = values
             report.items_updated += 1
-        currency = self.policies[item.board].client.currency
+        elif item.key in self.new_items:
+            item_ref = item.key
+            self.new_items[item.key].update(values)
+            report.items_updated += 1
+        else:
+            item_ref = item.key
+            self.new_items[item.key] = {
+                **values,
+                "item_key": item.key,
+                "source": item.source.value,
+                "board": item.board,
+                "external_id": item.item_id,
+                "first_seen_at": now,
+            }
+            report.items_new += 1
+
+        def entry_ref(key: str) -> EntryRef:
+            return entry_ids.get(key, key)
+
+        def change(key: str, columns: dict[str, Any]) -> None:
+            ref = entry_ref(key)
+            if isinstance(ref, int):
+                self.entry_updates.setdefault(ref, {}).update(columns, updated_at=now)
+            else:
+                self.new_entries[ref].update(columns, updated_at=now)
 
         for action in actions:
             if isinstance(action, RecordTransition):
-                transitions.append(
-                    {
-                        "item_id": item_id,
-                        "from_column": action.from_column,
-                        "to_column": action.to_column,
-                        "from_category": action.from_category.value
-                        if action.from_category
-                        else None,
-                        "to_category": action.to_category.value,
-                        "revision": item.revision,
-                        "at": action.at,
-                        "recorded_at": now,
-                    }
+                self.transitions.append(
+                    (
+                        item_ref,
+                        {
+                            "from_column": action.from_column,
+                            "to_column": action.to_column,
+                            "from_category": action.from_category.value
+                            if action.from_category
+                            else None,
+                            "to_category": action.to_category.value,
+                            "revision": item.revision,
+                            "at": action.at,
+                            "recorded_at": now,
+                        },
+                    )
                 )
             elif isinstance(action, CreateEntry):
                 entry = action.entry
-                entry_id = uow.insert_entry(
-                    {
-                        "entry_key": entry.entry_key,
-                        "item_id": item_id,
-                        "client": record.client_key,
-                        "kind": entry.kind.value,
-                        "seq": entry.seq,
-                        "state": entry.state.value,
-                        "hours": entry.hours,
-                        "rate": entry.rate,
-                        "amount": entry.amount.amount if entry.amount else None,
-                        "currency": currency,
-                        "description": entry.description,
-                        "done_at": action.done_at,
-                        "review_reason": action.reason
-                        if entry.state is EntryState.NEEDS_REVIEW
-                        else None,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-                entry_ids[entry.entry_key] = entry_id
+                self.new_entries[entry.entry_key] = {
+                    "entry_key": entry.entry_key,
+                    "item_ref": item_ref,
+                    "client": record.client_key,
+                    "kind": entry.kind.value,
+                    "seq": entry.seq,
+                    "state": entry.state.value,
+                    "hours": entry.hours,
+                    "rate": entry.rate,
+                    "amount": entry.amount.amount if entry.amount else None,
+                    "currency": currency,
+                    "description": entry.description,
+                    "done_at": action.done_at,
+                    "review_reason": action.reason
+                    if entry.state is EntryState.NEEDS_REVIEW
+                    else None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
                 entries[entry.entry_key] = entry
-                events.append(
-                    self._event(
-                        entry_id, None, entry.state, entry.hours, entry.amount, action.reason, now
+                self.events.append(
+                    (
+                        entry.entry_key,
+                        self._event(None, entry.state, entry.hours, entry.amount, action.reason),
                     )
                 )
                 report.entries_created += 1
@@ -262,21 +297,20 @@ class Engine:
                     _describe(item, entry.state, entry.hours, entry.amount, action.reason)
                 )
             elif isinstance(action, UpdateEntry):
-                changes: dict[str, Any] = {
+                columns: dict[str, Any] = {
                     "hours": action.hours,
                     "rate": action.rate,
                     "amount": action.amount.amount if action.amount else None,
                 }
                 if action.done_at is not None:
-                    changes["done_at"] = action.done_at
-                uow.update_entry(entry_ids[action.entry_key], changes)
+                    columns["done_at"] = action.done_at
+                change(action.entry_key, columns)
                 report.entries_updated += 1
             elif isinstance(action, ChangeEntryState):
-                entry_id = entry_ids[action.entry_key]
-                changes = {"state": action.to_state.value}
+                columns = {"state": action.to_state.value}
                 if action.to_state is EntryState.NEEDS_REVIEW:
-                    changes["review_reason"] = action.reason
-                uow.update_entry(entry_id, changes)
+                    columns["review_reason"] = action.reason
+                change(action.entry_key, columns)
                 report.state_changes += 1
                 current = next(
                     (
@@ -288,15 +322,12 @@ class Engine:
                 )
                 hours = current.hours if current else entries[action.entry_key].hours
                 amount = current.amount if current else entries[action.entry_key].amount
-                events.append(
-                    self._event(
-                        entry_id,
-                        action.from_state,
-                        action.to_state,
-                        hours,
-                        amount,
-                        action.reason,
-                        now,
+                self.events.append(
+                    (
+                        entry_ref(action.entry_key),
+                        self._event(
+                            action.from_state, action.to_state, hours, amount, action.reason
+                        ),
                     )
                 )
                 report.changes.append(
@@ -304,40 +335,101 @@ class Engine:
                 )
 
         # Lines already on a Stripe draft follow the board while the draft is open.
-        on_draft = [
-            entry_ids[a.entry_key]
-            for a in actions
-            if isinstance(a, UpdateEntry | ChangeEntryState)
-            and a.entry_key in entries
-            and entries[a.entry_key].state is EntryState.DRAFTED
-        ]
-        if on_draft:
-            queue_draft_edits(uow.conn, sorted(set(on_draft)), now)
+        for a in actions:
+            if (
+                isinstance(a, UpdateEntry | ChangeEntryState)
+                and a.entry_key in entry_ids
+                and entries[a.entry_key].state is EntryState.DRAFTED
+            ):
+                self.on_draft.add(entry_ids[a.entry_key])
 
         new_held = evolve(row.held if row else None, actions)
         assert new_held is not None
-        return HeldRow(item_id, new_held, entry_ids)
+        return HeldRow(row.item_id if row else 0, new_held, entry_ids)
 
     def _event(
         self,
-        entry_id: int,
         from_state: EntryState | None,
         to_state: EntryState,
         hours: Any,
         amount: Any,
         reason: str,
-        now: datetime,
     ) -> dict[str, Any]:
         return {
-            "entry_id": entry_id,
             "from_state": from_state.value if from_state else None,
             "to_state": to_state.value,
             "hours": hours,
             "amount": amount.amount if amount is not None else None,
             "actor": self.actor,
             "reason": reason,
-            "at": now,
+            "at": self.now,
         }
+
+    def flush(self, uow: UnitOfWork) -> None:
+        conn = uow.conn
+        if self.new_items:
+            # Plain executemany, then one SELECT for the ids: SQLite cannot return ids
+            # of a multi-row insert in order, so RETURNING would go row by row.
+            conn.execute(insert(t.items), list(self.new_items.values()))
+            self.item_ids.update(
+                _ids_by_key(conn, t.items, t.items.c.item_key, list(self.new_items))
+            )
+        _update_many(conn, t.items, self.item_updates)
+
+        def item_id(ref: ItemRef) -> int:
+            return ref if isinstance(ref, int) else self.item_ids[ref]
+
+        entry_ids: dict[str, int] = {}
+        if self.new_entries:
+            rows = []
+            for values in self.new_entries.values():
+                row = dict(values)
+                row["item_id"] = item_id(row.pop("item_ref"))
+                rows.append(row)
+            conn.execute(insert(t.entries), rows)
+            entry_ids = _ids_by_key(conn, t.entries, t.entries.c.entry_key, list(self.new_entries))
+        _update_many(conn, t.entries, self.entry_updates)
+        if self.transitions:
+            conn.execute(
+                insert(t.transitions),
+                [{**row, "item_id": item_id(ref)} for ref, row in self.transitions],
+            )
+        if self.events:
+            conn.execute(
+                insert(t.entry_events),
+                [
+                    {**row, "entry_id": ref if isinstance(ref, int) else entry_ids[ref]}
+                    for ref, row in self.events
+                ],
+            )
+        if self.on_draft:
+            queue_draft_edits(conn, sorted(self.on_draft), self.now)
+
+
+def _ids_by_key(conn: Any, table: Any, key_column: Any, keys: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        for row in conn.execute(select(table.c.id, key_column).where(key_column.in_(chunk))):
+            found[row[1]] = row[0]
+    return found
+
+
+def _update_many(conn: Any, table: Any, updates: dict[int, dict[str, Any]]) -> None:
+    """UPDATE rows by id with executemany, one statement per set of changed columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row_id, columns in updates.items():
+        keys = tuple(sorted(columns))
+        groups.setdefault(keys, []).append(
+            {"b_id": row_id, **{f"b_{k}": v for k, v in columns.items()}}
+        )
+    for keys, params in groups.items():
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values({k: bindparam(f"b_{k}", type_=table.c[k].type) for k in keys})
+        )
+        conn.execute(statement, params)
 
 
 def _describe(item: BoardItem, state: EntryState, hours: Any, amount: Any, reason: str) -> str:

@@ -137,6 +137,7 @@ class Invoicing:
         self.gateway_factory = gateway_factory
         self._gateway: StripeGateway | None = None
         self._drain_lock = asyncio.Lock()
+        self.verified_approvers: set[str] = set()
 
     @property
     def gateway(self) -> StripeGateway:
@@ -269,7 +270,9 @@ class Invoicing:
     # --- approval -----------------------------------------------------------------
 
     def is_approver(self, who: str) -> bool:
-        return who in set(self.settings.slack.approvers)
+        """Listed in `slack.approvers`, or a member of `slack.approver_group` whom Slack
+        has confirmed (the approval desk adds those to `verified_approvers`)."""
+        return who in set(self.settings.slack.approvers) or who in self.verified_approvers
 
     def approve(
         self, invoice_id: int, approver: str, channel: str, version: int | None = None
@@ -293,7 +296,7 @@ class Invoicing:
             raise NotAnApprover(f"{approver} is not an approver")
         try:
             with self.ledger.engine.begin() as conn:
-                invoice = self._invoice(conn, invoice_id)
+                invoice = self._invoice(conn, invoice_id, lock=True)
                 if invoice.state != "draft":
                     raise InvoicingError(f"invoice {invoice_id} is {invoice.state}, not a draft")
                 if version is not None and version != invoice.version:
@@ -377,7 +380,7 @@ class Invoicing:
                 )
             raise NotAnApprover(f"{who} is not an approver")
         with self.ledger.engine.begin() as conn:
-            invoice = self._invoice(conn, invoice_id)
+            invoice = self._invoice(conn, invoice_id, lock=True)
             if invoice.state != "draft":
                 raise InvoicingError(f"invoice {invoice_id} is {invoice.state}, not a draft")
             if conn.execute(
@@ -443,8 +446,13 @@ class Invoicing:
         return len(rows)
 
     @staticmethod
-    def _invoice(conn: Connection, invoice_id: int) -> Any:
-        invoice = conn.execute(select(t.invoices).where(t.invoices.c.id == invoice_id)).first()
+    def _invoice(conn: Connection, invoice_id: int, lock: bool = False) -> Any:
+        """The invoice row; `lock` holds it (FOR UPDATE on PostgreSQL) until the
+        transaction ends, so decisions on one draft never interleave."""
+        query = select(t.invoices).where(t.invoices.c.id == invoice_id)
+        if lock:
+            query = query.with_for_update()
+        invoice = conn.execute(query).first()
         if invoice is None:
             raise LookupError(f"no invoice {invoice_id}")
         return invoice

@@ -501,7 +501,7 @@ def _line_inputs(line: DraftLine, currency: str) -> list[Block]:
                     Option(
                         value=EXCLUDE_OPTION,
                         text=PlainTextObject(
-                            text="Leave this line off the invoice (back to ready to bill)",
+                            text="Leave this line off the invoice (written off: never billed)",
                             emoji=False,
                         ),
                     )

@@ -15,6 +15,7 @@ from sync.web.dashboard import DashboardAuth, dashboard_router
 from sync.web.dashboard_actions import InvoicingActions
 from sync.web.events import ChangeBroker
 from sync.web.health import health_router
+from sync.web.slack_routes import slack_router
 from sync.web.stripe_webhook import stripe_webhook_router
 
 
@@ -28,6 +29,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(health_router(services))
     app.include_router(board_webhooks_router(services))
     app.include_router(stripe_webhook_router(services))
+    app.include_router(slack_router(services))
     server = services.settings.server
     auth = DashboardAuth.for_bind(
         server.host,

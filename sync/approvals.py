@@ -1,0 +1,1190 @@
+"""Slack approvals on top of the ledger: post drafts, take decisions, follow adjustments.
+
+`ApprovalDesk` is the one place where a Slack interaction (HTTP or Socket Mode) meets
+the ledger. Work is split in two phases so that Slack always gets its answer within
+3 s:
+
+1. `decide(decision)`: authorization, then the ledger change, through `Invoicing` for
+   approve / reject (the same rules and audit rows as the CLI and the dashboard) and
+   in one ledger transaction for adjustments. Stripe work is only ever queued in the
+   outbox. Returns a `Reply`: the body to answer Slack with (modal errors, or None)
+   and what to do afterwards.
+2. `follow_up(reply)`: the Slack side (ephemeral notices, modals, message updates).
+   The HTTP route runs it as a FastAPI background task; `handle_payload` (Socket
+   Mode) as an asyncio task after the ack.
+
+Every Slack *write that matters* (posting a draft, marking a message decided) is an
+outbox operation (``slack_post_draft``, ``slack_update_decided``) drained by
+`drain_slack`: Slack down or rate-limited leaves the row pending with a backoff; it
+never blocks ingest or the Stripe drain (which skips these operations), and a draft
+is never finalized without an approval row whatever Slack does.
+
+Decisions, as chosen here:
+
+- Not an approver (neither in ``slack.approvers`` nor a member of
+  ``slack.approver_group``; a group that cannot be read refuses): ephemeral
+  `refusal_text`, nothing changed, an ``approve_refused`` / ``reject_refused`` /
+  ``adjust_refused`` audit row.
+- Approve: ``invoicing.approve(invoice, user, "slack", version)``; the message is
+  updated to show who decided and when. Already decided or stale (the draft changed
+  since the message) → ephemeral explanation, message unchanged.
+- Reject: the button opens a reason modal (a reason is always recorded); its submit
+  calls ``invoicing.reject``: entries back to ready, the draft stays unfinalized.
+- Adjust: the button opens the Adjust modal; its submit edits drafted entries of the
+  invoice (see `ApprovalDesk._adjust`), bumps the version and re-posts the draft for
+  approval. Hours may only be lowered here (raising them is the board's job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from connectors.base import FatalError
+from connectors.slack import (
+    Decision,
+    DraftLine,
+    DraftSummary,
+    LineAdjustment,
+    Outcome,
+    RetryPolicy,
+    SlackApprovals,
+    SlackCallFailed,
+    SlackInputInvalid,
+    SlackUnavailable,
+    already_decided_text,
+    decision_from_payload,
+    refusal_text,
+    stale_text,
+)
+from connectors.slack.messages import line_block_id, mention
+from mapping.domain import EntryKind, EntryState, entry_key
+from mapping.money import Money
+from sync.composition import Services
+from sync.invoicing import InvoicingError, NotAnApprover, billing_period
+from sync.ledger import schema as t
+from sync.ledger.ops import enqueue, ledger_id, move_entry, queue_draft_edits
+from sync.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "slack"
+OP_POST = "slack_post_draft"
+OP_DECIDED = "slack_update_decided"
+SLACK_OPERATIONS = (OP_POST, OP_DECIDED)
+# A claimed Slack operation is retried after this long if its instance died mid-call.
+CLAIM_LEASE = timedelta(minutes=2)
+MAX_BACKOFF_SECONDS = 600.0
+# The authorization check must leave time to answer Slack within 3 s.
+GROUP_CHECK_SECONDS = 1.5
+# Slack calls from the desk: short, because the outbox retries later anyway.
+DESK_RETRY = RetryPolicy(
+    max_retries=2, backoff=0.5, max_backoff=4.0, max_retry_after=5.0, timeout=10.0, deadline=20.0
+)
+# States of the lines a draft message shows (approved / invoiced once decided).
+SHOWN_STATES = (
+    EntryState.DRAFTED.value,
+    EntryState.APPROVED.value,
+    EntryState.INVOICED.value,
+    EntryState.PAID.value,
+)
+_LINE_KINDS = ("time", "milestone", "adjustment")
+_MISSING_MESSAGE = frozenset({"message_not_found", "cant_update_message", "channel_not_found"})
+_REFUSED_ACTION = {
+    "approve": "approve_refused",
+    "reject": "reject_refused",
+    "adjust_open": "adjust_refused",
+    "adjust_submit": "adjust_refused",
+}
+
+SlackFactory = Callable[[], SlackApprovals]
+
+
+def slack_client_factory(
+    settings: Settings, retry: RetryPolicy | None = None
+) -> SlackFactory | None:
+    """How to reach Slack's Web API (``slack.api_url``), or None without a bot token."""
+    token = settings.slack.bot_token
+    if token is None:
+        return None
+    secret = token.get_secret_value()
+    base_url = settings.slack.api_url
+    policy = retry or DESK_RETRY
+
+    def make() -> SlackApprovals:
+        return SlackApprovals(secret, base_url=base_url, retry=policy)
+
+    return make
+
+
+def stripe_dashboard_url(settings: Settings, stripe_invoice_id: str | None) -> str | None:
+    """The draft in Stripe's dashboard (``/test/`` for test-mode keys)."""
+    if not stripe_invoice_id:
+        return None
+    key = settings.stripe.api_key.get_secret_value() if settings.stripe.api_key else ""
+    mode = "test/" if key.startswith(("sk_test", "rk_test")) else ""
+    return f"https://dashboard.stripe.com/{mode}invoices/{stripe_invoice_id}"
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------------------
+# DraftSummary <-> JSON (outbox payloads outlive the lines: a rejected draft is empty)
+# --------------------------------------------------------------------------------------
+
+
+def summary_to_json(summary: DraftSummary) -> dict[str, Any]:
+    return {
+        "invoice_id": summary.invoice_id,
+        "client_key": summary.client_key,
+        "client_name": summary.client_name,
+        "period_label": summary.period_label,
+        "currency": summary.currency,
+        "total": str(summary.total),
+        "stripe_url": summary.stripe_url,
+        "version": summary.version,
+        "lines": [
+            {
+                "entry_id": line.entry_id,
+                "title": line.title,
+                "url": line.url,
+                "hours": str(line.hours),
+                "rate": None if line.rate is None else str(line.rate),
+                "amount": str(line.amount),
+                "kind": line.kind,
+                "description": line.description,
+            }
+            for line in summary.lines
+        ],
+    }
+
+
+def summary_from_json(data: dict[str, Any]) -> DraftSummary:
+    return DraftSummary(
+        invoice_id=int(data["invoice_id"]),
+        client_key=str(data["client_key"]),
+        client_name=str(data["client_name"]),
+        period_label=str(data["period_label"]),
+        currency=str(data["currency"]),
+        lines=tuple(
+            DraftLine(
+                entry_id=int(line["entry_id"]),
+                title=str(line["title"]),
+                url=str(line["url"]),
+                hours=Decimal(line["hours"]),
+                rate=None if line["rate"] is None else Decimal(line["rate"]),
+                amount=Decimal(line["amount"]),
+                kind=str(line["kind"]),
+                description=str(line["description"]),
+            )
+            for line in data["lines"]
+        ),
+        total=Decimal(data["total"]),
+        stripe_url=data.get("stripe_url"),
+        version=int(data["version"]),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """What `ApprovalDesk.decide` did, and what is left for `follow_up`.
+
+    `body` is the JSON to answer the interaction with (None: an empty 200, which also
+    closes a submitted modal). `notice` is an ephemeral text for the user who clicked;
+    `modal` a modal to open with the click's trigger id; `drain` asks for the queued
+    Slack operations to be performed.
+    """
+
+    outcome: str
+    decision: Decision
+    body: dict[str, Any] | None = None
+    notice: str | None = None
+    modal: Literal["adjust", "reject"] | None = None
+    summary: DraftSummary | None = None
+    drain: bool = False
+
+    @property
+    def has_follow_up(self) -> bool:
+        return bool(self.notice or self.modal or self.drain)
+
+
+@dataclass
+class SlackDrainReport:
+    done: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    parked: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _PostPlan:
+    action: Literal["cancel", "post", "retire"]
+    reason: str = ""
+    summary: DraftSummary | None = None
+    channel: str | None = None
+    old_channel: str | None = None
+    old_ts: str | None = None
+    actor: str = "kanvoice"
+    previous: DraftSummary | None = None
+
+
+class _Invalid(Exception):
+    """Adjust modal values that cannot be applied: answer with field errors."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+class _NotApplicable(Exception):
+    """The draft cannot take this decision (decided, stale, gone): tell the user."""
+
+
+# --------------------------------------------------------------------------------------
+# The desk
+# --------------------------------------------------------------------------------------
+
+
+class ApprovalDesk:
+    """Slack approvals for one set of services (ledger, invoicing, settings, clock).
+
+    `slack_factory` builds the Slack client (see `slack_client_factory`); None means
+    Slack is not configured: decisions still reach the ledger, nothing is posted.
+    """
+
+    def __init__(self, services: Services, slack_factory: SlackFactory | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.ledger = services.ledger
+        self.invoicing = services.invoicing
+        self.clock = services.clock
+        self.slack_factory = slack_factory
+        self._slack: SlackApprovals | None = None
+        self._group_members: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        if self.settings.slack.approver_group:
+            self._share_group_approvers()
+
+    @property
+    def slack(self) -> SlackApprovals | None:
+        if self._slack is None and self.slack_factory is not None:
+            self._slack = self.slack_factory()
+        return self._slack
+
+    # ---- reading the ledger -------------------------------------------------------------
+
+    def summary(self, invoice_id: int) -> DraftSummary:
+        """The draft as finance sees it (LookupError when there is no such invoice)."""
+        with self.ledger.engine.connect() as conn:
+            return self._summary(conn, self._invoice(conn, invoice_id))
+
+    @staticmethod
+    def _invoice(conn: Connection, invoice_id: int, lock: bool = False) -> Any:
+        query = select(t.invoices).where(t.invoices.c.id == invoice_id)
+        if lock:
+            query = query.with_for_update()
+        invoice = conn.execute(query).first()
+        if invoice is None:
+            raise LookupError(f"no invoice {invoice_id}")
+        return invoice
+
+    def _period_label(self, invoice: Any) -> str:
+        try:
+            client = self.settings.client(invoice.client)
+        except KeyError:
+            return str(invoice.period_key)
+        if invoice.period_start is None:
+            return str(invoice.period_key)
+        period = billing_period(client, _utc(invoice.period_start))
+        return period.label if period.key == invoice.period_key else str(invoice.period_key)
+
+    def _summary(self, conn: Connection, invoice: Any) -> DraftSummary:
+        rows = conn.execute(
+            select(
+                t.entries.c.id,
+                t.entries.c.kind,
+                t.entries.c.hours,
+                t.entries.c.rate,
+                t.entries.c.amount,
+                t.entries.c.description,
+                t.items.c.title,
+                t.items.c.url,
+            )
+            .join(t.items, t.items.c.id == t.entries.c.item_id)
+            .where(t.entries.c.invoice_id == invoice.id, t.entries.c.state.in_(SHOWN_STATES))
+            .order_by(t.entries.c.id)
+        ).all()
+        lines = tuple(
+            DraftLine(
+                entry_id=int(r.id),
+                title=str(r.title),
+                url=str(r.url or ""),
+                hours=r.hours if r.hours is not None else Decimal(0),
+                rate=r.rate if r.kind == "time" else None,
+                amount=Money(r.amount or Decimal(0), invoice.currency).quantized().amount,
+                kind=r.kind if r.kind in _LINE_KINDS else "time",
+                description=str(r.description or ""),
+            )
+            for r in rows
+        )
+        try:
+            name = self.settings.client(invoice.client).name or invoice.client
+        except KeyError:
+            name = invoice.client
+        return DraftSummary(
+            invoice_id=int(invoice.id),
+            client_key=str(invoice.client),
+            client_name=str(name),
+            period_label=self._period_label(invoice),
+            currency=str(invoice.currency),
+            lines=lines,
+            total=sum((line.amount for line in lines), Decimal(0)),
+            stripe_url=stripe_dashboard_url(self.settings, invoice.stripe_invoice_id),
+            version=int(invoice.version),
+        )
+
+    # ---- asking for approval -----------------------------------------------------------
+
+    @property
+    def can_post(self) -> bool:
+        return self.slack_factory is not None and bool(self.settings.slack.channel)
+
+    def request_approval(self, invoice_id: int, actor: str = "kanvoice") -> bool:
+        """Queue the Slack message asking finance to approve the draft's current version.
+
+        One message per (invoice, version): asking again for an unchanged draft does
+        nothing. A message still waiting for the previous version is marked "adjusted"
+        when the new one is posted. Returns whether a post was queued (False without
+        Slack settings, for a decided invoice, or when already queued).
+        """
+        if not self.can_post:
+            log.info("slack.approval_not_requested", invoice=invoice_id, reason="no slack")
+            return False
+        now = self.clock()
+        with self.ledger.engine.begin() as conn:
+            invoice = self._invoice(conn, invoice_id)
+            if invoice.state != "draft":
+                return False
+            return self._queue_post(conn, invoice, now, actor, replace=True)
+
+    def _queue_post(
+        self,
+        conn: Connection,
+        invoice: Any,
+        now: datetime,
+        actor: str,
+        *,
+        replace: bool,
+        message: tuple[str | None, str | None] = (None, None),
+        previous: DraftSummary | None = None,
+    ) -> bool:
+        version = int(invoice.version)
+        payload: dict[str, Any] = {"version": version, "actor": actor, "replace": replace}
+        if message[0] and message[1]:
+            payload["channel"], payload["ts"] = message
+        if previous is not None:
+            payload["previous"] = summary_to_json(previous)
+        return enqueue(
+            conn,
+            OP_POST,
+            f"kv-{ledger_id(conn)}-inv{invoice.id}-v{version}-slack-post",
+            now,
+            invoice_id=int(invoice.id),
+            payload=payload,
+        )
+
+    async def post_for_approval(self, invoice_id: int, actor: str = "kanvoice") -> None:
+        """`request_approval` then `drain_slack` (the daemon's "draft is due" hook)."""
+        await asyncio.to_thread(self.request_approval, invoice_id, actor)
+        await self.drain_slack()
+
+    def _queue_decided(
+        self,
+        conn: Connection,
+        summary: DraftSummary,
+        outcome: Outcome,
+        user: str,
+        at: datetime,
+        message: tuple[str | None, str | None],
+        reason: str | None = None,
+    ) -> None:
+        channel, ts = message
+        if not channel or not ts or not self.can_post:
+            return
+        enqueue(
+            conn,
+            OP_DECIDED,
+            f"kv-{ledger_id(conn)}-inv{summary.invoice_id}-slack-{outcome}-v{summary.version}-{ts}",
+            at,
+            invoice_id=summary.invoice_id,
+            payload={
+                "channel": channel,
+                "ts": ts,
+                "outcome": outcome,
+                "user": user,
+                "at": at.isoformat(),
+                "reason": reason,
+                "summary": summary_to_json(summary),
+            },
+        )
+
+    def announce_decision(
+        self, summary: DraftSummary, outcome: Outcome, actor: str, reason: str | None = None
+    ) -> bool:
+        """A decision taken elsewhere (CLI, dashboard): mark the draft's Slack message.
+
+        `summary` is the draft as decided (for a rejection, read it before rejecting:
+        the lines leave the draft). Returns whether a message update was queued.
+        """
+        now = self.clock()
+        with self.ledger.engine.begin() as conn:
+            invoice = self._invoice(conn, summary.invoice_id)
+            message = (invoice.slack_channel, invoice.slack_ts)
+            if not message[0] or not message[1] or not self.can_post:
+                return False
+            if outcome == "rejected":
+                self._forget_message(conn, int(invoice.id))
+            self._queue_decided(conn, summary, outcome, actor, now, message, reason)
+        return True
+
+    @staticmethod
+    def _forget_message(conn: Connection, invoice_id: int) -> None:
+        """The rejected message is done with: the next draft gets a message of its own."""
+        conn.execute(
+            update(t.invoices)
+            .where(t.invoices.c.id == invoice_id)
+            .values(slack_channel=None, slack_ts=None)
+        )
+
+    # ---- the Slack outbox --------------------------------------------------------------
+
+    async def drain_slack(self) -> SlackDrainReport:
+        """Perform every due Slack operation of the outbox (posts and message updates).
+
+        Each operation is claimed first (a lease, so two instances never post the same
+        message at once). Slack unavailable or rate-limited: the row stays pending with
+        a backoff (Slack's ``Retry-After`` when given). Slack refusing for good
+        (``channel_not_found``, ``invalid_auth``…): the row is parked and audited.
+        """
+        report = SlackDrainReport()
+        slack = self.slack
+        if slack is None:
+            return report
+        for op in await asyncio.to_thread(self._due_ops):
+            if not await asyncio.to_thread(self._claim, op):
+                continue
+            try:
+                if op.operation == OP_POST:
+                    status, result = await self._perform_post(slack, op)
+                else:
+                    status, result = await self._perform_decided(slack, op)
+            except SlackUnavailable as exc:
+                await asyncio.to_thread(self._retry_later, op, str(exc), exc.retry_after)
+                report.retried += 1
+                report.errors.append(f"{op.operation} #{op.id}: {exc}")
+                continue
+            except FatalError as exc:
+                await asyncio.to_thread(self._park, op, str(exc))
+                report.parked += 1
+                report.errors.append(f"{op.operation} #{op.id}: {exc}")
+                continue
+            except Exception as exc:  # a bug or the ledger: keep the row, try again later
+                log.exception("slack.operation_failed", operation=op.operation, op=op.id)
+                await asyncio.to_thread(self._retry_later, op, repr(exc), None)
+                report.retried += 1
+                report.errors.append(f"{op.operation} #{op.id}: {exc!r}")
+                continue
+            await asyncio.to_thread(self._finish, op, status, result)
+            if status == "done":
+                report.done += 1
+            else:
+                report.cancelled += 1
+        return report
+
+    def _due_ops(self) -> list[Any]:
+        now = self.clock()
+        with self.ledger.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(t.outbox)
+                    .where(
+                        t.outbox.c.status == "pending",
+                        t.outbox.c.operation.in_(SLACK_OPERATIONS),
+                        t.outbox.c.not_before.is_(None) | (t.outbox.c.not_before <= now),
+                    )
+                    .order_by(t.outbox.c.id)
+                ).all()
+            )
+
+    def _claim(self, op: Any) -> bool:
+        with self.ledger.engine.begin() as conn:
+            claimed = conn.execute(
+                update(t.outbox)
+                .where(
+                    t.outbox.c.id == op.id,
+                    t.outbox.c.status == "pending",
+                    t.outbox.c.attempts == op.attempts,
+                )
+                .values(attempts=op.attempts + 1, not_before=self.clock() + CLAIM_LEASE)
+            )
+            return claimed.rowcount == 1
+
+    def _retry_later(self, op: Any, error: str, retry_after: float | None) -> None:
+        attempts = op.attempts + 1
+        delay = retry_after if retry_after is not None else min(MAX_BACKOFF_SECONDS, 2.0**attempts)
+        with self.ledger.engine.begin() as conn:
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.id == op.id)
+                .values(
+                    last_error=error[:2000],
+                    not_before=self.clock() + timedelta(seconds=max(delay, 1.0)),
+                )
+            )
+        log.warning("slack.retry_later", operation=op.operation, op=op.id, attempts=attempts)
+
+    def _park(self, op: Any, error: str) -> None:
+        now = self.clock()
+        with self.ledger.engine.begin() as conn:
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.id == op.id)
+                .values(status="parked", last_error=error[:2000], completed_at=now)
+            )
+            conn.execute(
+                insert(t.audit_log).values(
+                    at=now,
+                    actor="slack",
+                    action="outbox_parked",
+                    subject=f"outbox:{op.id}",
+                    detail={"operation": op.operation, "error": error},
+                )
+            )
+        log.error("slack.parked", operation=op.operation, op=op.id, error=error)
+
+    def _finish(self, op: Any, status: str, result: dict[str, Any]) -> None:
+        now = self.clock()
+        with self.ledger.engine.begin() as conn:
+            if status == "done" and op.operation == OP_POST:
+                conn.execute(
+                    update(t.invoices)
+                    .where(t.invoices.c.id == op.invoice_id)
+                    .values(slack_channel=result["channel"], slack_ts=result["ts"])
+                )
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.id == op.id)
+                .values(status=status, completed_at=now, result=result, not_before=None)
+            )
+
+    def _plan_post(self, op: Any) -> _PostPlan:
+        payload = dict(op.payload or {})
+        actor = str(payload.get("actor") or "kanvoice")
+        previous = summary_from_json(payload["previous"]) if payload.get("previous") else None
+        with self.ledger.engine.connect() as conn:
+            invoice = conn.execute(
+                select(t.invoices).where(t.invoices.c.id == op.invoice_id)
+            ).first()
+            if invoice is None:
+                return _PostPlan("cancel", "no such invoice")
+            approved = conn.execute(
+                select(t.approvals.c.id).where(t.approvals.c.invoice_id == invoice.id)
+            ).first()
+            if invoice.state != "draft" or approved:
+                return _PostPlan("cancel", f"invoice is {invoice.state}, already decided")
+            summary = self._summary(conn, invoice)
+            posted = conn.execute(
+                select(t.outbox.c.result).where(
+                    t.outbox.c.invoice_id == invoice.id,
+                    t.outbox.c.operation == OP_POST,
+                    t.outbox.c.status == "done",
+                )
+            ).all()
+        old_channel, old_ts = payload.get("channel"), payload.get("ts")
+        if not old_ts and payload.get("replace") and invoice.slack_ts:
+            old_channel, old_ts = invoice.slack_channel, invoice.slack_ts
+        if any(
+            (r.result or {}).get("version") == summary.version
+            and (r.result or {}).get("ts") == invoice.slack_ts
+            for r in posted
+        ):
+            return _PostPlan("cancel", f"version {summary.version} is already posted")
+        if not summary.lines:
+            if old_ts:
+                return _PostPlan(
+                    "retire",
+                    "nothing left to approve",
+                    summary,
+                    old_channel=old_channel,
+                    old_ts=old_ts,
+                    actor=actor,
+                    previous=previous,
+                )
+            return _PostPlan("cancel", "nothing to approve")
+        return _PostPlan(
+            "post", "", summary, self.settings.slack.channel, old_channel, old_ts, actor, previous
+        )
+
+    async def _perform_post(self, slack: SlackApprovals, op: Any) -> tuple[str, dict[str, Any]]:
+        plan = await asyncio.to_thread(self._plan_post, op)
+        if plan.action == "cancel" or plan.summary is None:
+            return "cancelled", {"reason": plan.reason}
+        now = self.clock()
+        summary = plan.summary
+        if plan.action == "retire":
+            assert plan.old_channel and plan.old_ts
+            try:
+                old = plan.previous or summary
+                await slack.update_decided(
+                    plan.old_channel, plan.old_ts, old, "adjusted", plan.actor, now
+                )
+            except SlackCallFailed as exc:
+                if exc.error not in _MISSING_MESSAGE:
+                    raise
+            return "cancelled", {"reason": plan.reason}
+        if not plan.channel:
+            raise FatalError("slack.channel is not set: nowhere to post the draft")
+        if plan.old_channel and plan.old_ts:
+            try:
+                channel, ts = await slack.repost_draft(
+                    plan.old_channel, plan.old_ts, summary, plan.actor, now, plan.previous
+                )
+            except SlackCallFailed as exc:
+                if exc.error not in _MISSING_MESSAGE:
+                    raise
+                channel, ts = await slack.post_draft(plan.channel, summary)
+        else:
+            channel, ts = await slack.post_draft(plan.channel, summary)
+        log.info("slack.draft_posted", invoice=summary.invoice_id, version=summary.version, ts=ts)
+        return "done", {"version": summary.version, "channel": channel, "ts": ts}
+
+    async def _perform_decided(self, slack: SlackApprovals, op: Any) -> tuple[str, dict[str, Any]]:
+        payload = dict(op.payload or {})
+        outcome: Outcome = payload["outcome"]
+        try:
+            await slack.update_decided(
+                str(payload["channel"]),
+                str(payload["ts"]),
+                summary_from_json(payload["summary"]),
+                outcome,
+                str(payload["user"]),
+                datetime.fromisoformat(str(payload["at"])),
+                payload.get("reason"),
+            )
+        except SlackCallFailed as exc:
+            if exc.error not in _MISSING_MESSAGE:
+                raise
+            return "cancelled", {"reason": exc.error}
+        return "done", {"outcome": outcome}
+
+    # ---- authorization -----------------------------------------------------------------
+
+    def _share_group_approvers(self) -> None:
+        """Members of the approver group that Slack confirmed count as approvers for
+        `Invoicing` too (CLI and dashboard decisions use the same check)."""
+        self.invoicing.verified_approvers = self._group_members
+
+    async def is_approver(self, user_id: str) -> tuple[bool, str | None]:
+        """(allowed, problem): listed in ``slack.approvers`` or in ``slack.approver_group``.
+
+        A group that cannot be read in time refuses, with the problem named.
+        """
+        settings = self.settings.slack
+        if user_id in settings.approvers:
+            return True, None
+        group = settings.approver_group
+        slack = self.slack
+        if not group or slack is None:
+            return False, None
+        try:
+            async with asyncio.timeout(GROUP_CHECK_SECONDS):
+                member = await slack.is_approver(user_id, settings.approvers, group)
+        except (TimeoutError, SlackUnavailable, SlackCallFailed) as exc:
+            log.warning("slack.group_check_failed", user=user_id, error=str(exc))
+            return False, f"the approver group could not be read ({str(exc) or 'timeout'})"
+        if member:
+            self._group_members.add(user_id)
+        else:
+            self._group_members.discard(user_id)
+        return member, None
+
+    def _audit_refusal(self, decision: Decision, problem: str | None) -> None:
+        detail: dict[str, Any] = {
+            "channel": CHANNEL,
+            "kind": decision.kind,
+            "version": decision.version,
+            "user_name": decision.user_name,
+            "team_id": decision.team_id,
+        }
+        if problem:
+            detail["problem"] = problem
+        with self.ledger.engine.begin() as conn:
+            conn.execute(
+                insert(t.audit_log).values(
+                    at=self.clock(),
+                    actor=decision.user_id,
+                    action=_REFUSED_ACTION[decision.kind],
+                    subject=f"invoice:{decision.invoice_id}",
+                    detail=detail,
+                )
+            )
+        log.warning(
+            "slack.refused", user=decision.user_id, kind=decision.kind, invoice=decision.invoice_id
+        )
+
+    # ---- decisions ---------------------------------------------------------------------
+
+    async def handle(self, decision: Decision) -> dict[str, Any] | None:
+        """Decide, then do the Slack side at once; returns the body to answer with."""
+        reply = await self.decide(decision)
+        await self.follow_up(reply)
+        return reply.body
+
+    async def handle_payload(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The Socket Mode handler (`run_socket_mode(app_token, desk.handle_payload)`).
+
+        Same decisions as the HTTP route; the Slack side runs after the ack.
+        """
+        try:
+            decision = decision_from_payload(payload)
+        except SlackInputInvalid as exc:
+            return exc.response_body()
+        if decision is None:
+            return None
+        reply = await self.decide(decision)
+        if reply.has_follow_up:
+            task = asyncio.create_task(self.follow_up(reply))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return reply.body
+
+    async def decide(self, decision: Decision) -> Reply:
+        """Authorization, then the ledger side of `decision` (fast: no Slack call).
+
+        Raises only when the ledger itself fails (SQLAlchemy errors: answer 503).
+        """
+        allowed, problem = await self.is_approver(decision.user_id)
+        if not allowed:
+            await asyncio.to_thread(self._audit_refusal, decision, problem)
+            notice = refusal_text(decision.user_id)
+            if problem:
+                notice = (
+                    "Your approver status could not be checked right now "
+                    f"({problem}). Nothing was changed; try again in a minute."
+                )
+            return Reply("refused", decision, notice=notice)
+        if decision.kind == "approve":
+            return await asyncio.to_thread(self._approve, decision)
+        if decision.kind == "reject":
+            if decision.reason is None:
+                return await asyncio.to_thread(self._ask, decision, "reject")
+            return await asyncio.to_thread(self._reject, decision)
+        if decision.kind == "adjust_open":
+            return await asyncio.to_thread(self._ask, decision, "adjust")
+        return await asyncio.to_thread(self._adjust, decision)
+
+    async def follow_up(self, reply: Reply) -> None:
+        """The Slack side of a decision: modal, ephemeral notice, queued messages.
+
+        Never raises: failures are logged (queued messages stay in the outbox).
+        """
+        decision = reply.decision
+        slack = self.slack
+        if slack is None:
+            return
+        try:
+            if reply.modal and reply.summary is not None:
+                await self._open_modal(slack, reply)
+            if reply.notice:
+                await self._tell(slack, decision, reply.notice)
+            if reply.drain:
+                await self.drain_slack()
+        except Exception:
+            log.exception("slack.follow_up_failed", invoice=decision.invoice_id, kind=decision.kind)
+
+    async def _open_modal(self, slack: SlackApprovals, reply: Reply) -> None:
+        decision = reply.decision
+        assert reply.summary is not None
+        if not decision.trigger_id:
+            reply.notice = "Slack sent no trigger id with this click; click the button again."
+            return
+        opener = slack.open_adjust_modal if reply.modal == "adjust" else slack.open_reject_modal
+        try:
+            await opener(
+                decision.trigger_id, reply.summary, decision.channel_id, decision.message_ts
+            )
+        except (SlackUnavailable, SlackCallFailed) as exc:
+            log.warning("slack.modal_not_opened", invoice=decision.invoice_id, error=str(exc))
+            reply.notice = (
+                "Slack did not open the form in time; nothing was changed. Click the button again."
+            )
+
+    async def _tell(self, slack: SlackApprovals, decision: Decision, text: str) -> None:
+        """An ephemeral message to the user who acted (channel, else response_url)."""
+        if decision.channel_id:
+            try:
+                await slack.post_ephemeral(decision.channel_id, decision.user_id, text)
+                return
+            except (SlackUnavailable, SlackCallFailed) as exc:
+                log.warning("slack.ephemeral_failed", user=decision.user_id, error=str(exc))
+        if decision.response_url:
+            try:
+                await slack.respond(decision.response_url, text)
+            except (SlackUnavailable, SlackCallFailed) as exc:
+                log.warning("slack.respond_failed", user=decision.user_id, error=str(exc))
+
+    def _message_of(self, decision: Decision, invoice: Any) -> tuple[str | None, str | None]:
+        if decision.channel_id and decision.message_ts:
+            return decision.channel_id, decision.message_ts
+        return invoice.slack_channel, invoice.slack_ts
+
+    def _explain(self, conn: Connection, invoice_id: int, clicked_version: int) -> str:
+        """Why a decision on this draft cannot be taken now (for the ephemeral notice)."""
+        invoice = conn.execute(select(t.invoices).where(t.invoices.c.id == invoice_id)).first()
+        if invoice is None:
+            return f"Invoice draft #{invoice_id} no longer exists. Nothing was changed."
+        approval = conn.execute(
+            select(t.approvals).where(t.approvals.c.invoice_id == invoice_id)
+        ).first()
+        if approval is not None:
+            return already_decided_text(invoice_id, f"approved by {mention(approval.approver)}")
+        if invoice.state != "draft":
+            return already_decided_text(invoice_id, str(invoice.state))
+        summary = self._summary(conn, invoice)
+        if not summary.lines:
+            last = conn.execute(
+                select(t.audit_log.c.actor, t.audit_log.c.action)
+                .where(
+                    t.audit_log.c.subject == f"invoice:{invoice_id}",
+                    t.audit_log.c.action.in_(["approved", "rejected"]),
+                )
+                .order_by(t.audit_log.c.id.desc())
+                .limit(1)
+            ).first()
+            if last is not None and last.action == "rejected":
+                return already_decided_text(invoice_id, f"rejected by {mention(last.actor)}")
+        if clicked_version != summary.version:
+            return stale_text(summary, clicked_version)
+        if not summary.lines:
+            return f"Invoice draft #{invoice_id} has no lines: there is nothing to decide."
+        return f"Invoice draft #{invoice_id} cannot take this decision now."
+
+    def _open_draft(self, conn: Connection, decision: Decision, lock: bool = False) -> Any:
+        """The invoice, if it is an undecided draft at the clicked version with lines."""
+        invoice = conn.execute(
+            select(t.invoices).where(t.invoices.c.id == decision.invoice_id).with_for_update()
+            if lock
+            else select(t.invoices).where(t.invoices.c.id == decision.invoice_id)
+        ).first()
+        approved = conn.execute(
+            select(t.approvals.c.id).where(t.approvals.c.invoice_id == decision.invoice_id)
+        ).first()
+        if (
+            invoice is None
+            or approved is not None
+            or invoice.state != "draft"
+            or invoice.version != decision.version
+            or not self._summary(conn, invoice).lines
+        ):
+            raise _NotApplicable(self._explain(conn, decision.invoice_id, decision.version))
+        return invoice
+
+    def _ask(self, decision: Decision, modal: Literal["adjust", "reject"]) -> Reply:
+        """The Adjust / Reject button: open the modal if the draft can still change."""
+        with self.ledger.engine.connect() as conn:
+            try:
+                invoice = self._open_draft(conn, decision)
+            except _NotApplicable as exc:
+                return Reply("not_applicable", decision, notice=str(exc))
+            summary = self._summary(conn, invoice)
+        return Reply("asked", decision, modal=modal, summary=summary)
+
+    def _approve(self, decision: Decision) -> Reply:
+        user = decision.user_id
+        try:
+            result = self.invoicing.approve(decision.invoice_id, user, CHANNEL, decision.version)
+        except NotAnApprover:
+            return Reply("refused", decision, notice=refusal_text(user))
+        except (LookupError, InvoicingError) as exc:
+            with self.ledger.engine.connect() as conn:
+                notice = self._explain(conn, decision.invoice_id, decision.version)
+            log.info("slack.approve_not_applied", invoice=decision.invoice_id, reason=str(exc))
+            return Reply("not_applicable", decision, notice=notice)
+        at = _utc(datetime.fromisoformat(str(result["decided_at"])))
+        with self.ledger.engine.begin() as conn:
+            invoice = self._invoice(conn, decision.invoice_id)
+            summary = self._summary(conn, invoice)
+            self._queue_decided(
+                conn, summary, "approved", user, at, self._message_of(decision, invoice)
+            )
+        log.info("slack.approved", invoice=decision.invoice_id, approver=user)
+        return Reply("approved", decision, summary=summary, drain=True)
+
+    def _reject(self, decision: Decision) -> Reply:
+        user = decision.user_id
+        reason = decision.reason or "-"
+        with self.ledger.engine.connect() as conn:
+            try:
+                invoice = self._open_draft(conn, decision)
+            except _NotApplicable as exc:
+                return Reply("not_applicable", decision, notice=str(exc))
+            before = self._summary(conn, invoice)
+        try:
+            self.invoicing.reject(decision.invoice_id, user, CHANNEL, reason)
+        except NotAnApprover:
+            return Reply("refused", decision, notice=refusal_text(user))
+        except (LookupError, InvoicingError):
+            with self.ledger.engine.connect() as conn:
+                notice = self._explain(conn, decision.invoice_id, decision.version)
+            return Reply("not_applicable", decision, notice=notice)
+        now = self.clock()
+        with self.ledger.engine.begin() as conn:
+            invoice = self._invoice(conn, decision.invoice_id)
+            message = self._message_of(decision, invoice)
+            self._forget_message(conn, int(invoice.id))
+            self._queue_decided(conn, before, "rejected", user, now, message, reason)
+        log.info("slack.rejected", invoice=decision.invoice_id, by=user)
+        return Reply("rejected", decision, summary=before, drain=True)
+
+    # ---- adjustments -------------------------------------------------------------------
+
+    def _adjust(self, decision: Decision) -> Reply:
+        """Apply the Adjust modal to the draft's lines, in one ledger transaction.
+
+        For each changed line (drafted entries of this invoice only):
+
+        - exclude: the entry goes to ``voided`` ("excluded by <user>"); its hours stay
+          settled, so the board never bills them again; its Stripe line is deleted.
+        - hours lowered (time lines): the removed hours become a new ``voided`` entry
+          of the same item ("written off by <user>"), so the board never re-bills
+          them; the entry keeps the rest, amount = hours x rate in the currency's
+          units. Lowered to 0 is the same as excluding. Raising hours is refused.
+        - rate or description changed: the entry is updated.
+
+        Changed lines queue their Stripe edits (`queue_draft_edits`, which also bumps
+        the version); the draft is then queued for re-posting with the new version.
+        """
+        for attempt in range(3):
+            try:
+                return self._adjust_once(decision)
+            except IntegrityError:
+                # A board sync added an entry to the same item at the same moment.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _adjust_once(self, decision: Decision) -> Reply:
+        user = decision.user_id
+        now = self.clock()
+        try:
+            with self.ledger.engine.begin() as conn:
+                invoice = self._open_draft(conn, decision, lock=True)
+                before = self._summary(conn, invoice)
+                changed, changes = self._apply(conn, invoice, decision.adjustments, user, now)
+                queue_draft_edits(conn, changed, now)
+                invoice = self._invoice(conn, invoice.id)
+                message = self._message_of(decision, invoice)
+                self._queue_post(
+                    conn, invoice, now, user, replace=True, message=message, previous=before
+                )
+                conn.execute(
+                    insert(t.audit_log).values(
+                        at=now,
+                        actor=user,
+                        action="adjusted",
+                        subject=f"invoice:{invoice.id}",
+                        detail={
+                            "channel": CHANNEL,
+                            "from_version": decision.version,
+                            "to_version": int(invoice.version),
+                            "changes": changes,
+                        },
+                    )
+                )
+        except _NotApplicable as exc:
+            return Reply("not_applicable", decision, notice=str(exc))
+        except _Invalid as exc:
+            return Reply(
+                "invalid", decision, body={"response_action": "errors", "errors": exc.errors}
+            )
+        log.info("slack.adjusted", invoice=decision.invoice_id, by=user, lines=len(changed))
+        return Reply("adjusted", decision, drain=True)
+
+    def _apply(
+        self,
+        conn: Connection,
+        invoice: Any,
+        adjustments: tuple[LineAdjustment, ...],
+        user: str,
+        now: datetime,
+    ) -> tuple[list[int], list[dict[str, Any]]]:
+        ids = [a.entry_id for a in adjustments]
+        rows = {
+            int(r.id): r
+            for r in conn.execute(
+                select(t.entries, t.items.c.item_key)
+                .join(t.items, t.items.c.id == t.entries.c.item_id)
+                .where(t.entries.c.id.in_(ids))
+            ).all()
+        }
+        errors: dict[str, str] = {}
+        for adj in adjustments:
+            row = rows.get(adj.entry_id)
+            where = line_block_id(adj.entry_id, "description")
+            if row is None or row.invoice_id != invoice.id or row.state != EntryState.DRAFTED.value:
+                errors[where] = "This line is no longer on the draft; close and reopen Adjust."
+                continue
+            if row.kind != EntryKind.TIME.value and (adj.hours is not None or adj.rate is not None):
+                errors[where] = "Only time lines have hours and a rate to change."
+                continue
+            if adj.hours is not None and adj.hours > row.hours:
+                errors[line_block_id(adj.entry_id, "hours")] = (
+                    f"Hours can only be lowered here (now {row.hours} h); "
+                    "more hours come from the board."
+                )
+            if adj.rate is not None and row.rate is None:
+                errors[line_block_id(adj.entry_id, "rate")] = "This line has no rate to change."
+        if errors:
+            raise _Invalid(errors)
+
+        changed: list[int] = []
+        changes: list[dict[str, Any]] = []
+        for adj in adjustments:
+            row = rows[adj.entry_id]
+            if adj.exclude or (adj.hours is not None and adj.hours == 0):
+                move_entry(conn, row.id, EntryState.VOIDED, user, f"excluded by {user}", now)
+                changed.append(int(row.id))
+                changes.append({"entry_id": int(row.id), "excluded": True})
+                continue
+            values: dict[str, Any] = {}
+            change: dict[str, Any] = {"entry_id": int(row.id)}
+            hours, rate = row.hours, row.rate
+            if adj.hours is not None and adj.hours != row.hours:
+                self._write_off(conn, row, row.hours - adj.hours, user, now)
+                hours = adj.hours
+                change["hours"] = [str(row.hours), str(hours)]
+            if adj.rate is not None and adj.rate != row.rate:
+                rate = adj.rate
+                change["rate"] = [str(row.rate), str(rate)]
+            if hours != row.hours or rate != row.rate:
+                values["hours"] = hours
+                values["rate"] = rate
+                values["amount"] = Money(hours * rate, row.currency).quantized().amount
+            if adj.description is not None and adj.description != row.description:
+                values["description"] = adj.description
+                change["description"] = True
+            if not values:
+                continue
+            what = ", ".join(k for k in ("hours", "rate", "description") if k in change)
+            move_entry(
+                conn, row.id, EntryState.DRAFTED, user, f"adjusted by {user}: {what}", now, **values
+            )
+            changed.append(int(row.id))
+            changes.append(change)
+        if not changed:
+            first = adjustments[0].entry_id
+            raise _Invalid(
+                {
+                    line_block_id(first, "description"): (
+                        "Nothing differs from the draft: change a value, tick Exclude, "
+                        "or press Cancel."
+                    )
+                }
+            )
+        return changed, changes
+
+    @staticmethod
+    def _write_off(conn: Connection, row: Any, hours: Decimal, user: str, now: datetime) -> None:
+        """The hours taken off a line, kept as a voided entry so they count as settled."""
+        seq = (
+            conn.execute(
+                select(func.coalesce(func.max(t.entries.c.seq), 0)).where(
+                    t.entries.c.item_id == row.item_id,
+                    t.entries.c.kind == EntryKind.TIME.value,
+                )
+            ).scalar_one()
+            + 1
+        )
+        amount = (
+            Money(hours * row.rate, row.currency).quantized().amount
+            if row.rate is not None
+            else None
+        )
+        reason = f"written off by {user}"
+        entry_id = conn.execute(
+            insert(t.entries).values(
+                entry_key=entry_key(row.item_key, EntryKind.TIME, int(seq)),
+                item_id=row.item_id,
+                client=row.client,
+                kind=EntryKind.TIME.value,
+                seq=int(seq),
+                state=EntryState.VOIDED.value,
+                hours=hours,
+                rate=row.rate,
+                amount=amount,
+                currency=row.currency,
+                description=reason,
+                done_at=row.done_at,
+                invoice_id=None,
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        conn.execute(
+            insert(t.entry_events).values(
+                entry_id=entry_id,
+                from_state=None,
+                to_state=EntryState.VOIDED.value,
+                hours=hours,
+                amount=amount,
+                actor=user,
+                reason=f"{reason}: {hours} h of entry #{row.id}",
+                at=now,
+            )
+        )
+
+
+# --------------------------------------------------------------------------------------
+# One desk per set of services (the HTTP route, the daemon and Socket Mode share it)
+# --------------------------------------------------------------------------------------
+
+_desks: dict[int, tuple[weakref.ref[Services], ApprovalDesk]] = {}
+
+
+def desk_for(
+    services: Services, slack_factory: SlackFactory | Literal["settings"] | None = "settings"
+) -> ApprovalDesk:
+    """The `ApprovalDesk` of these services, created on first use.
+
+    With the default ``"settings"`` an existing desk is returned, or one is built
+    with `slack_client_factory(services.settings)`. An explicit factory (or None: no
+    Slack) always builds a new desk and makes it the one returned from now on.
+    """
+    key = id(services)
+    known = _desks.get(key)
+    if slack_factory == "settings" and known is not None and known[0]() is services:
+        return known[1]
+    if slack_factory == "settings":
+        factory = slack_client_factory(services.settings)
+    else:
+        factory = slack_factory
+    desk = ApprovalDesk(services, factory)
+    _desks[key] = (weakref.ref(services, lambda _ref: _desks.pop(key, None)), desk)
+    return desk

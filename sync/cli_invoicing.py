@@ -6,13 +6,14 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.table import Table
 
 from connectors.base import FatalError
 from connectors.stripe.gateway import StripeRejected
+from sync.approvals import desk_for
 from sync.cli import EXTRA_CHECKS, ConfigOption, _errors, _services, app, err, out
 from sync.composition import Services, stripe_gateway_factory
 from sync.invoicing import InvoicingError, NotAnApprover
@@ -64,6 +65,9 @@ def invoice(
         )
         if not no_stripe and not _drain_or_explain(services):
             raise typer.Exit(1)
+        desk = desk_for(services)
+        if result.lines and desk.request_approval(result.invoice_id, actor="cli"):
+            _post_to_slack(services)
 
 
 def _drain_or_explain(services: Services) -> bool:
@@ -81,6 +85,11 @@ def _user_error(exc: Exception) -> Exception:
     return CliError(str(exc))
 
 
+def _post_to_slack(services: Services) -> None:
+    report = asyncio.run(desk_for(services).drain_slack())
+    out.print(f"Slack: {report}", highlight=False)
+
+
 @app.command()
 def approve(
     invoice_id: Annotated[int, typer.Argument(metavar="INVOICE", help="Ledger invoice id.")],
@@ -88,7 +97,14 @@ def approve(
     config: ConfigOption = None,
 ) -> None:
     """Approve a draft: it is finalized on Stripe (and sent if the client is set so)."""
-    _decide(config, lambda s: s.invoicing.approve(invoice_id, approver, "cli"))
+    _decide(
+        config,
+        invoice_id,
+        "approved",
+        approver,
+        None,
+        lambda s: s.invoicing.approve(invoice_id, approver, "cli"),
+    )
 
 
 @app.command()
@@ -99,16 +115,35 @@ def reject(
     config: ConfigOption = None,
 ) -> None:
     """Reject a draft: its lines go back to ready, nothing is finalized."""
-    _decide(config, lambda s: s.invoicing.reject(invoice_id, approver, "cli", reason or "-"))
+    _decide(
+        config,
+        invoice_id,
+        "rejected",
+        approver,
+        reason or "-",
+        lambda s: s.invoicing.reject(invoice_id, approver, "cli", reason or "-"),
+    )
 
 
-def _decide(config: Path | None, decide: Callable[[Services], dict[str, Any]]) -> None:
+def _decide(
+    config: Path | None,
+    invoice_id: int,
+    outcome: Literal["approved", "rejected"],
+    who: str,
+    reason: str | None,
+    decide: Callable[[Services], dict[str, Any]],
+) -> None:
     with _errors(), _services(config) as services:
+        desk = desk_for(services)
         try:
-            outcome = decide(services)
+            # Read before deciding: a rejection takes the lines off the draft.
+            summary = desk.summary(invoice_id)
+            outcome_detail = decide(services)
         except (NotAnApprover, LookupError, InvoicingError) as exc:
             raise _user_error(exc) from None
-        out.print(json.dumps(outcome), highlight=False)
+        out.print(json.dumps(outcome_detail), highlight=False)
+        if desk.announce_decision(summary, outcome, who, reason):
+            _post_to_slack(services)
         if services.settings.stripe.api_key is not None and not _drain_or_explain(services):
             raise typer.Exit(1)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from sync.cli import ConfigOption, _errors, _settings, app
 
@@ -10,6 +12,8 @@ from sync.cli import ConfigOption, _errors, _settings, app
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """The daemon: pollers, webhooks, approvals, dashboard, metrics (until SIGTERM)."""
+    from connectors.slack import run_socket_mode
+    from sync.approvals import desk_for
     from sync.composition import build_services
     from sync.daemon import Daemon
     from sync.logs import configure_logging
@@ -19,7 +23,28 @@ def run(config: ConfigOption = None) -> None:
         configure_logging()
         services = build_services(_settings(config))
         web = create_app(services)
-        daemon = Daemon(services, web, notify=web.state.notify, on_stop=[web.state.broker.close])
+        desk = desk_for(services)
+        slack = services.settings.slack
+        background: list[Callable[[asyncio.Event], Coroutine[Any, Any, Any]]] = []
+        if slack.socket_mode and slack.app_token is not None:
+            app_token = slack.app_token.get_secret_value()
+
+            async def socket_mode(stop: asyncio.Event) -> None:
+                # Installs with no public URL: the same handler as /slack/interactions.
+                await run_socket_mode(
+                    app_token, desk.handle_payload, stop=stop, base_url=slack.api_url
+                )
+
+            background.append(socket_mode)
+        daemon = Daemon(
+            services,
+            web,
+            notify=web.state.notify,
+            on_stop=[web.state.broker.close],
+            request_approval=desk.post_for_approval,
+            extra_jobs=[("slack", desk.drain_slack, 10)] if desk.can_post else [],
+            background=background,
+        )
         try:
             asyncio.run(daemon.run())
         finally:

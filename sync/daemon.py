@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from functools import partial
 from typing import Any
 
@@ -59,6 +59,8 @@ class Daemon:
         request_approval: Callable[[int], Awaitable[None]] | None = None,
         on_stop: list[Callable[[], None]] | None = None,
         drain_seconds: float = DRAIN_SECONDS,
+        extra_jobs: list[tuple[str, Callable[[], Awaitable[Any]], float]] | None = None,
+        background: list[Callable[[asyncio.Event], Coroutine[Any, Any, Any]]] | None = None,
     ) -> None:
         self.services = services
         self.app = app
@@ -66,6 +68,9 @@ class Daemon:
         self.request_approval = request_approval
         self.on_stop = on_stop or []
         self.drain_seconds = drain_seconds
+        self.extra_jobs = extra_jobs or []  # (name, work, seconds): leader-only jobs
+        self.background = background or []  # long-running tasks on every instance
+        self._stop_event = asyncio.Event()
         self.leader = LeaderLock(services.ledger.engine, services.settings.ledger.url)
         if hasattr(app, "state"):
             app.state.leader = self.leader
@@ -221,6 +226,17 @@ class Daemon:
                 **common,
             )
 
+    def _schedule_extra(self) -> None:
+        for name, work, seconds in self.extra_jobs:
+            self.scheduler.add_job(
+                self._job(name, work),
+                "interval",
+                seconds=seconds,
+                id=name,
+                max_instances=1,
+                coalesce=True,
+            )
+
     async def run(self) -> None:
         settings = self.services.settings
         config = uvicorn.Config(
@@ -236,7 +252,11 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._request_exit, server)
         self.schedule()
+        self._schedule_extra()
         self.scheduler.start()
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(start(self._stop_event)) for start in self.background
+        ]
         watcher = asyncio.create_task(self._watch_changes())
         log.info(
             "daemon.started",
@@ -248,6 +268,9 @@ class Daemon:
         try:
             await server.serve()  # returns after SIGTERM / SIGINT
         finally:
+            self._stop_event.set()
+            for task in tasks:
+                task.cancel()
             await self.stop(watcher)
 
     def _request_exit(self, server: uvicorn.Server) -> None:

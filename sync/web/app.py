@@ -7,6 +7,7 @@ import time
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sync.approvals import desk_for
 from sync.composition import Services
 from sync.metrics import WEBHOOK_LATENCY
 from sync.web.board_webhooks import board_webhooks_router
@@ -40,7 +41,9 @@ def create_app(services: Services) -> FastAPI:
         else None,
     )
     payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
-    app.include_router(dashboard_router(payload, broker, InvoicingActions(services), auth))
+    app.include_router(
+        dashboard_router(payload, broker, InvoicingActions(services, desk_for(services)), auth)
+    )
     app.add_middleware(WebhookTimer)
     return app
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +9,7 @@ from sqlalchemy import func, select
 
 from mapping.domain import EntryState
 from mapping.money import Money
+from sync.approvals import ApprovalDesk
 from sync.composition import Services
 from sync.ledger import schema as t
 
@@ -17,16 +17,14 @@ from sync.ledger import schema as t
 class InvoicingActions:
     """`DashboardActions` over `Invoicing`: same authorization and audit as elsewhere."""
 
-    def __init__(
-        self, services: Services, request_approval: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, services: Services, desk: ApprovalDesk | None = None) -> None:
         self.services = services
-        self.request_approval = request_approval
+        self.desk = desk
 
     def create_draft(self, client: str) -> dict[str, Any]:
         result = self.services.invoicing.create_or_refresh_draft(client, actor="dashboard")
-        if self.request_approval is not None and result.lines:
-            self.request_approval(result.invoice_id)
+        if self.desk is not None and result.lines:
+            self.desk.request_approval(result.invoice_id, actor="dashboard")
         return {
             "invoice_id": result.invoice_id,
             "period": result.period,

@@ -332,3 +332,23 @@ def test_non_billable_work_never_reaches_stripe(services: Services, world: Strip
     services.invoicing.create_or_refresh_draft("acme")
     drain(services)
     assert world.fake.created["invoiceitem"] == 0
+
+
+def test_client_tax_rates_go_on_every_line(
+    world: StripeWorld, sqlite_url: str, clock: FixedClock
+) -> None:
+    tax = httpx.post(
+        f"{world.base_url}/v1/tax_rates",
+        data={"display_name": "VAT", "percentage": "19", "inclusive": "false"},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ).json()
+    data = world_settings(world, sqlite_url, acme={"tax_rate_ids": [tax["id"]]})
+    services = services_for(data, clock)
+    fast_retries(services)
+    services.engine.ingest([snap("Done", "1", 1, item_id="T1", board="acme-board")])
+    services.invoicing.create_or_refresh_draft("acme")
+    assert drain(services).errors == []
+    (item,) = world.fake.list_objects("invoiceitem")
+    assert [t["id"] if isinstance(t, dict) else t for t in item["tax_rates"]] == [tax["id"]]
+    assert stripe_drafts(world)["acme"]["total"] == 14280  # 120.00 + 19 % VAT
+    services.close()

@@ -72,7 +72,7 @@ from mapping.money import Money
 from sync.composition import Services
 from sync.invoicing import InvoicingError, NotAnApprover, billing_period
 from sync.ledger import schema as t
-from sync.ledger.ops import enqueue, ledger_id, move_entry, queue_draft_edits
+from sync.ledger.ops import audit, enqueue, ledger_id, move_entry, park_op, queue_draft_edits
 from sync.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -563,20 +563,7 @@ class ApprovalDesk:
     def _park(self, op: Any, error: str) -> None:
         now = self.clock()
         with self.ledger.engine.begin() as conn:
-            conn.execute(
-                update(t.outbox)
-                .where(t.outbox.c.id == op.id)
-                .values(status="parked", last_error=error[:2000], completed_at=now)
-            )
-            conn.execute(
-                insert(t.audit_log).values(
-                    at=now,
-                    actor="slack",
-                    action="outbox_parked",
-                    subject=f"outbox:{op.id}",
-                    detail={"operation": op.operation, "error": error},
-                )
-            )
+            park_op(conn, op, "slack", error, now)
         log.error("slack.parked", operation=op.operation, op=op.id, error=error)
 
     def _finish(self, op: Any, status: str, result: dict[str, Any]) -> None:
@@ -736,14 +723,13 @@ class ApprovalDesk:
         if problem:
             detail["problem"] = problem
         with self.ledger.engine.begin() as conn:
-            conn.execute(
-                insert(t.audit_log).values(
-                    at=self.clock(),
-                    actor=decision.user_id,
-                    action=_REFUSED_ACTION[decision.kind],
-                    subject=f"invoice:{decision.invoice_id}",
-                    detail=detail,
-                )
+            audit(
+                conn,
+                self.clock(),
+                decision.user_id,
+                _REFUSED_ACTION[decision.kind],
+                f"invoice:{decision.invoice_id}",
+                **detail,
             )
         log.warning(
             "slack.refused", user=decision.user_id, kind=decision.kind, invoice=decision.invoice_id
@@ -1004,19 +990,16 @@ class ApprovalDesk:
                 self._queue_post(
                     conn, invoice, now, user, replace=True, message=message, previous=before
                 )
-                conn.execute(
-                    insert(t.audit_log).values(
-                        at=now,
-                        actor=user,
-                        action="adjusted",
-                        subject=f"invoice:{invoice.id}",
-                        detail={
-                            "channel": CHANNEL,
-                            "from_version": decision.version,
-                            "to_version": int(invoice.version),
-                            "changes": changes,
-                        },
-                    )
+                audit(
+                    conn,
+                    now,
+                    user,
+                    "adjusted",
+                    f"invoice:{invoice.id}",
+                    channel=CHANNEL,
+                    from_version=decision.version,
+                    to_version=int(invoice.version),
+                    changes=changes,
                 )
         except _NotApplicable as exc:
             return Reply("not_applicable", decision, notice=str(exc))

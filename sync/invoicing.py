@@ -31,7 +31,7 @@ from mapping.money import Money
 from sync.engine import Clock
 from sync.failpoints import failpoint
 from sync.ledger import schema as t
-from sync.ledger.ops import bump_version, enqueue, ledger_id, move_entry
+from sync.ledger.ops import audit, bump_version, enqueue, ledger_id, move_entry, park_op
 from sync.ledger.store import Ledger
 from sync.settings import Cadence, ClientSettings, Settings
 
@@ -284,14 +284,8 @@ class Invoicing:
         now = self.clock()
         if not self.is_approver(approver):
             with self.ledger.engine.begin() as conn:
-                conn.execute(
-                    insert(t.audit_log).values(
-                        at=now,
-                        actor=approver,
-                        action="approve_refused",
-                        subject=f"invoice:{invoice_id}",
-                        detail={"channel": channel},
-                    )
+                audit(
+                    conn, now, approver, "approve_refused", f"invoice:{invoice_id}", channel=channel
                 )
             raise NotAnApprover(f"{approver} is not an approver")
         try:
@@ -335,18 +329,15 @@ class Invoicing:
                     now,
                     invoice_id=invoice_id,
                 )
-                conn.execute(
-                    insert(t.audit_log).values(
-                        at=now,
-                        actor=approver,
-                        action="approved",
-                        subject=f"invoice:{invoice_id}",
-                        detail={
-                            "channel": channel,
-                            "total_minor": minor,
-                            "currency": invoice.currency,
-                        },
-                    )
+                audit(
+                    conn,
+                    now,
+                    approver,
+                    "approved",
+                    f"invoice:{invoice_id}",
+                    channel=channel,
+                    total_minor=minor,
+                    currency=invoice.currency,
                 )
                 return {
                     "invoice_id": invoice_id,
@@ -369,15 +360,7 @@ class Invoicing:
         now = self.clock()
         if not self.is_approver(who):
             with self.ledger.engine.begin() as conn:
-                conn.execute(
-                    insert(t.audit_log).values(
-                        at=now,
-                        actor=who,
-                        action="reject_refused",
-                        subject=f"invoice:{invoice_id}",
-                        detail={"channel": channel},
-                    )
-                )
+                audit(conn, now, who, "reject_refused", f"invoice:{invoice_id}", channel=channel)
             raise NotAnApprover(f"{who} is not an approver")
         with self.ledger.engine.begin() as conn:
             invoice = self._invoice(conn, invoice_id, lock=True)
@@ -391,14 +374,15 @@ class Invoicing:
                 conn, invoice_id, who, f"rejected via {channel}: {reason}", now
             )
             bump_version(conn, invoice_id, now)
-            conn.execute(
-                insert(t.audit_log).values(
-                    at=now,
-                    actor=who,
-                    action="rejected",
-                    subject=f"invoice:{invoice_id}",
-                    detail={"channel": channel, "reason": reason, "entries": released},
-                )
+            audit(
+                conn,
+                now,
+                who,
+                "rejected",
+                f"invoice:{invoice_id}",
+                channel=channel,
+                reason=reason,
+                entries=released,
             )
             return {"invoice_id": invoice_id, "rejected_by": who, "entries_returned": released}
 
@@ -553,16 +537,7 @@ class Invoicing:
         """Stripe refused the call: never loop; the entry waits for a person."""
         now = self.clock()
         with self.ledger.engine.begin() as conn:
-            conn.execute(
-                update(t.outbox)
-                .where(t.outbox.c.id == op.id)
-                .values(
-                    status="parked",
-                    attempts=op.attempts + 1,
-                    last_error=error[:2000],
-                    completed_at=now,
-                )
-            )
+            park_op(conn, op, "stripe", error, now, attempts=op.attempts + 1)
             if op.entry_id is not None:
                 state = conn.execute(
                     select(t.entries.c.state).where(t.entries.c.id == op.entry_id)
@@ -578,15 +553,6 @@ class Invoicing:
                         review_reason=error[:2000],
                         invoice_id=None,
                     )
-            conn.execute(
-                insert(t.audit_log).values(
-                    at=now,
-                    actor="stripe",
-                    action="outbox_parked",
-                    subject=f"outbox:{op.id}",
-                    detail={"operation": op.operation, "error": error},
-                )
-            )
         log.error("outbox.parked", operation=op.operation, op=op.id, error=error)
 
     # Each operation reads the ledger as it is now: an entry that moved away since the
@@ -922,14 +888,13 @@ class Invoicing:
                 select(t.approvals.c.id).where(t.approvals.c.invoice_id == invoice.id)
             ).first()
             if approved is None:
-                conn.execute(
-                    insert(t.audit_log).values(
-                        at=now,
-                        actor="stripe",
-                        action="finalized_without_approval",
-                        subject=f"invoice:{invoice.id}",
-                        detail={"stripe_invoice_id": invoice.stripe_invoice_id},
-                    )
+                audit(
+                    conn,
+                    now,
+                    "stripe",
+                    "finalized_without_approval",
+                    f"invoice:{invoice.id}",
+                    stripe_invoice_id=invoice.stripe_invoice_id,
                 )
                 log.error("invoice.finalized_outside_kanvoice", invoice=invoice.id)
             self._record_finalized(conn, invoice.id, obj, "stripe")

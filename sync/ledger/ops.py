@@ -153,3 +153,26 @@ def queue_draft_edits(conn: Connection, entry_ids: list[int], now: datetime) -> 
                     payload={"stripe_invoice_item_id": row.stripe_invoice_item_id},
                 )
             bump_version(conn, row.invoice_id, now)
+
+
+def audit(
+    conn: Connection, now: datetime, actor: str, action: str, subject: str, **detail: Any
+) -> None:
+    """One row of the audit log (decisions, refusals, anything a person may ask about)."""
+    conn.execute(
+        insert(t.audit_log).values(
+            at=now, actor=actor, action=action, subject=subject, detail=detail
+        )
+    )
+
+
+def park_op(
+    conn: Connection, op: Any, actor: str, error: str, now: datetime, **values: Any
+) -> None:
+    """An outbox call the other side refused: parked for a person, never retried."""
+    conn.execute(
+        update(t.outbox)
+        .where(t.outbox.c.id == op.id)
+        .values(status="parked", last_error=error[:2000], completed_at=now, **values)
+    )
+    audit(conn, now, actor, "outbox_parked", f"outbox:{op.id}", operation=op.operation, error=error)

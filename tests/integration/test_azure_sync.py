@@ -24,7 +24,7 @@ from sync.composition import Services, build_services
 from sync.ledger import schema as t
 from sync.settings import ConfigError, Settings
 from tests.conftest import FixedClock
-from tests.integration.test_cli import dump
+from tests.ledger_support import dump
 
 PAT = "fake-pat-integration"
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

@@ -30,7 +30,7 @@ from sync.ledger import schema as t
 from sync.settings import Settings
 from sync.web.app import create_app
 from tests.conftest import FixedClock
-from tests.integration.test_cli import dump
+from tests.ledger_support import dump
 
 TOKEN = "ghp_fake_webhook_token"
 SECRET = "It's a Secret to Everybody"

@@ -10,28 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
 from typer.testing import CliRunner
 
 from sync.cli import app
 from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.ledger_support import dump
 
 CONFIG = DATA_DIR / "kanvoice.test.toml"
 MIXED = DATA_DIR / "mixed_board.json"
-
-
-def dump(url: str) -> dict[str, list[Any]]:
-    """Every row of every table, to show that a failed command changed nothing."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            names = inspect(conn).get_table_names()
-            return {
-                name: sorted(map(repr, conn.execute(text(f'SELECT * FROM "{name}"')).all()))
-                for name in names
-            }
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from sync.composition import Services, build_services
 from sync.ledger import schema as t
 from sync.settings import ConfigError, Settings
 from tests.conftest import FixedClock
-from tests.integration.test_cli import dump
+from tests.ledger_support import dump
 
 TOKEN = "ghp_fake_integration_token"
 SECRET = "hook-secret"

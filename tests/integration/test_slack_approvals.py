@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, select
 
 from connectors.fakes.slack_server import (
     DEFAULT_TOKEN,
@@ -41,6 +41,7 @@ from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
+from tests.ledger_support import dump
 from tests.stripe_support import (
     APPROVER,
     StripeWorld,
@@ -163,20 +164,6 @@ def entries_by_item(kv: Kv) -> dict[str, list[Any]]:
     for row in found:
         result.setdefault(row.external_id, []).append(row)
     return result
-
-
-def dump(url: str) -> dict[str, list[str]]:
-    """Every row of every table, to show that a refused request changed nothing."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            names = inspect(conn).get_table_names()
-            return {
-                name: sorted(map(repr, conn.execute(text(f'SELECT * FROM "{name}"')).all()))
-                for name in names
-            }
-    finally:
-        engine.dispose()
 
 
 def send(kv: Kv, payload: dict[str, Any], *, secret: str = SECRET, at: int | None = None) -> Any:

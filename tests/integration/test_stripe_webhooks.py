@@ -17,8 +17,8 @@ from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
-from tests.integration.test_cli import dump
 from tests.integration.test_stripe_writer import ledger_rows, stripe_drafts
+from tests.ledger_support import dump
 from tests.stripe_support import (
     API_KEY,
     APPROVER,

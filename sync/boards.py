@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import structlog
-from sqlalchemy import select
 
 from connectors.azure_devops.config import DEFAULT_HOURS_FIELD, AzureBoardConfig
 from connectors.azure_devops.connector import AzureDevOpsConnector
@@ -37,8 +36,6 @@ from connectors.github.webhook import DEFAULT_MAX_BODY_BYTES, parse_github_webho
 from mapping.domain import BoardItem, Source
 from sync.composition import Services
 from sync.engine import IngestReport
-from sync.ledger import schema as t
-from sync.ledger.store import UnitOfWork
 from sync.settings import BoardSettings, ConfigError, Settings
 
 log = structlog.get_logger(__name__)
@@ -390,17 +387,6 @@ class TriggerReport(IngestReport):
     detail: str = ""
 
 
-def _delivery_seen(uow: UnitOfWork, source: str, delivery_id: str) -> bool:
-    # A read only; claiming happens after the ingest (see handle_trigger).
-    found = uow.conn.execute(
-        select(t.seen_deliveries.c.id).where(
-            t.seen_deliveries.c.source == source,
-            t.seen_deliveries.c.delivery_id == delivery_id,
-        )
-    ).first()
-    return found is not None
-
-
 def _azure_revision(trigger: WebhookTrigger) -> int | None:
     """The work item revision an Azure DevOps hook names (delivery id ``id:rev``)."""
     if trigger.source != Source.AZURE_DEVOPS.value:
@@ -413,7 +399,7 @@ def _precheck(
     services: Services, connectors: Sequence[BoardConnector], trigger: WebhookTrigger
 ) -> tuple[TriggerStatus, str] | None:
     with services.ledger.unit_of_work(services.clock()) as uow:
-        if _delivery_seen(uow, trigger.source, trigger.delivery_id):
+        if uow.delivery_seen(trigger.source, trigger.delivery_id):
             return "duplicate", f"delivery {trigger.delivery_id} was processed before"
         rev = _azure_revision(trigger)
         if rev is None or len(trigger.item_ids) != 1:

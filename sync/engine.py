@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mapping.billing import (
     Action,
@@ -38,6 +38,11 @@ log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
 BATCH_SIZE = 500
 _INTEGRITY_RETRIES = 3
+
+
+def _is_serialization_failure(exc: OperationalError) -> bool:
+    """A deadlock or serialization failure (PostgreSQL): safe to plan the batch again."""
+    return getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
 
 
 class UnknownBoardError(ValueError):
@@ -131,8 +136,9 @@ class Engine:
                     with self.ledger.unit_of_work(self.clock()) as uow:
                         batch_report = self._ingest_batch(uow, batch)
                     break
-                except IntegrityError:
-                    if attempt == _INTEGRITY_RETRIES - 1:
+                except (IntegrityError, OperationalError) as exc:
+                    retriable = isinstance(exc, IntegrityError) or _is_serialization_failure(exc)
+                    if not retriable or attempt == _INTEGRITY_RETRIES - 1:
                         raise
                     log.info("ingest.replan_after_conflict", attempt=attempt + 1)
             report.merge(batch_report)

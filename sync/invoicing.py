@@ -32,7 +32,7 @@ from sync.engine import Clock
 from sync.failpoints import failpoint
 from sync.ledger import schema as t
 from sync.ledger.ops import audit, bump_version, enqueue, ledger_id, move_entry, park_op
-from sync.ledger.store import Ledger
+from sync.ledger.store import Ledger, claim_delivery
 from sync.settings import Cadence, ClientSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -866,7 +866,7 @@ class Invoicing:
         if kind not in handled:
             return "ignored"
         with self.ledger.engine.begin() as conn:
-            if not _claim(conn, "stripe", str(event.get("id")), now):
+            if not claim_delivery(conn, "stripe", str(event.get("id")), now):
                 return "duplicate"
             invoice = conn.execute(
                 select(t.invoices).where(t.invoices.c.stripe_invoice_id == obj.get("id"))
@@ -1054,19 +1054,6 @@ class Invoicing:
                 if repair:
                     await self.gateway.delete_invoice_item(remote["id"])
         return drifts
-
-
-def _claim(conn: Connection, source: str, delivery_id: str, now: datetime) -> bool:
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(t.seen_deliveries).values(
-                    source=source, delivery_id=delivery_id, received_at=now
-                )
-            )
-    except IntegrityError:
-        return False
-    return True
 
 
 def _spent(exc: RetriableError) -> bool:

@@ -6,6 +6,7 @@ all; nothing outside this module writes SQL.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +84,28 @@ def _entry_from_row(row: Any) -> BillableEntry:
     )
 
 
+def delivery_key(delivery_id: str) -> str:
+    """What is stored for a delivery id: itself, or a digest when longer than the column
+    holds (a sender's odd id must not turn into a server error)."""
+    if len(delivery_id) <= 200:
+        return delivery_id
+    return "sha256:" + hashlib.sha256(delivery_id.encode()).hexdigest()
+
+
+def claim_delivery(conn: Connection, source: str, delivery_id: str, now: datetime) -> bool:
+    """Record a delivery id once; False when it was already recorded."""
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(t.seen_deliveries).values(
+                    source=source, delivery_id=delivery_key(delivery_id), received_at=now
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
 class UnitOfWork:
     """One transaction on the ledger. Created by `Ledger.unit_of_work()`."""
 
@@ -110,7 +133,12 @@ class UnitOfWork:
                     t.items.c.fingerprint,
                     t.items.c.column_name,
                     t.items.c.state_category,
-                ).where(t.items.c.item_key.in_(chunk))
+                )
+                .where(t.items.c.item_key.in_(chunk))
+                .order_by(t.items.c.item_key)
+                # Held until commit (PostgreSQL): a concurrent ingest of the same items
+                # waits, then plans against what this one recorded.
+                .with_for_update()
             ).all()
             ids = [r.id for r in rows]
             if ids:
@@ -203,16 +231,17 @@ class UnitOfWork:
 
     def claim_delivery(self, source: str, delivery_id: str) -> bool:
         """Record a webhook delivery id; False if it was seen before (a redelivery)."""
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(
-                    insert(t.seen_deliveries).values(
-                        source=source, delivery_id=delivery_id, received_at=self.now
-                    )
-                )
-        except IntegrityError:
-            return False
-        return True
+        return claim_delivery(self.conn, source, delivery_id, self.now)
+
+    def delivery_seen(self, source: str, delivery_id: str) -> bool:
+        """Whether a delivery id was claimed before (a read only)."""
+        found = self.conn.execute(
+            select(t.seen_deliveries.c.id).where(
+                t.seen_deliveries.c.source == source,
+                t.seen_deliveries.c.delivery_id == delivery_key(delivery_id),
+            )
+        ).first()
+        return found is not None
 
     # --- reading the pipeline ------------------------------------------------------
 

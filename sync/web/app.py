@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.approvals import desk_for
@@ -18,6 +21,8 @@ from sync.web.events import ChangeBroker
 from sync.web.health import health_router
 from sync.web.slack_routes import slack_router
 from sync.web.stripe_webhook import stripe_webhook_router
+
+log = structlog.get_logger(__name__)
 
 
 def create_app(services: Services) -> FastAPI:
@@ -45,6 +50,13 @@ def create_app(services: Services) -> FastAPI:
         dashboard_router(payload, broker, InvoicingActions(services, desk_for(services)), auth)
     )
     app.add_middleware(WebhookTimer)
+
+    @app.exception_handler(OperationalError)
+    async def ledger_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        """The ledger is down: 503 for every route (senders retry, pages say so)."""
+        log.error("ledger.unavailable", path=request.url.path)
+        return JSONResponse({"error": "ledger unavailable, retry later"}, status_code=503)
+
     return app
 
 

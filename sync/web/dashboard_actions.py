@@ -80,6 +80,9 @@ class InvoicingActions:
 
 def _id(invoice_id: str) -> int:
     try:
-        return int(invoice_id)
+        number = int(invoice_id)
     except ValueError:
         raise LookupError(f"no invoice {invoice_id!r}") from None
+    if not 1 <= number < 2**31:  # the id column's range
+        raise LookupError(f"no invoice {invoice_id!r}")
+    return number

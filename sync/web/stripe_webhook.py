@@ -30,6 +30,19 @@ async def read_limited_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _is_event(event: object) -> bool:
+    """The shape kanvoice reads: ids are strings, `data.object` an object."""
+    if not isinstance(event, dict):
+        return False
+    if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        return False
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return False
+    object_id = data["object"].get("id")
+    return object_id is None or isinstance(object_id, str)
+
+
 def stripe_webhook_router(services: Services) -> APIRouter:
     router = APIRouter()
     settings = services.settings
@@ -58,7 +71,7 @@ def stripe_webhook_router(services: Services) -> APIRouter:
             return JSONResponse({"error": "invalid or stale Stripe-Signature"}, 401)
         try:
             event = json.loads(body)
-            if not isinstance(event, dict) or "type" not in event or "id" not in event:
+            if not _is_event(event):
                 raise ValueError("not an event")
         except ValueError:
             return JSONResponse({"error": "malformed event"}, 400)

@@ -307,7 +307,7 @@ def _connector(services: Services, board_key: str) -> BoardConnector:
 
 
 def _read_cursor(services: Services, source: str, board: str) -> str | None:
-    with services.ledger.unit_of_work(services.clock()) as uow:
+    with services.ledger.read(services.clock()) as uow:
         return uow.cursor(source, board)
 
 
@@ -398,7 +398,7 @@ def _azure_revision(trigger: WebhookTrigger) -> int | None:
 def _precheck(
     services: Services, connectors: Sequence[BoardConnector], trigger: WebhookTrigger
 ) -> tuple[TriggerStatus, str] | None:
-    with services.ledger.unit_of_work(services.clock()) as uow:
+    with services.ledger.read(services.clock()) as uow:
         if uow.delivery_seen(trigger.source, trigger.delivery_id):
             return "duplicate", f"delivery {trigger.delivery_id} was processed before"
         rev = _azure_revision(trigger)

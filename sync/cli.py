@@ -126,7 +126,7 @@ def status(
 ) -> None:
     """The billing pipeline per client: in progress, ready, drafted, invoiced, paid."""
     with _errors(), _services(config) as services:
-        with services.ledger.unit_of_work(services.clock()) as uow:
+        with services.ledger.read(services.clock()) as uow:
             pipelines = client_pipelines(uow, services.client_names())
         if as_json:
             print(json.dumps({"clients": [p.as_dict() for p in pipelines]}, indent=2))

@@ -45,13 +45,14 @@ class StripeRejected(ConnectorError):
 
 
 class RateLimiter:
-    """A token bucket: at most `rate` requests per second, bursts up to `rate`."""
+    """At most `rate` requests in any second: calls are spaced 1/rate apart (a bucket of
+    one token, so no burst can put a second's worth on top of the steady rate)."""
 
     def __init__(
         self, rate: float, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep
     ) -> None:
         self.rate = rate
-        self.capacity = max(rate, 1.0)
+        self.capacity = 1.0
         self.tokens = self.capacity
         self.clock = clock
         self.sleep = sleep

@@ -142,7 +142,7 @@ def ledger_payload_source(
 
     def get_payload() -> dict[str, Any]:
         now = clock()
-        with ledger.unit_of_work(now) as uow:
+        with ledger.read(now) as uow:
             return pipeline_payload(uow, clients, now)
 
     return get_payload

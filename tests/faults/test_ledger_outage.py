@@ -136,6 +136,9 @@ async def test_ledger_unavailable_webhooks_503_nothing_half_written_then_process
 
     before = dump(outage.url)
     outage.down()
+    # Pooled connections still reach a moved SQLite file: drop them, as a lost disk
+    # or a restart would.
+    services.ledger.engine.dispose()
     try:
         unavailable(await post_github(http, github_b, "gh-b"))
         unavailable(await post_azure(http, azure_hook))
@@ -163,6 +166,9 @@ async def test_ledger_unavailable_webhooks_503_nothing_half_written_then_process
 
     async def fetch_during_outage(item_ids: tuple[str, ...]) -> Any:
         outage.down()
+        # Pooled connections still reach a moved SQLite file: drop them, as a lost disk
+        # or a restart would.
+        services.ledger.engine.dispose()
         return await fetch(item_ids)
 
     monkeypatch.setattr(connector, "fetch", fetch_during_outage)
@@ -185,6 +191,9 @@ async def test_ledger_unavailable_webhooks_503_nothing_half_written_then_process
     def fail_after_commit(_report: IngestReport) -> None:
         if armed and armed.pop():
             outage.down()
+            # Pooled connections still reach a moved SQLite file: drop them, as a lost disk
+            # or a restart would.
+            services.ledger.engine.dispose()
 
     services.engine.on_change(fail_after_commit)
     try:
@@ -225,6 +234,7 @@ async def test_ledger_unavailable_dashboard_answers_503(
     transport = httpx.ASGITransport(app=create_app(world.services), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         home.rename(tmp_path / "away")
+        world.services.ledger.engine.dispose()  # pooled connections: see above
         try:
             answers = {
                 "GET /api/pipeline": (await http.get("/api/pipeline")).status_code,

@@ -1,0 +1,882 @@
+"""Benchmark 3: latency and throughput of signed GitHub webhooks through kanvoice's app.
+
+Four processes on loopback (each started by this script, each its own interpreter):
+
+* ``github``: the fake GitHub GraphQL server holding a project of K in-progress items;
+  every ``node(id:)`` re-fetch first adds 0.25 h to the item, so each webhook carries
+  a real change (an item update and an entry update in the ledger);
+* ``kanvoice``: `create_app(services)` under uvicorn as `kanvoice run` serves it (one
+  process, asyncio, h11; JSON logs to a file), SQLite ledger seeded by a full sync;
+* ``bare``: a bare ASGI endpoint under the same uvicorn settings (reads the body,
+  answers a small JSON), the ceiling for any Python app on this machine;
+* ``load``: an open-loop generator (asyncio, raw HTTP/1.1 keep-alive, up to 256
+  connections) sending signed ``projects_v2_item`` ``edited`` deliveries, each with a
+  new delivery id, at a fixed rate; latency is measured from each request's scheduled
+  send time, so a server that falls behind is charged for the queue it causes.
+
+Per webhook kanvoice verifies the HMAC, dedupes the delivery id (ledger read),
+re-fetches the item from the fake GitHub over HTTP, ingests it (ledger write) and
+claims the delivery id (ledger write). The bare endpoint does none of that, and the
+fake GitHub's own CPU is on the same 2 cores: both are reported.
+
+    .venv/bin/python bench/webhook_latency.py [--quick] [--rate 500] [--duration 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import Row, own_time_by_package, print_machine, print_table, write_json
+
+HOST = "127.0.0.1"
+SECRET = "bench-webhook-secret"  # noqa: S105 (the fake's, loopback only)
+TOKEN = "ghp_benchbenchbenchbenchbench"  # noqa: S105 (the fake accepts any)
+OWNER, NUMBER = "acme", 7
+P99_LIMIT_MS = 20.0
+THROUGHPUT_SHARE = 0.5
+MAX_CONNECTIONS = 256
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _project(items: int) -> Any:
+    """The fake project (identical in every process: node ids are deterministic)."""
+    from connectors.fakes.github_server import FakeGitHubProject
+
+    class ChangingProject(FakeGitHubProject):
+        """Each single-item re-fetch sees the item changed (as after a real edit)."""
+
+        def _node(self, variables: dict[str, Any]) -> dict[str, Any]:
+            node_id = variables.get("id")
+            if isinstance(node_id, str) and node_id in self._items:
+                item = self._items[node_id]
+                self.set_hours(node_id, item.numbers.get(self.hours_field, 0.0) + 0.25)
+            return super()._node(variables)
+
+    # GitHub allows 5,000 GraphQL points an hour (one per re-fetch): far below 500 webhooks
+    # a second. The fake's budget is lifted so the run measures kanvoice, not that limit.
+    project = ChangingProject(owner=OWNER, number=NUMBER, rate_limit=10**9)
+    project.add_issues(items, status="In Progress", hours=1.0, labels=["backend"])
+    return project
+
+
+# -- roles ----------------------------------------------------------------------------------
+
+
+def role_github(port: int, items: int) -> None:
+    import uvicorn
+
+    project = _project(items)
+    uvicorn.run(
+        project.app(), host=HOST, port=port, log_level="warning", access_log=False, lifespan="off"
+    )
+
+
+def role_bare(port: int) -> None:
+    import uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        body = b'{"status":"ok"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(app, host=HOST, port=port, log_config=None, access_log=False, lifespan="off")
+
+
+def _kanvoice_services(port: int, github_url: str, ledger: str) -> Any:
+    from sync.boards import sync_board
+    from sync.composition import build_services
+    from sync.settings import Settings
+
+    settings = Settings(
+        ledger={"url": f"sqlite:///{ledger}"},
+        server={"host": HOST, "port": port},
+        clients=[
+            {
+                "key": "acme",
+                "name": "Acme",
+                "stripe_customer_id": "cus_AcmeBench01",
+                "currency": "EUR",
+                "rate": "100",
+            }
+        ],
+        boards=[
+            {
+                "key": "gh",
+                "source": "github",
+                "client": "acme",
+                "done_columns": ["Done"],
+                "github": {"owner": OWNER, "project_number": NUMBER, "api_url": github_url},
+            }
+        ],
+        github={"token": TOKEN, "webhook_secret": SECRET},
+    )
+    services = build_services(settings)
+    seeded = asyncio.run(sync_board(services, "gh"))  # the ledger knows every item
+    print(f"seeded {seeded.seen} items", file=sys.stderr, flush=True)
+    return services
+
+
+def role_kanvoice(port: int, github_url: str, ledger: str, sample: str) -> None:
+    import uvicorn
+    from _sampler import Sampler
+
+    from sync.logs import configure_logging
+    from sync.web.app import create_app
+
+    configure_logging(json_output=True)  # as `kanvoice run` under systemd: JSON lines
+    services = _kanvoice_services(port, github_url, ledger)
+    config = uvicorn.Config(
+        create_app(services),
+        host=HOST,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    sampler = Sampler() if sample else None
+    if sampler:
+        sampler.start()
+    try:
+        uvicorn.Server(config).run()
+    finally:  # uvicorn re-raises the SIGINT it stopped on
+        if sampler:
+            sampler.stop()
+            Path(sample).write_text(sampler.report(30))
+
+
+def profile_sequential(items: int, count: int, top: int) -> str:
+    """cProfile of `count` webhooks handled one after the other in this process.
+
+    cProfile sees one thread only, so `asyncio.to_thread` runs the ledger work inline
+    here: every CPU cost of a webhook (HTTP app, HMAC, dedupe, re-fetch client, ingest,
+    claim, logging) lands in one profile. The fake GitHub runs in its own process.
+    Requests go through httpx's ASGI transport (uvicorn's HTTP parsing is not included).
+    """
+    import cProfile
+    import io
+    import pstats
+
+    import httpx
+
+    from sync.boards import close_connectors
+    from sync.logs import configure_logging
+    from sync.web.app import create_app
+
+    async def inline(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    out = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="kanvoice-bench-") as tmp:
+        work = Path(tmp)
+        gh_port = _free_port()
+        github = Child(
+            "github",
+            ["--role", "github", "--port", str(gh_port), "--items", str(items)],
+            work / "github.log",
+        )
+        try:
+            _wait_port(gh_port, github)
+            log_file = (work / "kanvoice.log").open("w")
+            saved, sys.stderr = sys.stderr, log_file
+            try:
+                configure_logging(json_output=True)  # bound to the log file
+            finally:
+                sys.stderr = saved
+            services = _kanvoice_services(
+                8765, f"http://{HOST}:{gh_port}/graphql", str(work / "ledger.db")
+            )
+            requests = Requests(items, 0)
+            original = asyncio.to_thread
+            asyncio.to_thread = inline
+
+            async def run() -> tuple[float, float, float]:
+                app = create_app(services)
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://kv") as http:
+
+                    async def send() -> None:
+                        raw = requests.next()
+                        head, _, body = raw.partition(b"\r\n\r\n")
+                        headers = dict(
+                            line.split(": ", 1) for line in head.decode().split("\r\n")[2:]
+                        )
+                        response = await http.post(
+                            "/webhooks/github", content=body, headers=headers
+                        )
+                        if response.status_code != 200:
+                            raise RuntimeError(response.text)
+
+                    for _ in range(20):  # warm up: connector, pools, caches
+                        await send()
+                    started, cpu = time.perf_counter(), time.process_time()
+                    for _ in range(count):
+                        await send()
+                    plain = (time.perf_counter() - started) / count
+                    cpu_each = (time.process_time() - cpu) / count
+                    profiler.enable()
+                    started = time.perf_counter()
+                    for _ in range(count):
+                        await send()
+                    profiled = (time.perf_counter() - started) / count
+                    profiler.disable()
+                await close_connectors(services.connectors)
+                return plain, cpu_each, profiled
+
+            profiler = cProfile.Profile()
+            try:
+                plain, cpu_each, profiled = asyncio.run(run())
+            finally:
+                asyncio.to_thread = original
+                services.close()
+            out.write(
+                f"{count} webhooks one at a time, ledger work inline: {plain * 1000:.2f} ms "
+                f"each (wall, incl. the fake GitHub round trip), of which {cpu_each * 1000:.2f} "
+                f"ms CPU in this process; {profiled * 1000:.2f} ms each under cProfile "
+                "(times below are wall time: C calls that wait on the disk count fully)\n"
+            )
+            stats = pstats.Stats(profiler, stream=out)
+            out.write(own_time_by_package(stats))
+            stats.strip_dirs()
+            out.write(f"-- top {top} by own time (tottime)\n")
+            stats.sort_stats("tottime").print_stats(top)
+            out.write(f"-- top {top} by cumulative time\n")
+            stats.sort_stats("cumulative").print_stats(top)
+        finally:
+            github.stop()
+    log_file.close()
+    return out.getvalue()
+
+
+# -- the load generator --------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    target: str
+    mode: str
+    sent: int = 0
+    ok: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    service_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    offered_rate: float = 0.0
+    unanswered: int = 0  # given up `grace` seconds after the last request was sent
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float, which: str = "latency") -> float:
+        """Unanswered requests count as infinitely slow."""
+        values = sorted(self.latencies_ms if which == "latency" else self.service_ms)
+        values += [float("inf")] * self.unanswered
+        if not values:
+            return float("nan")
+        index = min(len(values) - 1, max(0, round(p / 100 * len(values)) - 1))
+        return values[index]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "mode": self.mode,
+            "sent": self.sent,
+            "ok": self.ok,
+            "statuses": self.statuses,
+            "errors": self.errors,
+            "seconds": self.seconds,
+            "offered_rate": self.offered_rate,
+            "unanswered": self.unanswered,
+            "throughput": self.throughput,
+            "p50_ms": self.percentile(50),
+            "p90_ms": self.percentile(90),
+            "p99_ms": self.percentile(99),
+            "max_ms": max(self.latencies_ms, default=float("nan")),
+            "service_p50_ms": self.percentile(50, "service"),
+            "service_p99_ms": self.percentile(99, "service"),
+        }
+
+
+class Requests:
+    """Signed deliveries, one body per item (the signature covers the body only)."""
+
+    def __init__(self, items: int, port: int) -> None:
+        from connectors.github.webhook import sign_body
+
+        project = _project(items)
+        self.prefix = f"POST /webhooks/github HTTP/1.1\r\nHost: {HOST}:{port}\r\n".encode()
+        self.bodies: list[tuple[bytes, str]] = []
+        for item in project.items:
+            payload = project.webhook_payload(
+                item.node_id, "edited", changes=project.status_change("In Progress", "In Progress")
+            )
+            body = json.dumps(payload).encode()
+            self.bodies.append((body, sign_body(SECRET.encode(), body)))
+        self.count = 0
+
+    def next(self) -> bytes:
+        body, signature = self.bodies[self.count % len(self.bodies)]
+        self.count += 1
+        headers = (
+            "X-GitHub-Event: projects_v2_item\r\n"
+            f"X-GitHub-Delivery: {uuid.uuid4()}\r\n"
+            "X-GitHub-Hook-ID: 491234\r\n"
+            f"X-Hub-Signature-256: {signature}\r\n"
+            "Content-Type: application/json\r\n"
+            "User-Agent: GitHub-Hookshot/bench\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        return self.prefix + headers + body
+
+
+class Pool:
+    """Keep-alive HTTP/1.1 connections, opened on demand up to a limit."""
+
+    def __init__(self, port: int, limit: int) -> None:
+        self.port = port
+        self.limit = limit
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+        self.freed = asyncio.Condition()
+
+    async def acquire(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with self.freed:
+            while not self.idle and self.opened >= self.limit:
+                await self.freed.wait()
+            if self.idle:
+                return self.idle.pop()
+            self.opened += 1
+        try:
+            return await asyncio.open_connection(HOST, self.port)
+        except OSError:
+            async with self.freed:
+                self.opened -= 1
+                self.freed.notify()
+            raise
+
+    async def release(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], reusable: bool
+    ) -> None:
+        async with self.freed:
+            if reusable:
+                self.idle.append(conn)
+            else:
+                self.opened -= 1
+                conn[1].close()
+            self.freed.notify()
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def _exchange(pool: Pool, request: bytes, wait_s: float) -> tuple[int, float]:
+    """Send one request; (status, time the request hit the wire)."""
+    conn = await pool.acquire()
+    reader, writer = conn
+    reusable = False
+    try:
+        sent = time.perf_counter()
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait_s)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = 0
+        close = False
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            lowered = name.strip().lower()
+            if lowered == "content-length":
+                length = int(value.strip())
+            elif lowered == "connection" and value.strip().lower() == "close":
+                close = True
+        if length:
+            await asyncio.wait_for(reader.readexactly(length), wait_s)
+        reusable = not close
+        return status, sent
+    finally:
+        await pool.release(conn, reusable)
+
+
+async def open_loop(
+    port: int, items: int, rate: float, duration: float, target: str, grace: float
+) -> LoadResult:
+    requests = Requests(items, port)
+    pool = Pool(port, MAX_CONNECTIONS)
+    result = LoadResult(target=target, mode=f"open loop {rate:g} req/s for {duration:g} s")
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    done_times: list[float] = []
+    total = int(rate * duration)
+    loop_start = time.perf_counter() + 0.2
+
+    async def one(scheduled: float, request: bytes) -> None:
+        try:
+            status, sent = await _exchange(pool, request, 30.0)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            errors[type(exc).__name__] += 1
+            return
+        finished = time.perf_counter()
+        statuses[str(status)] += 1
+        if 200 <= status < 300:
+            result.ok += 1
+            result.latencies_ms.append((finished - scheduled) * 1000)
+            result.service_ms.append((finished - sent) * 1000)
+            done_times.append(finished)
+
+    tasks: list[asyncio.Task[None]] = []
+    for i in range(total):
+        scheduled = loop_start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled, requests.next())))
+    result.sent = total
+    send_end = time.perf_counter()
+    result.offered_rate = total / (send_end - loop_start)
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:  # still unanswered `grace` seconds after the last send
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    result.unanswered = len(pending)
+    pool.close()
+    result.seconds = (max(done_times) if done_times else send_end) - loop_start
+    result.statuses = dict(statuses)
+    result.errors = dict(errors)
+    return result
+
+
+async def closed_loop(
+    port: int, items: int, connections: int, duration: float, target: str
+) -> LoadResult:
+    """`connections` clients each sending back to back: the most the server can do."""
+    requests = Requests(items, port)
+    pool = Pool(port, connections)
+    result = LoadResult(target=target, mode=f"closed loop, {connections} connections")
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    start = time.perf_counter()
+    stop = start + duration
+
+    async def client() -> None:
+        while time.perf_counter() < stop:
+            scheduled = time.perf_counter()
+            result.sent += 1
+            try:
+                status, _ = await _exchange(pool, requests.next(), 30.0)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                errors[type(exc).__name__] += 1
+                continue
+            statuses[str(status)] += 1
+            if 200 <= status < 300:
+                result.ok += 1
+                elapsed = (time.perf_counter() - scheduled) * 1000
+                result.latencies_ms.append(elapsed)
+                result.service_ms.append(elapsed)
+
+    await asyncio.gather(*(client() for _ in range(connections)))
+    pool.close()
+    result.seconds = time.perf_counter() - start
+    result.statuses = dict(statuses)
+    result.errors = dict(errors)
+    return result
+
+
+def role_load(args: argparse.Namespace) -> None:
+    if args.connections:
+        result = asyncio.run(
+            closed_loop(args.port, args.items, args.connections, args.duration, args.target)
+        )
+    else:
+        result = asyncio.run(
+            open_loop(args.port, args.items, args.rate, args.duration, args.target, args.grace)
+        )
+    print(json.dumps(result.summary()))
+
+
+# -- the orchestrator ------------------------------------------------------------------------
+
+
+class Child:
+    """A process this script started (stopped by its own pid only)."""
+
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        self.handle = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, *argv], stdout=self.handle, stderr=subprocess.STDOUT
+        )
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.handle.close()
+
+
+def _wait_port(port: int, child: Child, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.proc.poll() is not None:
+            raise RuntimeError(f"{child.name} exited: {child.log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{child.name} did not listen on {port} within {timeout:.0f} s")
+
+
+def _load(
+    port: int,
+    items: int,
+    target: str,
+    *,
+    rate: float,
+    duration: float,
+    connections: int = 0,
+    grace: float = 30.0,
+) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        __file__,
+        "--role",
+        "load",
+        "--port",
+        str(port),
+        "--items",
+        str(items),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration),
+        "--connections",
+        str(connections),
+        "--target",
+        target,
+        "--grace",
+        str(grace),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 180, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _settle(child: Child, quiet_s: float = 1.0, limit_s: float = 60.0) -> None:
+    """Wait until the process has used (almost) no CPU for `quiet_s` seconds."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = child.cpu_seconds()
+        time.sleep(quiet_s)
+        if child.cpu_seconds() - before < 0.05 * quiet_s:
+            return
+
+
+def _measured(
+    child: Child | None, others: list[Child], run: Any
+) -> tuple[dict[str, Any], dict[str, float]]:
+    before = {c.name: c.cpu_seconds() for c in [*([child] if child else []), *others]}
+    processed = _processed(child) if child else 0
+    figures = run()
+    cpu = {
+        f"{c.name}_cpu_s": c.cpu_seconds() - before[c.name]
+        for c in [*([child] if child else []), *others]
+    }
+    # Webhooks the server finished (abandoned ones included), from its own log.
+    cpu["processed"] = (_processed(child) - processed) if child else 0
+    return figures, cpu
+
+
+def _processed(child: Child) -> int:
+    if child.name != "kanvoice":
+        return 0
+    child.handle.flush()
+    return child.log.read_text(errors="replace").count('"event": "webhook.processed"')
+
+
+def orchestrate(args: argparse.Namespace) -> None:
+    print_machine()
+    duration = args.duration or (5.0 if args.quick else 30.0)
+    saturate = args.saturate if args.saturate is not None else (3.0 if args.quick else 10.0)
+    print(
+        f"mode: {'quick' if args.quick else 'full'}; {args.rate:g} req/s for {duration:g} s; "
+        f"{args.items} items; closed-loop {args.connections_saturate} connections for "
+        f"{saturate:g} s"
+    )
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kanvoice-bench-") as tmp:
+        work = Path(tmp)
+        gh_port, kv_port, bare_port = _free_port(), _free_port(), _free_port()
+        github = Child(
+            "github",
+            ["--role", "github", "--port", str(gh_port), "--items", str(args.items)],
+            work / "github.log",
+        )
+        bare = Child("bare", ["--role", "bare", "--port", str(bare_port)], work / "bare.log")
+        children = [github, bare]
+        try:
+            _wait_port(gh_port, github)
+            kanvoice = Child(
+                "kanvoice",
+                [
+                    "--role",
+                    "kanvoice",
+                    "--port",
+                    str(kv_port),
+                    "--github-url",
+                    f"http://{HOST}:{gh_port}/graphql",
+                    "--ledger",
+                    str(work / "ledger.db"),
+                    *(["--sample", str(work / "sample.txt")] if args.profile else []),
+                ],
+                work / "kanvoice.log",
+            )
+            children.append(kanvoice)
+            _wait_port(bare_port, bare)
+            _wait_port(kv_port, kanvoice)
+
+            def run_bare() -> dict[str, Any]:
+                return _load(
+                    bare_port,
+                    args.items,
+                    "bare",
+                    rate=args.rate,
+                    duration=duration,
+                    grace=args.grace,
+                )
+
+            def run_kv() -> dict[str, Any]:
+                figures = _load(
+                    kv_port,
+                    args.items,
+                    "kanvoice",
+                    rate=args.rate,
+                    duration=duration,
+                    grace=args.grace,
+                )
+                _settle(kanvoice)  # let it finish the requests it was abandoned on
+                return figures
+
+            results["bare"], results["bare_cpu"] = _measured(bare, [], run_bare)
+            results["kanvoice"], results["kanvoice_cpu"] = _measured(kanvoice, [github], run_kv)
+            if args.light_rate > 0:
+                light = min(duration, 10.0)
+                results["kanvoice_light"], results["kanvoice_light_cpu"] = _measured(
+                    kanvoice,
+                    [github],
+                    lambda: _load(
+                        kv_port, args.items, "kanvoice", rate=args.light_rate, duration=light
+                    ),
+                )
+            if saturate > 0:
+                conns = args.connections_saturate
+                results["bare_max"], results["bare_max_cpu"] = _measured(
+                    bare,
+                    [],
+                    lambda: _load(
+                        bare_port, args.items, "bare", rate=0, duration=saturate, connections=conns
+                    ),
+                )
+                results["kanvoice_max"], results["kanvoice_max_cpu"] = _measured(
+                    kanvoice,
+                    [github],
+                    lambda: _load(
+                        kv_port,
+                        args.items,
+                        "kanvoice",
+                        rate=0,
+                        duration=saturate,
+                        connections=conns,
+                    ),
+                )
+            results["kanvoice_peak_rss_mb"] = kanvoice.rss_mb()
+            log_lines = (work / "kanvoice.log").read_text(errors="replace").splitlines()
+            results["kanvoice_log_tail"] = log_lines[-3:]
+            results["kanvoice_log_errors"] = sum(
+                1 for line in log_lines if '"level": "error"' in line or "Traceback" in line
+            )
+        finally:
+            for child in reversed(children):
+                child.stop()
+            if args.logs:
+                import shutil
+
+                Path(args.logs).mkdir(parents=True, exist_ok=True)
+                for child in children:
+                    shutil.copy(child.log, Path(args.logs) / child.log.name)
+        if args.profile and (work / "sample.txt").exists():
+            results["kanvoice_profile"] = (work / "sample.txt").read_text()
+    rows = _rows(results)
+    print_table("GitHub webhook latency and throughput (loopback, SQLite ledger)", rows)
+    if "kanvoice_profile" in results:
+        print("-- kanvoice process under load, sampled stacks (all threads, busy samples only;")
+        print("   a thread waiting inside SQLite for the write lock counts as busy)")
+        print(results["kanvoice_profile"])
+    if args.profile:
+        results["sequential_profile"] = profile_sequential(args.items, 300, 30)
+        print(results["sequential_profile"])
+    write_json(args.json, {"benchmark": "webhook_latency", **results})
+
+
+def _ms(value: float) -> str:
+    return "unanswered (> grace)" if value == float("inf") else f"{value:.1f} ms"
+
+
+def _rows(r: dict[str, Any]) -> list[Row]:
+    bare, kv = r["bare"], r["kanvoice"]
+    processed = r["kanvoice_cpu"]["processed"] or kv["ok"]
+    share = kv["throughput"] / bare["throughput"] if bare["throughput"] else 0.0
+    rows = [
+        Row(
+            "kanvoice p50 latency (from scheduled send)",
+            f"{_ms(kv['p50_ms'])} (bare {_ms(bare['p50_ms'])})",
+        ),
+        Row(
+            "kanvoice p99 latency (from scheduled send)",
+            f"{_ms(kv['p99_ms'])} (p90 {_ms(kv['p90_ms'])}, max answered {kv['max_ms']:.0f} ms; "
+            f"bare p99 {_ms(bare['p99_ms'])})",
+            f"< {P99_LIMIT_MS:.0f} ms",
+            kv["p99_ms"] < P99_LIMIT_MS,
+        ),
+        Row(
+            f"throughput at {kv['offered_rate']:.0f} req/s offered",
+            f"kanvoice {kv['throughput']:.0f}/s vs bare {bare['throughput']:.0f}/s = {share:.0%}",
+            f">= {THROUGHPUT_SHARE:.0%} of bare",
+            share >= THROUGHPUT_SHARE,
+        ),
+        Row(
+            "answers (kanvoice / bare)",
+            f"{kv['statuses']} errors {kv['errors']} unanswered {kv['unanswered']} / "
+            f"{bare['statuses']} errors {bare['errors']} unanswered {bare['unanswered']}",
+        ),
+        Row(
+            "CPU per request (kanvoice process / fake GitHub / bare)",
+            f"{1000 * r['kanvoice_cpu']['kanvoice_cpu_s'] / max(1, processed):.2f} ms / "
+            f"{1000 * r['kanvoice_cpu']['github_cpu_s'] / max(1, processed):.2f} ms / "
+            f"{1000 * r['bare_cpu']['bare_cpu_s'] / max(1, bare['ok']):.2f} ms "
+            f"({processed} webhooks processed by kanvoice, per its log)",
+        ),
+    ]
+    if "kanvoice_light" in r:
+        light = r["kanvoice_light"]
+        rows.append(
+            Row(
+                f"kanvoice at {light['offered_rate']:.0f} req/s offered (light load)",
+                f"p50 {_ms(light['p50_ms'])}, p99 {_ms(light['p99_ms'])}, "
+                f"{light['throughput']:.0f}/s; CPU "
+                f"{1000 * r['kanvoice_light_cpu']['kanvoice_cpu_s'] / max(1, light['ok']):.2f} "
+                "ms/webhook",
+            )
+        )
+    if "kanvoice_max" in r:
+        kmax, bmax = r["kanvoice_max"], r["bare_max"]
+        rows.append(
+            Row(
+                f"max throughput ({kmax['mode']})",
+                f"kanvoice {kmax['throughput']:.0f}/s (p50 {_ms(kmax['p50_ms'])}) vs bare "
+                f"{bmax['throughput']:.0f}/s = {kmax['throughput'] / bmax['throughput']:.0%}",
+            )
+        )
+    rows.append(
+        Row(
+            "kanvoice process peak RSS; error log lines",
+            f"{r['kanvoice_peak_rss_mb']:.0f} MiB; {r['kanvoice_log_errors']}",
+        )
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 s instead of 30 s")
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--duration", type=float, default=None)
+    parser.add_argument("--items", type=int, default=2_000)
+    parser.add_argument(
+        "--saturate", type=float, default=None, help="closed-loop seconds (0: skip)"
+    )
+    parser.add_argument("--connections-saturate", type=int, default=16)
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the kanvoice process's stacks"
+    )
+    parser.add_argument("--light-rate", type=float, default=50.0)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--logs", default=None, help="copy the servers' logs to this folder")
+    # internal: the child processes
+    parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--github-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--ledger", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--connections", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--target", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--sample", default="", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--grace", type=float, default=30.0, help="seconds to wait for answers after sending"
+    )
+    args = parser.parse_args()
+    if args.role == "github":
+        role_github(args.port, args.items)
+    elif args.role == "bare":
+        role_bare(args.port)
+    elif args.role == "kanvoice":
+        role_kanvoice(args.port, args.github_url, args.ledger, args.sample)
+    elif args.role == "load":
+        role_load(args)
+    else:
+        orchestrate(args)
+
+
+if __name__ == "__main__":
+    main()

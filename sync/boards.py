@@ -412,11 +412,6 @@ def _precheck(
     return None
 
 
-def _claim(services: Services, source: str, delivery_id: str) -> bool:
-    with services.ledger.unit_of_work(services.clock()) as uow:
-        return uow.claim_delivery(source, delivery_id)
-
-
 async def handle_trigger(
     services: Services,
     connector: BoardConnector | Sequence[BoardConnector],
@@ -427,8 +422,8 @@ async def handle_trigger(
     * Delivery id already claimed → ``duplicate``, nothing done.
     * Azure DevOps revision not newer than what the ledger holds → ``stale``.
     * Otherwise the items are fetched again (through each connector given: several
-      boards may share a project) and ingested. Only then is the delivery claimed, in
-      its own transaction: a failed fetch or ingest leaves the redelivery to do the
+      boards may share a project) and ingested; the delivery is claimed in the ingest's
+      own transaction, so a failed fetch or ingest leaves the redelivery to do the
       work, and since ingest is idempotent a concurrent duplicate is harmless.
     * Nothing found (a ``deleted`` item, or one of another project) → ``gone`` and
       nothing recorded: the ledger keeps the item as last seen, billed entries are
@@ -458,8 +453,10 @@ async def handle_trigger(
         detail = f"{trigger.event} {trigger.action}: no item found on {', '.join(boards)}"
         log.info("webhook.item_gone", source=trigger.source, delivery=trigger.delivery_id)
         return TriggerReport(status="gone", boards=boards, detail=detail)
-    ingested = await asyncio.to_thread(services.engine.ingest, items)
-    first = await asyncio.to_thread(_claim, services, trigger.source, trigger.delivery_id)
+    ingested = await asyncio.to_thread(
+        services.engine.ingest, items, (trigger.source, trigger.delivery_id)
+    )
+    first = bool(ingested.delivery_claimed)
     report = TriggerReport(
         status="processed",
         boards=tuple(dict.fromkeys(i.board for i in items)),

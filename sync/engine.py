@@ -61,6 +61,8 @@ class IngestReport:
     entries_updated: int = 0
     state_changes: int = 0
     changes: list[str] = field(default_factory=list)
+    # With `ingest(..., claim=...)`: whether this ingest recorded the delivery id first.
+    delivery_claimed: bool | None = None
 
     @property
     def changed(self) -> bool:
@@ -121,7 +123,9 @@ class Engine:
                     f"configured (configured boards: {sorted(self.policies) or 'none'})"
                 )
 
-    def ingest(self, snapshots: Iterable[BoardItem]) -> IngestReport:
+    def ingest(
+        self, snapshots: Iterable[BoardItem], claim: tuple[str, str] | None = None
+    ) -> IngestReport:
         """Record every snapshot; stale or unchanged ones are skipped.
 
         Each batch commits on its own. If another instance recorded the same entry first
@@ -129,12 +133,18 @@ class Engine:
         against what is now in the ledger, so nothing is billed twice.
         """
         report = IngestReport()
-        for batch in chunked(snapshots, BATCH_SIZE):
+        batches = list(chunked(snapshots, BATCH_SIZE)) if claim else chunked(snapshots, BATCH_SIZE)
+        last = len(batches) - 1 if isinstance(batches, list) else -1
+        for number, batch in enumerate(batches):
             self.check(batch)
             for attempt in range(_INTEGRITY_RETRIES):
                 try:
                     with self.ledger.unit_of_work(self.clock()) as uow:
                         batch_report = self._ingest_batch(uow, batch)
+                        if claim is not None and number == last:
+                            # The webhook's delivery id, in the same transaction as what
+                            # it caused: recorded together or not at all.
+                            report.delivery_claimed = uow.claim_delivery(*claim)
                     break
                 except (IntegrityError, OperationalError) as exc:
                     retriable = isinstance(exc, IntegrityError) or _is_serialization_failure(exc)

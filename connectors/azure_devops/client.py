@@ -103,6 +103,7 @@ class AzureDevOpsClient:
         self._auth_header = f"Basic {token}"
         self._pending_pause = 0.0
         self.request_counts: Counter[str] = Counter()
+        self.last_as_of: str | None = None  # the server time of the last WIQL answer
         self.throttle_pauses: list[float] = []
 
     # -- lifecycle -----------------------------------------------------------------
@@ -131,6 +132,8 @@ class AzureDevOpsClient:
         data = await self._request(
             "wiql", "POST", f"{base}/_apis/wit/wiql", params=params, json={"query": wiql}
         )
+        as_of = data.get("asOf")
+        self.last_as_of = as_of if isinstance(as_of, str) else None
         refs = data.get("workItems")
         if not isinstance(refs, list):
             raise RetriableError(

@@ -217,6 +217,13 @@ class AzureDevOpsConnector:
         for item in items:
             if latest is None or item.updated_at > latest:
                 latest = item.updated_at
+        # Everything changed up to the query's own time (`asOf`) has been read, unless
+        # the per-poll limit cut the answer short: then only up to the last item read.
+        # Counting the overlap back from `asOf` rather than from the last change keeps
+        # a quiet board at one WIQL call per poll.
+        as_of = parse_azure_datetime(self.client.last_as_of or "")
+        if as_of is not None and len(ids) < top and (latest is None or as_of > latest):
+            latest = as_of
         new_cursor = format_cursor(latest) if latest is not None else cursor
         return PollResult(
             items=tuple(items),

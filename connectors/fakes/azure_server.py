@@ -433,6 +433,11 @@ class FakeAzureDevOps:
         """The fake clock (advanced by every change made without an explicit time)."""
         return self._clock
 
+    def advance(self, delta: timedelta) -> None:
+        """Time passes on the server with no change (WIQL's `asOf` moves on)."""
+        with self._lock:
+            self._clock = self._clock + delta
+
     def known_field(self, reference_name: str) -> bool:
         """Whether a field reference name exists in the organization."""
         name = reference_name.lower()

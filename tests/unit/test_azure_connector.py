@@ -209,6 +209,27 @@ async def test_incremental_poll_uses_the_cursor_with_overlap(
     assert all("timePrecision=true" in r[2] for r in wiql_bodies)
 
 
+async def test_a_quiet_board_costs_one_wiql_call_per_poll(
+    fake: FakeAzureDevOps, agile: AzureDevOpsConnector
+) -> None:
+    shop = fake.projects["web shop"]
+    shop.add_item("Old", at=T0)
+    first = await agile.poll(None)
+    # Quiet minutes on the server. The overlap counts back from each query's own time
+    # (asOf): the next poll still re-reads the change (inside the window), and after
+    # that a quiet board costs one WIQL call and no batch.
+    fake.advance(timedelta(minutes=10))
+    second = await agile.poll(first.cursor)
+    assert [i.title for i in second.items] == ["Old"]
+    assert second.cursor == "2024-05-01T09:10:00.000000Z"
+    fake.advance(timedelta(minutes=10))
+    fake.request_counts.clear()
+    third = await agile.poll(second.cursor)
+    assert third.items == ()
+    assert dict(fake.request_counts) == {"wiql": 1}
+    assert third.cursor == "2024-05-01T09:20:00.000000Z"
+
+
 async def test_done_at_reads_are_cached_until_the_revision_changes(
     fake: FakeAzureDevOps, agile: AzureDevOpsConnector
 ) -> None:

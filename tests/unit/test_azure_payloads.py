@@ -94,7 +94,8 @@ async def test_captured_payloads_map_to_snapshots(api: respx.MockRouter) -> None
     assert task.state_category is StateCategory.REMOVED
     assert task.hours == Decimal("1.5")
 
-    assert result.cursor == "2024-05-03T16:20:11.357000Z"
+    # The cursor is the WIQL answer's own time (asOf), later than the newest change.
+    assert result.cursor == "2024-05-03T16:25:00.480000Z"
     # 1 WIQL + 1 batch + 3 type-state reads + updates of the one Done item.
     assert result.requests_made == 6
     assert connector.request_counts == {"wiql": 1, "batch": 1, "states": 3, "updates": 1}

@@ -181,47 +181,6 @@ class UnitOfWork:
                 )
         return found
 
-    def insert_item(self, values: dict[str, Any]) -> int:
-        result = self.conn.execute(insert(t.items).values(**values))
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
-
-    def update_item(self, item_id: int, values: dict[str, Any]) -> None:
-        self.conn.execute(update(t.items).where(t.items.c.id == item_id).values(**values))
-
-    def insert_transitions(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(insert(t.transitions), rows)
-
-    def insert_entry(self, values: dict[str, Any]) -> int:
-        result = self.conn.execute(insert(t.entries).values(**values))
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
-
-    def entry_id(self, entry_key: str) -> int:
-        return int(
-            self.conn.execute(
-                select(t.entries.c.id).where(t.entries.c.entry_key == entry_key)
-            ).scalar_one()
-        )
-
-    def update_entry(self, entry_id: int, values: dict[str, Any]) -> None:
-        values = {**values, "updated_at": self.now}
-        self.conn.execute(update(t.entries).where(t.entries.c.id == entry_id).values(**values))
-
-    def insert_entry_events(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(insert(t.entry_events), rows)
-
-    def audit(self, actor: str, action: str, subject: str, **detail: Any) -> None:
-        self.conn.execute(
-            insert(t.audit_log).values(
-                at=self.now, actor=actor, action=action, subject=subject, detail=detail
-            )
-        )
-
     # --- cursors and deliveries ----------------------------------------------------
 
     def cursor(self, source: str, board: str) -> str | None:
@@ -278,9 +237,6 @@ class UnitOfWork:
                 )
             ).all()
         )
-
-    def count(self, table: Any) -> int:
-        return int(self.conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 class Ledger:

@@ -72,7 +72,15 @@ from mapping.money import Money
 from sync.composition import Services
 from sync.invoicing import InvoicingError, NotAnApprover, billing_period
 from sync.ledger import schema as t
-from sync.ledger.ops import audit, enqueue, ledger_id, move_entry, park_op, queue_draft_edits
+from sync.ledger.ops import (
+    audit,
+    enqueue,
+    invoice_row,
+    ledger_id,
+    move_entry,
+    park_op,
+    queue_draft_edits,
+)
 from sync.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -293,17 +301,7 @@ class ApprovalDesk:
     def summary(self, invoice_id: int) -> DraftSummary:
         """The draft as finance sees it (LookupError when there is no such invoice)."""
         with self.ledger.engine.connect() as conn:
-            return self._summary(conn, self._invoice(conn, invoice_id))
-
-    @staticmethod
-    def _invoice(conn: Connection, invoice_id: int, lock: bool = False) -> Any:
-        query = select(t.invoices).where(t.invoices.c.id == invoice_id)
-        if lock:
-            query = query.with_for_update()
-        invoice = conn.execute(query).first()
-        if invoice is None:
-            raise LookupError(f"no invoice {invoice_id}")
-        return invoice
+            return self._summary(conn, invoice_row(conn, invoice_id))
 
     def _period_label(self, invoice: Any) -> str:
         try:
@@ -379,7 +377,7 @@ class ApprovalDesk:
             return False
         now = self.clock()
         with self.ledger.engine.begin() as conn:
-            invoice = self._invoice(conn, invoice_id)
+            invoice = invoice_row(conn, invoice_id)
             if invoice.state != "draft":
                 return False
             return self._queue_post(conn, invoice, now, actor, replace=True)
@@ -455,7 +453,7 @@ class ApprovalDesk:
         """
         now = self.clock()
         with self.ledger.engine.begin() as conn:
-            invoice = self._invoice(conn, summary.invoice_id)
+            invoice = invoice_row(conn, summary.invoice_id)
             message = (invoice.slack_channel, invoice.slack_ts)
             if not message[0] or not message[1] or not self.can_post:
                 return False
@@ -915,7 +913,7 @@ class ApprovalDesk:
             return Reply("not_applicable", decision, notice=notice)
         at = _utc(datetime.fromisoformat(str(result["decided_at"])))
         with self.ledger.engine.begin() as conn:
-            invoice = self._invoice(conn, decision.invoice_id)
+            invoice = invoice_row(conn, decision.invoice_id)
             summary = self._summary(conn, invoice)
             self._queue_decided(
                 conn, summary, "approved", user, at, self._message_of(decision, invoice)
@@ -942,7 +940,7 @@ class ApprovalDesk:
             return Reply("not_applicable", decision, notice=notice)
         now = self.clock()
         with self.ledger.engine.begin() as conn:
-            invoice = self._invoice(conn, decision.invoice_id)
+            invoice = invoice_row(conn, decision.invoice_id)
             message = self._message_of(decision, invoice)
             self._forget_message(conn, int(invoice.id))
             self._queue_decided(conn, before, "rejected", user, now, message, reason)
@@ -985,7 +983,7 @@ class ApprovalDesk:
                 before = self._summary(conn, invoice)
                 changed, changes = self._apply(conn, invoice, decision.adjustments, user, now)
                 queue_draft_edits(conn, changed, now)
-                invoice = self._invoice(conn, invoice.id)
+                invoice = invoice_row(conn, invoice.id)
                 message = self._message_of(decision, invoice)
                 self._queue_post(
                     conn, invoice, now, user, replace=True, message=message, previous=before

@@ -31,7 +31,15 @@ from mapping.money import Money
 from sync.engine import Clock
 from sync.failpoints import failpoint
 from sync.ledger import schema as t
-from sync.ledger.ops import audit, bump_version, enqueue, ledger_id, move_entry, park_op
+from sync.ledger.ops import (
+    audit,
+    bump_version,
+    enqueue,
+    invoice_row,
+    ledger_id,
+    move_entry,
+    park_op,
+)
 from sync.ledger.store import Ledger, claim_delivery
 from sync.settings import Cadence, ClientSettings, Settings
 
@@ -290,7 +298,7 @@ class Invoicing:
             raise NotAnApprover(f"{approver} is not an approver")
         try:
             with self.ledger.engine.begin() as conn:
-                invoice = self._invoice(conn, invoice_id, lock=True)
+                invoice = invoice_row(conn, invoice_id, lock=True)
                 if invoice.state != "draft":
                     raise InvoicingError(f"invoice {invoice_id} is {invoice.state}, not a draft")
                 if version is not None and version != invoice.version:
@@ -363,7 +371,7 @@ class Invoicing:
                 audit(conn, now, who, "reject_refused", f"invoice:{invoice_id}", channel=channel)
             raise NotAnApprover(f"{who} is not an approver")
         with self.ledger.engine.begin() as conn:
-            invoice = self._invoice(conn, invoice_id, lock=True)
+            invoice = invoice_row(conn, invoice_id, lock=True)
             if invoice.state != "draft":
                 raise InvoicingError(f"invoice {invoice_id} is {invoice.state}, not a draft")
             if conn.execute(
@@ -428,18 +436,6 @@ class Invoicing:
                     payload={"stripe_invoice_item_id": row.stripe_invoice_item_id},
                 )
         return len(rows)
-
-    @staticmethod
-    def _invoice(conn: Connection, invoice_id: int, lock: bool = False) -> Any:
-        """The invoice row; `lock` holds it (FOR UPDATE on PostgreSQL) until the
-        transaction ends, so decisions on one draft never interleave."""
-        query = select(t.invoices).where(t.invoices.c.id == invoice_id)
-        if lock:
-            query = query.with_for_update()
-        invoice = conn.execute(query).first()
-        if invoice is None:
-            raise LookupError(f"no invoice {invoice_id}")
-        return invoice
 
     # --- the drain ----------------------------------------------------------------
 
@@ -560,7 +556,7 @@ class Invoicing:
 
     async def _op_create_invoice(self, op: Any) -> str:
         with self.ledger.engine.connect() as conn:
-            invoice = self._invoice(conn, op.invoice_id)
+            invoice = invoice_row(conn, op.invoice_id)
             lid = ledger_id(conn)
         if invoice.stripe_invoice_id:
             with self.ledger.engine.begin() as conn:
@@ -657,7 +653,7 @@ class Invoicing:
     async def _op_create_invoice_item(self, op: Any) -> str:
         with self.ledger.engine.connect() as conn:
             line = self._line(conn, op.entry_id)
-            invoice = self._invoice(conn, op.invoice_id)
+            invoice = invoice_row(conn, op.invoice_id)
             lid = ledger_id(conn)
         if line.invoice_id != op.invoice_id or line.state not in (
             EntryState.DRAFTED.value,
@@ -703,7 +699,7 @@ class Invoicing:
     async def _op_update_invoice_item(self, op: Any) -> str:
         with self.ledger.engine.connect() as conn:
             line = self._line(conn, op.entry_id)
-            invoice = self._invoice(conn, op.invoice_id)
+            invoice = invoice_row(conn, op.invoice_id)
         if line.invoice_id != op.invoice_id or not line.stripe_invoice_item_id:
             # Not on Stripe yet: the pending create sends the current values.
             with self.ledger.engine.begin() as conn:
@@ -737,7 +733,7 @@ class Invoicing:
     async def _op_finalize_invoice(self, op: Any) -> str:
         """The only path to a finalized invoice; refused without an approval row."""
         with self.ledger.engine.connect() as conn:
-            invoice = self._invoice(conn, op.invoice_id)
+            invoice = invoice_row(conn, op.invoice_id)
             approval = conn.execute(
                 select(t.approvals).where(t.approvals.c.invoice_id == op.invoice_id)
             ).first()
@@ -796,7 +792,7 @@ class Invoicing:
         self, conn: Connection, invoice_id: int, remote: dict[str, Any], actor: str
     ) -> None:
         now = self.clock()
-        invoice = self._invoice(conn, invoice_id)
+        invoice = invoice_row(conn, invoice_id)
         if INVOICE_RANK.get(invoice.state, 0) >= INVOICE_RANK["finalized"]:
             return
         conn.execute(
@@ -828,7 +824,7 @@ class Invoicing:
 
     async def _op_send_invoice(self, op: Any) -> str:
         with self.ledger.engine.connect() as conn:
-            invoice = self._invoice(conn, op.invoice_id)
+            invoice = invoice_row(conn, op.invoice_id)
         if invoice.state not in ("finalized",):
             with self.ledger.engine.begin() as conn:
                 self._finish(conn, op, "cancelled", {"reason": f"invoice is {invoice.state}"})
@@ -950,7 +946,7 @@ class Invoicing:
                 )
                 if repair:
                     with self.ledger.engine.begin() as conn:
-                        fresh = self._invoice(conn, invoice.id)
+                        fresh = invoice_row(conn, invoice.id)
                         self._apply_state(conn, fresh, status, remote, "reconcile")
                 continue
             if invoice.state != "draft":

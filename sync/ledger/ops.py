@@ -176,3 +176,15 @@ def park_op(
         .values(status="parked", last_error=error[:2000], completed_at=now, **values)
     )
     audit(conn, now, actor, "outbox_parked", f"outbox:{op.id}", operation=op.operation, error=error)
+
+
+def invoice_row(conn: Connection, invoice_id: int, lock: bool = False) -> Any:
+    """The invoice row, or LookupError; `lock` holds it (FOR UPDATE on PostgreSQL) until
+    the transaction ends, so decisions on one draft never interleave."""
+    query = select(t.invoices).where(t.invoices.c.id == invoice_id)
+    if lock:
+        query = query.with_for_update()
+    invoice = conn.execute(query).first()
+    if invoice is None:
+        raise LookupError(f"no invoice {invoice_id}")
+    return invoice

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -79,10 +80,18 @@ class ClientPipeline:
 def client_pipelines(uow: UnitOfWork, clients: dict[str, tuple[str, str]]) -> list[ClientPipeline]:
     """Figures per client. `clients` maps key -> (name, currency) for configured clients;
     clients found only in the ledger are shown too (with the ledger's currency)."""
+    return pipelines_from_rows(uow.pipeline_rows(), clients)
+
+
+def pipelines_from_rows(
+    rows: Iterable[Any], clients: dict[str, tuple[str, str]]
+) -> list[ClientPipeline]:
+    """The same figures from summed entry rows (client, state, kind, currency, entries,
+    hours, amount): the dashboard applies it to one board's or one sprint's rows."""
     result: dict[str, ClientPipeline] = {
         key: ClientPipeline(key, name, currency) for key, (name, currency) in clients.items()
     }
-    for row in uow.pipeline_rows():
+    for row in rows:
         pipeline = result.get(row.client)
         if pipeline is None:
             pipeline = result[row.client] = ClientPipeline(row.client, row.client, row.currency)

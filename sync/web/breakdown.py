@@ -10,9 +10,9 @@ by construction.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -20,7 +20,7 @@ from mapping.domain import EntryState
 from mapping.money import currency_exponent
 from sync.ledger import schema as t
 from sync.ledger.store import Ledger, UnitOfWork
-from sync.pipeline import STAGES, client_pipelines
+from sync.pipeline import STAGES, client_pipelines, pipelines_from_rows
 
 NO_SPRINT = "(no sprint)"
 
@@ -34,17 +34,6 @@ STAGE_LABELS: dict[str, str] = {
     EntryState.NEEDS_REVIEW.value: "Needs review",
     EntryState.NON_BILLABLE.value: "Non-billable (cost)",
 }
-
-
-class _Rows:
-    """A stand-in for a unit of work whose `pipeline_rows()` are a chosen subset, so that
-    `client_pipelines` (and its rules) can be applied to one board or one sprint."""
-
-    def __init__(self, rows: Iterable[Any]) -> None:
-        self._rows = list(rows)
-
-    def pipeline_rows(self) -> list[Any]:
-        return self._rows
 
 
 def _breakdown_rows(uow: UnitOfWork) -> list[Any]:
@@ -80,7 +69,7 @@ def _natural_key(text: str) -> tuple[Any, ...]:
 
 def _group_figures(rows: list[Any], client: str, name: str, currency: str) -> dict[str, Any]:
     """The stages of one group of rows, computed by the same code as the client totals."""
-    (pipeline,) = client_pipelines(cast(UnitOfWork, _Rows(rows)), {client: (name, currency)})
+    (pipeline,) = pipelines_from_rows(rows, {client: (name, currency)})
     figures = pipeline.as_dict()
     return {
         "stages": figures["stages"],

@@ -27,11 +27,11 @@ from typing import Any
 
 from _common import Row, print_machine, print_table, quiet_logs, write_json
 
-from connectors.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
-from connectors.fakes.github_server import FakeGitHubProject, serve_fake_github
 from sync.boards import close_connectors, sync_board
 from sync.composition import Services, build_services
 from sync.settings import Settings
+from tests.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
+from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
 
 CLIENT = {
     "key": "acme",

@@ -148,7 +148,7 @@ def role_sync(urls: list[str], ledger: str, trace: bool, top: int) -> None:
 
 
 def _projects(items: int, boards: int) -> list[Any]:
-    from connectors.fakes.github_server import FakeGitHubProject
+    from tests.fakes.github_server import FakeGitHubProject
 
     per_board = items // boards
     projects = []
@@ -181,7 +181,7 @@ def _projects(items: int, boards: int) -> list[Any]:
 
 def role_github(items: int, boards: int) -> None:
     """Serve the fake projects until stdin closes; print their URLs as one JSON line."""
-    from connectors.fakes.github_server import serve_fake_github
+    from tests.fakes.github_server import serve_fake_github
 
     quiet_logs()
     projects = _projects(items, boards)

@@ -1,6 +1,6 @@
 """Benchmark 5: Stripe calls per invoice line, and the client-side rate limiter.
 
-Against the fake Stripe (connectors/fakes/stripe_server.py, served on loopback):
+Against the fake Stripe (tests/fakes/stripe_server.py, served on loopback):
 
 1. N Done entries for one client are drafted (`create_or_refresh_draft` + outbox
    `drain`), approved, and finalized. Expected: N invoice item creates + 1 invoice

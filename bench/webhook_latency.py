@@ -59,7 +59,7 @@ def _free_port() -> int:
 
 def _project(items: int) -> Any:
     """The fake project (identical in every process: node ids are deterministic)."""
-    from connectors.fakes.github_server import FakeGitHubProject
+    from tests.fakes.github_server import FakeGitHubProject
 
     class ChangingProject(FakeGitHubProject):
         """Each single-item re-fetch sees the item changed (as after a real edit)."""

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from connectors.fakes.stripe_server import FakeStripe, run_fake_stripe_in_thread
 from connectors.simulated import SimulatedBoard, demo_scripts
 from sync.composition import Services, build_services
 from sync.pipeline import client_pipelines
 from sync.settings import Settings
+from tests.fakes.stripe_server import FakeStripe, run_fake_stripe_in_thread
 
 DEMO_START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 STEP_SECONDS = 5.0

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 
-from connectors.fakes.stripe_server import FakeStripe, run_fake_stripe_in_thread
 from sync.composition import Services, build_services
 from sync.settings import Settings
 from tests.conftest import FixedClock
+from tests.fakes.stripe_server import FakeStripe, run_fake_stripe_in_thread
 
 API_KEY = "sk_test_kanvoice"
 WEBHOOK_SECRET = "whsec_kanvoice_test"

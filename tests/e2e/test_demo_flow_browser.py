@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from connectors.fakes.stripe_server import FakeStripe, run_fake_stripe_in_thread
 from connectors.simulated import SimulatedBoard, demo_scripts
 from sync.composition import Services, build_services
 from sync.demo import DEMO_API_KEY, DEMO_START, DEMO_WEBHOOK_SECRET, _customers, demo_settings
 from sync.web.app import create_app
 from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, require_browser, serve
+from tests.fakes.stripe_server import FakeStripe, run_fake_stripe_in_thread
 
 pytestmark = pytest.mark.browser
 

@@ -48,8 +48,8 @@ from starlette.routing import Route
 
 JSON = dict[str, Any]
 
-DEFAULT_TOKEN = "xoxb-kanvoice-test"  # noqa: S105 - a fake's fixed test token
-DEFAULT_APP_TOKEN = "xapp-1-kanvoice-test"  # noqa: S105 - a fake's fixed test token
+DEFAULT_TOKEN = "xoxb-kanvoice-test"
+DEFAULT_APP_TOKEN = "xapp-1-kanvoice-test"
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _BASE_TS = 1_790_000_000
 

@@ -36,7 +36,7 @@ Faults can be injected from Python (:meth:`FakeStripe.inject_fault`) or over HTT
 
 Run it with :func:`run_fake_stripe_in_thread`, or standalone::
 
-    python -m connectors.fakes.stripe_server --port 12111
+    python -m tests.fakes.stripe_server --port 12111
 """
 
 from __future__ import annotations
@@ -2876,7 +2876,7 @@ def run_fake_stripe_in_thread(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m connectors.fakes.stripe_server``: serve a fake Stripe until interrupted."""
+    """``python -m tests.fakes.stripe_server``: serve a fake Stripe until interrupted."""
     parser = argparse.ArgumentParser(description="Serve kanvoice's fake Stripe API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=12111)

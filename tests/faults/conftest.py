@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from connectors.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
-from connectors.fakes.github_server import FakeGitHubProject, serve_fake_github
 from tests.conftest import FixedClock
+from tests.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
+from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
 from tests.faults.world import (
     AZURE_PROJECT,
     GITHUB_NUMBER,

@@ -25,12 +25,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from connectors.fakes.stripe_server import FakeStripe
 from mapping.domain import SETTLED_STATES, BillingType, EntryKind, EntryState
 from mapping.money import Money
 from sync.composition import Services
 from sync.ledger import schema as t
 from sync.ledger.ops import ledger_id
+from tests.fakes.stripe_server import FakeStripe
 
 #: Outbox operations the Stripe writer performs (others, e.g. Slack, drain elsewhere).
 STRIPE_OPERATIONS = frozenset(

@@ -29,14 +29,14 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.fakes.azure_server import FakeAzureDevOps
-from connectors.fakes.github_server import FakeGitHubProject
-from connectors.fakes.stripe_server import sign_stripe_payload
 from connectors.github.webhook import sign_body
 from sync.composition import Services
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
+from tests.fakes.azure_server import FakeAzureDevOps
+from tests.fakes.github_server import FakeGitHubProject
+from tests.fakes.stripe_server import sign_stripe_payload
 from tests.faults.invariants import check_invariants
 from tests.faults.world import (
     GITHUB_SECRET,

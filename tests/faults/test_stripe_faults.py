@@ -17,11 +17,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from connectors.fakes.stripe_server import RecordedRequest
 from sync.composition import Services
 from sync.ledger import schema as t
 from tests.builders import snap
 from tests.conftest import FixedClock
+from tests.fakes.stripe_server import RecordedRequest
 from tests.faults.invariants import check_invariants
 from tests.faults.world import settle_now, tune_gateway
 from tests.stripe_support import APPROVER, StripeWorld, drain, services_for, world_settings

@@ -27,12 +27,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from connectors.fakes.stripe_server import SignedEvent
 from sync.boards import sync_board
 from sync.engine import Engine
 from sync.ledger import schema as t
 from sync.ledger.store import HeldRow, UnitOfWork
 from tests.builders import snap
+from tests.fakes.stripe_server import SignedEvent
 from tests.faults.invariants import assert_invariants
 from tests.faults.world import (
     AZURE_BOARD,

@@ -16,9 +16,6 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from connectors.fakes.azure_server import FakeAzureDevOps, FakeProject
-from connectors.fakes.github_server import FakeGitHubProject
-from connectors.fakes.stripe_server import SignedEvent
 from connectors.github.webhook import sign_body
 from connectors.stripe.gateway import StripeGateway
 from sync.boards import close_connectors
@@ -27,6 +24,9 @@ from sync.invoicing import DrainReport
 from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.conftest import FixedClock
+from tests.fakes.azure_server import FakeAzureDevOps, FakeProject
+from tests.fakes.github_server import FakeGitHubProject
+from tests.fakes.stripe_server import SignedEvent
 from tests.faults.invariants import STRIPE_OPERATIONS
 from tests.stripe_support import APPROVER, StripeWorld, world_settings
 

@@ -1,6 +1,6 @@
 """Azure DevOps boards end to end: settings → connector → engine → ledger (and cursor).
 
-Real HTTP against the fake organization (connectors/fakes/azure_server.py); the
+Real HTTP against the fake organization (tests/fakes/azure_server.py); the
 ledger on SQLite and PostgreSQL (`ledger_url`), time from a FixedClock.
 """
 
@@ -17,13 +17,13 @@ from sqlalchemy import create_engine, select
 from typer.testing import CliRunner
 
 from connectors.base import FatalError
-from connectors.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
 from sync.boards import build_connectors, close_connectors, sync_all, sync_board
 from sync.cli import app
 from sync.composition import Services, build_services
 from sync.ledger import schema as t
 from sync.settings import ConfigError, Settings
 from tests.conftest import FixedClock
+from tests.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
 from tests.ledger_support import dump
 
 PAT = "fake-pat-integration"

@@ -21,8 +21,6 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import OperationalError
 
-from connectors.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
-from connectors.fakes.github_server import FakeGitHubProject, serve_fake_github
 from connectors.github.webhook import sign_body
 from sync.boards import close_connectors, sync_board
 from sync.composition import Services, build_services
@@ -30,6 +28,8 @@ from sync.ledger import schema as t
 from sync.settings import Settings
 from sync.web.app import create_app
 from tests.conftest import FixedClock
+from tests.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
+from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
 from tests.ledger_support import dump
 
 TOKEN = "ghp_fake_webhook_token"

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from connectors.fakes.github_server import FakeGitHubProject, serve_fake_github
 from sync.ledger import schema as t
+from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
 
 KANVOICE = str(Path(sys.executable).parent / "kanvoice")
 TOKEN = "ghp_daemontesttoken000000000000000000"

@@ -1,6 +1,6 @@
 """GitHub Projects boards end to end: settings → connector → engine → ledger.
 
-Real HTTP against the fake GraphQL server (connectors/fakes/github_server.py); the
+Real HTTP against the fake GraphQL server (tests/fakes/github_server.py); the
 ledger on SQLite and PostgreSQL (`ledger_url`), time from a FixedClock.
 """
 
@@ -19,7 +19,6 @@ from sqlalchemy import create_engine, select
 from typer.testing import CliRunner
 
 from connectors.base import FatalError
-from connectors.fakes.github_server import FakeGitHubProject, serve_fake_github
 from sync.boards import (
     LazyBoardConnector,
     build_connectors,
@@ -32,6 +31,7 @@ from sync.composition import Services, build_services
 from sync.ledger import schema as t
 from sync.settings import ConfigError, Settings
 from tests.conftest import FixedClock
+from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
 from tests.ledger_support import dump
 
 TOKEN = "ghp_fake_integration_token"

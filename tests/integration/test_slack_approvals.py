@@ -26,12 +26,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
-from connectors.fakes.slack_server import (
-    DEFAULT_TOKEN,
-    FakeSlack,
-    serve_fake_slack,
-    signed_interaction_request,
-)
 from connectors.slack import ACTION_ADJUST, ACTION_APPROVE, ACTION_REJECT, RetryPolicy, ack_for
 from connectors.slack.messages import decode_ref
 from connectors.slack.verify import slack_signature
@@ -41,6 +35,12 @@ from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
+from tests.fakes.slack_server import (
+    DEFAULT_TOKEN,
+    FakeSlack,
+    serve_fake_slack,
+    signed_interaction_request,
+)
 from tests.ledger_support import dump
 from tests.stripe_support import (
     APPROVER,

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from connectors.fakes.stripe_server import sign_stripe_payload
 from sync.composition import Services
 from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
+from tests.fakes.stripe_server import sign_stripe_payload
 from tests.integration.test_stripe_writer import ledger_rows, stripe_drafts
 from tests.ledger_support import dump
 from tests.stripe_support import (

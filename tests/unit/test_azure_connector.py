@@ -13,8 +13,8 @@ import pytest
 
 from connectors.azure_devops import AzureBoardConfig, AzureDevOpsConnector
 from connectors.base import FatalError, RetriableError
-from connectors.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
 from mapping.domain import StateCategory
+from tests.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
 
 PAT = "fake-pat-123"
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

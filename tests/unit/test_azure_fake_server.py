@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from connectors.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
+from tests.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 V = {"api-version": "7.1"}

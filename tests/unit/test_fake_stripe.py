@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from connectors.fakes.stripe_server import (
+from tests.fakes.stripe_server import (
     FakeStripe,
     parse_stripe_form,
     run_fake_stripe_in_thread,
@@ -520,13 +520,13 @@ def test_client_timeout_then_retry_never_duplicates(fake: FakeStripe, base_url: 
 
 
 def test_faults_over_http_from_another_process() -> None:
-    """``python -m connectors.fakes.stripe_server`` driven through ``/_fake`` routes."""
+    """``python -m tests.fakes.stripe_server`` driven through ``/_fake`` routes."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "connectors.fakes.stripe_server", "--port", str(port)],
+        [sys.executable, "-m", "tests.fakes.stripe_server", "--port", str(port)],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -14,12 +14,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.base import FatalError, RetriableError
-from connectors.fakes.github_server import FakeGitHubProject, serve_fake_github
 from connectors.github.auth import GitHubAppAuth, StaticToken
 from connectors.github.config import GitHubBoardConfig
 from connectors.github.connector import GitHubProjectConnector
 from connectors.github.graphql import GitHubGraphQLClient
 from connectors.github.queries import PROJECT_ITEM_BY_ID
+from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
 
 API = "https://api.github.com"
 TOKEN_URL = f"{API}/app/installations/4242/access_tokens"

@@ -14,11 +14,11 @@ import pytest
 import respx
 
 from connectors.base import BoardConnector, FatalError, RetriableError, WebhookRejected
-from connectors.fakes.github_server import FakeGitHubProject, serve_fake_github
 from connectors.github.config import GitHubBoardConfig
 from connectors.github.connector import GitHubProjectConnector
 from connectors.github.webhook import sign_body
 from mapping.domain import BillingType, Source, StateCategory
+from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "github"
 TOKEN = "ghp_fake_token"

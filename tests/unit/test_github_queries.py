@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from graphql import GraphQLSchema, build_client_schema, parse, validate, validate_schema
 
-from connectors.fakes.github_server import FakeGitHubProject
 from connectors.github.queries import (
     ALL_DOCUMENTS,
     ORGANIZATION_PROJECT_ITEMS,
@@ -18,6 +17,7 @@ from connectors.github.queries import (
     USER_PROJECT_ITEMS,
     operation_name,
 )
+from tests.fakes.github_server import FakeGitHubProject
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "github" / "graphql-schema.json"
 DATA = Path(__file__).resolve().parents[1] / "data" / "github"

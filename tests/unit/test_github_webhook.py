@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from connectors.base import WebhookRejected
-from connectors.fakes.github_server import FakeGitHubProject
 from connectors.github.webhook import (
     ITEM_ACTIONS,
     field_value_change,
@@ -20,6 +19,7 @@ from connectors.github.webhook import (
     sign_body,
     verify_signature,
 )
+from tests.fakes.github_server import FakeGitHubProject
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "github"
 SECRET = b"It's a Secret to Everybody"

@@ -11,10 +11,10 @@ from decimal import Decimal
 import pytest
 
 from connectors.base import FatalError, RetriableError
-from connectors.fakes.slack_server import DEFAULT_TOKEN, FakeSlack, serve_fake_slack
 from connectors.slack.client import RetryPolicy, SlackApprovals, SlackCallFailed, SlackUnavailable
 from connectors.slack.messages import ACTION_APPROVE, CALLBACK_ADJUST, decode_ref
 from connectors.slack.model import DraftLine, DraftSummary
+from tests.fakes.slack_server import DEFAULT_TOKEN, FakeSlack, serve_fake_slack
 
 AT = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 FAST = RetryPolicy(max_retries=3, backoff=0.01, max_backoff=0.05, retry_after_scale=0.01, timeout=5)

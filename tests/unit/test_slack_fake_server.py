@@ -12,12 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.fakes.slack_server import (
-    DEFAULT_TOKEN,
-    FakeSlack,
-    serve_fake_slack,
-    signed_interaction_request,
-)
 from connectors.slack.client import RetryPolicy, SlackApprovals
 from connectors.slack.messages import ACTION_ADJUST, ACTION_APPROVE, ACTION_REJECT
 from connectors.slack.model import DraftLine, DraftSummary, LineAdjustment
@@ -26,6 +20,12 @@ from connectors.slack.verify import (
     extract_payload,
     parse_interaction,
     verify_slack_request,
+)
+from tests.fakes.slack_server import (
+    DEFAULT_TOKEN,
+    FakeSlack,
+    serve_fake_slack,
+    signed_interaction_request,
 )
 
 SECRET = "signing-secret-for-tests"

@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestServer
 from slack_sdk.socket_mode.request import SocketModeRequest
 
 from connectors.base import FatalError
-from connectors.fakes.slack_server import DEFAULT_APP_TOKEN, FakeSlack, serve_fake_slack
 from connectors.slack.socket_mode import ack_for, make_listener, run_socket_mode
 from connectors.slack.verify import SlackInputInvalid, decision_from_payload
+from tests.fakes.slack_server import DEFAULT_APP_TOKEN, FakeSlack, serve_fake_slack
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slack"
 APPROVE = json.loads((DATA / "block_actions_approve.json").read_text())

@@ -13,7 +13,6 @@ import pytest
 from slack_sdk.signature import SignatureVerifier
 
 from connectors.base import WebhookRejected
-from connectors.fakes.slack_server import signed_interaction_request
 from connectors.slack.model import LineAdjustment
 from connectors.slack.verify import (
     SlackInputInvalid,
@@ -24,6 +23,7 @@ from connectors.slack.verify import (
     slack_signature,
     verify_slack_request,
 )
+from tests.fakes.slack_server import signed_interaction_request
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slack"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -43,6 +43,9 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from connectors.base import FatalError, RetriableError
 from connectors.slack import messages
 from connectors.slack.model import DraftSummary, Outcome
+
+if TYPE_CHECKING:
+    from connectors.slack.port import SlackPort
 
 SLACK_API_URL = "https://slack.com/api/"
 
@@ -477,3 +480,7 @@ class SlackApprovals:
     def forget_groups(self) -> None:
         """Drop cached group memberships (after a config reload)."""
         self._groups.clear()
+
+
+if TYPE_CHECKING:  # mypy: the real adapter satisfies the port
+    _port: type[SlackPort] = SlackApprovals

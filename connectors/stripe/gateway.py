@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import stripe
 from tenacity import (
@@ -27,21 +27,15 @@ from tenacity import (
 )
 
 from connectors.base import ConnectorError, FatalError, RetriableError
+from connectors.stripe.port import StripePort, StripeRejected
+
+__all__ = ["RateLimiter", "StripeGateway", "StripeRejected"]
 
 Sleep = Callable[[float], Awaitable[None]]
 _T = TypeVar("_T")
 
 TEST_MODE_RATE = 20.0
 LIVE_MODE_RATE = 80.0
-
-
-class StripeRejected(ConnectorError):
-    """Stripe refused the request (4xx other than 401/403/409/429): never retried."""
-
-    def __init__(self, message: str, status: int | None, code: str | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class RateLimiter:
@@ -110,7 +104,7 @@ def _to_dict(obj: Any) -> dict[str, Any]:
 
 
 class StripeGateway:
-    """The Stripe calls kanvoice makes. All async; each one rate-limited and retried."""
+    """`StripePort` over Stripe's API. All async; each call rate-limited and retried."""
 
     def __init__(
         self,
@@ -300,3 +294,7 @@ def _translate(name: str, exc: stripe.StripeError) -> ConnectorError:
     if _should_retry(exc):
         return RetriableError(f"Stripe {name} failed: {message}", retry_after=_retry_after(exc))
     return StripeRejected(f"Stripe refused {name}: {message}", exc.http_status, exc.code)
+
+
+if TYPE_CHECKING:  # mypy: the real adapter satisfies the port
+    _port: type[StripePort] = StripeGateway

@@ -38,12 +38,11 @@ Decisions, as chosen here:
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 from sqlalchemy import Connection, func, insert, select, update
@@ -57,7 +56,6 @@ from connectors.slack import (
     LineAdjustment,
     Outcome,
     RetryPolicy,
-    SlackApprovals,
     SlackCallFailed,
     SlackInputInvalid,
     SlackUnavailable,
@@ -67,10 +65,11 @@ from connectors.slack import (
     stale_text,
 )
 from connectors.slack.messages import line_block_id, mention
+from connectors.slack.port import SlackPort
 from mapping.domain import EntryKind, EntryState, entry_key
 from mapping.money import Money
-from sync.composition import Services
-from sync.invoicing import InvoicingError, NotAnApprover, billing_period
+from sync.engine import Clock
+from sync.invoicing import Invoicing, InvoicingError, NotAnApprover, billing_period
 from sync.ledger import schema as t
 from sync.ledger.ops import (
     audit,
@@ -81,6 +80,7 @@ from sync.ledger.ops import (
     park_op,
     queue_draft_edits,
 )
+from sync.ledger.store import Ledger
 from sync.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -114,24 +114,7 @@ _REFUSED_ACTION = {
     "adjust_submit": "adjust_refused",
 }
 
-SlackFactory = Callable[[], SlackApprovals]
-
-
-def slack_client_factory(
-    settings: Settings, retry: RetryPolicy | None = None
-) -> SlackFactory | None:
-    """How to reach Slack's Web API (``slack.api_url``), or None without a bot token."""
-    token = settings.slack.bot_token
-    if token is None:
-        return None
-    secret = token.get_secret_value()
-    base_url = settings.slack.api_url
-    policy = retry or DESK_RETRY
-
-    def make() -> SlackApprovals:
-        return SlackApprovals(secret, base_url=base_url, retry=policy)
-
-    return make
+SlackFactory = Callable[[], SlackPort]
 
 
 def stripe_dashboard_url(settings: Settings, stripe_invoice_id: str | None) -> str | None:
@@ -271,27 +254,38 @@ class _NotApplicable(Exception):
 
 
 class ApprovalDesk:
-    """Slack approvals for one set of services (ledger, invoicing, settings, clock).
+    """Slack approvals on one ledger (with its invoicing, settings and clock).
 
-    `slack_factory` builds the Slack client (see `slack_client_factory`); None means
-    Slack is not configured: decisions still reach the ledger, nothing is posted.
+    `slack_factory` builds the `SlackPort` (the real client from settings, or the
+    in-memory Slack of the demo; the composition root decides); None means Slack is
+    not configured: decisions still reach the ledger, nothing is posted.
     """
 
-    def __init__(self, services: Services, slack_factory: SlackFactory | None = None) -> None:
-        self.services = services
-        self.settings = services.settings
-        self.ledger = services.ledger
-        self.invoicing = services.invoicing
-        self.clock = services.clock
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        invoicing: Invoicing,
+        clock: Clock,
+        slack_factory: SlackFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.invoicing = invoicing
+        self.clock = clock
         self.slack_factory = slack_factory
-        self._slack: SlackApprovals | None = None
+        self._slack: SlackPort | None = None
         self._group_members: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         if self.settings.slack.approver_group:
             self._share_group_approvers()
 
+    def with_slack(self, slack_factory: SlackFactory | None) -> ApprovalDesk:
+        """A new desk on the same ledger that reaches Slack through `slack_factory`."""
+        return ApprovalDesk(self.settings, self.ledger, self.invoicing, self.clock, slack_factory)
+
     @property
-    def slack(self) -> SlackApprovals | None:
+    def slack(self) -> SlackPort | None:
         if self._slack is None and self.slack_factory is not None:
             self._slack = self.slack_factory()
         return self._slack
@@ -627,7 +621,7 @@ class ApprovalDesk:
             "post", "", summary, self.settings.slack.channel, old_channel, old_ts, actor, previous
         )
 
-    async def _perform_post(self, slack: SlackApprovals, op: Any) -> tuple[str, dict[str, Any]]:
+    async def _perform_post(self, slack: SlackPort, op: Any) -> tuple[str, dict[str, Any]]:
         plan = await asyncio.to_thread(self._plan_post, op)
         if plan.action == "cancel" or plan.summary is None:
             return "cancelled", {"reason": plan.reason}
@@ -660,7 +654,7 @@ class ApprovalDesk:
         log.info("slack.draft_posted", invoice=summary.invoice_id, version=summary.version, ts=ts)
         return "done", {"version": summary.version, "channel": channel, "ts": ts}
 
-    async def _perform_decided(self, slack: SlackApprovals, op: Any) -> tuple[str, dict[str, Any]]:
+    async def _perform_decided(self, slack: SlackPort, op: Any) -> tuple[str, dict[str, Any]]:
         payload = dict(op.payload or {})
         outcome: Outcome = payload["outcome"]
         try:
@@ -803,7 +797,7 @@ class ApprovalDesk:
         except Exception:
             log.exception("slack.follow_up_failed", invoice=decision.invoice_id, kind=decision.kind)
 
-    async def _open_modal(self, slack: SlackApprovals, reply: Reply) -> None:
+    async def _open_modal(self, slack: SlackPort, reply: Reply) -> None:
         decision = reply.decision
         assert reply.summary is not None
         if not decision.trigger_id:
@@ -820,7 +814,7 @@ class ApprovalDesk:
                 "Slack did not open the form in time; nothing was changed. Click the button again."
             )
 
-    async def _tell(self, slack: SlackApprovals, decision: Decision, text: str) -> None:
+    async def _tell(self, slack: SlackPort, decision: Decision, text: str) -> None:
         """An ephemeral message to the user who acted (channel, else response_url)."""
         if decision.channel_id:
             try:
@@ -1143,29 +1137,24 @@ class ApprovalDesk:
 
 
 # --------------------------------------------------------------------------------------
-# One desk per set of services (the HTTP route, the daemon and Socket Mode share it)
+# The desk of a set of services (built by the composition root)
 # --------------------------------------------------------------------------------------
 
-_desks: dict[int, tuple[weakref.ref[Services], ApprovalDesk]] = {}
+
+class HasDesk(Protocol):
+    """What holds the desk: `sync.composition.Services`."""
+
+    desk: ApprovalDesk
 
 
 def desk_for(
-    services: Services, slack_factory: SlackFactory | Literal["settings"] | None = "settings"
+    services: HasDesk, slack_factory: SlackFactory | Literal["settings"] | None = "settings"
 ) -> ApprovalDesk:
-    """The `ApprovalDesk` of these services, created on first use.
+    """The `ApprovalDesk` the composition root built for these services.
 
-    With the default ``"settings"`` an existing desk is returned, or one is built
-    with `slack_client_factory(services.settings)`. An explicit factory (or None: no
-    Slack) always builds a new desk and makes it the one returned from now on.
+    With an explicit factory (or None: no Slack) the desk is replaced by one reaching
+    Slack that way, and that one is returned from now on (tests, the demo).
     """
-    key = id(services)
-    known = _desks.get(key)
-    if slack_factory == "settings" and known is not None and known[0]() is services:
-        return known[1]
-    if slack_factory == "settings":
-        factory = slack_client_factory(services.settings)
-    else:
-        factory = slack_factory
-    desk = ApprovalDesk(services, factory)
-    _desks[key] = (weakref.ref(services, lambda _ref: _desks.pop(key, None)), desk)
-    return desk
+    if slack_factory != "settings":
+        services.desk = services.desk.with_slack(slack_factory)
+    return services.desk

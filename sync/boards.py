@@ -5,6 +5,8 @@
   `ConfigError` naming the setting. Building is cheap: each connector (and its httpx
   client) is created on first use, in the event loop that uses it.
 * `sync_board` / `sync_all`: one poll, through `Engine.ingest`, then the cursor.
+  They take any `BoardServices` (the composition root's `Services` is one): this
+  module is built by the root and never imports it.
 * `handle_trigger`: a verified webhook → dedupe → re-fetch → ingest → claim.
 
 The ledger is synchronous (SQLAlchemy); its calls run in a worker thread so the
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import structlog
 
@@ -34,8 +36,8 @@ from connectors.github.config import GitHubBoardConfig
 from connectors.github.connector import GitHubProjectConnector
 from connectors.github.webhook import DEFAULT_MAX_BODY_BYTES, parse_github_webhook
 from mapping.domain import BoardItem, Source
-from sync.composition import Services
-from sync.engine import IngestReport
+from sync.engine import Clock, Engine, IngestReport
+from sync.ledger.store import Ledger
 from sync.settings import BoardSettings, ConfigError, Settings
 
 log = structlog.get_logger(__name__)
@@ -44,6 +46,22 @@ log = structlog.get_logger(__name__)
 POLLED_SOURCES = frozenset({Source.GITHUB.value, Source.AZURE_DEVOPS.value})
 
 _RealConnector = GitHubProjectConnector | AzureDevOpsConnector
+
+
+class BoardServices(Protocol):
+    """What polling and webhook handling need from the composition root's `Services`."""
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def connectors(self) -> Mapping[str, BoardConnector]: ...
 
 
 # -- building ---------------------------------------------------------------------------
@@ -258,9 +276,9 @@ def build_connectors(settings: Settings) -> dict[str, BoardConnector]:
     return connectors
 
 
-async def close_connectors(connectors: Mapping[str, BoardConnector] | Services) -> None:
+async def close_connectors(connectors: Mapping[str, BoardConnector] | BoardServices) -> None:
     """Close every connector's HTTP client (those that have one); errors are logged."""
-    if isinstance(connectors, Services):
+    if not isinstance(connectors, Mapping):
         connectors = connectors.connectors
     for key, connector in connectors.items():
         aclose = getattr(connector, "aclose", None)
@@ -296,7 +314,7 @@ class BoardSyncReport(IngestReport):
     cursor: str | None = None
 
 
-def _connector(services: Services, board_key: str) -> BoardConnector:
+def _connector(services: BoardServices, board_key: str) -> BoardConnector:
     try:
         return services.connectors[board_key]
     except KeyError:
@@ -306,17 +324,17 @@ def _connector(services: Services, board_key: str) -> BoardConnector:
         ) from None
 
 
-def _read_cursor(services: Services, source: str, board: str) -> str | None:
+def _read_cursor(services: BoardServices, source: str, board: str) -> str | None:
     with services.ledger.read(services.clock()) as uow:
         return uow.cursor(source, board)
 
 
-def _store_cursor(services: Services, source: str, board: str, value: str) -> None:
+def _store_cursor(services: BoardServices, source: str, board: str, value: str) -> None:
     with services.ledger.unit_of_work(services.clock()) as uow:
         uow.set_cursor(source, board, value)
 
 
-async def sync_board(services: Services, board_key: str) -> BoardSyncReport:
+async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport:
     """Poll one board since its cursor, ingest, then store the new cursor.
 
     The cursor is written in its own transaction only after the ingest committed, so
@@ -349,7 +367,7 @@ async def sync_board(services: Services, board_key: str) -> BoardSyncReport:
 
 
 async def sync_all(
-    services: Services, boards: Iterable[str] | None = None
+    services: BoardServices, boards: Iterable[str] | None = None
 ) -> dict[str, BoardSyncReport | ConnectorError]:
     """Poll every board (or those named), one after the other.
 
@@ -396,7 +414,7 @@ def _azure_revision(trigger: WebhookTrigger) -> int | None:
 
 
 def _precheck(
-    services: Services, connectors: Sequence[BoardConnector], trigger: WebhookTrigger
+    services: BoardServices, connectors: Sequence[BoardConnector], trigger: WebhookTrigger
 ) -> tuple[TriggerStatus, str] | None:
     with services.ledger.read(services.clock()) as uow:
         if uow.delivery_seen(trigger.source, trigger.delivery_id):
@@ -413,7 +431,7 @@ def _precheck(
 
 
 async def handle_trigger(
-    services: Services,
+    services: BoardServices,
     connector: BoardConnector | Sequence[BoardConnector],
     trigger: WebhookTrigger,
 ) -> TriggerReport:

@@ -1,5 +1,12 @@
-"""The composition root: the one place that builds the ledger, engine and services
-from settings. Everything else receives what it needs (including the clock)."""
+"""The composition root: the one place that builds the ledger, engine, board connectors,
+invoicing, the approval desk and the Stripe and Slack adapters from settings.
+
+Everything else receives what it needs (including the clock); no module this one
+imports imports it back (`tests/unit/test_layering.py` checks). The Stripe and Slack adapters are
+chosen here: the real ones from settings (`stripe_gateway_factory`,
+`slack_client_factory`), or whatever the caller passes, such as the in-memory ones of
+`kanvoice demo` (`connectors.stripe.memory`, `connectors.slack.memory`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from connectors.base import BoardConnector
+from connectors.slack.client import RetryPolicy, SlackApprovals
+from connectors.slack.port import SlackPort
 from connectors.stripe.gateway import StripeGateway
+from connectors.stripe.port import StripePort
+from sync.approvals import DESK_RETRY, ApprovalDesk
+from sync.boards import build_connectors
 from sync.engine import Clock, Engine
 from sync.invoicing import Invoicing
 from sync.ledger.store import Ledger
 from sync.settings import Settings
+
+StripeFactory = Callable[[], StripePort]
+SlackFactory = Callable[[], SlackPort]
 
 
 def system_clock() -> datetime:
@@ -26,6 +41,7 @@ class Services:
     engine: Engine
     clock: Clock
     invoicing: Invoicing
+    desk: ApprovalDesk
     connectors: dict[str, BoardConnector] = field(default_factory=dict)
 
     def client_names(self) -> dict[str, tuple[str, str]]:
@@ -36,21 +52,33 @@ class Services:
 
 
 def build_services(
-    settings: Settings, clock: Clock = system_clock, *, migrate: bool = True
+    settings: Settings,
+    clock: Clock = system_clock,
+    *,
+    migrate: bool = True,
+    stripe: StripeFactory | None = None,
+    slack: SlackFactory | None = None,
 ) -> Services:
-    """Wire the ledger (migrated to the latest schema unless told not to) and engine."""
+    """Wire everything: the ledger (migrated to the latest schema unless told not to),
+    engine, board connectors, invoicing and the approval desk.
+
+    `stripe` / `slack` build the adapters; by default the real ones from settings
+    (None when their credentials are not set: Stripe calls then fail naming the
+    setting, and nothing is posted to Slack).
+    """
     ledger = Ledger(settings.ledger.url)
     if migrate:
         ledger.upgrade()
     engine = Engine(ledger, settings.board_policies(), clock)
-    from sync.boards import build_connectors
-
+    invoicing = Invoicing(ledger, settings, clock, stripe or stripe_gateway_factory(settings))
+    desk = ApprovalDesk(settings, ledger, invoicing, clock, slack or slack_client_factory(settings))
     return Services(
         settings=settings,
         ledger=ledger,
         engine=engine,
         clock=clock,
-        invoicing=Invoicing(ledger, settings, clock, stripe_gateway_factory(settings)),
+        invoicing=invoicing,
+        desk=desk,
         connectors=build_connectors(settings),
     )
 
@@ -62,7 +90,7 @@ def _count_call(service: str, outcome: str) -> None:
 
 
 def stripe_gateway_factory(settings: Settings) -> Callable[[], StripeGateway] | None:
-    """How to reach Stripe, or None when no API key is configured."""
+    """How to reach Stripe's API, or None when no API key is configured."""
     key = settings.stripe.api_key
     if key is None:
         return None
@@ -75,5 +103,22 @@ def stripe_gateway_factory(settings: Settings) -> Callable[[], StripeGateway] | 
             requests_per_second=settings.stripe.requests_per_second,
             observer=_count_call,
         )
+
+    return make
+
+
+def slack_client_factory(
+    settings: Settings, retry: RetryPolicy | None = None
+) -> Callable[[], SlackApprovals] | None:
+    """How to reach Slack's Web API (``slack.api_url``), or None without a bot token."""
+    token = settings.slack.bot_token
+    if token is None:
+        return None
+    secret = token.get_secret_value()
+    base_url = settings.slack.api_url
+    policy = retry or DESK_RETRY
+
+    def make() -> SlackApprovals:
+        return SlackApprovals(secret, base_url=base_url, retry=policy)
 
     return make

@@ -178,7 +178,7 @@ class Daemon:
             next_run_time=_now(),
             **common,
         )
-        if settings.stripe.api_key is not None:
+        if self.services.invoicing.gateway_factory is not None:  # Stripe is reachable
             add(
                 self._job("drain", self._drain),
                 "interval",

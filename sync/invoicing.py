@@ -25,7 +25,7 @@ from sqlalchemy import Connection, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import FatalError, RetriableError
-from connectors.stripe.gateway import StripeGateway, StripeRejected
+from connectors.stripe.port import StripePort, StripeRejected
 from mapping.domain import EntryState
 from mapping.money import Money
 from sync.engine import Clock
@@ -130,25 +130,30 @@ class Drift:
 
 
 class Invoicing:
-    """Drafting, approval and the Stripe outbox for every configured client."""
+    """Drafting, approval and the Stripe outbox for every configured client.
+
+    `gateway_factory` builds the `StripePort` (the real gateway, or the in-memory
+    Stripe of the demo) in the event loop that first needs it; None: Stripe is not
+    configured, and any call to it is an `InvoicingError` naming the setting.
+    """
 
     def __init__(
         self,
         ledger: Ledger,
         settings: Settings,
         clock: Clock,
-        gateway_factory: Callable[[], StripeGateway] | None = None,
+        gateway_factory: Callable[[], StripePort] | None = None,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
         self.clock = clock
         self.gateway_factory = gateway_factory
-        self._gateway: StripeGateway | None = None
+        self._gateway: StripePort | None = None
         self._drain_lock = asyncio.Lock()
         self.verified_approvers: set[str] = set()
 
     @property
-    def gateway(self) -> StripeGateway:
+    def gateway(self) -> StripePort:
         if self._gateway is None:
             if self.gateway_factory is None:
                 raise InvoicingError(

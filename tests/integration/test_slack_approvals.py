@@ -29,8 +29,8 @@ from sqlalchemy import create_engine, select
 from connectors.slack import ACTION_ADJUST, ACTION_APPROVE, ACTION_REJECT, RetryPolicy, ack_for
 from connectors.slack.messages import decode_ref
 from connectors.slack.verify import slack_signature
-from sync.approvals import ApprovalDesk, desk_for, slack_client_factory
-from sync.composition import Services
+from sync.approvals import ApprovalDesk, desk_for
+from sync.composition import Services, slack_client_factory
 from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.builders import snap

@@ -1,51 +1,53 @@
 """`kanvoice demo`: the whole flow offline, on an embedded SQLite ledger.
 
-A simulated board moves tickets and logs hours over about a minute; the real Stripe code
-path writes drafts to a local fake Stripe (which sends its signed webhooks back);
-approvals come from the dashboard in place of Slack; a simulated client pays finalized
-invoices a little later. `--fast` plays the whole story at once, prints the pipeline and
-exits (no server).
+A simulated board moves tickets and logs hours over about a minute; the real invoicing
+and approval code writes drafts to an in-memory Stripe (`connectors.stripe.memory`,
+whose events reach the ledger as Stripe's webhooks would) and asks for approval in an
+in-memory Slack (`connectors.slack.memory`); approvals come from the dashboard; a
+simulated client pays finalized invoices a little later. `--fast` plays the whole
+story at once, prints the pipeline and exits (no server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 
 from connectors.simulated import SimulatedBoard, demo_scripts
+from connectors.slack.memory import InMemorySlack
+from connectors.stripe.memory import InMemoryStripe
 from sync.composition import Services, build_services
 from sync.pipeline import client_pipelines
 from sync.settings import Settings
-from tests.fakes.stripe_server import FakeStripe, run_fake_stripe_in_thread
 
 DEMO_START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 STEP_SECONDS = 5.0
-DEMO_API_KEY = "sk_test_kanvoice_demo"
-DEMO_WEBHOOK_SECRET = "whsec_kanvoice_demo"  # noqa: S105 - the local fake's secret
 DEMO_APPROVER = "dashboard"
+DEMO_CHANNEL = "#finance"
 CURRENCIES = {"acme": "EUR", "globex": "USD", "kaiju": "JPY"}
 
 
 def demo_settings(
     ledger_url: str,
     *,
-    stripe_base: str | None = None,
-    customers: dict[str, str] | None = None,
     port: int = 8765,
 ) -> Settings:
-    """Three clients in EUR, USD and JPY, each with one simulated board."""
-    customers = customers or {key: f"cus_Demo{key.title()}" for key in CURRENCIES}
+    """Three clients in EUR, USD and JPY, each with one simulated board.
+
+    No Stripe or Slack credentials: `demo_services` wires the in-memory adapters.
+    """
+    customers = {key: demo_customer_id(key) for key in CURRENCIES}
     data: dict[str, Any] = {
         "ledger": {"url": ledger_url},
         "server": {"host": "127.0.0.1", "port": port},
         "defaults": {"rate": "100", "rounding": {"increment_minutes": 15, "mode": "up"}},
-        "slack": {"approvers": [DEMO_APPROVER]},
+        "slack": {"approvers": [DEMO_APPROVER], "channel": DEMO_CHANNEL},
         "clients": [
             {
                 "key": "acme",
@@ -81,66 +83,70 @@ def demo_settings(
             {"key": "kaiju-app", "source": "simulated", "client": "kaiju"},
         ],
     }
-    if stripe_base is not None:
-        data["stripe"] = {
-            "api_key": DEMO_API_KEY,
-            "webhook_secret": DEMO_WEBHOOK_SECRET,
-            "api_base": stripe_base,
-            "requests_per_second": 50,
-        }
     return Settings(**data)
 
 
-def _customers(base_url: str) -> dict[str, str]:
-    ids = {}
-    for key, currency in CURRENCIES.items():
-        response = httpx.post(
-            f"{base_url}/v1/customers",
-            data={"name": key, "currency": currency.lower()},
-            headers={"Authorization": f"Bearer {DEMO_API_KEY}"},
-        )
-        response.raise_for_status()
-        ids[key] = response.json()["id"]
-    return ids
+def demo_customer_id(client: str) -> str:
+    return f"cus_Demo{client.title()}"
+
+
+@dataclass
+class DemoWorld:
+    """The demo's services and the in-memory Stripe and Slack they are wired to."""
+
+    services: Services
+    stripe: InMemoryStripe
+    slack: InMemorySlack
+
+
+def demo_services(settings: Settings) -> DemoWorld:
+    """The composition root's services on the in-memory Stripe (one customer per demo
+    client, its events applied to the ledger like Stripe's webhooks) and Slack."""
+    stripe = InMemoryStripe()
+    for client in settings.clients:
+        stripe.add_customer(client.name or client.key, client.currency, client.stripe_customer_id)
+    slack = InMemorySlack()
+    services = build_services(settings, stripe=lambda: stripe, slack=lambda: slack)
+    stripe.subscribe(services.invoicing.apply_event)
+    return DemoWorld(services, stripe, slack)
 
 
 def _boards() -> list[SimulatedBoard]:
     return [SimulatedBoard(s, DEMO_START, timedelta(hours=4)) for s in demo_scripts()]
 
 
-def _pay_open_invoices(fake: FakeStripe, base_url: str) -> int:
-    """The simulated clients pay every finalized invoice (Stripe then sends invoice.paid)."""
+def pay_open_invoices(stripe: InMemoryStripe) -> int:
+    """The simulated clients pay every finalized invoice (Stripe then reports
+    invoice.paid, which `deliver_events` applies to the ledger)."""
     paid = 0
-    for invoice in fake.list_objects("invoice"):
-        if invoice["status"] == "open":
-            httpx.post(
-                f"{base_url}/v1/invoices/{invoice['id']}/pay",
-                headers={"Authorization": f"Bearer {DEMO_API_KEY}"},
-            ).raise_for_status()
-            paid += 1
+    for invoice_id in stripe.open_invoice_ids():
+        stripe.pay_invoice(invoice_id)
+        paid += 1
+    stripe.deliver_events()
     return paid
+
+
+def _slack_lines(slack: InMemorySlack, seen: dict[tuple[str, str], str]) -> list[str]:
+    """What changed in the demo's Slack channel since last asked (for the console)."""
+    lines = []
+    for key, message in slack.messages.items():
+        if seen.get(key) != message.text:
+            seen[key] = message.text
+            lines.append(f"  slack {DEMO_CHANNEL}: {message.text}")
+    return lines
 
 
 def run_demo(console: Console, *, fast: bool, port: int = 8765) -> None:
     with tempfile.TemporaryDirectory(prefix="kanvoice-demo-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'demo.db'}"
-        fake = FakeStripe(api_key=DEMO_API_KEY, webhook_secret=DEMO_WEBHOOK_SECRET)
+        world = demo_services(demo_settings(url, port=port))
         try:
-            with run_fake_stripe_in_thread(fake) as stripe_base:
-                settings = demo_settings(
-                    url, stripe_base=stripe_base, customers=_customers(stripe_base), port=port
-                )
-                services = build_services(settings)
-                try:
-                    if fast:
-                        _fast_story(console, services, fake, stripe_base)
-                    else:
-                        fake.webhook_url = f"http://127.0.0.1:{port}/webhooks/stripe"
-                        asyncio.run(_live_story(console, services, fake, stripe_base))
-                finally:
-                    services.close()
+            if fast:
+                _fast_story(console, world)
+            else:
+                asyncio.run(_live_story(console, world))
         finally:
-            fake.close()
+            world.services.close()
 
 
 def _print_status(console: Console, services: Services) -> None:
@@ -151,8 +157,9 @@ def _print_status(console: Console, services: Services) -> None:
     Console(soft_wrap=True, width=max(console.width, 160)).print(table)
 
 
-def _fast_story(console: Console, services: Services, fake: FakeStripe, base: str) -> None:
+def _fast_story(console: Console, world: DemoWorld) -> None:
     """The whole story at once: board, drafts, approval, finalize, payment."""
+    services = world.services
     boards = _boards()
     last = max(b.script.last_step for b in boards)
     console.print(f"[bold]kanvoice demo --fast[/]: {len(boards)} simulated boards", highlight=False)
@@ -163,21 +170,33 @@ def _fast_story(console: Console, services: Services, fake: FakeStripe, base: st
 
     async def invoicing() -> None:
         desk = services.invoicing
+        seen: dict[tuple[str, str], str] = {}
         try:
             for client in CURRENCIES:
                 result = desk.create_or_refresh_draft(client, actor="demo")
+                services.desk.request_approval(result.invoice_id, actor="demo")
                 console.print(
                     f"  draft {result.invoice_id} for {client}: {result.total}", highlight=False
                 )
             await desk.drain()
+            await services.desk.drain_slack()
+            for line in _slack_lines(world.slack, seen):
+                console.print(line, highlight=False)
             # Finance approves Acme's draft from the dashboard; Stripe finalizes it.
+            summary = services.desk.summary(1)
             approved = desk.approve(1, DEMO_APPROVER, "dashboard")
+            services.desk.announce_decision(summary, "approved", DEMO_APPROVER)
             console.print(
                 f"  approved invoice 1 ({approved['total_minor']} minor units)", highlight=False
             )
             await desk.drain()
+            await services.desk.drain_slack()
+            for line in _slack_lines(world.slack, seen):
+                console.print(line, highlight=False)
+            world.stripe.deliver_events()
             console.print(
-                f"  the client paid {_pay_open_invoices(fake, base)} invoice(s)", highlight=False
+                f"  the client paid {pay_open_invoices(world.stripe)} invoice(s)",
+                highlight=False,
             )
             await desk.reconcile()
         finally:
@@ -187,16 +206,28 @@ def _fast_story(console: Console, services: Services, fake: FakeStripe, base: st
     _print_status(console, services)
 
 
-async def _live_story(console: Console, services: Services, fake: FakeStripe, base: str) -> None:
+async def _live_story(console: Console, world: DemoWorld) -> None:
     from sync.daemon import Daemon
     from sync.web.app import create_app
 
+    services = world.services
     web = create_app(services)
     daemon = Daemon(
-        services, web, notify=web.state.notify, on_stop=[web.state.broker.close], drain_seconds=2
+        services,
+        web,
+        notify=web.state.notify,
+        request_approval=services.desk.post_for_approval,
+        on_stop=[web.state.broker.close],
+        drain_seconds=2,
+        extra_jobs=[("slack", services.desk.drain_slack, 2)],
     )
     boards = _boards()
     last = max(b.script.last_step for b in boards)
+    seen: dict[tuple[str, str], str] = {}
+
+    def echo_slack() -> None:
+        for line in _slack_lines(world.slack, seen):
+            console.print(line, highlight=False)
 
     async def play() -> None:
         await asyncio.sleep(1)
@@ -205,6 +236,7 @@ async def _live_story(console: Console, services: Services, fake: FakeStripe, ba
             report = await asyncio.to_thread(services.engine.ingest, snapshots)
             for line in report.changes:
                 console.print(f"  step {step:>2}: {line}", highlight=False)
+            echo_slack()
             await asyncio.sleep(STEP_SECONDS)
         console.print(
             "The board is done. Press [bold]Create draft now[/] and [bold]Approve[/] "
@@ -213,12 +245,15 @@ async def _live_story(console: Console, services: Services, fake: FakeStripe, ba
         )
         while True:  # the simulated clients pay finalized invoices after a while
             await asyncio.sleep(STEP_SECONDS)
-            await asyncio.to_thread(_pay_open_invoices, fake, base)
+            echo_slack()
+            await asyncio.to_thread(world.stripe.deliver_events)
+            await asyncio.to_thread(pay_open_invoices, world.stripe)
 
     port = services.settings.server.port
     console.print(
         f"[bold]kanvoice demo[/]: dashboard on http://127.0.0.1:{port}\n"
-        f"  simulated boards, fake Stripe at {base}, ledger {services.settings.ledger.url}",
+        f"  simulated boards, in-memory Stripe and Slack ({DEMO_CHANNEL}), "
+        f"ledger {services.settings.ledger.url}",
         highlight=False,
     )
     player = asyncio.create_task(play())

@@ -1,4 +1,5 @@
-"""The real flow in Chromium: the full app (real invoicing code, fake Stripe), where
+"""The demo's flow in Chromium: the full app (real invoicing code, the demo's in-memory
+Stripe), where
 "Create draft now" puts the ready lines on a Stripe draft and Approve finalizes it."""
 
 from __future__ import annotations
@@ -12,28 +13,24 @@ from typing import Any
 import pytest
 
 from connectors.simulated import SimulatedBoard, demo_scripts
-from sync.composition import Services, build_services
-from sync.demo import DEMO_API_KEY, DEMO_START, DEMO_WEBHOOK_SECRET, _customers, demo_settings
+from connectors.stripe.memory import InMemoryStripe
+from sync.composition import Services
+from sync.demo import DEMO_START, demo_services, demo_settings
 from sync.web.app import create_app
 from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, require_browser, serve
-from tests.fakes.stripe_server import FakeStripe, run_fake_stripe_in_thread
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def world(sqlite_url: str) -> Iterator[tuple[Services, FakeStripe]]:
-    fake = FakeStripe(api_key=DEMO_API_KEY, webhook_secret=DEMO_WEBHOOK_SECRET)
-    with run_fake_stripe_in_thread(fake) as base:
-        services = build_services(
-            demo_settings(sqlite_url, stripe_base=base, customers=_customers(base))
-        )
-        boards = [SimulatedBoard(s, DEMO_START, timedelta(hours=4)) for s in demo_scripts()]
-        for step in range(max(b.script.last_step for b in boards) + 1):
-            services.engine.ingest([s for b in boards for s in b.snapshots_at(step)])
-        yield services, fake
-        services.close()
-    fake.close()
+def world(sqlite_url: str) -> Iterator[tuple[Services, InMemoryStripe]]:
+    demo = demo_services(demo_settings(sqlite_url))
+    services = demo.services
+    boards = [SimulatedBoard(s, DEMO_START, timedelta(hours=4)) for s in demo_scripts()]
+    for step in range(max(b.script.last_step for b in boards) + 1):
+        services.engine.ingest([s for b in boards for s in b.snapshots_at(step)])
+    yield services, demo.stripe
+    services.close()
 
 
 def drain(services: Services) -> Any:
@@ -48,11 +45,11 @@ def drain(services: Services) -> Any:
         return pool.submit(asyncio.run, run()).result()
 
 
-def test_create_draft_and_approve_reach_stripe(world: tuple[Services, FakeStripe]) -> None:
+def test_create_draft_and_approve_reach_stripe(world: tuple[Services, InMemoryStripe]) -> None:
     require_browser()
     from playwright.sync_api import expect, sync_playwright
 
-    services, fake = world
+    services, stripe = world
     app = create_app(services)
     with serve(app) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -68,13 +65,13 @@ def test_create_draft_and_approve_reach_stripe(world: tuple[Services, FakeStripe
             expect(testid("draft-total-1")).to_have_text("4,000.00 EUR")
             expect(testid("cell-acme-drafted-amount")).to_have_text("4,000.00 EUR", timeout=5000)
             assert drain(services).errors == []
-            (invoice,) = fake.list_objects("invoice")
+            (invoice,) = stripe.invoices.values()
             assert invoice["status"] == "draft" and invoice["total"] == 400000
 
             testid("approve-1").click()
             expect(testid("cell-acme-approved-amount")).to_have_text("4,000.00 EUR", timeout=5000)
             assert drain(services).errors == []
-            (invoice,) = fake.list_objects("invoice")
+            (invoice,) = stripe.invoices.values()
             assert invoice["status"] == "open"
             app.state.notify()
             expect(testid("cell-acme-invoiced-amount")).to_have_text("4,000.00 EUR", timeout=5000)

@@ -7,7 +7,8 @@ wire fake in ``tests/fakes/stripe_server.py`` is what the real gateway is tested
   invoice ``total`` the sum of its items (no tax is computed);
 - an idempotency key replays the first answer; reused with other parameters it is
   refused (``idempotency_key_in_use``);
-- only drafts are edited; ``finalize`` draft → open (numbered), ``send`` needs open;
+- only drafts are edited; ``finalize`` draft → open (numbered; paid at once when the
+  total is 0), ``send`` an open invoice (a draft is finalized first, as Stripe does);
   what the customer does (`pay_invoice`, `void_invoice`) moves open invoices on;
 - each change Stripe would report by webhook becomes an event (``invoice.finalized``,
   ``invoice.sent``, ``invoice.paid``, ``invoice.voided``), queued until
@@ -317,10 +318,16 @@ class InMemoryStripe:
         )
         invoice["status_transitions"]["finalized_at"] = self._now()
         self._emit("invoice.finalized", invoice)
+        if invoice["total"] == 0:  # Stripe marks a zero-total invoice paid at once
+            invoice["status"] = "paid"
+            invoice["status_transitions"]["paid_at"] = self._now()
+            self._emit("invoice.paid", invoice)
         return invoice
 
     def _send(self, invoice_id: str) -> StripeObject:
         invoice = self._invoice(invoice_id)
+        if invoice["status"] == "draft":  # as Stripe does (kanvoice finalizes first)
+            self._finalize(invoice_id)
         self._require(invoice, "open", "send_invoice")
         self._emit("invoice.sent", invoice)
         return invoice

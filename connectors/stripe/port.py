@@ -20,8 +20,9 @@ those fields. The semantics every adapter keeps:
   ``list_invoice_items``) before creating it again.
 - **Drafts only are edited.** Items are added, updated or deleted only while their
   invoice is a ``draft``; ``finalize_invoice`` moves a draft to ``open`` (with a
-  ``number``) and nothing is edited afterwards; ``send_invoice`` needs ``open``.
-  ``metadata`` updates merge key by key.
+  ``number``; a zero total goes straight to ``paid``) and nothing is edited
+  afterwards; ``send_invoice`` e-mails an ``open`` invoice (Stripe finalizes a draft
+  first: kanvoice never sends one). ``metadata`` updates merge key by key.
 - **Errors** are the connector taxonomy: `RetriableError` (try the same call later,
   with the same key), `StripeRejected` (Stripe refused the request itself: a person
   must look; never retried), `FatalError` (the API key is refused).
@@ -91,7 +92,7 @@ class StripePort(Protocol):
         ...
 
     async def send_invoice(self, invoice_id: str, key: str) -> StripeObject:
-        """E-mail an ``open`` invoice to the customer."""
+        """E-mail an ``open`` invoice to the customer (a paid or void one is refused)."""
         ...
 
     async def close(self) -> None:

@@ -105,7 +105,7 @@ def demo_services(settings: Settings) -> DemoWorld:
     stripe = InMemoryStripe()
     for client in settings.clients:
         stripe.add_customer(client.name or client.key, client.currency, client.stripe_customer_id)
-    slack = InMemorySlack()
+    slack = InMemorySlack(channels={DEMO_CHANNEL.lstrip("#"): "C0FINANCE"})
     services = build_services(settings, stripe=lambda: stripe, slack=lambda: slack)
     stripe.subscribe(services.invoicing.apply_event)
     return DemoWorld(services, stripe, slack)

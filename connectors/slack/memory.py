@@ -1,8 +1,9 @@
 """`InMemorySlack`: a `SlackPort` in process, for `kanvoice demo` and unit tests.
 
-It keeps what the approval desk relies on: channel names resolve to ids, every post
-gets a fresh ``ts``, an update needs the message to exist (``message_not_found``
-otherwise), approver groups have members (``no_such_subteam`` for an unknown one).
+It keeps what the approval desk relies on: channel names resolve to ids (an unknown
+channel is ``channel_not_found``), every post gets a fresh ``ts``, an update needs the
+message to exist (``message_not_found`` otherwise), approver groups have members
+(``no_such_subteam`` for an unknown one).
 Messages are rendered with the same Block Kit builders as the real client, so what
 is "posted" here is what Slack would show. The HTTP wire fake in
 ``tests/fakes/slack_server.py`` is what the real client is tested on.
@@ -43,18 +44,20 @@ class PostedMessage:
 class InMemorySlack:
     """A workspace's channels, notices, modals and user groups; see the module docstring."""
 
+    channels: Mapping[str, str] = field(default_factory=dict)  # name (no "#") -> id
     groups: Mapping[str, Iterable[str]] = field(default_factory=dict)
     messages: dict[tuple[str, str], PostedMessage] = field(default_factory=dict)
     notices: list[tuple[str, str, str]] = field(default_factory=list)  # (where, user, text)
     views: list[tuple[str, str, int]] = field(default_factory=list)  # (view id, kind, invoice)
-    channel_ids: dict[str, str] = field(default_factory=dict)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    def _channel(self, channel: str) -> str:
-        if channel in self.channel_ids.values():
+    def _channel(self, channel: str, method: str = "chat.postMessage") -> str:
+        if channel in self.channels.values():
             return channel
-        name = channel.lstrip("#")
-        return self.channel_ids.setdefault(name, f"C{len(self.channel_ids) + 1:08d}")
+        found = self.channels.get(channel.lstrip("#"))
+        if found is None:
+            raise SlackCallFailed(method, "channel_not_found")
+        return found
 
     def _ts(self) -> str:
         return f"1790000000.{next(self._seq):06d}"
@@ -87,7 +90,7 @@ class InMemorySlack:
         at: datetime,
         reason: str | None = None,
     ) -> None:
-        message = self.messages.get((self._channel(channel), ts))
+        message = self.messages.get((self._channel(channel, "chat.update"), ts))
         if message is None:
             raise SlackCallFailed("chat.update", "message_not_found")
         message.text = messages.decided_text(summary, outcome, user, at)
@@ -107,7 +110,7 @@ class InMemorySlack:
         return await self.post_draft(channel, summary)
 
     async def post_ephemeral(self, channel: str, user: str, text: str) -> None:
-        self.notices.append((self._channel(channel), user, text))
+        self.notices.append((self._channel(channel, "chat.postEphemeral"), user, text))
 
     async def respond(
         self,

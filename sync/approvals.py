@@ -1153,7 +1153,7 @@ def desk_for(
     """The `ApprovalDesk` the composition root built for these services.
 
     With an explicit factory (or None: no Slack) the desk is replaced by one reaching
-    Slack that way, and that one is returned from now on (tests, the demo).
+    Slack that way, and that one is returned from now on (tests).
     """
     if slack_factory != "settings":
         services.desk = services.desk.with_slack(slack_factory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,30 @@ ConfigOption = Annotated[
 EXIT_USAGE = 2
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("kanvoice")
+        except PackageNotFoundError:
+            installed = "unknown (not installed)"
+        print(f"kanvoice {installed}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version, exit."
+        ),
+    ] = False,
+) -> None:
+    """Turns finished work on your boards into approved Stripe invoices."""
+
+
 class CliError(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
 
@@ -71,8 +96,15 @@ def _errors() -> Iterator[None]:
 
 
 def wide_console() -> Console:
-    """Wide enough for every column of the pipeline, even when piped (no terminal)."""
-    return Console(soft_wrap=True, width=max(out.width, 160))
+    """The terminal's width (``$COLUMNS`` wins); 160 columns when piped to no terminal."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        width = int(columns)
+    elif out.is_terminal:
+        width = out.width
+    else:
+        width = 160
+    return Console(width=width)
 
 
 def _settings(config: Path | None) -> Settings:
@@ -80,8 +112,8 @@ def _settings(config: Path | None) -> Settings:
 
 
 @contextmanager
-def _services(config: Path | None) -> Iterator[Services]:
-    services = build_services(_settings(config))
+def _services(config: Path | None, *, boards: bool = True) -> Iterator[Services]:
+    services = build_services(_settings(config), boards=boards)
     try:
         yield services
     finally:
@@ -125,7 +157,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """The billing pipeline per client: in progress, ready, drafted, invoiced, paid."""
-    with _errors(), _services(config) as services:
+    with _errors(), _services(config, boards=False) as services:
         with services.ledger.read(services.clock()) as uow:
             pipelines = client_pipelines(uow, services.client_names())
         if as_json:
@@ -201,7 +233,7 @@ def run_checks(settings: Settings) -> list[str]:
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply the ledger's schema migrations (also done on every start)."""
-    with _errors(), _services(config) as services:
+    with _errors(), _services(config, boards=False) as services:
         out.print(f"ledger at schema {services.ledger.current_revision()}", highlight=False)
 
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from connectors.base import FatalError
 from connectors.stripe.gateway import StripeRejected
 from sync.approvals import desk_for
-from sync.cli import EXTRA_CHECKS, ConfigOption, _errors, _services, app, err, out
+from sync.cli import EXTRA_CHECKS, CliError, ConfigOption, _errors, _services, app, err, out
 from sync.composition import Services, stripe_gateway_factory
 from sync.invoicing import InvoicingError, NotAnApprover
 from sync.settings import Settings
@@ -111,10 +111,16 @@ def approve(
 def reject(
     invoice_id: Annotated[int, typer.Argument(metavar="INVOICE", help="Ledger invoice id.")],
     approver: Annotated[str, typer.Option("--as", help="Your approver id (slack.approvers).")],
-    reason: Annotated[str, typer.Option(help="Why: recorded with the decision.")] = "",
+    reason: Annotated[
+        str, typer.Option(help="Why (required): recorded with the decision.")
+    ],
     config: ConfigOption = None,
 ) -> None:
     """Reject a draft: its lines go back to ready, nothing is finalized."""
+    if not reason.strip():
+        with _errors():
+            raise CliError("--reason: required and not empty (it is recorded with the decision)")
+    reason = reason.strip()
     _decide(
         config,
         invoice_id,

@@ -20,8 +20,9 @@ def run(config: ConfigOption = None) -> None:
     from sync.web.app import create_app
 
     with _errors():
+        settings = _settings(config)  # no config, no daemon: one line, exit 2
         configure_logging()
-        services = build_services(_settings(config))
+        services = build_services(settings)
         web = create_app(services)
         desk = desk_for(services)
         slack = services.settings.slack

@@ -36,9 +36,16 @@ class Services:
 
 
 def build_services(
-    settings: Settings, clock: Clock = system_clock, *, migrate: bool = True
+    settings: Settings,
+    clock: Clock = system_clock,
+    *,
+    migrate: bool = True,
+    boards: bool = True,
 ) -> Services:
-    """Wire the ledger (migrated to the latest schema unless told not to) and engine."""
+    """Wire the ledger (migrated to the latest schema unless told not to) and engine.
+
+    ``boards=False`` builds no board connectors, so local commands (`status`,
+    `db upgrade`) need no board credentials."""
     ledger = Ledger(settings.ledger.url)
     if migrate:
         ledger.upgrade()
@@ -51,7 +58,7 @@ def build_services(
         engine=engine,
         clock=clock,
         invoicing=Invoicing(ledger, settings, clock, stripe_gateway_factory(settings)),
-        connectors=build_connectors(settings),
+        connectors=build_connectors(settings) if boards else {},
     )
 
 

@@ -80,9 +80,7 @@ def test_reject_requires_a_reason(config: Path) -> None:
     assert "--reason: required and not empty" in blank.output
 
 
-def test_no_config_is_one_line_and_exit_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_config_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KANVOICE_CONFIG", raising=False)
     for command in (["run"], ["status"], ["check-config"]):

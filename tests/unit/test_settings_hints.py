@@ -34,9 +34,7 @@ def _error(tmp_path: Path, body: str) -> str:
         ),
     ],
 )
-def test_unknown_setting_suggests_the_closest_key(
-    tmp_path: Path, body: str, expected: str
-) -> None:
+def test_unknown_setting_suggests_the_closest_key(tmp_path: Path, body: str, expected: str) -> None:
     assert expected in _error(tmp_path, body)
 
 

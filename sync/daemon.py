@@ -106,6 +106,10 @@ class Daemon:
             log.info("daemon.leading")
 
     async def _drain(self) -> None:
+        if self.services.invoicing.gateway_factory is None:
+            # `kanvoice run --without-stripe`: said on every drain, never silently idle.
+            log.warning("invoicing.off", reason="stripe.api_key is not set: nothing is invoiced")
+            return
         report = await self.services.invoicing.drain()
         if report.done or report.parked:
             log.info(

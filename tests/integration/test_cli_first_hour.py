@@ -93,3 +93,33 @@ def test_no_config_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 2
     assert "gone.toml does not exist (named by $KANVOICE_CONFIG)" in result.output
     assert not (tmp_path / "kanvoice.db").exists()
+
+
+def test_run_without_a_stripe_key_refuses(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KANVOICE_STRIPE__API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 2
+    assert "stripe.api_key: not set" in result.output
+    assert "--without-stripe" in result.output
+
+
+async def test_without_stripe_every_drain_says_invoicing_is_off(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structlog.testing import capture_logs
+
+    from sync.composition import build_services
+    from sync.daemon import Daemon
+    from sync.settings import load_settings
+
+    monkeypatch.delenv("KANVOICE_STRIPE__API_KEY", raising=False)
+    services = build_services(load_settings(config), boards=False)
+    try:
+        daemon = Daemon(services, object())
+        with capture_logs() as logs:
+            await daemon._drain()
+            await daemon._drain()
+        off = [entry for entry in logs if entry["event"] == "invoicing.off"]
+        assert len(off) == 2 and off[0]["log_level"] == "warning"
+    finally:
+        services.close()

@@ -175,7 +175,7 @@ def ingest(
     with _errors():
         settings = _settings(config)
         snapshots = load_snapshot_file(file)
-        with _services(config) as services:
+        with _services(config, boards=False) as services:
             services.engine.check(snapshots)
             report = services.engine.ingest(snapshots)
         for line in report.changes:

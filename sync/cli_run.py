@@ -38,8 +38,8 @@ def run(
                 "file): kanvoice run would track hours but never invoice; set it, or pass "
                 "--without-stripe to run tracking only"
             )
+        services = build_services(settings)  # every board's missing credential: exit 2
         configure_logging()
-        services = build_services(settings)
         web = create_app(services)
         desk = desk_for(services)
         slack = services.settings.slack

@@ -46,11 +46,14 @@ def build_services(
 
     ``boards=False`` builds no board connectors, so local commands (`status`,
     `db upgrade`) need no board credentials."""
+    from sync.boards import build_connectors
+
+    # Credentials first: a missing one stops the start before the ledger is touched.
+    connectors = build_connectors(settings) if boards else {}
     ledger = Ledger(settings.ledger.url)
     if migrate:
         ledger.upgrade()
     engine = Engine(ledger, settings.board_policies(), clock)
-    from sync.boards import build_connectors
 
     return Services(
         settings=settings,
@@ -58,7 +61,7 @@ def build_services(
         engine=engine,
         clock=clock,
         invoicing=Invoicing(ledger, settings, clock, stripe_gateway_factory(settings)),
-        connectors=build_connectors(settings) if boards else {},
+        connectors=connectors,
     )
 
 

@@ -123,3 +123,16 @@ async def test_without_stripe_every_drain_says_invoicing_is_off(
         assert len(off) == 2 and off[0]["log_level"] == "warning"
     finally:
         services.close()
+
+
+def test_run_names_every_missing_board_credential_at_once(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KANVOICE_STRIPE__API_KEY", "sk_test_x")
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert "github.token or github.app_id" in lines[0]
+    assert "azure_devops.pat: required by boards[1] (platform)" in lines[0]
+    assert not (config.parent / "l.db").exists()  # stopped before touching the ledger

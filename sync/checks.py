@@ -63,7 +63,7 @@ def run_checks(settings: Settings, say: Say, *, offline: bool = False) -> list[s
         except Exception as exc:  # a check that crashes must not hide the others
             problems.append(f"{item.name}: the check itself failed: {type(exc).__name__}: {exc}")
     if offline:
-        say("network checks skipped (--offline)")
+        say("note: network checks skipped (--offline)")
     return problems
 
 

@@ -268,11 +268,17 @@ def build_connectors(settings: Settings) -> dict[str, BoardConnector]:
     Raises `ConfigError` naming the missing or wrong setting. No network, no client.
     """
     connectors: dict[str, BoardConnector] = {}
+    problems: list[str] = []  # every board's problem at once, not one per start
     for index, board in enumerate(settings.boards):
-        if board.source == Source.GITHUB.value:
-            connectors[board.key] = LazyBoardConnector(_github_config(settings, index, board))
-        elif board.source == Source.AZURE_DEVOPS.value:
-            connectors[board.key] = LazyBoardConnector(_azure_config(settings, index, board))
+        try:
+            if board.source == Source.GITHUB.value:
+                connectors[board.key] = LazyBoardConnector(_github_config(settings, index, board))
+            elif board.source == Source.AZURE_DEVOPS.value:
+                connectors[board.key] = LazyBoardConnector(_azure_config(settings, index, board))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("; ".join(dict.fromkeys(problems)))
     return connectors
 
 

@@ -12,12 +12,10 @@ import typer
 from rich.table import Table
 
 from connectors.base import FatalError
-from connectors.stripe.gateway import StripeRejected
 from sync.approvals import desk_for
-from sync.cli import EXTRA_CHECKS, ConfigOption, _errors, _services, app, err, out
-from sync.composition import Services, stripe_gateway_factory
+from sync.cli import CliError, ConfigOption, _errors, _services, app, err, out
+from sync.composition import Services
 from sync.invoicing import InvoicingError, NotAnApprover
-from sync.settings import Settings
 
 _T = TypeVar("_T")
 
@@ -111,10 +109,14 @@ def approve(
 def reject(
     invoice_id: Annotated[int, typer.Argument(metavar="INVOICE", help="Ledger invoice id.")],
     approver: Annotated[str, typer.Option("--as", help="Your approver id (slack.approvers).")],
-    reason: Annotated[str, typer.Option(help="Why: recorded with the decision.")] = "",
+    reason: Annotated[str, typer.Option(help="Why (required): recorded with the decision.")],
     config: ConfigOption = None,
 ) -> None:
     """Reject a draft: its lines go back to ready, nothing is finalized."""
+    if not reason.strip():
+        with _errors():
+            raise CliError("--reason: required and not empty (it is recorded with the decision)")
+    reason = reason.strip()
     _decide(
         config,
         invoice_id,
@@ -183,52 +185,3 @@ def outbox_drain(config: ConfigOption = None) -> None:
     with _errors(), _services(config) as services:
         if not _drain_or_explain(services):
             raise typer.Exit(1)
-
-
-def check_stripe(settings: Settings) -> list[str]:
-    """Each client's Stripe customer exists and its currency matches."""
-    factory = stripe_gateway_factory(settings)
-    if factory is None:
-        if settings.clients:
-            return ["stripe.api_key: not set (KANVOICE_STRIPE__API_KEY); Stripe not checked"]
-        return []
-    gateway = factory()
-
-    async def check() -> list[str]:
-        problems: list[str] = []
-        try:
-            for index, client in enumerate(settings.clients):
-                key = f"clients[{index}].stripe_customer_id = {client.stripe_customer_id!r}"
-                try:
-                    customer = await gateway.retrieve_customer(client.stripe_customer_id)
-                except StripeRejected as exc:
-                    problems.append(f"{key}: {exc}")
-                    continue
-                if customer.get("deleted"):
-                    problems.append(f"{key}: the customer is deleted in Stripe")
-                    continue
-                currency = (customer.get("currency") or "").upper()
-                if currency and currency != client.currency:
-                    problems.append(
-                        f"{key}: Stripe bills this customer in {currency}, the settings say "
-                        f"{client.currency}"
-                    )
-                else:
-                    out.print(
-                        f"[green]ok[/] Stripe customer {client.stripe_customer_id} ({client.key})",
-                        highlight=False,
-                    )
-        except FatalError as exc:
-            problems.append(f"stripe.api_key: {exc}")
-        except Exception as exc:
-            problems.append(
-                f"stripe.api_base = {settings.stripe.api_base!r}: cannot reach Stripe: {exc}"
-            )
-        finally:
-            await gateway.close()
-        return problems
-
-    return asyncio.run(check())
-
-
-EXTRA_CHECKS.append(check_stripe)

@@ -58,14 +58,18 @@ def build_services(
     migrate: bool = True,
     stripe: StripeFactory | None = None,
     slack: SlackFactory | None = None,
+    boards: bool = True,
 ) -> Services:
     """Wire everything: the ledger (migrated to the latest schema unless told not to),
     engine, board connectors, invoicing and the approval desk.
 
     `stripe` / `slack` build the adapters; by default the real ones from settings
     (None when their credentials are not set: Stripe calls then fail naming the
-    setting, and nothing is posted to Slack).
+    setting, and nothing is posted to Slack). ``boards=False`` builds no board
+    connectors, so local commands (`status`, `db upgrade`) need no board credentials.
     """
+    # Credentials first: a missing one stops the start before the ledger is touched.
+    connectors = build_connectors(settings) if boards else {}
     ledger = Ledger(settings.ledger.url)
     if migrate:
         ledger.upgrade()
@@ -79,7 +83,7 @@ def build_services(
         clock=clock,
         invoicing=invoicing,
         desk=desk,
-        connectors=build_connectors(settings),
+        connectors=connectors,
     )
 
 

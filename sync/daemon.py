@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sync.composition import Services
 from sync.leader import LeaderLock
 from sync.ledger import schema as t
+from sync.logs import short_error
 from sync.settings import Cadence
 
 log = structlog.get_logger(__name__)
@@ -91,8 +92,12 @@ class Daemon:
                 await work()
             except SQLAlchemyError as exc:
                 log.error("job.ledger_unavailable", job=name, error=str(exc))
-            except Exception:
-                log.exception("job.failed", job=name)
+            except Exception as exc:
+                # One short line an operator can read; the traceback only at debug.
+                board = name.removeprefix("poll:") if name.startswith("poll:") else None
+                fields = {"board": board} if board else {}
+                log.error("job.failed", job=name, error=short_error(exc), **fields)
+                log.debug("job.failed.traceback", job=name, exc_info=exc)
             finally:
                 if task is not None:
                     self._running.discard(task)
@@ -106,6 +111,10 @@ class Daemon:
             log.info("daemon.leading")
 
     async def _drain(self) -> None:
+        if self.services.invoicing.gateway_factory is None:
+            # `kanvoice run --without-stripe`: said on every drain, never silently idle.
+            log.warning("invoicing.off", reason="stripe.api_key is not set: nothing is invoiced")
+            return
         report = await self.services.invoicing.drain()
         if report.done or report.parked:
             log.info(

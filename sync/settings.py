@@ -9,8 +9,12 @@ at start with a message naming the key, the value and what was expected.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
+import types
+import typing
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,6 +53,15 @@ DEFAULT_CONFIG_PATH = Path("kanvoice.toml")
 
 NonNegativeDecimal = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 Key = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("expected an http(s) URL such as https://example.com")
+    return value
+
+
+HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
 
 
 class ConfigError(Exception):
@@ -129,11 +143,11 @@ class GitHubBoardSettings(_Strict):
     project_number: int = Field(ge=1)
     status_field: str = "Status"
     in_progress_options: list[str] = ["In progress", "In Progress", "In review"]
-    api_url: str = "https://api.github.com/graphql"
+    api_url: HttpUrlStr = "https://api.github.com/graphql"
 
 
 class AzureBoardSettings(_Strict):
-    organization_url: str = Field(pattern=r"^https?://")
+    organization_url: HttpUrlStr
     project: str
     team: str | None = None
     area_path: str | None = None
@@ -189,7 +203,7 @@ class LedgerSettings(_Strict):
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=1, le=65535)
-    public_url: str | None = None
+    public_url: HttpUrlStr | None = None
     dashboard_token: SecretStr | None = None
     dashboard_user: str | None = None
     dashboard_password: SecretStr | None = None
@@ -199,7 +213,7 @@ class ServerSettings(_Strict):
 class StripeSettings(_Strict):
     api_key: SecretStr | None = None
     webhook_secret: SecretStr | None = None
-    api_base: str = "https://api.stripe.com"
+    api_base: HttpUrlStr = "https://api.stripe.com"
     requests_per_second: float | None = Field(default=None, gt=0)
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
@@ -211,7 +225,7 @@ class SlackSettings(_Strict):
     channel: str | None = None
     approvers: list[str] = []
     approver_group: str | None = None
-    api_url: str = "https://slack.com/api/"
+    api_url: HttpUrlStr = "https://slack.com/api/"
     socket_mode: bool = False
 
 
@@ -332,6 +346,33 @@ def _secrets_dir() -> str | None:
     return None
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model an annotation holds (through Optional and list), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _closest_key(location: tuple[Any, ...]) -> str | None:
+    """'did you mean hours_field?' for a misspelt key, from the section's known keys."""
+    model: type[BaseModel] | None = Settings
+    for part in location[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+        if model is None:
+            return None
+    assert model is not None
+    close = difflib.get_close_matches(str(location[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}?" if close else None
+
+
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
     location = error.get("loc", ())
     key = ""
@@ -346,7 +387,8 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
     if error.get("type") == "missing":
         return f"{key}: missing (required)"
     if error.get("type") == "extra_forbidden":
-        return f"{key}: unknown setting (check the spelling against config.example.toml)"
+        hint = _closest_key(tuple(location)) or "check the spelling against config.example.toml"
+        return f"{key}: unknown setting ({hint})"
     value = error.get("input")
     if isinstance(value, dict | list) or value is None or not key:
         return f"{key or 'config'}: {message}"
@@ -354,17 +396,31 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """Read the TOML file (if it exists, or fail if it was named explicitly) and env."""
-    explicit = path is not None
-    config_path = path or Path(os.environ.get("KANVOICE_CONFIG", DEFAULT_CONFIG_PATH))
-    data: dict[str, Any] = {}
-    if config_path.exists():
-        try:
-            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
-    elif explicit:
-        raise ConfigError(f"config file {config_path} does not exist")
+    """Read the TOML file and the environment.
+
+    The file must exist, wherever it was named: `-c FILE`, `$KANVOICE_CONFIG`, or the
+    default ``./kanvoice.toml``. A missing file is an error, never an empty service.
+    """
+    env_path = os.environ.get("KANVOICE_CONFIG")
+    if path is not None:
+        config_path, named_by = path, "--config"
+    elif env_path:
+        config_path, named_by = Path(env_path), "$KANVOICE_CONFIG"
+    else:
+        config_path, named_by = DEFAULT_CONFIG_PATH, ""
+    if not config_path.is_file():
+        if named_by:
+            raise ConfigError(f"config file {config_path} does not exist (named by {named_by})")
+        raise ConfigError(
+            f"no configuration: {config_path} does not exist in {Path.cwd()}; pass "
+            "-c FILE or set KANVOICE_CONFIG (start from config.example.toml)"
+        )
+    try:
+        data: dict[str, Any] = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read: {exc.strerror or exc}") from None
     try:
         return Settings(_secrets_dir=_secrets_dir(), **data)
     except ValidationError as exc:

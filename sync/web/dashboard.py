@@ -440,6 +440,11 @@ def dashboard_router(
         identity: User,
         reason: Annotated[str, Body(embed=True, max_length=1000)] = "",
     ) -> Response:
+        # A reason is required everywhere a draft is rejected (CLI, Slack modal, here).
+        if not reason.strip():
+            raise HTTPException(
+                status_code=422, detail="a reason is required to reject a draft"
+            )
         log.info("dashboard.reject", invoice=invoice_id, user=identity)
         return await decide(actions.reject, invoice_id, identity, reason.strip())
 

@@ -451,7 +451,9 @@ def test_a_dashboard_decision_on_an_invoice_id_out_of_range_is_404_not_500(
     with app(sqlite_services) as client:
         answers = {
             action: client.post(
-                f"/api/invoices/{10**20}/{action}", headers={"X-Kanvoice-Dashboard": "1"}
+                f"/api/invoices/{10**20}/{action}",
+                headers={"X-Kanvoice-Dashboard": "1"},
+                json={"reason": "out of range"} if action == "reject" else None,  # required
             ).status_code
             for action in ("approve", "reject")
         }

@@ -206,7 +206,7 @@ def test_check_config_reaches_the_ledger_and_names_what_is_missing(cli: CliRunne
     assert "ledger reachable: schema 0001" in result.output
     # No Stripe key in this configuration: said plainly, and the check fails.
     assert result.exit_code == 1, result.output
-    assert "stripe.api_key: not set (KANVOICE_STRIPE__API_KEY)" in result.output
+    assert "stripe.api_key: not set (KANVOICE_STRIPE__API_KEY" in result.output
 
 
 def test_unreachable_ledger_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

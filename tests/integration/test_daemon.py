@@ -71,7 +71,7 @@ class Instance:
         env = {**os.environ, "KANVOICE_GITHUB__TOKEN": TOKEN}
         env.pop("KANVOICE_FAILPOINT", None)
         self.process = subprocess.Popen(
-            [KANVOICE, "run", "-c", str(self.config)],
+            [KANVOICE, "run", "--without-stripe", "-c", str(self.config)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -408,6 +408,11 @@ async def test_actions_call_through_and_map_errors(
         unknown = await http.post("/api/invoices/in_404/approve")
         actions.fail["reject"] = ValueError("invoice in_1 is already finalized")
         conflict = await http.post("/api/invoices/in_1/reject", json={"reason": "late"})
+        # A reason is required, as on the CLI and in the Slack modal.
+        no_reason = await http.post("/api/invoices/in_1/reject", json={"reason": "  "})
+        assert no_reason.status_code == 422
+        assert no_reason.json()["detail"] == "a reason is required to reject a draft"
+        assert (await http.post("/api/invoices/in_1/reject")).status_code == 422
     async with asgi_client(app) as bare:
         forged = await bare.post("/api/clients/acme/draft")
 

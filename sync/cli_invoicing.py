@@ -95,6 +95,14 @@ def approve(
     invoice_id: Annotated[int, typer.Argument(metavar="INVOICE", help="Ledger invoice id.")],
     approver: Annotated[str, typer.Option("--as", help="Your approver id (slack.approvers).")],
     config: ConfigOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Finalize even if the total is under Stripe's minimum charge (Stripe then "
+            "marks it paid and moves the amount to the customer's credit balance).",
+        ),
+    ] = False,
 ) -> None:
     """Approve a draft: it is finalized on Stripe (and sent if the client is set so)."""
     _decide(
@@ -103,7 +111,7 @@ def approve(
         "approved",
         approver,
         None,
-        lambda s: s.invoicing.approve(invoice_id, approver, "cli"),
+        lambda s: s.invoicing.approve(invoice_id, approver, "cli", force=force),
     )
 
 

@@ -141,7 +141,7 @@ class FakeActions:
         self.drafts.setdefault(client, []).append(draft)
         return draft
 
-    def approve(self, invoice_id: str, approver: str) -> dict[str, Any]:
+    def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
         self.calls.append(("approve", invoice_id, approver))
         self._maybe_fail("approve")
         return {"id": invoice_id, "state": "approved"}

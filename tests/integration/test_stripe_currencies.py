@@ -242,3 +242,38 @@ def test_long_titles_and_keys_fit_stripes_field_limits(
     (entry,) = entries(services, "acme")
     assert item["metadata"]["kanvoice_entry"] == entry.entry_key
     assert all(len(k) <= 40 and len(v) <= 500 for k, v in item["metadata"].items())
+
+
+def test_cli_approve_says_why_under_the_minimum_and_force_finalizes(
+    world: StripeWorld, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sync.cli import app
+    from tests.stripe_support import WEBHOOK_SECRET
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    seed = make_services(world, url, FixedClock(), acme={"rate": "1"})
+    seed.engine.ingest([snap("Done", "0.25", 1, item_id="A1", board="acme-board")])
+    seed.close()
+    config = tmp_path / "kanvoice.toml"
+    config.write_text(
+        f'[ledger]\nurl = "{url}"\n[stripe]\napi_base = "{world.base_url}"\n'
+        f'requests_per_second = 1000\n[slack]\napprovers = ["{APPROVER}"]\n'
+        f'[[clients]]\nkey = "acme"\nstripe_customer_id = "{world.customers["acme"]}"\n'
+        'currency = "EUR"\nrate = "1"\n[[boards]]\nkey = "acme-board"\nsource = "file"\n'
+        'client = "acme"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("KANVOICE_STRIPE__API_KEY", API_KEY)
+    monkeypatch.setenv("KANVOICE_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET)
+    runner = CliRunner()
+    drafted = runner.invoke(app, ["invoice", "acme", "-c", str(config)])
+    assert drafted.exit_code == 0, drafted.output
+    held = runner.invoke(app, ["approve", "1", "--as", APPROVER, "-c", str(config)])
+    assert held.exit_code == 2
+    assert "below Stripe's minimum charge of 0.50 EUR" in held.output
+    assert invoices_by_client(world)["acme"][0]["status"] == "draft"
+    forced = runner.invoke(app, ["approve", "1", "--as", APPROVER, "--force", "-c", str(config)])
+    assert forced.exit_code == 0, forced.output
+    assert invoices_by_client(world)["acme"][0]["status"] == "paid"

@@ -63,6 +63,12 @@ def invoice(
             f"{result.added} lines added, {result.lines} in all, total {result.total}",
             highlight=False,
         )
+        if result.left:
+            out.print(
+                f"{result.left} ready lines did not fit (Stripe takes at most 250 lines per "
+                "invoice): they stay ready for the client's next draft",
+                highlight=False,
+            )
         if not no_stripe and not _drain_or_explain(services):
             raise typer.Exit(1)
         desk = desk_for(services)

@@ -638,12 +638,17 @@ class Invoicing:
                     "days_until_due": client.days_until_due,
                     "currency": client.currency.lower(),
                     "pending_invoice_items_behavior": "exclude",
-                    "description": f"{client.name or client.key}: {invoice.period_key}",
-                    "metadata": {
-                        "kanvoice_invoice": marker,
-                        "client": client.key,
-                        "period": invoice.period_key,
-                    },
+                    "description": fit_description(
+                        f"{client.name or client.key}: {invoice.period_key}"
+                    ),
+                    "metadata": fit_metadata(
+                        {
+                            "kanvoice_invoice": marker,
+                            "client": client.key,
+                            "period": invoice.period_key,
+                        },
+                        _SEARCH_KEYS,
+                    ),
                 },
                 self._key(op),
             )

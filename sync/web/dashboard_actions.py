@@ -35,9 +35,7 @@ class InvoicingActions:
         }
 
     def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
-        return self.services.invoicing.approve(
-            _id(invoice_id), approver, "dashboard", force=force
-        )
+        return self.services.invoicing.approve(_id(invoice_id), approver, "dashboard", force=force)
 
     def reject(self, invoice_id: str, approver: str, reason: str) -> dict[str, Any]:
         return self.services.invoicing.reject(_id(invoice_id), approver, "dashboard", reason or "-")

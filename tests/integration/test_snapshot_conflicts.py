@@ -107,18 +107,18 @@ def conflicts_counted(board: str, resolution: str) -> float:
     return value or 0.0
 
 
-def test_two_edits_in_one_second_on_github_are_settled_by_reading_the_board_again(
-    sqlite_url: str,
+@pytest.mark.parametrize("source", [Source.GITHUB, Source.AZURE_DEVOPS])
+def test_two_edits_in_one_second_are_settled_by_reading_the_board_again(
+    sqlite_url: str, source: Source
 ) -> None:
     services = services_for(sqlite_url, "github")
     try:
         # The ledger holds the item in progress; then one poll sees two Done edits made
         # in the same second (3 h, then 5 h); the board now says 5 h.
-        services.engine.ingest(
-            [replace(item(Source.GITHUB, "web", "In progress", "2"), revision=1)]
-        )
-        polled = [item(Source.GITHUB, "web", "Done", "3"), item(Source.GITHUB, "web", "Done", "5")]
-        board = ScriptedBoard("web", polled, item(Source.GITHUB, "web", "Done", "5"))
+        services.engine.ingest([replace(item(source, "web", "In progress", "2"), revision=1)])
+        polled = [item(source, "web", "Done", "3"), item(source, "web", "Done", "5")]
+        board = ScriptedBoard("web", polled, item(source, "web", "Done", "5"))
+        board.source = source
         services.connectors = {"web": board}  # type: ignore[assignment]
         before = conflicts_counted("web", "re-read from the board")
         report = asyncio.run(sync_board(services, "web"))

@@ -109,6 +109,16 @@ class Skip:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Conflict(Skip):
+    """Same revision as the ledger holds, different content: two edits in one second,
+    or a poll racing a webhook. Arrival order must not decide which one is billed, so
+    nothing is applied; the engine logs and counts it and, for a board that can be read
+    again, re-reads the item and plans that snapshot with `reread=True`."""
+
+    revision: int = 0
+
+
 Action = RecordItem | RecordTransition | CreateEntry | UpdateEntry | ChangeEntryState | Skip
 
 
@@ -131,11 +141,16 @@ def fingerprint(item: BoardItem) -> str:
     return hashlib.sha1("\x1e".join(parts).encode(), usedforsecurity=False).hexdigest()
 
 
-def plan(item: BoardItem, held: HeldItem | None, policy: BoardPolicy) -> tuple[Action, ...]:
+def plan(
+    item: BoardItem, held: HeldItem | None, policy: BoardPolicy, *, reread: bool = False
+) -> tuple[Action, ...]:
     """Everything the ledger must do to reflect `item`, given what it holds.
 
     A snapshot older than the held revision, or identical to it, is skipped: so
-    replays, duplicates and out-of-order deliveries change nothing.
+    replays, duplicates and out-of-order deliveries change nothing. One with the held
+    revision but other content is a `Conflict` and changes nothing either, unless it is
+    `reread`: a snapshot read from the board on purpose to settle such a conflict,
+    which is the board's current truth and is applied.
     """
     digest = fingerprint(item)
     if held is not None:
@@ -143,6 +158,13 @@ def plan(item: BoardItem, held: HeldItem | None, policy: BoardPolicy) -> tuple[A
             return (Skip(f"stale: revision {item.revision} < held {held.revision}"),)
         if item.revision == held.revision and digest == held.fingerprint:
             return (Skip("unchanged"),)
+        if item.revision == held.revision and not reread:
+            return (
+                Conflict(
+                    f"conflict: revision {item.revision} already held with other content",
+                    item.revision,
+                ),
+            )
 
     billing_type = resolve_billing_type(item, policy)
     done = is_done(item, policy)

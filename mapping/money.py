@@ -56,6 +56,12 @@ def currency_exponent(code: str) -> int:
     return 2
 
 
+def stripe_minor_step(code: str) -> int:
+    """The step, in minor units, of the amounts Stripe accepts: 10 for the
+    three-decimal currencies (the last digit must be 0), 1 for all others."""
+    return 10 if normalize_currency(code) in _EXPONENT_THREE else 1
+
+
 @dataclass(frozen=True, slots=True)
 class Money:
     """An amount in one currency. Arithmetic refuses to mix currencies."""
@@ -77,9 +83,20 @@ class Money:
         return currency_exponent(self.currency)
 
     def quantized(self) -> Money:
-        """Rounded half-up to the currency's smallest unit (what Stripe can charge)."""
-        step = Decimal(1).scaleb(-self.exponent)
-        return Money(self.amount.quantize(step, rounding=ROUND_HALF_UP), self.currency)
+        """Rounded to the smallest amount Stripe can charge in the currency.
+
+        Half-up, away from zero on a tie (-0.005 EUR -> -0.01), to the currency's minor
+        unit; for the three-decimal currencies (BHD, JOD, KWD, OMR, TND) to the nearest
+        ten minor units, because Stripe refuses an amount whose last digit is not 0
+        (5.124 KWD -> 5.120, 5.125 KWD -> 5.130). The result keeps the currency's
+        exponent (5.120, not 5.12), so every view shows the same digits. Every amount
+        the billing core and the approval desk compute goes through here, so the ledger
+        holds exactly what Stripe is sent.
+        """
+        step = Decimal(stripe_minor_step(self.currency)).scaleb(-self.exponent)
+        rounded = (self.amount / step).quantize(Decimal(1), rounding=ROUND_HALF_UP) * step
+        exact = Decimal(1).scaleb(-self.exponent)
+        return Money(rounded.quantize(exact), self.currency)
 
     def to_minor_units(self) -> int:
         """Integer amount in the smallest unit, e.g. EUR 12.34 -> 1234, JPY 500 -> 500."""

@@ -17,6 +17,7 @@ therefore called from that worker thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -352,6 +353,7 @@ async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport
     cursor = await asyncio.to_thread(_read_cursor, services, source, board_key)
     result = await connector.poll(cursor)
     ingested = await asyncio.to_thread(services.engine.ingest, result.items)
+    await settle_conflicts(services, ingested)
     if result.cursor is not None and result.cursor != cursor:
         await asyncio.to_thread(_store_cursor, services, source, board_key, result.cursor)
     report = BoardSyncReport(board=board_key, requests_made=result.requests_made)
@@ -370,6 +372,29 @@ async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport
         state_changes=report.state_changes,
     )
     return report
+
+
+async def settle_conflicts(services: BoardServices, report: IngestReport) -> None:
+    """Read again from the board every item the ingest found in conflict (the same
+    revision with other content), and ingest those reads as the board's truth.
+
+    Until this succeeds nothing was billed from the conflicting snapshots; if the
+    board cannot be read now, the error propagates and the next poll meets the same
+    conflict and tries again. The outcome is merged into `report`."""
+    wanted: dict[str, list[str]] = {}
+    for conflict in report.conflicts:
+        if conflict.needs_reread and conflict.item_id not in wanted.get(conflict.board, []):
+            wanted.setdefault(conflict.board, []).append(conflict.item_id)
+    for board, item_ids in wanted.items():
+        fresh = await _connector(services, board).fetch(tuple(item_ids))
+        settled = await asyncio.to_thread(
+            functools.partial(services.engine.ingest, fresh, reread=True)
+        )
+        log.info("board.conflicts_reread", board=board, items=len(item_ids), found=len(fresh))
+        settled.seen = 0  # the same items, counted once in the report
+        conflicts = report.conflicts
+        report.merge(settled)
+        report.conflicts = conflicts
 
 
 async def sync_all(
@@ -480,6 +505,7 @@ async def handle_trigger(
     ingested = await asyncio.to_thread(
         services.engine.ingest, items, (trigger.source, trigger.delivery_id)
     )
+    await settle_conflicts(services, ingested)
     first = bool(ingested.delivery_claimed)
     report = TriggerReport(
         status="processed",

@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from mapping.domain import EntryState
 from mapping.money import Money
 from sync.composition import Services, build_services
+from sync.conflicts import conflict_summary
 from sync.engine import UnknownBoardError
 from sync.pipeline import STAGES, ClientPipeline, client_pipelines
 from sync.settings import ConfigError, Settings, load_settings
@@ -160,8 +161,17 @@ def status(
     with _errors(), _services(config, boards=False) as services:
         with services.ledger.read(services.clock()) as uow:
             pipelines = client_pipelines(uow, services.client_names())
+            conflicts = conflict_summary(uow.conn)
         if as_json:
-            print(json.dumps({"clients": [p.as_dict() for p in pipelines]}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "clients": [p.as_dict() for p in pipelines],
+                        "snapshot_conflicts": conflicts,
+                    },
+                    indent=2,
+                )
+            )
         else:
             wide_console().print(render_status(pipelines))
 
@@ -186,6 +196,12 @@ def ingest(
             f"{report.entries_created} entries created, {report.state_changes} state changes",
             highlight=False,
         )
+        for conflict in report.conflicts:
+            out.print(
+                f"  conflict: {conflict.item_key} revision {conflict.revision} seen twice with "
+                f"different content: {conflict.resolution}",
+                highlight=False,
+            )
         del settings
 
 

@@ -61,6 +61,12 @@ def invoice(
             f"{result.added} lines added, {result.lines} in all, total {result.total}",
             highlight=False,
         )
+        if result.left:
+            out.print(
+                f"{result.left} ready lines did not fit (Stripe takes at most 250 lines per "
+                "invoice): they stay ready for the client's next draft",
+                highlight=False,
+            )
         if not no_stripe and not _drain_or_explain(services):
             raise typer.Exit(1)
         desk = desk_for(services)
@@ -93,6 +99,14 @@ def approve(
     invoice_id: Annotated[int, typer.Argument(metavar="INVOICE", help="Ledger invoice id.")],
     approver: Annotated[str, typer.Option("--as", help="Your approver id (slack.approvers).")],
     config: ConfigOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Finalize even if the total is under Stripe's minimum charge (Stripe then "
+            "marks it paid and moves the amount to the customer's credit balance).",
+        ),
+    ] = False,
 ) -> None:
     """Approve a draft: it is finalized on Stripe (and sent if the client is set so)."""
     _decide(
@@ -101,7 +115,7 @@ def approve(
         "approved",
         approver,
         None,
-        lambda s: s.invoicing.approve(invoice_id, approver, "cli"),
+        lambda s: s.invoicing.approve(invoice_id, approver, "cli", force=force),
     )
 
 

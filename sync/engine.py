@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from mapping.billing import (
     Action,
     ChangeEntryState,
+    Conflict,
     CreateEntry,
     RecordItem,
     RecordTransition,
@@ -28,8 +29,9 @@ from mapping.billing import (
     plan,
 )
 from mapping.domain import BoardItem, BoardPolicy, EntryState
+from sync.conflicts import AUDIT_ACTION, SNAPSHOT_CONFLICTS, SnapshotConflict, split_batch_conflicts
 from sync.ledger import schema as t
-from sync.ledger.ops import queue_draft_edits
+from sync.ledger.ops import audit, queue_draft_edits
 from sync.ledger.store import HeldRow, Ledger, UnitOfWork, chunked
 from sync.metrics import ITEMS_SEEN
 
@@ -61,6 +63,8 @@ class IngestReport:
     entries_updated: int = 0
     state_changes: int = 0
     changes: list[str] = field(default_factory=list)
+    # Same revision, other content (see sync.conflicts): logged, counted, audited.
+    conflicts: list[SnapshotConflict] = field(default_factory=list)
     # With `ingest(..., claim=...)`: whether this ingest recorded the delivery id first.
     delivery_claimed: bool | None = None
 
@@ -80,6 +84,7 @@ class IngestReport:
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.changes.extend(other.changes)
+        self.conflicts.extend(other.conflicts)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +96,7 @@ class IngestReport:
             "entries_updated": self.entries_updated,
             "state_changes": self.state_changes,
             "changes": self.changes,
+            "conflicts": [c.as_dict() for c in self.conflicts],
         }
 
 
@@ -124,9 +130,18 @@ class Engine:
                 )
 
     def ingest(
-        self, snapshots: Iterable[BoardItem], claim: tuple[str, str] | None = None
+        self,
+        snapshots: Iterable[BoardItem],
+        claim: tuple[str, str] | None = None,
+        *,
+        reread: bool = False,
     ) -> IngestReport:
         """Record every snapshot; stale or unchanged ones are skipped.
+
+        A snapshot with the revision already held (or already in the batch) but other
+        content is a conflict (sync.conflicts): nothing is billed from it, and the report
+        lists it so the caller re-reads GitHub / Azure DevOps items and ingests those
+        fresh reads with `reread=True`, which the planner applies as the board's truth.
 
         Each batch commits on its own. If another instance recorded the same entry first
         (a unique-constraint violation), the batch is rolled back and planned again
@@ -140,7 +155,7 @@ class Engine:
             for attempt in range(_INTEGRITY_RETRIES):
                 try:
                     with self.ledger.unit_of_work(self.clock()) as uow:
-                        batch_report = self._ingest_batch(uow, batch)
+                        batch_report = self._ingest_batch(uow, batch, reread)
                         if claim is not None and number == last:
                             # The webhook's delivery id, in the same transaction as what
                             # it caused: recorded together or not at all.
@@ -152,6 +167,11 @@ class Engine:
                         raise
                     log.info("ingest.replan_after_conflict", attempt=attempt + 1)
             report.merge(batch_report)
+            for conflict in batch_report.conflicts:
+                SNAPSHOT_CONFLICTS.labels(
+                    board=conflict.board, resolution=conflict.resolution
+                ).inc()
+                log.warning("ingest.snapshot_conflict", **conflict.as_dict())
             for board, seen in Counter(s.board for s in batch).items():
                 ITEMS_SEEN.labels(board=board).inc(seen)
             if batch_report.changed:
@@ -159,19 +179,34 @@ class Engine:
                     listener(batch_report)
         return report
 
-    def _ingest_batch(self, uow: UnitOfWork, batch: list[BoardItem]) -> IngestReport:
+    def _ingest_batch(
+        self, uow: UnitOfWork, batch: list[BoardItem], reread: bool = False
+    ) -> IngestReport:
         report = IngestReport(seen=len(batch))
         held = uow.held_items([s.key for s in batch])
         writer = _BatchWriter(uow.now, self.actor, {k: r.item_id for k, r in held.items()})
-        for snapshot in batch:
+        planned, report.conflicts = (batch, []) if reread else split_batch_conflicts(batch)
+        report.skipped += len(batch) - len(planned)
+        for snapshot in planned:
             policy = self.policies[snapshot.board]
             row = held.get(snapshot.key)
-            actions = plan(snapshot, row.held if row else None, policy)
+            actions = plan(snapshot, row.held if row else None, policy, reread=reread)
             if len(actions) == 1 and isinstance(actions[0], Skip):
                 report.skipped += 1
+                if isinstance(actions[0], Conflict):
+                    report.conflicts.append(SnapshotConflict.of(snapshot))
                 continue
             held[snapshot.key] = writer.record(row, actions, policy.client.currency, report)
         writer.flush(uow)
+        for conflict in report.conflicts:
+            audit(
+                uow.conn,
+                uow.now,
+                self.actor,
+                AUDIT_ACTION,
+                f"item:{conflict.item_key}",
+                **conflict.as_dict(),
+            )
         return report
 
 

@@ -30,6 +30,7 @@ from connectors.base import ConnectorError, WebhookRejected
 from connectors.slack.messages import (
     ACTION_ADJUST,
     ACTION_APPROVE,
+    ACTION_APPROVE_FORCE,
     ACTION_REJECT,
     CALLBACK_ADJUST,
     CALLBACK_REJECT,
@@ -53,6 +54,7 @@ MAX_DECIMAL_PLACES = 4
 
 _ACTION_KINDS: dict[str, DecisionKind] = {
     ACTION_APPROVE: "approve",
+    ACTION_APPROVE_FORCE: "approve_force",
     ACTION_REJECT: "reject",
     ACTION_ADJUST: "adjust_open",
 }

@@ -80,8 +80,9 @@ class DashboardActions(Protocol):
         """Create or refresh the client's draft invoice now and ask for approval."""
         ...
 
-    def approve(self, invoice_id: str, approver: str) -> dict[str, Any]:
-        """Approve the draft (the only path to finalize)."""
+    def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
+        """Approve the draft (the only path to finalize); `force` finalizes a total under
+        Stripe's minimum charge (otherwise refused with a ValueError saying so)."""
         ...
 
     def reject(self, invoice_id: str, approver: str, reason: str) -> dict[str, Any]:
@@ -426,9 +427,19 @@ def dashboard_router(
         name="dashboard_approve",
         dependencies=[Depends(csrf)],
     )
-    async def approve(invoice_id: str, identity: User) -> Response:
-        log.info("dashboard.approve", invoice=invoice_id, user=identity)
-        return await decide(actions.approve, invoice_id, identity)
+    async def approve(
+        invoice_id: str,
+        identity: User,
+        force: Annotated[bool, Body(embed=True)] = False,
+    ) -> Response:
+        log.info("dashboard.approve", invoice=invoice_id, user=identity, force=force)
+        if not force:
+            return await decide(actions.approve, invoice_id, identity)
+
+        def forced(invoice: str, approver: str) -> dict[str, Any]:
+            return actions.approve(invoice, approver, force=True)
+
+        return await decide(forced, invoice_id, identity)
 
     @router.post(
         "/api/invoices/{invoice_id}/reject",

@@ -34,8 +34,8 @@ class InvoicingActions:
             "currency": result.total.currency,
         }
 
-    def approve(self, invoice_id: str, approver: str) -> dict[str, Any]:
-        return self.services.invoicing.approve(_id(invoice_id), approver, "dashboard")
+    def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
+        return self.services.invoicing.approve(_id(invoice_id), approver, "dashboard", force=force)
 
     def reject(self, invoice_id: str, approver: str, reason: str) -> dict[str, Any]:
         return self.services.invoicing.reject(_id(invoice_id), approver, "dashboard", reason or "-")

@@ -226,7 +226,7 @@ class Rendezvous:
         original = Engine._ingest_batch
         rendezvous = self
 
-        def ingest_batch(engine: Engine, uow: UnitOfWork, batch: list[Any]) -> Any:
+        def ingest_batch(engine: Engine, uow: UnitOfWork, batch: list[Any], *rest: Any) -> Any:
             read = uow.held_items
 
             def held_then_wait(item_keys: Sequence[str]) -> dict[str, HeldRow]:
@@ -235,7 +235,7 @@ class Rendezvous:
                 return held
 
             uow.held_items = held_then_wait  # type: ignore[method-assign]
-            return original(engine, uow, batch)
+            return original(engine, uow, batch, *rest)
 
         monkeypatch.setattr(Engine, "_ingest_batch", ingest_batch)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from sync.checks import CHECKS, stripe_key_mode
+from sync.cli import app
 from tests.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
 from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
 from tests.fakes.slack_server import FakeSlack, serve_fake_slack
-from sync.checks import CHECKS, stripe_key_mode
-from sync.cli import app
 from tests.stripe_support import API_KEY, WEBHOOK_SECRET, fake_stripe
 
 GITHUB_TOKEN = "ghp_checkconfig0000000000000000"

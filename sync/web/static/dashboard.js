@@ -437,7 +437,18 @@
     } else if (action === "approve") {
       const id = button.dataset.invoice;
       label = `Approve ${id}`;
-      request = () => post(`/invoices/${encodeURIComponent(id)}/approve`);
+      const path = `/invoices/${encodeURIComponent(id)}/approve`;
+      request = async () => {
+        try {
+          return await post(path);
+        } catch (error) {
+          // Under Stripe's minimum charge: the lines stay queued unless finance forces it.
+          if (/minimum charge/.test(error.message) && window.confirm(`${error.message}\n\nFinalize it anyway?`)) {
+            return await post(path, { force: true });
+          }
+          throw error;
+        }
+      };
     } else if (action === "reject") {
       const id = button.dataset.invoice;
       const input = document.querySelector(`input[data-reason-for="${CSS.escape(id)}"]`);

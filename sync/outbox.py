@@ -262,7 +262,7 @@ class Drainer:
             report.aborted = f"{op.operation} #{op.id}: {exc}"
             report.errors.append(report.aborted)
             log.error("outbox.aborted", operation=op.operation, op=op.id, error=str(exc))
-            await asyncio.to_thread(self._retry, op, token, Retry(str(exc)), report)
+            await asyncio.to_thread(self._hand_back, op, token, str(exc), report)
             return False
         except Exception as exc:  # a bug or the ledger: keep the row, try again later
             log.exception("outbox.handler_failed", operation=op.operation, op=op.id)
@@ -308,6 +308,13 @@ class Drainer:
         else:
             report.done += 1
         return True
+
+    def _hand_back(self, op: OutboxOp, token: str, error: str, report: DrainReport) -> None:
+        """The drain aborts: the row is pending again after the backoff floor."""
+        due = self.clock() + timedelta(seconds=self.policy.floor)
+        with self.ledger.engine.begin() as conn:
+            if not store.release(conn, op, token, due, error=error):
+                self._lost(op, report)
 
     def _retry(self, op: OutboxOp, token: str, outcome: Retry, report: DrainReport) -> None:
         delay = self.policy.delay(op.attempts, outcome.after)

@@ -275,8 +275,9 @@ async def test_fatal_error_aborts_the_drain_and_keeps_the_rows(ledger: Ledger) -
 
     report = await drainer(ledger, one(Operation.SEND_INVOICE, handler), Clock()).drain()
     assert report.aborted is not None and "API key" in report.aborted
-    assert calls == [a]
+    assert calls == [a] and report.retried == 0 and len(report.errors) == 1
     assert row(ledger, a).status is OutboxStatus.PENDING
+    assert row(ledger, a).last_error == "Stripe refused the API key"
     assert row(ledger, b).status is OutboxStatus.PENDING and row(ledger, b).attempts == 0
 
 

@@ -395,3 +395,21 @@ def test_backoff_policy_table() -> None:
         BackoffPolicy(floor=0)
     with pytest.raises(ValueError):
         BackoffPolicy(floor=10, cap=5)
+
+
+async def test_rows_queued_by_the_existing_writers_drain_here(ledger: Ledger) -> None:
+    from sync.ledger.ops import enqueue as legacy_enqueue
+
+    with ledger.engine.begin() as conn:
+        legacy_enqueue(conn, "slack_post_draft", "kv-x-inv1-v1-slack-post", NOW, payload={"v": 1})
+    seen: list[OutboxOp] = []
+
+    async def handler(op: OutboxOp) -> Outcome:
+        seen.append(op)
+        return Done({"ts": "1.2"})
+
+    report = await drainer(ledger, one(Operation.SLACK_POST_DRAFT, handler), Clock()).drain()
+    assert report.done == 1
+    assert seen[0].operation is Operation.SLACK_POST_DRAFT and seen[0].payload == {"v": 1}
+    done = row(ledger, seen[0].id)
+    assert done.result == {"ts": "1.2"} and done.lease_owner is None and done.completed_at == NOW

@@ -32,6 +32,7 @@ from mapping.domain import (
 )
 from mapping.money import Money
 from mapping.rules import is_done, resolve_billing_type, resolve_rate
+from mapping.stripe_lines import line_amount, next_seq
 
 _KINDS_FOR = {
     BillingType.TIME_AND_MATERIALS: frozenset({EntryKind.TIME, EntryKind.ADJUSTMENT}),
@@ -219,13 +220,10 @@ def _zero_and_void(entry: BillableEntry, reason: str) -> list[Action]:
 
 
 def _next_seq(entries: tuple[BillableEntry, ...], kind: EntryKind) -> int:
-    return max((e.seq for e in entries if e.kind is kind), default=0) + 1
+    return next_seq(e.seq for e in entries if e.kind is kind)
 
 
-def _money(hours: Decimal, rate: Decimal | None, currency: str) -> Money | None:
-    if rate is None:
-        return None
-    return Money(hours * rate, currency).quantized()
+_money = line_amount  # amount = hours × rate, one rule (mapping.stripe_lines)
 
 
 def settled_hours(entries: tuple[BillableEntry, ...]) -> Decimal:

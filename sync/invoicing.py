@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import Connection, and_, func, insert, select, update
@@ -27,6 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from connectors.base import FatalError, RetriableError
 from connectors.stripe.port import StripePort, StripeRejected
 from mapping.domain import EntryState
+from mapping.invoices import BillingPeriod, Cadence, InvoiceState, moves_forward, state_rank
+from mapping.invoices import billing_period as core_billing_period
 from mapping.money import Money
 from mapping.stripe_rules import (
     MAX_DESCRIPTION,
@@ -49,7 +50,7 @@ from sync.ledger.ops import (
     park_op,
 )
 from sync.ledger.store import Ledger, claim_delivery
-from sync.settings import Cadence, ClientSettings, Settings
+from sync.settings import ClientSettings, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -84,39 +85,11 @@ class NotAnApprover(PermissionError):
     """The person is not on the approver list."""
 
 
-@dataclass(frozen=True)
-class BillingPeriod:
-    key: str
-    label: str
-    start: datetime
-    end: datetime
-
-
 def billing_period(client: ClientSettings, now: datetime) -> BillingPeriod:
     """The client's current period in its own time zone (month, week, or on demand)."""
-    zone = ZoneInfo(client.timezone)
-    local = now.astimezone(zone)
-    if client.cadence is Cadence.MONTHLY:
-        start_day = local.date().replace(day=1)
-        end_day = (start_day + timedelta(days=32)).replace(day=1)
-        key = f"{start_day:%Y-%m}"
-        label = f"{start_day:%B %Y}"
-    elif client.cadence is Cadence.WEEKLY:
-        offset = (local.weekday() - client.week_starts_on) % 7
-        start_day = local.date() - timedelta(days=offset)
-        end_day = start_day + timedelta(days=7)
-        key = f"week-{start_day.isoformat()}"
-        label = f"week of {start_day:%d %b %Y}"
-    else:
-        start_day = date(2000, 1, 1)
-        end_day = date(9999, 1, 1)
-        key = "on-demand"
-        label = "on demand"
-
-    def at(day: date) -> datetime:
-        return datetime.combine(day, time(0), zone).astimezone(UTC)
-
-    return BillingPeriod(key, label, at(start_day), at(end_day))
+    return core_billing_period(
+        Cadence(client.cadence.value), now, client.timezone, client.week_starts_on
+    )
 
 
 @dataclass
@@ -874,7 +847,7 @@ class Invoicing:
     ) -> None:
         now = self.clock()
         invoice = invoice_row(conn, invoice_id)
-        if INVOICE_RANK.get(invoice.state, 0) >= INVOICE_RANK["finalized"]:
+        if state_rank(invoice.state) >= InvoiceState.FINALIZED.rank:
             return
         conn.execute(
             update(t.invoices)
@@ -951,7 +924,7 @@ class Invoicing:
             if invoice is None:
                 return "unknown invoice"
             target = handled[kind]
-            if INVOICE_RANK[target] <= INVOICE_RANK.get(invoice.state, 0):
+            if not moves_forward(invoice.state, target):
                 return "stale"
             self._apply_state(conn, invoice, target, obj, f"stripe {kind}")
             return "applied"
@@ -1015,7 +988,7 @@ class Invoicing:
             }.get(str(remote.get("status")), "draft")
             if remote.get("deleted"):
                 status = "deleted"
-            if INVOICE_RANK[status] > INVOICE_RANK.get(invoice.state, 0):
+            if moves_forward(invoice.state, status):
                 drifts.append(
                     Drift(
                         invoice.client,

@@ -7,7 +7,7 @@ work item type's states and a single work item. Every call carries
 Throttling: 429 and 503 wait for ``Retry-After`` (or back off) and try again; a
 response carrying ``Retry-After`` / ``X-RateLimit-Delay`` or a low
 ``X-RateLimit-Remaining`` slows the next request down. Other 5xx answers, timeouts
-and connection errors are retried with exponential backoff (tenacity). All waiting
+and connection errors are retried with exponential backoff (`connectors.retry`). All waiting
 goes through an injectable `sleep` so tests never wait. When the attempts run out
 the call raises `RetriableError`; 401/403 (or a redirect to the sign-in page) raise
 `FatalError` naming the board and the permission it needs.
@@ -24,15 +24,10 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
 
 from connectors.azure_devops.config import AzureBoardConfig
 from connectors.base import FatalError, RetriableError
+from connectors.retry import RetrySchedule, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +92,9 @@ class AzureDevOpsClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._max_retry_after = max_retry_after
+        self._schedule = RetrySchedule(
+            max_attempts, backoff_initial, backoff_max, max_hint=max_retry_after
+        )
         self._low_remaining_fraction = low_remaining_fraction
         self._low_remaining_pause = low_remaining_pause
         token = base64.b64encode(f":{config.pat}".encode()).decode("ascii")
@@ -219,15 +217,7 @@ class AzureDevOpsClient:
 
     # -- transport -----------------------------------------------------------------
 
-    def _wait(self, state: RetryCallState) -> float:
-        outcome = state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return min(exc.retry_after, self._max_retry_after)
-        attempt = max(state.attempt_number, 1)
-        return float(min(self._backoff_initial * (2 ** (attempt - 1)), self._backoff_max))
-
-    async def _tenacity_sleep(self, seconds: float) -> None:
+    async def _retry_sleep(self, seconds: float) -> None:
         self.throttle_pauses.append(seconds)
         await self._sleep(seconds)
 
@@ -241,26 +231,21 @@ class AzureDevOpsClient:
         json: Any = None,
         missing_ok: bool = False,
     ) -> Any:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            sleep=self._tenacity_sleep,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._attempt(
-                        kind, method, url, params=params, json=json, missing_ok=missing_ok
-                    )
+            return await with_retries(
+                lambda: self._attempt(
+                    kind, method, url, params=params, json=json, missing_ok=missing_ok
+                ),
+                schedule=self._schedule,
+                retry_on=lambda exc: isinstance(exc, _Transient),
+                sleep=self._retry_sleep,
+            )
         except _Transient as exc:
             raise RetriableError(
                 f"Azure DevOps board {self.config.board_key!r}: {kind} request failed after "
                 f"{self._max_attempts} attempts: {exc}",
                 retry_after=exc.retry_after,
             ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
         self,

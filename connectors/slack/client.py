@@ -41,6 +41,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from connectors.base import FatalError, RetriableError
+from connectors.retry import retry_after_from
 from connectors.slack import messages
 from connectors.slack.model import DraftSummary, Outcome
 
@@ -134,17 +135,7 @@ class SlackIdentity:
 
 def retry_after_seconds(headers: Mapping[str, Any] | None) -> float | None:
     """``Retry-After`` in seconds (aiohttp / slack_sdk header shapes), or None."""
-    if not headers:
-        return None
-    for key, value in headers.items():
-        if str(key).lower() == "retry-after":
-            raw = value[0] if isinstance(value, list | tuple) and value else value
-            try:
-                seconds = float(str(raw).strip())
-            except ValueError:
-                return None
-            return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    return None
+    return retry_after_from(headers)
 
 
 class _Backoff(RetryIntervalCalculator):

@@ -19,14 +19,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import stripe
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-)
 
 from connectors.base import ConnectorError, FatalError, RetriableError
+from connectors.retry import RetrySchedule, with_retries
 from connectors.stripe.port import StripePort, StripeRejected
 
 __all__ = ["RateLimiter", "StripeGateway", "StripeRejected"]
@@ -134,37 +129,31 @@ class StripeGateway:
         self.max_attempts = max_attempts
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        # A Retry-After is waited for, at most a minute per attempt.
+        self.schedule = RetrySchedule(max_attempts, backoff_initial, backoff_max, max_hint=60.0)
         self.sleep = sleep
         self.calls: list[tuple[str, str | None]] = []
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hinted = _retry_after(exc)
-        if hinted is not None:
-            return min(hinted, 60.0)
-        return float(min(self.backoff_max, self.backoff_initial * 2 ** (state.attempt_number - 1)))
-
     async def _call(self, name: str, key: str | None, fn: Callable[[], Awaitable[_T]]) -> _T:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception(_should_retry),
-            sleep=self.sleep,
-            reraise=True,
-        )
+        async def attempt() -> _T:
+            await self.limiter.acquire()
+            self.calls.append((name, key))
+            return await fn()
+
         try:
-            async for attempt in retrying:
-                with attempt:
-                    await self.limiter.acquire()
-                    self.calls.append((name, key))
-                    result = await fn()
-                    self._observe("ok")
-                    return result
+            result = await with_retries(
+                attempt,
+                schedule=self.schedule,
+                retry_on=_should_retry,
+                hint=_retry_after,
+                sleep=self.sleep,
+            )
         except stripe.StripeError as exc:
             error = _translate(name, exc)
             self._observe(type(error).__name__)
             raise error from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        self._observe("ok")
+        return result
 
     def _observe(self, outcome: str) -> None:
         if self.observer is not None:

@@ -212,7 +212,7 @@ outbox = Table(
     Column("entry_id", Integer, ForeignKey("entries.id"), nullable=True, index=True),
     Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=True, index=True),
     Column("payload", JSON, nullable=False),
-    # pending, done, parked (needs a person), cancelled
+    # pending, claimed (leased to one drainer), done, parked (needs a person), cancelled
     Column("status", String(20), nullable=False, index=True),
     Column("attempts", Integer, nullable=False),
     Column("not_before", utc_datetime(), nullable=True),
@@ -220,6 +220,9 @@ outbox = Table(
     Column("result", JSON, nullable=True),
     Column("created_at", utc_datetime(), nullable=False),
     Column("completed_at", utc_datetime(), nullable=True),
+    # The claim: a token unique to one drainer's claim, and when it lapses (0003).
+    Column("lease_owner", String(100), nullable=True),
+    Column("lease_until", utc_datetime(), nullable=True),
 )
 
 cursors = Table(

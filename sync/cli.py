@@ -167,11 +167,20 @@ def check_config(config: ConfigOption = None) -> None:
             f"{len(settings.boards)} boards",
             highlight=False,
         )
+        out.print(dashboard_access_line(settings), highlight=False)
         problems = run_checks(settings)
         if problems:
             for problem in problems:
                 err.print(f"[bold red]problem:[/] {problem}", highlight=False)
             raise typer.Exit(1)
+
+
+def dashboard_access_line(settings: Settings) -> str:
+    """Who can use the dashboard (nobody, this host only, credential holders), one line."""
+    from sync.web.dashboard import access_note
+
+    level, note = access_note(settings.server)
+    return f"[yellow]warning:[/] {note}" if level == "warning" else f"[green]ok[/] {note}"
 
 
 CheckFn = Callable[[Settings], list[str]]

@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.base import WebhookRejected, WebhookTrigger
+from connectors.base import WebhookRejected, WebhookTrigger, has_nul
 from mapping.domain import Source
 
 SOURCE = Source.AZURE_DEVOPS.value
@@ -112,6 +112,8 @@ def parse_azure_service_hook(
         raise WebhookRejected(400, "body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise WebhookRejected(400, "body is not a JSON object")
+    if has_nul(payload):
+        raise WebhookRejected(400, "body contains a NUL character")
     event_type = payload.get("eventType")
     if not isinstance(event_type, str) or not event_type:
         raise WebhookRejected(400, "missing 'eventType'")

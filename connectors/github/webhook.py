@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.base import WebhookRejected, WebhookTrigger
+from connectors.base import WebhookRejected, WebhookTrigger, has_nul
 from mapping.domain import Source
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,8 @@ def parse_github_webhook(
         raise WebhookRejected(400, f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise WebhookRejected(400, "body is not a JSON object")
+    if has_nul(payload):
+        raise WebhookRejected(400, "body contains a NUL character")
 
     source = Source.GITHUB.value
     raw_action = payload.get("action")

@@ -518,6 +518,8 @@ def dashboard_router(
         identity: User,
         reason: Annotated[str, Body(embed=True, max_length=1000)] = "",
     ) -> Response:
+        if "\x00" in reason:  # PostgreSQL's text columns refuse it
+            raise HTTPException(status_code=422, detail="reason: must not contain NUL characters")
         where = {"invoice": invoice_id, "user": identity}
         return await decide(
             "dashboard.reject", where, actions.reject, invoice_id, identity, reason.strip()

@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 from connectors.fakes.azure_server import FakeAzureDevOps
 from connectors.fakes.github_server import FakeGitHubProject
 from connectors.fakes.slack_server import signed_interaction_request
+from connectors.fakes.stripe_server import sign_stripe_payload
 from sync.cli import app as cli
 from sync.composition import Services
 from sync.ledger import schema as t
@@ -47,7 +48,7 @@ from tests.faults.world import (
     tune_gateway,
 )
 from tests.ledger_support import dump
-from tests.stripe_support import APPROVER, StripeWorld, services_for
+from tests.stripe_support import APPROVER, WEBHOOK_SECRET, StripeWorld, services_for
 
 TOKEN = "dashboard-token-for-the-probe"
 USER, PASSWORD = "finance", "basic-auth-password"
@@ -456,3 +457,71 @@ def test_check_config_says_who_can_use_the_dashboard(
         line for line in result.output.splitlines() if line.startswith(expected)
     ]
     assert any(line.startswith(expected) for line in result.output.splitlines())
+
+
+# --- a NUL character: PostgreSQL's text columns refuse it, so the parsers do ---------------
+
+
+@pytest.fixture
+def local_on_both(
+    stripe_world: StripeWorld,
+    github: tuple[FakeGitHubProject, str],
+    azure: tuple[FakeAzureDevOps, str],
+    ledger_url: str,
+) -> Iterator[tuple[Services, str]]:
+    """The credential-less instance, on SQLite and on PostgreSQL."""
+    s = world(stripe_world, github, azure, ledger_url, {"host": "127.0.0.1"})
+    with serve(s) as base:
+        yield s, base
+    s.close()
+
+
+def test_a_nul_character_in_any_signed_payload_is_400_and_changes_nothing(
+    local_on_both: tuple[Services, str], ledger_url: str
+) -> None:
+    services, base = local_on_both
+    invoice, version = draft(services)
+    before = dump(ledger_url)
+    answers: dict[str, httpx.Response] = {}
+    with httpx.Client(base_url=base) as http:
+        for what, user, channel in (
+            ("slack user id", "U0\u0000X", "C0FINANCE"),  # a refusal would be audited
+            ("slack channel", APPROVER, "C0\u0000"),
+        ):
+            click = approve_click(invoice, version, user)
+            click["container"]["channel_id"] = channel
+            headers, body = signed_interaction_request(SLACK_SECRET, click, int(time.time()))
+            answers[what] = http.post("/slack/interactions", content=body, headers=headers)
+        answers["dashboard reason"] = http.post(
+            f"/api/invoices/{invoice}/reject", headers=CSRF, json={"reason": "no\u0000"}
+        )
+        gh = github_example("webhook_edited.json")
+        gh["changes"]["field_value"]["field_name"] = "Sta\u0000tus"
+        body = json.dumps(gh).encode()
+        answers["github"] = http.post(
+            "/webhooks/github", content=body, headers=github_headers(body, "probe-nul")
+        )
+        az = azure_example()
+        az["resource"]["revision"]["fields"]["System.TeamProject"] = "Web Shop\u0000"
+        answers["azure"] = http.post(
+            "/webhooks/azure-devops", content=json.dumps(az).encode(), headers=azure_headers()
+        )
+        event = json.dumps(
+            {"id": "evt_\u0000", "type": "invoice.paid", "data": {"object": {"id": "in_1"}}}
+        ).encode()
+        stamp = int(time.time())
+        answers["stripe"] = http.post(
+            "/webhooks/stripe",
+            content=event,
+            headers={"Stripe-Signature": sign_stripe_payload(event, WEBHOOK_SECRET, stamp)},
+        )
+    statuses = {what: response.status_code for what, response in answers.items()}
+    assert statuses == {
+        "slack user id": 400,
+        "slack channel": 400,
+        "dashboard reason": 422,
+        "github": 400,
+        "azure": 400,
+        "stripe": 400,
+    }, {what: response.text for what, response in answers.items()}
+    assert dump(ledger_url) == before

@@ -242,10 +242,10 @@ class DashboardAuth:
     def unauthorized(self) -> HTTPException:
         if not self.required:
             detail = (
-                "this request came through a proxy (it carries a forwarding header); "
-                "without credentials the dashboard only answers direct requests on this "
-                "host: set a dashboard token (KANVOICE_SERVER__DASHBOARD_TOKEN) to use it "
-                "through a proxy"
+                "without credentials the dashboard only answers requests made directly on "
+                "this host (a loopback peer, no forwarding header such as X-Forwarded-For); "
+                "this one was relayed: set a dashboard token "
+                "(KANVOICE_SERVER__DASHBOARD_TOKEN) to use it through a proxy"
             )
         else:
             detail = (

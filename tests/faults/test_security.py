@@ -245,6 +245,22 @@ def test_without_credentials_a_direct_loopback_request_is_served(
     assert invoice in approvals(services)
 
 
+async def test_without_credentials_a_request_from_a_non_loopback_peer_is_401(
+    local: tuple[Services, str], sqlite_url: str
+) -> None:
+    """However it got there (a port forward, a proxy adding no header), a peer address
+    that is not loopback is not "this host"."""
+    services, _ = local
+    invoice, _ = draft(services)
+    before = dump(sqlite_url)
+    transport = httpx.ASGITransport(app=create_app(services), client=("203.0.113.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        page = await http.get("/api/pipeline")
+        approve = await http.post(f"/api/invoices/{invoice}/approve", headers=CSRF)
+    assert (page.status_code, approve.status_code) == (401, 401)
+    assert dump(sqlite_url) == before
+
+
 def test_with_a_token_a_request_through_the_proxy_is_served(
     public: tuple[Services, str],
 ) -> None:

@@ -223,3 +223,12 @@ def test_git_add_never_picks_up_the_deployment_secrets() -> None:
 @needs_git
 def test_git_still_tracks_the_deploy_files_and_examples() -> None:
     assert check_ignored(KEPT_IN_GIT) == set()
+
+
+def test_the_image_creates_its_secrets_dir() -> None:
+    """A missing $KANVOICE_SECRETS_DIR stops kanvoice: the image (run without docker
+    secrets, settings from the environment) must still have the one it names."""
+    text = (REPO_ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8")
+    named = re.search(r"KANVOICE_SECRETS_DIR=(\S+)", text)
+    assert named is not None
+    assert re.search(rf"install -d [^\n]*{re.escape(named.group(1))}\b", text)

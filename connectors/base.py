@@ -39,6 +39,21 @@ class WebhookRejected(ConnectorError):
         self.status = status
 
 
+def has_nul(value: object) -> bool:
+    """True if a decoded JSON value holds a NUL character in any string (key or value).
+
+    No sender kanvoice listens to puts one in a payload, and PostgreSQL's text columns
+    refuse them: a payload with one is malformed (400), never a database error.
+    """
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookTrigger:
     """A verified webhook reduced to what to re-fetch.

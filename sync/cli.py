@@ -221,6 +221,7 @@ def check_config(
             f"{len(settings.boards)} boards",
             highlight=False,
         )
+        out.print(dashboard_access_line(settings), highlight=False)
         problems = run_checks(settings, offline=offline)
         if problems:
             for problem in problems:
@@ -228,6 +229,14 @@ def check_config(
             err.print(f"{len(problems)} problem(s) found", highlight=False)
             raise typer.Exit(1)
         out.print("[green]all checks passed[/]", highlight=False)
+
+
+def dashboard_access_line(settings: Settings) -> str:
+    """Who can use the dashboard (nobody, this host only, credential holders), one line."""
+    from sync.web.dashboard import access_note
+
+    level, note = access_note(settings.server)
+    return f"[yellow]warning:[/] {note}" if level == "warning" else f"[green]ok[/] {note}"
 
 
 CheckFn = Callable[[Settings], list[str]]

@@ -20,6 +20,7 @@ from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -339,10 +340,18 @@ class Settings(BaseSettings):
 
 
 def _secrets_dir() -> str | None:
+    """`$KANVOICE_SECRETS_DIR`, else systemd's `$CREDENTIALS_DIRECTORY`: a directory named
+    there must exist and each file in it must be readable (`ConfigError` otherwise)."""
     for name in ("KANVOICE_SECRETS_DIR", "CREDENTIALS_DIRECTORY"):
         value = os.environ.get(name)
-        if value and Path(value).is_dir():
-            return value
+        if not value:
+            continue
+        directory = Path(value)
+        if not directory.is_dir():
+            what = "does not exist" if not directory.exists() else "is not a directory"
+            raise ConfigError(f"${name} = {value!r}: {what} (expected a directory of secret files)")
+        _check_readable(name, directory)
+        return value
     return None
 
 
@@ -371,6 +380,71 @@ def _closest_key(location: tuple[Any, ...]) -> str | None:
     assert model is not None
     close = difflib.get_close_matches(str(location[-1]), list(model.model_fields), n=1, cutoff=0.6)
     return f"did you mean {close[0]}?" if close else None
+
+
+def _check_readable(name: str, directory: Path) -> None:
+    """Every file in the secrets directory can be read by this process, or one line
+    naming the file and the reason (wrong owner or mode under `LoadCredential=` or
+    compose secrets is the usual one)."""
+    try:
+        files = sorted(directory.iterdir())
+    except OSError as exc:
+        raise ConfigError(f"${name} = {str(directory)!r}: cannot list it: {_reason(exc)}") from None
+    for file in files:
+        try:
+            if file.is_dir():
+                continue
+            with file.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise ConfigError(f"secret file {file}: cannot read it: {_reason(exc)}") from None
+
+
+def _reason(exc: OSError) -> str:
+    reason = exc.strerror or exc.__class__.__name__
+    if isinstance(exc, PermissionError):
+        reason += (
+            f" (kanvoice runs as uid {os.getuid()}; give the file to that user, "
+            "e.g. chown/chmod 0400, or use LoadCredential=)"
+        )
+    return reason
+
+
+def secret_settings() -> list[tuple[str, str]]:
+    """(section, key) of every secret setting: each `SecretStr` field of a section."""
+    found = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            continue
+        for key, inner in model.model_fields.items():
+            if "SecretStr" in str(inner.annotation):
+                found.append((section, key))
+    return found
+
+
+def _secrets_in_file(data: dict[str, Any], config_path: Path) -> None:
+    """Refuse a secret written in the TOML file: it names the key and where it goes."""
+    for section, key in secret_settings():
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            raise ConfigError(
+                f"{config_path}: {section}.{key}: secrets never go in the settings file; "
+                f"remove it and set KANVOICE_{section.upper()}__{key.upper()} (or the file "
+                f"{section}__{key} in $KANVOICE_SECRETS_DIR / $CREDENTIALS_DIRECTORY)"
+            )
+    ledger = data.get("ledger")
+    url = ledger.get("url") if isinstance(ledger, dict) else None
+    if isinstance(url, str):
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            raise ConfigError(
+                f"{config_path}: ledger.url holds a password; secrets never go in the "
+                "settings file: set KANVOICE_LEDGER__URL, or PGPASSWORD, instead"
+            )
 
 
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
@@ -419,10 +493,16 @@ def load_settings(path: Path | None = None) -> Settings:
         data: dict[str, Any] = tomllib.loads(config_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{config_path}: cannot read: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{config_path}: cannot read it: {reason}") from None
+    _secrets_in_file(data, config_path)
+    secrets_dir = _secrets_dir()
     try:
-        return Settings(_secrets_dir=_secrets_dir(), **data)
+        return Settings(_secrets_dir=secrets_dir, **data)
+    except OSError as exc:  # a secret file that vanished or changed mode since the check
+        where = exc.filename or secrets_dir
+        raise ConfigError(f"secret file {where}: cannot read it: {_reason(exc)}") from None
     except ValidationError as exc:
         problems = "; ".join(_describe(dict(e), data) for e in exc.errors())
         raise ConfigError(f"{config_path}: {problems}") from None

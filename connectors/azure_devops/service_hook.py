@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.base import WebhookRejected, WebhookTrigger
+from connectors.base import WebhookRejected, WebhookTrigger, has_nul
 from mapping.domain import Source
 
 SOURCE = Source.AZURE_DEVOPS.value
@@ -58,13 +58,18 @@ def _check_basic_auth(
         raise WebhookRejected(401, "invalid service hook credentials")
 
 
+#: Work item ids and revisions are 32-bit integers in Azure DevOps.
+MAX_ID = 2**31 - 1
+
+
 def _positive_int(value: Any) -> int | None:
+    """A work item id or revision: 1 to `MAX_ID`, as a JSON number or digits."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        value = int(value)
+    if isinstance(value, int) and 0 < value <= MAX_ID:
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) > 0:
-        return int(value)
     return None
 
 
@@ -107,6 +112,8 @@ def parse_azure_service_hook(
         raise WebhookRejected(400, "body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise WebhookRejected(400, "body is not a JSON object")
+    if has_nul(payload):
+        raise WebhookRejected(400, "body contains a NUL character")
     event_type = payload.get("eventType")
     if not isinstance(event_type, str) or not event_type:
         raise WebhookRejected(400, "missing 'eventType'")

@@ -92,6 +92,11 @@ class DraftRef:
     message_ts: str | None = None
 
 
+#: Invoice ids and versions are 32-bit columns in the ledger: a reference beyond them
+#: names nothing (and must not reach the database).
+MAX_REF = 2**31
+
+
 def encode_ref(ref: DraftRef) -> str:
     """Compact JSON for a button ``value`` / view ``private_metadata``."""
     data: dict[str, int | str] = {"invoice_id": ref.invoice_id, "version": ref.version}
@@ -112,8 +117,10 @@ def decode_ref(text: str) -> DraftRef:
         raise ValueError("a draft reference must be a JSON object")
     invoice_id, version = data.get("invoice_id"), data.get("version")
     for name, value in (("invoice_id", invoice_id), ("version", version)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"draft reference: {name} must be a non-negative integer")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_REF:
+            raise ValueError(
+                f"draft reference: {name} must be an integer from 0 to {MAX_REF - 1}"
+            )
     channel_id, message_ts = data.get("channel_id"), data.get("message_ts")
     for name, value in (("channel_id", channel_id), ("message_ts", message_ts)):
         if value is not None and not isinstance(value, str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -78,11 +79,12 @@ class InvoicingActions:
         return drafts
 
 
+_INVOICE_ID = re.compile(r"[1-9][0-9]{0,9}")
+
+
 def _id(invoice_id: str) -> int:
-    try:
-        number = int(invoice_id)
-    except ValueError:
-        raise LookupError(f"no invoice {invoice_id!r}") from None
-    if not 1 <= number < 2**31:  # the id column's range
-        raise LookupError(f"no invoice {invoice_id!r}")
-    return number
+    """The invoice id of a dashboard path: digits only (no sign, space, exponent or
+    leading zero) and within the id column's range, else `LookupError` (404)."""
+    if not _INVOICE_ID.fullmatch(invoice_id) or int(invoice_id) >= 2**31:
+        raise LookupError(f"no invoice {invoice_id[:40]!r}: invoice ids are positive integers")
+    return int(invoice_id)

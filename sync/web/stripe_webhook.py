@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
+from connectors.base import has_nul
 from sync.composition import Services
 
 log = structlog.get_logger(__name__)
@@ -31,8 +32,8 @@ async def read_limited_body(request: Request, limit: int) -> bytes | None:
 
 
 def _is_event(event: object) -> bool:
-    """The shape kanvoice reads: ids are strings, `data.object` an object."""
-    if not isinstance(event, dict):
+    """The shape kanvoice reads: ids are strings, `data.object` an object, no NUL."""
+    if not isinstance(event, dict) or has_nul(event):
         return False
     if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         return False

@@ -33,14 +33,14 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
-from connectors.fakes.azure_server import FakeAzureDevOps
-from connectors.fakes.github_server import FakeGitHubProject
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.github.webhook import sign_body
 from sync.composition import Services
 from tests.conftest import DATA_DIR, FixedClock
+from tests.fakes.azure_server import FakeAzureDevOps
+from tests.fakes.github_server import FakeGitHubProject
 from tests.faults.invariants import check_invariants
 from tests.faults.test_security import CSRF, FORWARDING, serve, world
 from tests.faults.world import (

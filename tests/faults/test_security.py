@@ -25,10 +25,6 @@ from urllib.parse import quote
 import httpx
 import pytest
 import uvicorn
-from connectors.fakes.azure_server import FakeAzureDevOps
-from connectors.fakes.github_server import FakeGitHubProject
-from connectors.fakes.slack_server import signed_interaction_request
-from connectors.fakes.stripe_server import sign_stripe_payload
 from sqlalchemy import select
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
@@ -39,6 +35,10 @@ from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import DATA_DIR, FixedClock
+from tests.fakes.azure_server import FakeAzureDevOps
+from tests.fakes.github_server import FakeGitHubProject
+from tests.fakes.slack_server import signed_interaction_request
+from tests.fakes.stripe_server import sign_stripe_payload
 from tests.faults.world import (
     SLACK_SECRET,
     azure_headers,

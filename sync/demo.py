@@ -166,6 +166,8 @@ def _fast_story(console: Console, services: Services, fake: FakeStripe, base: st
         try:
             for client in CURRENCIES:
                 result = desk.create_or_refresh_draft(client, actor="demo")
+                if result.invoice_id is None:
+                    continue
                 console.print(
                     f"  draft {result.invoice_id} for {client}: {result.total}", highlight=False
                 )

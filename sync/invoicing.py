@@ -104,7 +104,10 @@ def billing_period(client: ClientSettings, now: datetime) -> BillingPeriod:
 
 @dataclass
 class DraftResult:
-    invoice_id: int
+    """What drafting did. `invoice_id` is None when the client had nothing to bill and
+    no open draft: no draft is created for nothing."""
+
+    invoice_id: int | None
     period: str
     added: int
     total: Money
@@ -198,6 +201,18 @@ class Invoicing:
         actor: str,
     ) -> DraftResult:
         invoice = conn.execute(select(t.invoices).where(t.invoices.c.open_slot == slot)).first()
+        ready = conn.execute(
+            select(t.entries.c.id)
+            .where(
+                t.entries.c.client == client.key,
+                t.entries.c.state == EntryState.READY.value,
+                t.entries.c.currency == client.currency,
+            )
+            .order_by(t.entries.c.id)
+        ).all()
+        if invoice is None and not ready:
+            # Nothing to bill: no 0-line draft on Stripe, no approval request for it.
+            return DraftResult(None, period.key, 0, Money.zero(client.currency).quantized(), 0)
         if invoice is None:
             invoice_id = int(
                 conn.execute(
@@ -221,15 +236,6 @@ class Invoicing:
         enqueue(
             conn, "create_invoice", f"{prefix}-inv{invoice_id}-create", now, invoice_id=invoice_id
         )
-        ready = conn.execute(
-            select(t.entries.c.id)
-            .where(
-                t.entries.c.client == client.key,
-                t.entries.c.state == EntryState.READY.value,
-                t.entries.c.currency == client.currency,
-            )
-            .order_by(t.entries.c.id)
-        ).all()
         for row in ready:
             move_entry(
                 conn,

@@ -49,7 +49,7 @@ import structlog
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from connectors.base import FatalError
+from connectors.base import CallObserver, FatalError
 from connectors.slack import (
     Decision,
     DraftLine,
@@ -118,9 +118,10 @@ SlackFactory = Callable[[], SlackApprovals]
 
 
 def slack_client_factory(
-    settings: Settings, retry: RetryPolicy | None = None
+    settings: Settings, retry: RetryPolicy | None = None, observer: CallObserver | None = None
 ) -> SlackFactory | None:
-    """How to reach Slack's Web API (``slack.api_url``), or None without a bot token."""
+    """How to reach Slack's Web API (``slack.api_url``), or None without a bot token.
+    `observer` is told of every call (the external-call metrics)."""
     token = settings.slack.bot_token
     if token is None:
         return None
@@ -129,7 +130,7 @@ def slack_client_factory(
     policy = retry or DESK_RETRY
 
     def make() -> SlackApprovals:
-        return SlackApprovals(secret, base_url=base_url, retry=policy)
+        return SlackApprovals(secret, base_url=base_url, retry=policy, observer=observer)
 
     return make
 
@@ -1172,7 +1173,7 @@ def desk_for(
     if slack_factory == "settings" and known is not None and known[0]() is services:
         return known[1]
     if slack_factory == "settings":
-        factory = slack_client_factory(services.settings)
+        factory = slack_client_factory(services.settings, observer=services.calls)
     else:
         factory = slack_factory
     desk = ApprovalDesk(services, factory)

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from connectors.base import BoardConnector
+from connectors.base import BoardConnector, CallObserver
 from connectors.stripe.gateway import StripeGateway
 from sync.engine import Clock, Engine
 from sync.invoicing import Invoicing
 from sync.ledger.store import Ledger
+from sync.metrics import ExternalCalls
 from sync.settings import Settings
 
 
@@ -27,6 +28,8 @@ class Services:
     clock: Clock
     invoicing: Invoicing
     connectors: dict[str, BoardConnector] = field(default_factory=dict)
+    #: Every call to an outside service, counted (metrics) and its latest outcome (readyz).
+    calls: ExternalCalls = field(default_factory=lambda: ExternalCalls(system_clock))
 
     def client_names(self) -> dict[str, tuple[str, str]]:
         return {c.key: (c.name or c.key, c.currency) for c in self.settings.clients}
@@ -45,24 +48,23 @@ def build_services(
     engine = Engine(ledger, settings.board_policies(), clock)
     from sync.boards import build_connectors
 
+    calls = ExternalCalls(clock)
     return Services(
         settings=settings,
         ledger=ledger,
         engine=engine,
         clock=clock,
-        invoicing=Invoicing(ledger, settings, clock, stripe_gateway_factory(settings)),
-        connectors=build_connectors(settings),
+        invoicing=Invoicing(ledger, settings, clock, stripe_gateway_factory(settings, calls)),
+        connectors=build_connectors(settings, calls),
+        calls=calls,
     )
 
 
-def _count_call(service: str, outcome: str) -> None:
-    from sync.metrics import EXTERNAL_CALLS
-
-    EXTERNAL_CALLS.labels(service=service, outcome=outcome).inc()
-
-
-def stripe_gateway_factory(settings: Settings) -> Callable[[], StripeGateway] | None:
-    """How to reach Stripe, or None when no API key is configured."""
+def stripe_gateway_factory(
+    settings: Settings, observer: CallObserver | None = None
+) -> Callable[[], StripeGateway] | None:
+    """How to reach Stripe, or None when no API key is configured. `observer` is told
+    of every call (the external-call metrics)."""
     key = settings.stripe.api_key
     if key is None:
         return None
@@ -73,7 +75,7 @@ def stripe_gateway_factory(settings: Settings) -> Callable[[], StripeGateway] | 
             key.get_secret_value(),
             api_base=settings.stripe.api_base,
             requests_per_second=settings.stripe.requests_per_second,
-            observer=_count_call,
+            observer=observer,
         )
 
     return make

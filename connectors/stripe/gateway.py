@@ -26,7 +26,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from connectors.base import ConnectorError, FatalError, RetriableError
+from connectors.base import CallObserver, ConnectorError, FatalError, RetriableError, call_outcome
 
 Sleep = Callable[[float], Awaitable[None]]
 _T = TypeVar("_T")
@@ -109,6 +109,20 @@ def _to_dict(obj: Any) -> dict[str, Any]:
     return dict(obj)
 
 
+class _HTTPXClient(stripe.HTTPXClient):
+    """stripe-python's httpx client, sending the form-encoded body as ``content=``:
+    it passes ``data=<str>``, which httpx 0.28 deprecates for raw content."""
+
+    def _get_request_args_kwargs(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> Any:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        data = kwargs.pop("data", None)
+        if data:
+            kwargs["content"] = data
+        return args, kwargs
+
+
 class StripeGateway:
     """The Stripe calls kanvoice makes. All async; each one rate-limited and retried."""
 
@@ -123,10 +137,10 @@ class StripeGateway:
         backoff_max: float = 20.0,
         timeout: float = 30.0,
         sleep: Sleep = asyncio.sleep,
-        observer: Callable[[str, str], None] | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.observer = observer
-        self.http_client = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
+        self.http_client = _HTTPXClient(timeout=timeout, allow_sync_methods=True)
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
@@ -163,16 +177,19 @@ class StripeGateway:
                 with attempt:
                     await self.limiter.acquire()
                     self.calls.append((name, key))
-                    result = await fn()
+                    try:
+                        result = await fn()
+                    except stripe.StripeError as exc:
+                        self._observe(call_outcome(_translate(name, exc)))
+                        raise
                     self._observe("ok")
                     return result
         except stripe.StripeError as exc:
-            error = _translate(name, exc)
-            self._observe(type(error).__name__)
-            raise error from exc
+            raise _translate(name, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _observe(self, outcome: str) -> None:
+        """Every attempt is one call to Stripe (`connectors.base.call_outcome`)."""
         if self.observer is not None:
             self.observer("stripe", outcome)
 

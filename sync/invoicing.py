@@ -445,17 +445,23 @@ class Invoicing:
 
     # --- the drain ----------------------------------------------------------------
 
-    async def drain(self, max_rounds: int = 20) -> DrainReport:
-        """Perform every due outbox call, in order, until nothing more can progress."""
+    async def drain(
+        self, max_rounds: int = 20, should_stop: Callable[[], bool] | None = None
+    ) -> DrainReport:
+        """Perform every due outbox call, in order, until nothing more can progress.
+
+        `should_stop` is asked before each call: once it says so, the drain returns
+        after the call in flight is recorded (the rest stays queued)."""
         report = DrainReport()
+        stop = should_stop or (lambda: False)
         async with self._drain_lock:
             for _ in range(max_rounds):
-                progressed = await self._drain_round(report)
-                if not progressed:
+                progressed = await self._drain_round(report, stop)
+                if not progressed or stop():
                     break
         return report
 
-    async def _drain_round(self, report: DrainReport) -> bool:
+    async def _drain_round(self, report: DrainReport, stop: Callable[[], bool]) -> bool:
         now = self.clock()
         with self.ledger.engine.connect() as conn:
             ops = conn.execute(
@@ -467,6 +473,8 @@ class Invoicing:
         progressed = False
         report.waiting = 0
         for op in ops:
+            if stop():
+                break
             handler = getattr(self, f"_op_{op.operation}", None)
             if handler is None:
                 continue  # other services' operations (e.g. Slack) are drained elsewhere

@@ -1177,5 +1177,10 @@ def desk_for(
     else:
         factory = slack_factory
     desk = ApprovalDesk(services, factory)
-    _desks[key] = (weakref.ref(services, lambda _ref: _desks.pop(key, None)), desk)
+    desks = _desks  # the callback may run at interpreter exit, when the global is None
+
+    def forget(_ref: weakref.ref[Services]) -> None:
+        desks.pop(key, None)
+
+    _desks[key] = (weakref.ref(services, forget), desk)
     return desk

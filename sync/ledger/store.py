@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -286,11 +287,12 @@ class Ledger:
         SQLite: first `ROOM_BYTES` are written to a scratch file beside the database
         and removed. A small commit alone would not tell a full disk: SQLite reuses the
         WAL space a failed transaction left behind, so a probe row may commit while
-        every real batch fails. Then (both databases) one commit: the probe row
-        (``ledger_meta``, key ``readiness_probe``) gets the time, so a read-only
-        database or file system, lost storage or a full disk (SQLite ``database or
-        disk is full``, PostgreSQL ``53100``) fail it the way a real write would. A
-        write lock held longer than `wait_seconds` by a busy writer is not a problem.
+        every real batch fails. Then (both databases) one commit that inserts and
+        deletes a probe row (``ledger_meta``, key ``readiness_probe``): nothing changes,
+        but a read-only database or file system, lost storage or a full disk (SQLite
+        ``database or disk is full``, PostgreSQL ``53100``) fail it as they would a real
+        write. A write lock held longer than `wait_seconds` by a busy writer is not a
+        problem.
         """
         sqlite = self.url.startswith("sqlite")
         database = make_url(self.url).database if sqlite else None
@@ -313,8 +315,6 @@ class Ledger:
                 finally:
                     if sqlite:
                         raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT * 1000}")
-        except IntegrityError:
-            return None  # another instance wrote the first probe row at the same moment
         except OperationalError as exc:
             if _lock_wait(exc):
                 return None  # busy, not broken: a writer holds the lock
@@ -352,12 +352,10 @@ def _room_for(database: Path, size: int) -> str | None:
 
 
 def _touch_probe(conn: Connection, now: datetime) -> None:
-    value = now.isoformat()
-    changed = conn.execute(
-        update(t.ledger_meta).where(t.ledger_meta.c.key == PROBE_KEY).values(value=value)
-    ).rowcount
-    if not changed:
-        conn.execute(insert(t.ledger_meta).values(key=PROBE_KEY, value=value))
+    """A write that leaves no trace: the row is gone again when the transaction commits,
+    yet its pages are written (a no-op UPDATE would be skipped by SQLite)."""
+    conn.execute(insert(t.ledger_meta).values(key=PROBE_KEY, value=now.isoformat()))
+    conn.execute(delete(t.ledger_meta).where(t.ledger_meta.c.key == PROBE_KEY))
 
 
 def _lock_wait(exc: OperationalError) -> bool:

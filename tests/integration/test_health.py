@@ -17,6 +17,7 @@ from sync.settings import Settings
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
+from tests.ledger_support import dump
 
 
 def test_health_ready_and_metrics(sqlite_url: str, clock: FixedClock) -> None:
@@ -34,6 +35,7 @@ def test_health_ready_and_metrics(sqlite_url: str, clock: FixedClock) -> None:
     )
     services = build_services(settings, clock)
     services.engine.ingest([snap("Done", "2", 1), snap("In progress", "1", 1, item_id="8")])
+    before = dump(sqlite_url)
     with TestClient(create_app(services), base_url="http://127.0.0.1") as client:
         assert client.get("/healthz").json() == {"status": "ok", "leader": False}
         assert client.get("/readyz").json() == {
@@ -41,6 +43,7 @@ def test_health_ready_and_metrics(sqlite_url: str, clock: FixedClock) -> None:
             "checks": {"ledger": "ok"},
             "services": {},
         }
+        assert dump(sqlite_url) == before  # the write probe leaves no trace
         metrics = client.get("/metrics").text
         assert 'kanvoice_items_seen_total{board="web"}' in metrics
         assert 'kanvoice_entries{state="ready"} 1.0' in metrics
@@ -158,7 +161,7 @@ def test_readyz_is_503_while_the_postgres_ledger_is_read_only(
             ready = client.get("/readyz")
             assert ready.status_code == 503, ready.text
             assert ready.json()["down"]["ledger"] == (
-                "cannot be written: cannot execute UPDATE in a read-only transaction"
+                "cannot be written: cannot execute INSERT in a read-only transaction"
             )
     finally:
         services.close()

@@ -13,11 +13,13 @@ the entry, and adopts it instead of creating another.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Connection, and_, func, insert, select, update
@@ -29,6 +31,16 @@ from mapping.domain import EntryState
 from mapping.invoices import BillingPeriod, Cadence, InvoiceState, moves_forward, state_rank
 from mapping.invoices import billing_period as core_billing_period
 from mapping.money import Money
+from mapping.stripe_lines import (
+    AlreadyLinked,
+    CancelCreate,
+    EntryOnDraft,
+    LinkItem,
+    WaitForDraft,
+    after_create,
+    before_create,
+    item_delete_key,
+)
 from mapping.stripe_rules import (
     MAX_DESCRIPTION,
     check_charge,
@@ -47,25 +59,30 @@ from sync.ledger.ops import (
     invoice_row,
     ledger_id,
     move_entry,
-    park_op,
+)
+from sync.ledger.outbox import (
+    LINE_OPERATIONS,
+    OPEN_STATUSES,
+    Operation,
+    OutboxOp,
+    ops_for,
+    park_entry_for_review,
 )
 from sync.ledger.store import Ledger, claim_delivery
+from sync.outbox import BackoffPolicy, Done, Drainer, HandlerRegistry, Outcome, Park, Retry, Wait
 from sync.settings import ClientSettings, Settings
 
 log = structlog.get_logger(__name__)
 
-# Invoice states in the ledger, ranked so late or repeated Stripe events never move an
-# invoice backwards.
-INVOICE_RANK = {
-    "draft": 0,
-    "finalized": 1,
-    "sent": 2,
-    "uncollectible": 3,
-    "paid": 4,
-    "void": 5,
-    "deleted": 5,
-}
+_R = TypeVar("_R")
+
 KEY_REUSE_WINDOW = timedelta(hours=23)  # Stripe keeps keys at least 24 h
+# A failed Stripe call is tried again after 2, 4, 8 … s (at most 5 min), or when Stripe
+# says (Retry-After).
+STRIPE_BACKOFF = BackoffPolicy(floor=2.0, cap=300.0)
+# A claimed row is another drain's again after this long: longer than the longest
+# gateway call (4 attempts of at most 30 s each, with at most 20 s between them).
+STRIPE_LEASE = timedelta(minutes=5)
 # Metadata the drain and reconcile search by: never dropped or renamed by truncation.
 _SEARCH_KEYS = frozenset({"kanvoice_entry", "kanvoice_entry_id", "kanvoice_invoice"})
 
@@ -107,10 +124,14 @@ class DraftResult:
 
 @dataclass
 class DrainReport:
+    """What a drain did. `done` counts the calls made and those no longer needed;
+    `lost`: rows whose lease ran out under this drain (another drain has them)."""
+
     done: int = 0
     waiting: int = 0
     retried: int = 0
     parked: int = 0
+    lost: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -144,6 +165,16 @@ class Invoicing:
         self.gateway_factory = gateway_factory
         self._gateway: StripePort | None = None
         self._drain_lock = asyncio.Lock()
+        self._fatal: Exception | None = None
+        self.drainer = Drainer(
+            ledger,
+            self._registry(),
+            clock,
+            policy=STRIPE_BACKOFF,
+            lease=STRIPE_LEASE,
+            owner=drainer_owner(),
+            gone=dead_drainer,
+        )
         self.verified_approvers: set[str] = set()
 
     @property
@@ -445,13 +476,17 @@ class Invoicing:
         delete_items: bool = True,
     ) -> int:
         """Entries on the invoice go back to ready; their Stripe lines are deleted."""
+        # Locked (PostgreSQL): a create recording its line meanwhile either committed
+        # first (its link is seen, and the line deleted here) or sees these entries gone.
         rows = conn.execute(
-            select(t.entries.c.id, t.entries.c.stripe_invoice_item_id).where(
+            select(t.entries.c.id, t.entries.c.stripe_invoice_item_id)
+            .where(
                 t.entries.c.invoice_id == invoice_id,
                 t.entries.c.state.in_(
                     [EntryState.DRAFTED.value, EntryState.APPROVED.value, EntryState.INVOICED.value]
                 ),
             )
+            .with_for_update()
         ).all()
         prefix = f"kv-{ledger_id(conn)}"
         for row in rows:
@@ -483,134 +518,92 @@ class Invoicing:
     async def drain(
         self, max_rounds: int = 20, should_stop: Callable[[], bool] | None = None
     ) -> DrainReport:
-        """Perform every due outbox call, in order, until nothing more can progress.
+        """Perform every due Stripe outbox call, in order, until nothing more can progress.
 
-        `should_stop` is asked before each call: once it says so, the drain returns
-        after the call in flight is recorded (the rest stays queued)."""
-        report = DrainReport()
-        stop = should_stop or (lambda: False)
+        The calls go through the one outbox mechanism (`sync.outbox.Drainer`): each row
+        is claimed with a lease before its call, so a drain here and one in another
+        process (the daemon and `kanvoice outbox drain`) never make the same call twice.
+        A `FatalError` (or Stripe not configured) stops the drain and is raised after
+        the row is handed back. `should_stop` is asked before each call: once it says
+        so, the drain returns after the call in flight is recorded (the rest stays
+        queued)."""
         async with self._drain_lock:
-            for _ in range(max_rounds):
-                progressed = await self._drain_round(report, stop)
-                if not progressed or stop():
-                    break
-        return report
-
-    async def _drain_round(self, report: DrainReport, stop: Callable[[], bool]) -> bool:
-        now = self.clock()
-        with self.ledger.engine.connect() as conn:
-            ops = conn.execute(
-                select(t.outbox)
-                .where(t.outbox.c.status == "pending")
-                .where((t.outbox.c.not_before.is_(None)) | (t.outbox.c.not_before <= now))
-                .order_by(t.outbox.c.id)
-            ).all()
-        progressed = False
-        report.waiting = 0
-        for op in ops:
-            if stop():
-                break
-            handler = getattr(self, f"_op_{op.operation}", None)
-            if handler is None:
-                continue  # other services' operations (e.g. Slack) are drained elsewhere
-            try:
-                outcome = await handler(op)
-            except RetriableError as exc:
-                self._retry_later(op, str(exc), exc.retry_after, spent_key=_spent(exc))
-                report.retried += 1
-                report.errors.append(f"{op.operation} #{op.id}: {exc}")
-                continue
-            except StripeRejected as exc:
-                self._park(op, str(exc))
-                report.parked += 1
-                report.errors.append(f"{op.operation} #{op.id}: {exc}")
-                continue
-            except FatalError as exc:
-                report.errors.append(f"{op.operation} #{op.id}: {exc}")
-                raise
-            if outcome == "wait":
-                report.waiting += 1
-            else:
-                report.done += 1
-                progressed = True
-        return progressed
-
-    def _key(self, op: Any) -> str:
-        generation = int((op.payload or {}).get("generation", 0))
-        return op.idempotency_key if generation == 0 else f"{op.idempotency_key}-g{generation}"
-
-    def _must_search_first(self, op: Any) -> bool:
-        """The key may no longer protect us: pruned by Stripe, or spent on an error."""
-        generation = int((op.payload or {}).get("generation", 0))
-        created = op.created_at if op.created_at.tzinfo else op.created_at.replace(tzinfo=UTC)
-        return generation > 0 or self.clock() - created > KEY_REUSE_WINDOW
-
-    def _finish(
-        self, conn: Connection, op: Any, status: str = "done", result: dict[str, Any] | None = None
-    ) -> None:
-        conn.execute(
-            update(t.outbox)
-            .where(t.outbox.c.id == op.id)
-            .values(
-                status=status,
-                completed_at=self.clock(),
-                result=result or {},
-                attempts=op.attempts + 1,
-            )
+            self._fatal = None
+            outcome = await self.drainer.drain(max_rounds, should_stop=should_stop)
+            fatal, self._fatal = self._fatal, None
+        if fatal is not None:
+            raise fatal
+        return DrainReport(
+            done=outcome.done + outcome.cancelled,
+            waiting=outcome.waiting,
+            retried=outcome.retried,
+            parked=outcome.parked,
+            lost=outcome.lost,
+            errors=list(outcome.errors),
         )
 
-    def _retry_later(self, op: Any, error: str, retry_after: float | None, spent_key: bool) -> None:
-        attempts = op.attempts + 1
-        delay = retry_after if retry_after is not None else min(300.0, 2.0**attempts)
-        payload = dict(op.payload or {})
-        if spent_key:
-            payload["generation"] = int(payload.get("generation", 0)) + 1
-        with self.ledger.engine.begin() as conn:
-            conn.execute(
-                update(t.outbox)
-                .where(t.outbox.c.id == op.id)
-                .values(
-                    attempts=attempts,
-                    last_error=error[:2000],
-                    payload=payload,
-                    not_before=self.clock() + timedelta(seconds=delay),
-                )
-            )
-        log.warning("outbox.retry_later", operation=op.operation, op=op.id, attempts=attempts)
+    def _registry(self) -> HandlerRegistry:
+        """The Stripe operations and their handlers; a refused call parks its row and
+        sends the entry to `needs_review` (`park_entry_for_review`), in one transaction."""
+        registry = HandlerRegistry()
+        handlers: dict[Operation, Callable[[OutboxOp], Awaitable[Outcome]]] = {
+            Operation.CREATE_INVOICE: self._op_create_invoice,
+            Operation.CREATE_INVOICE_ITEM: self._op_create_invoice_item,
+            Operation.UPDATE_INVOICE_ITEM: self._op_update_invoice_item,
+            Operation.DELETE_INVOICE_ITEM: self._op_delete_invoice_item,
+            Operation.FINALIZE_INVOICE: self._op_finalize_invoice,
+            Operation.SEND_INVOICE: self._op_send_invoice,
+        }
+        for operation, handler in handlers.items():
+            registry.register(operation, self._stripe_call(handler), on_park=park_entry_for_review)
+        return registry
 
-    def _park(self, op: Any, error: str) -> None:
-        """Stripe refused the call: never loop; the entry waits for a person."""
-        now = self.clock()
-        with self.ledger.engine.begin() as conn:
-            park_op(conn, op, "stripe", error, now, attempts=op.attempts + 1)
-            if op.entry_id is not None:
-                state = conn.execute(
-                    select(t.entries.c.state).where(t.entries.c.id == op.entry_id)
-                ).scalar_one()
-                if state in (EntryState.DRAFTED.value, EntryState.APPROVED.value):
-                    move_entry(
-                        conn,
-                        op.entry_id,
-                        EntryState.NEEDS_REVIEW,
-                        "stripe",
-                        error,
-                        now,
-                        review_reason=error[:2000],
-                        invoice_id=None,
-                    )
-        log.error("outbox.parked", operation=op.operation, op=op.id, error=error)
+    def _stripe_call(
+        self, handler: Callable[[OutboxOp], Awaitable[Outcome]]
+    ) -> Callable[[OutboxOp], Awaitable[Outcome]]:
+        """Stripe's answers as outcomes: refused → Park; transient → Retry (a 5xx spent
+        the key: the next try uses a new one, after a metadata search); credentials or
+        no Stripe at all → the drain stops (`FatalError`) and `drain` raises it."""
+
+        async def run(op: OutboxOp) -> Outcome:
+            try:
+                return await handler(op)
+            except StripeRejected as exc:
+                return Park(str(exc))
+            except RetriableError as exc:
+                return Retry(str(exc), exc.retry_after, new_key=_spent(exc))
+            except (FatalError, InvoicingError) as exc:
+                self._fatal = exc
+                raise FatalError(str(exc)) from exc
+
+        return run
+
+    def _must_search_first(self, op: OutboxOp) -> bool:
+        """The key may no longer protect us: pruned by Stripe, or spent on an error."""
+        return op.key_may_be_unprotected(self.clock(), KEY_REUSE_WINDOW)
+
+    def _read(self, fn: Callable[[Connection], _R]) -> Awaitable[_R]:
+        """`fn(conn)` on a worker thread: the ledger is never read on the event loop."""
+
+        def run() -> _R:
+            with self.ledger.engine.connect() as conn:
+                return fn(conn)
+
+        return asyncio.to_thread(run)
 
     # Each operation reads the ledger as it is now: an entry that moved away since the
-    # intent was queued is not pushed to Stripe.
+    # intent was queued is not pushed to Stripe. What a call returns is recorded by
+    # `Done.record`, in the transaction that closes the row, only while this drain
+    # still holds the row's lease.
 
-    async def _op_create_invoice(self, op: Any) -> str:
-        with self.ledger.engine.connect() as conn:
-            invoice = invoice_row(conn, op.invoice_id)
-            lid = ledger_id(conn)
+    async def _op_create_invoice(self, op: OutboxOp) -> Outcome:
+        assert op.invoice_id is not None
+        invoice_id = op.invoice_id
+        invoice, lid = await self._read(
+            lambda conn: (invoice_row(conn, invoice_id), ledger_id(conn))
+        )
         if invoice.stripe_invoice_id:
-            with self.ledger.engine.begin() as conn:
-                self._finish(conn, op, result={"id": invoice.stripe_invoice_id})
-            return "done"
+            return Done({"id": invoice.stripe_invoice_id})
         client = self._client(invoice.client)
         marker = f"{lid}:{invoice.id}"
         found: dict[str, Any] | None = None
@@ -642,17 +635,19 @@ class Invoicing:
                         _SEARCH_KEYS,
                     ),
                 },
-                self._key(op),
+                op.call_key,
             )
             failpoint("after_stripe_call:create_invoice")
-        with self.ledger.engine.begin() as conn:
+        stripe_id = str(found["id"])
+
+        def record(conn: Connection) -> None:
             conn.execute(
                 update(t.invoices)
-                .where(t.invoices.c.id == invoice.id)
-                .values(stripe_invoice_id=found["id"], updated_at=self.clock())
+                .where(t.invoices.c.id == invoice_id)
+                .values(stripe_invoice_id=stripe_id, updated_at=self.clock())
             )
-            self._finish(conn, op, result={"id": found["id"]})
-        return "done"
+
+        return Done({"id": stripe_id}, record)
 
     def _line(self, conn: Connection, entry_id: int) -> Any:
         return conn.execute(
@@ -715,24 +710,27 @@ class Invoicing:
     def _fit_metadata(params: dict[str, Any]) -> None:
         params["metadata"] = fit_metadata(params["metadata"], _SEARCH_KEYS)
 
-    async def _op_create_invoice_item(self, op: Any) -> str:
-        with self.ledger.engine.connect() as conn:
-            line = self._line(conn, op.entry_id)
-            invoice = invoice_row(conn, op.invoice_id)
-            lid = ledger_id(conn)
-        if line.invoice_id != op.invoice_id or line.state not in (
-            EntryState.DRAFTED.value,
-            EntryState.APPROVED.value,
-        ):
-            with self.ledger.engine.begin() as conn:
-                self._finish(conn, op, "cancelled", {"reason": f"entry is {line.state}"})
-            return "done"
-        if line.stripe_invoice_item_id:
-            with self.ledger.engine.begin() as conn:
-                self._finish(conn, op, result={"id": line.stripe_invoice_item_id})
-            return "done"
-        if not invoice.stripe_invoice_id:
-            return "wait"  # the draft itself is not created yet
+    async def _op_create_invoice_item(self, op: OutboxOp) -> Outcome:
+        """One entry's line on its draft (`mapping.stripe_lines.before_create` decides
+        whether to call; `after_create` what to record). A line Stripe created after
+        its entry left the draft (rejected, adjusted, voided while the call was in
+        flight) is never linked: its deletion is queued in the same transaction."""
+        assert op.entry_id is not None and op.invoice_id is not None
+        entry_id, invoice_id = op.entry_id, op.invoice_id
+        line, invoice, lid = await self._read(
+            lambda conn: (
+                self._line(conn, entry_id),
+                invoice_row(conn, invoice_id),
+                ledger_id(conn),
+            )
+        )
+        step = before_create(_on_draft(line), invoice_id, bool(invoice.stripe_invoice_id))
+        if isinstance(step, CancelCreate):
+            return Done({"reason": step.reason}, cancelled=True)
+        if isinstance(step, AlreadyLinked):
+            return Done({"id": step.stripe_item_id})
+        if isinstance(step, WaitForDraft):
+            return Wait(reason="the draft is not on Stripe yet")
         client = self._client(invoice.client)
         params = self._item_params(line, client)
         params.update(customer=client.stripe_customer_id, invoice=invoice.stripe_invoice_id)
@@ -752,109 +750,120 @@ class Invoicing:
             )
         if found is None:
             failpoint("before_stripe_call:create_invoice_item")
-            found = await self.gateway.create_invoice_item(params, self._key(op))
+            found = await self.gateway.create_invoice_item(params, op.call_key)
             failpoint("after_stripe_call:create_invoice_item")
-        with self.ledger.engine.begin() as conn:
-            conn.execute(
-                update(t.entries)
-                .where(t.entries.c.id == line.id)
-                .values(stripe_invoice_item_id=found["id"], updated_at=self.clock())
-            )
-            self._finish(conn, op, result={"id": found["id"]})
-        return "done"
+        item_id = str(found["id"])
 
-    async def _op_update_invoice_item(self, op: Any) -> str:
-        with self.ledger.engine.connect() as conn:
-            line = self._line(conn, op.entry_id)
-            invoice = invoice_row(conn, op.invoice_id)
-        if line.invoice_id != op.invoice_id or not line.stripe_invoice_item_id:
+        def record(conn: Connection) -> None:
+            # Locked: a reject or adjust of this entry either committed before (and is
+            # seen here) or waits for this link (and then deletes the line itself).
+            now_row = conn.execute(
+                select(t.entries).where(t.entries.c.id == entry_id).with_for_update()
+            ).first()
+            decision = after_create(
+                _on_draft(now_row) if now_row is not None else None, invoice_id, item_id
+            )
+            if isinstance(decision, LinkItem):
+                conn.execute(
+                    update(t.entries)
+                    .where(t.entries.c.id == entry_id)
+                    .values(stripe_invoice_item_id=item_id, updated_at=self.clock())
+                )
+                return
+            log.warning("outbox.stray_line", entry=entry_id, item=item_id, reason=decision.reason)
+            enqueue(
+                conn,
+                "delete_invoice_item",
+                item_delete_key(f"kv-{lid}", entry_id, invoice_id, item_id),
+                self.clock(),
+                entry_id=entry_id,
+                invoice_id=invoice_id,
+                payload={"stripe_invoice_item_id": item_id},
+            )
+
+        return Done({"id": item_id}, record)
+
+    async def _op_update_invoice_item(self, op: OutboxOp) -> Outcome:
+        assert op.entry_id is not None and op.invoice_id is not None
+        entry_id, invoice_id = op.entry_id, op.invoice_id
+        line, invoice = await self._read(
+            lambda conn: (self._line(conn, entry_id), invoice_row(conn, invoice_id))
+        )
+        if line.invoice_id != invoice_id or not line.stripe_invoice_item_id:
             # Not on Stripe yet: the pending create sends the current values.
-            with self.ledger.engine.begin() as conn:
-                self._finish(conn, op, "cancelled", {"reason": "no Stripe line to update"})
-            return "done"
+            return Done({"reason": "no Stripe line to update"}, cancelled=True)
         if invoice.state != "draft":
-            raise StripeRejected(
+            return Park(
                 f"invoice {invoice.id} is {invoice.state}: lines are never edited after "
-                "finalization",
-                None,
-                "invoice_not_editable",
+                "finalization"
             )
         client = self._client(invoice.client)
         params = self._item_params(line, client)
         params.pop("currency")
         self._fit_metadata(params)
         result = await self.gateway.update_invoice_item(
-            line.stripe_invoice_item_id, params, self._key(op)
+            line.stripe_invoice_item_id, params, op.call_key
         )
-        with self.ledger.engine.begin() as conn:
-            self._finish(conn, op, result={"id": result["id"], "amount": result.get("amount")})
-        return "done"
+        return Done({"id": result["id"], "amount": result.get("amount")})
 
-    async def _op_delete_invoice_item(self, op: Any) -> str:
-        item_id = (op.payload or {}).get("stripe_invoice_item_id")
+    async def _op_delete_invoice_item(self, op: OutboxOp) -> Outcome:
+        item_id = op.payload.get("stripe_invoice_item_id")
         if item_id:
-            await self.gateway.delete_invoice_item(item_id)
-        with self.ledger.engine.begin() as conn:
-            self._finish(conn, op, result={"deleted": item_id})
-        return "done"
+            await self.gateway.delete_invoice_item(str(item_id))
+        return Done({"deleted": item_id})
 
-    async def _op_finalize_invoice(self, op: Any) -> str:
-        """The only path to a finalized invoice; refused without an approval row."""
-        with self.ledger.engine.connect() as conn:
-            invoice = invoice_row(conn, op.invoice_id)
+    async def _op_finalize_invoice(self, op: OutboxOp) -> Outcome:
+        """The only path to a finalized invoice; refused without an approval row, and
+        only once no call that changes the draft's lines is open (pending, or claimed by
+        a drain in flight)."""
+        assert op.invoice_id is not None
+        invoice_id = op.invoice_id
+
+        def read(conn: Connection) -> tuple[Any, Any, int]:
+            invoice = invoice_row(conn, invoice_id)
             approval = conn.execute(
-                select(t.approvals).where(t.approvals.c.invoice_id == op.invoice_id)
+                select(t.approvals).where(t.approvals.c.invoice_id == invoice_id)
             ).first()
-            unsynced = conn.execute(
-                select(func.count())
-                .select_from(t.outbox)
-                .where(
-                    t.outbox.c.invoice_id == op.invoice_id,
-                    t.outbox.c.status == "pending",
-                    t.outbox.c.operation.in_(
-                        [
-                            "create_invoice",
-                            "create_invoice_item",
-                            "update_invoice_item",
-                            "delete_invoice_item",
-                        ]
-                    ),
+            unsynced = len(
+                ops_for(
+                    conn,
+                    invoice_id=invoice_id,
+                    operations=LINE_OPERATIONS,
+                    statuses=OPEN_STATUSES,
                 )
-            ).scalar_one()
-        if approval is None:
-            raise StripeRejected(
-                f"refusing to finalize invoice {invoice.id}: the ledger holds no approval",
-                None,
-                "no_approval",
             )
+            return invoice, approval, unsynced
+
+        invoice, approval, unsynced = await self._read(read)
+        if approval is None:
+            return Park(f"refusing to finalize invoice {invoice.id}: the ledger holds no approval")
         if unsynced or not invoice.stripe_invoice_id:
-            return "wait"
+            return Wait(reason="lines still on their way to Stripe")
         remote = await self.gateway.retrieve_invoice(invoice.stripe_invoice_id)
         if remote.get("status") == "draft":
             total = int(remote.get("total") or 0)
             if total != approval.total_minor:
-                raise StripeRejected(
+                return Park(
                     f"refusing to finalize invoice {invoice.id}: Stripe's total {total} is "
-                    f"not the approved {approval.total_minor}; approve it again",
-                    None,
-                    "total_changed",
+                    f"not the approved {approval.total_minor}; approve it again"
                 )
             failpoint("before_stripe_call:finalize_invoice")
-            remote = await self.gateway.finalize_invoice(invoice.stripe_invoice_id, self._key(op))
+            remote = await self.gateway.finalize_invoice(invoice.stripe_invoice_id, op.call_key)
             failpoint("after_stripe_call:finalize_invoice")
         client = self._client(invoice.client)
-        with self.ledger.engine.begin() as conn:
-            self._record_finalized(conn, invoice.id, remote, "stripe")
+
+        def record(conn: Connection) -> None:
+            self._record_finalized(conn, invoice_id, remote, "stripe")
             if client.auto_send and remote.get("status") == "open":
                 enqueue(
                     conn,
                     "send_invoice",
-                    f"kv-{ledger_id(conn)}-inv{invoice.id}-send",
+                    f"kv-{ledger_id(conn)}-inv{invoice_id}-send",
                     self.clock(),
-                    invoice_id=invoice.id,
+                    invoice_id=invoice_id,
                 )
-            self._finish(conn, op, result={"status": remote.get("status")})
-        return "done"
+
+        return Done({"status": remote.get("status")}, record)
 
     def _record_finalized(
         self, conn: Connection, invoice_id: int, remote: dict[str, Any], actor: str
@@ -890,27 +899,27 @@ class Invoicing:
                 now,
             )
 
-    async def _op_send_invoice(self, op: Any) -> str:
-        with self.ledger.engine.connect() as conn:
-            invoice = invoice_row(conn, op.invoice_id)
+    async def _op_send_invoice(self, op: OutboxOp) -> Outcome:
+        assert op.invoice_id is not None
+        invoice_id = op.invoice_id
+        invoice = await self._read(lambda conn: invoice_row(conn, invoice_id))
         if invoice.state not in ("finalized",):
-            with self.ledger.engine.begin() as conn:
-                self._finish(conn, op, "cancelled", {"reason": f"invoice is {invoice.state}"})
-            return "done"
-        await self.gateway.send_invoice(invoice.stripe_invoice_id, self._key(op))
-        with self.ledger.engine.begin() as conn:
+            return Done({"reason": f"invoice is {invoice.state}"}, cancelled=True)
+        await self.gateway.send_invoice(invoice.stripe_invoice_id, op.call_key)
+
+        def record(conn: Connection) -> None:
             conn.execute(
                 update(t.invoices)
                 .where(
                     and_(
-                        t.invoices.c.id == invoice.id,
+                        t.invoices.c.id == invoice_id,
                         t.invoices.c.state == "finalized",
                     )
                 )
                 .values(state="sent", updated_at=self.clock())
             )
-            self._finish(conn, op)
-        return "done"
+
+        return Done(record=record)
 
     # --- following Stripe -----------------------------------------------------------
 
@@ -1126,6 +1135,37 @@ def _rate_text(rate: Decimal, currency: str) -> str:
     exponent = Money.zero(currency).exponent
     shown = rate.quantize(Decimal(1).scaleb(-exponent))
     return f"{shown if shown == rate else rate:,} {currency}"
+
+
+def drainer_owner() -> str:
+    """This process, as outbox leases name it: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dead_drainer(owner: str) -> bool:
+    """Whether `owner` (``host:pid``) is a process of this host that no longer runs:
+    a drain killed mid-call (its rows come back at once, not when the lease lapses).
+    Another host's drainer, or a live process, is never judged dead."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (another user's process)
+    return False
+
+
+def _on_draft(row: Any) -> EntryOnDraft:
+    """The create handler's view of an entry row."""
+    return EntryOnDraft(
+        entry_id=int(row.id),
+        state=EntryState(row.state),
+        invoice_id=row.invoice_id,
+        stripe_item_id=row.stripe_invoice_item_id,
+    )
 
 
 def _spent(exc: RetriableError) -> bool:

@@ -173,6 +173,10 @@ class HandlerRegistry:
 # --- the drain -----------------------------------------------------------------------------
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass
 class DrainReport:
     done: int = 0
@@ -202,8 +206,13 @@ class Drainer:
         lease: timedelta = timedelta(minutes=5),
         owner: str = "kanvoice",
         batch: int = 200,
+        gone: Callable[[str], bool] | None = None,
     ) -> None:
         self.ledger = ledger
+        #: Whether the drainer that claimed rows as this `owner` is gone for sure (a
+        #: process of this host that no longer runs): its claims are ended at once
+        #: instead of when their lease lapses. None: leases always lapse.
+        self.gone = gone
         self.registry = registry
         self.clock = clock
         self.policy = policy or BackoffPolicy()
@@ -211,14 +220,20 @@ class Drainer:
         self.owner = owner
         self.batch = batch
 
-    async def drain(self, max_rounds: int = 20) -> DrainReport:
+    async def drain(
+        self, max_rounds: int = 20, should_stop: Callable[[], bool] | None = None
+    ) -> DrainReport:
         """Rounds over the due rows until one makes no progress (nothing done or
-        parked), a `FatalError` aborts, or `max_rounds` is reached."""
+        parked), a `FatalError` aborts, or `max_rounds` is reached.
+
+        `should_stop` is asked before each row is claimed: once it says so, the drain
+        returns after the row in flight is recorded (the rest stays queued)."""
         report = DrainReport()
+        stop = should_stop or _never
         for _ in range(max_rounds):
             report.waiting = 0
-            progressed = await self._round(report)
-            if report.aborted is not None or not progressed:
+            progressed = await self._round(report, stop)
+            if report.aborted is not None or not progressed or stop():
                 break
         return report
 
@@ -229,12 +244,33 @@ class Drainer:
         return report
 
     def _due(self) -> list[int]:
+        self._end_claims_of_the_gone()
         with self.ledger.engine.connect() as conn:
             return store.due_ids(conn, self.registry.operations, self.clock(), self.batch)
 
-    async def _round(self, report: DrainReport) -> bool:
+    def _end_claims_of_the_gone(self) -> None:
+        """A drainer killed mid-call (SIGKILL, OOM, a crash) leaves its rows claimed until
+        the lease lapses; when `gone` says its process is dead, they are due now. Safe
+        if it is wrong: the call is repeated with the same idempotency key, and the dead
+        claim's token can record nothing."""
+        if self.gone is None:
+            return
+        with self.ledger.engine.connect() as conn:
+            claims = store.claims(conn)
+        gone = self.gone
+        dead = [(op_id, token) for op_id, token in claims if gone(store.lease_owner(token))]
+        if not dead:
+            return
+        with self.ledger.engine.begin() as conn:
+            for op_id, token in dead:
+                if store.expire_lease(conn, op_id, token, self.clock()):
+                    log.warning("outbox.lease_of_dead_drainer", op=op_id, token=token)
+
+    async def _round(self, report: DrainReport, stop: Callable[[], bool] = _never) -> bool:
         progressed = False
         for op_id in await asyncio.to_thread(self._due):
+            if stop():
+                break
             if await self._perform(op_id, report):
                 progressed = True
             if report.aborted is not None:

@@ -248,6 +248,36 @@ def claim(
     return get_op(conn, op_id)
 
 
+def claims(conn: Connection) -> list[tuple[int, str]]:
+    """(id, lease token) of every claimed row, oldest first."""
+    rows = conn.execute(
+        select(t.outbox.c.id, t.outbox.c.lease_owner)
+        .where(t.outbox.c.status == OutboxStatus.CLAIMED.value)
+        .order_by(t.outbox.c.id)
+    ).all()
+    return [(int(r.id), str(r.lease_owner)) for r in rows if r.lease_owner]
+
+
+def lease_owner(token: str) -> str:
+    """The `owner` a lease token was made for (`new_lease_token`)."""
+    return token.rsplit(":", 1)[0]
+
+
+def expire_lease(conn: Connection, op_id: int, token: str, now: datetime) -> bool:
+    """End a claim now (its holder is known to be gone): the row is claimable at once.
+    Conditioned on the token, so a claim taken meanwhile is left alone."""
+    changed = conn.execute(
+        update(t.outbox)
+        .where(
+            t.outbox.c.id == op_id,
+            t.outbox.c.status == OutboxStatus.CLAIMED.value,
+            t.outbox.c.lease_owner == token,
+        )
+        .values(lease_until=now - timedelta(microseconds=1))
+    ).rowcount
+    return changed == 1
+
+
 def _held(op: OutboxOp, token: str) -> Any:
     return (
         (t.outbox.c.id == op.id)

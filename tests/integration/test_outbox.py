@@ -154,6 +154,44 @@ async def test_an_expired_lease_lets_another_drainer_take_over(ledger: Ledger) -
     assert row(ledger, op_id).attempts == 2  # the dead claim counted too
 
 
+async def test_claims_of_a_drainer_known_to_be_gone_are_due_at_once(ledger: Ledger) -> None:
+    op_id, other_id = add(ledger, "k1"), add(ledger, "k2")
+    clock = Clock()
+    with ledger.engine.begin() as conn:  # killed mid-call on this host; the other lives
+        assert claim(conn, op_id, new_lease_token("host:41"), clock(), LEASE) is not None
+        assert claim(conn, other_id, new_lease_token("host:42"), clock(), LEASE) is not None
+    calls: list[str] = []
+
+    async def handler(op: OutboxOp) -> Outcome:
+        calls.append(op.call_key)
+        return Done()
+
+    fresh = Drainer(
+        ledger,
+        one(Operation.SEND_INVOICE, handler),
+        clock,
+        policy=POLICY,
+        lease=LEASE,
+        gone=lambda owner: owner == "host:41",
+    )
+    report = await fresh.drain()
+    assert report.done == 1 and calls == ["k1"]  # the live drainer's row stays its own
+    assert row(ledger, other_id).status == OutboxStatus.CLAIMED
+
+
+def test_only_a_dead_process_of_this_host_is_a_dead_drainer() -> None:
+    import os
+    import socket
+
+    from sync.invoicing import dead_drainer, drainer_owner
+
+    host = socket.gethostname()
+    assert not dead_drainer(drainer_owner())  # this process
+    assert not dead_drainer(f"{host}:{os.getppid()}")  # alive
+    assert not dead_drainer(f"another-{host}:4194399")  # not ours to judge
+    assert dead_drainer(f"{host}:4194399")  # above the kernel's pid_max: not running
+
+
 async def test_a_drainer_that_lost_its_lease_records_nothing(ledger: Ledger) -> None:
     op_id = add(ledger)
     clock = Clock()

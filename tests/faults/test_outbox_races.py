@@ -1,0 +1,92 @@
+"""Fault matrix, outbox rows: two drains racing the same rows, and a decision taken while
+a Stripe call for the draft is in flight.
+
+Three entries (1 h, 2 h, 3 h at 120 EUR) on one draft; the fake Stripe answers one
+request slowly so the race is certain, not timed. Each test ends with the invariants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sync.composition import Services
+from tests.builders import snap
+from tests.conftest import FixedClock
+from tests.fakes.stripe_server import RecordedRequest
+from tests.faults.invariants import assert_invariants
+from tests.faults.world import settle
+from tests.stripe_support import APPROVER, StripeWorld, services_for, world_settings
+
+
+@pytest.fixture
+def two(
+    stripe_world: StripeWorld, ledger_url: str, clock: FixedClock
+) -> Iterator[tuple[Services, Services]]:
+    """Two instances on one ledger: the daemon's and a `kanvoice outbox drain`'s."""
+    daemon = services_for(world_settings(stripe_world, ledger_url), clock)
+    cli = services_for(world_settings(stripe_world, ledger_url), clock)
+    daemon.engine.ingest(
+        [snap("Done", h, 1, item_id=f"R{h}", board="acme-board") for h in ("1", "2", "3")]
+    )
+    yield daemon, cli
+    cli.close()
+    daemon.close()
+
+
+def posts(world: StripeWorld, path: str) -> list[RecordedRequest]:
+    return [r for r in world.fake.requests if r.method == "POST" and r.path == path]
+
+
+async def in_flight(world: StripeWorld, path: str, within: float = 10.0) -> None:
+    """Until the fake holds a (delayed) POST to `path`."""
+    deadline = time.monotonic() + within
+    while not any(r.outcome_status is None for r in posts(world, path)):
+        assert time.monotonic() < deadline, f"no call to {path} in flight"
+        await asyncio.sleep(0.01)
+
+
+async def test_two_drains_racing_one_outbox_row_make_one_stripe_call(
+    two: tuple[Services, Services], stripe_world: StripeWorld, clock: FixedClock
+) -> None:
+    daemon, cli = two
+    assert daemon.invoicing.create_or_refresh_draft("acme").invoice_id is not None
+    # The draft's creation is slow: both drains reach its row while the first call runs.
+    stripe_world.fake.delay_next("POST", "/v1/invoices", seconds=0.5)
+    try:
+        await asyncio.gather(daemon.invoicing.drain(), cli.invoicing.drain())
+        await settle(daemon, clock)
+    finally:
+        await cli.invoicing.close()
+    assert len(posts(stripe_world, "/v1/invoices")) == 1  # one call, not a replay
+    assert len(posts(stripe_world, "/v1/invoiceitems")) == 3
+    assert stripe_world.fake.created["invoice"] == 1
+    assert stripe_world.fake.created["invoiceitem"] == 3
+    await assert_invariants(daemon, stripe_world.fake)
+
+
+async def test_reject_while_a_line_is_on_its_way_to_stripe_leaves_no_stray_line(
+    two: tuple[Services, Services], stripe_world: StripeWorld, clock: FixedClock
+) -> None:
+    services, _ = two
+    invoice_id = services.invoicing.create_or_refresh_draft("acme").invoice_id
+    assert invoice_id is not None
+    # The first line is slow: finance rejects the draft while Stripe is creating it.
+    stripe_world.fake.delay_next("POST", "/v1/invoiceitems", seconds=1.0)
+    drain = asyncio.create_task(services.invoicing.drain())
+    await in_flight(stripe_world, "/v1/invoiceitems")
+    rejected = await asyncio.to_thread(
+        services.invoicing.reject, invoice_id, APPROVER, "cli", "wrong client"
+    )
+    assert rejected["entries_returned"] == 3
+    await drain
+    await settle(services, clock)
+    live = [i for i in stripe_world.fake.list_objects("invoiceitem") if not i.get("deleted")]
+    assert live == []  # the line created after the reject was deleted, not linked
+    # Drafted again, every line reaches Stripe once: none lost.
+    services.invoicing.create_or_refresh_draft("acme")
+    await settle(services, clock)
+    await assert_invariants(services, stripe_world.fake)

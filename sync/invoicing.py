@@ -27,8 +27,23 @@ from sqlalchemy.exc import IntegrityError
 
 from connectors.base import FatalError, RetriableError
 from connectors.stripe.port import StripePort, StripeRejected
-from mapping.domain import EntryState
-from mapping.invoices import BillingPeriod, Cadence, InvoiceState, moves_forward, state_rank
+from mapping.domain import EntryKind, EntryState
+from mapping.invoices import (
+    Approve,
+    BillingPeriod,
+    Cadence,
+    DraftView,
+    InvoiceState,
+    LineView,
+    Refusal,
+    Refused,
+    Release,
+    decide_approve,
+    decide_reject,
+    invoice_state,
+    moves_forward,
+    state_rank,
+)
 from mapping.invoices import billing_period as core_billing_period
 from mapping.money import Money
 from mapping.stripe_lines import (
@@ -39,6 +54,7 @@ from mapping.stripe_lines import (
     WaitForDraft,
     after_create,
     before_create,
+    invoice_key,
     item_delete_key,
 )
 from mapping.stripe_rules import (
@@ -353,66 +369,27 @@ class Invoicing:
             raise NotAnApprover(f"{approver} is not an approver")
         try:
             with self.ledger.engine.begin() as conn:
-                invoice = invoice_row(conn, invoice_id, lock=True)
-                if invoice.state != "draft":
-                    raise InvoicingError(f"invoice {invoice_id} is {invoice.state}, not a draft")
-                if version is not None and version != invoice.version:
-                    raise InvoicingError(
-                        f"invoice {invoice_id} changed since this message (version "
-                        f"{version} → {invoice.version}); review the new version"
-                    )
-                total, lines = self._invoice_total(conn, invoice_id)
-                if lines == 0:
-                    raise InvoicingError(f"invoice {invoice_id} has no lines to approve")
-                charge = check_charge(Money(total, invoice.currency))
-                if charge.below_minimum and not force:
-                    raise BelowMinimumCharge(f"invoice {invoice_id} not approved: {charge.reason}")
-                minor = Money(total, invoice.currency).to_minor_units()
-                conn.execute(
-                    insert(t.approvals).values(
-                        invoice_id=invoice_id,
-                        approver=approver,
-                        channel=channel,
-                        total_minor=minor,
-                        decided_at=now,
-                    )
-                )
-                entries = conn.execute(
-                    select(t.entries.c.id).where(
-                        t.entries.c.invoice_id == invoice_id,
-                        t.entries.c.state == EntryState.DRAFTED.value,
-                    )
-                ).all()
-                for row in entries:
-                    move_entry(
-                        conn, row.id, EntryState.APPROVED, approver, f"approved via {channel}", now
-                    )
-                prefix = f"kv-{ledger_id(conn)}"
-                enqueue(
-                    conn,
-                    "finalize_invoice",
-                    f"{prefix}-inv{invoice_id}-finalize",
-                    now,
-                    invoice_id=invoice_id,
-                )
-                audit(
-                    conn,
-                    now,
+                invoice_row(conn, invoice_id, lock=True)  # LookupError if none; held
+                decision = decide_approve(
+                    self._draft_view(conn, invoice_id),
                     approver,
-                    "approved",
-                    f"invoice:{invoice_id}",
-                    channel=channel,
-                    total_minor=minor,
-                    currency=invoice.currency,
-                    **({"forced_below_minimum": True} if charge.below_minimum else {}),
+                    is_approver=True,
+                    version=version,
+                    charge_rule=check_charge,
+                    force=force,
                 )
+                if isinstance(decision, Refused):
+                    if decision.refusal is Refusal.BELOW_MINIMUM:
+                        raise BelowMinimumCharge(decision.message)
+                    raise InvoicingError(decision.message)
+                self._record_approval(conn, decision, channel, now)
                 return {
                     "invoice_id": invoice_id,
                     "approver": approver,
-                    "total_minor": minor,
-                    "currency": invoice.currency,
+                    "total_minor": decision.total_minor,
+                    "currency": decision.currency,
                     "decided_at": now.isoformat(),
-                    "forced_below_minimum": charge.below_minimum,
+                    "forced_below_minimum": decision.forced_below_minimum,
                 }
         except BelowMinimumCharge as exc:
             with self.ledger.engine.begin() as conn:
@@ -434,6 +411,99 @@ class Invoicing:
             who = existing.approver if existing else "someone"
             raise InvoicingError(f"invoice {invoice_id} was already approved by {who}") from None
 
+    def _draft_view(self, conn: Connection, invoice_id: int) -> DraftView | None:
+        """The invoice and its drafted / approved lines, as the decisions see them."""
+        invoice = conn.execute(select(t.invoices).where(t.invoices.c.id == invoice_id)).first()
+        if invoice is None:
+            return None
+        approved_by = conn.execute(
+            select(t.approvals.c.approver).where(t.approvals.c.invoice_id == invoice_id)
+        ).scalar_one_or_none()
+        rows = conn.execute(
+            select(t.entries, t.items.c.item_key)
+            .join(t.items, t.items.c.id == t.entries.c.item_id)
+            .where(
+                t.entries.c.invoice_id == invoice_id,
+                t.entries.c.state.in_([EntryState.DRAFTED.value, EntryState.APPROVED.value]),
+            )
+            .order_by(t.entries.c.id)
+        ).all()
+        return DraftView(
+            invoice_id=invoice_id,
+            client=invoice.client,
+            state=invoice_state(invoice.state),
+            version=int(invoice.version),
+            currency=invoice.currency,
+            approved_by=approved_by,
+            lines=tuple(
+                LineView(
+                    entry_id=int(r.id),
+                    item_key=r.item_key,
+                    kind=EntryKind(r.kind),
+                    seq=int(r.seq),
+                    state=EntryState(r.state),
+                    hours=r.hours,
+                    rate=r.rate,
+                    amount=r.amount,
+                    currency=r.currency,
+                    description=r.description or "",
+                    invoice_id=r.invoice_id,
+                    stripe_item_id=r.stripe_invoice_item_id,
+                )
+                for r in rows
+            ),
+        )
+
+    def _record_approval(
+        self, conn: Connection, decision: Approve, channel: str, now: datetime
+    ) -> None:
+        """Apply `decide_approve`: the approval row at the approved total, the entries
+        approved, the finalize queued, and the open-draft slot given up, so the approved
+        invoice never changes again: lines that become ready now go on the client's next
+        draft (a refresh before the finalize opens a new one)."""
+        invoice_id = decision.invoice_id
+        conn.execute(
+            insert(t.approvals).values(
+                invoice_id=invoice_id,
+                approver=decision.approver,
+                channel=channel,
+                total_minor=decision.total_minor,
+                decided_at=now,
+            )
+        )
+        for entry_id in decision.entry_ids:
+            move_entry(
+                conn,
+                entry_id,
+                EntryState.APPROVED,
+                decision.approver,
+                f"approved via {channel}",
+                now,
+            )
+        conn.execute(
+            update(t.invoices)
+            .where(t.invoices.c.id == invoice_id)
+            .values(open_slot=None, updated_at=now)
+        )
+        enqueue(
+            conn,
+            "finalize_invoice",
+            invoice_key(f"kv-{ledger_id(conn)}", invoice_id, "finalize"),
+            now,
+            invoice_id=invoice_id,
+        )
+        audit(
+            conn,
+            now,
+            decision.approver,
+            "approved",
+            f"invoice:{invoice_id}",
+            channel=channel,
+            total_minor=decision.total_minor,
+            currency=decision.currency,
+            **({"forced_below_minimum": True} if decision.forced_below_minimum else {}),
+        )
+
     def reject(self, invoice_id: int, who: str, channel: str, reason: str) -> dict[str, Any]:
         """Take every line off the draft (entries back to ready, reason recorded); the
         draft stays unfinalized and empty, ready for the next attempt."""
@@ -443,15 +513,20 @@ class Invoicing:
                 audit(conn, now, who, "reject_refused", f"invoice:{invoice_id}", channel=channel)
             raise NotAnApprover(f"{who} is not an approver")
         with self.ledger.engine.begin() as conn:
-            invoice = invoice_row(conn, invoice_id, lock=True)
-            if invoice.state != "draft":
-                raise InvoicingError(f"invoice {invoice_id} is {invoice.state}, not a draft")
-            if conn.execute(
-                select(t.approvals.c.id).where(t.approvals.c.invoice_id == invoice_id)
-            ).first():
-                raise InvoicingError(f"invoice {invoice_id} is already approved")
-            released = self._release_entries(
-                conn, invoice_id, who, f"rejected via {channel}: {reason}", now
+            invoice_row(conn, invoice_id, lock=True)  # LookupError if none; held
+            # Locked (PostgreSQL): a create recording its line meanwhile either committed
+            # first (its link is seen, and the line deleted here) or sees the entry gone
+            # and deletes the line it just made (`after_create`).
+            conn.execute(
+                select(t.entries.c.id).where(t.entries.c.invoice_id == invoice_id).with_for_update()
+            ).all()
+            decision = decide_reject(
+                self._draft_view(conn, invoice_id), who, reason, is_approver=True
+            )
+            if isinstance(decision, Refused):
+                raise InvoicingError(decision.message)
+            released = self._apply_releases(
+                conn, invoice_id, decision.releases, who, f"rejected via {channel}: {reason}", now
             )
             bump_version(conn, invoice_id, now)
             audit(
@@ -465,6 +540,41 @@ class Invoicing:
                 entries=released,
             )
             return {"invoice_id": invoice_id, "rejected_by": who, "entries_returned": released}
+
+    def _apply_releases(
+        self,
+        conn: Connection,
+        invoice_id: int,
+        releases: tuple[Release, ...],
+        actor: str,
+        reason: str,
+        now: datetime,
+    ) -> int:
+        """Apply `decide_reject`'s releases: each entry back to ready, its Stripe line (if
+        it has one yet) deleted through the outbox."""
+        prefix = f"kv-{ledger_id(conn)}"
+        for release in releases:
+            move_entry(
+                conn,
+                release.entry_id,
+                EntryState.READY,
+                actor,
+                reason,
+                now,
+                invoice_id=None,
+                stripe_invoice_item_id=None,
+            )
+            if release.delete_item:
+                enqueue(
+                    conn,
+                    "delete_invoice_item",
+                    item_delete_key(prefix, release.entry_id, invoice_id, release.delete_item),
+                    now,
+                    entry_id=release.entry_id,
+                    invoice_id=invoice_id,
+                    payload={"stripe_invoice_item_id": release.delete_item},
+                )
+        return len(releases)
 
     def _release_entries(
         self,

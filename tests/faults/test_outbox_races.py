@@ -90,3 +90,28 @@ async def test_reject_while_a_line_is_on_its_way_to_stripe_leaves_no_stray_line(
     services.invoicing.create_or_refresh_draft("acme")
     await settle(services, clock)
     await assert_invariants(services, stripe_world.fake)
+
+
+async def test_a_refresh_between_approval_and_finalize_goes_to_the_next_draft(
+    two: tuple[Services, Services], stripe_world: StripeWorld, clock: FixedClock
+) -> None:
+    services, _ = two
+    first = services.invoicing.create_or_refresh_draft("acme").invoice_id
+    assert first is not None
+    await settle(services, clock)
+    approved = services.invoicing.approve(first, APPROVER, "cli")
+    # Before the finalize runs, a ticket reaches Done and the client's draft is refreshed.
+    services.engine.ingest([snap("Done", "4", 1, item_id="R4", board="acme-board")])
+    refreshed = services.invoicing.create_or_refresh_draft("acme")
+    assert refreshed.invoice_id not in (None, first)
+    assert (refreshed.added, refreshed.lines) == (1, 1)
+    await settle(services, clock)
+    invoices = {
+        i["metadata"]["kanvoice_invoice"].split(":")[1]: i
+        for i in stripe_world.fake.list_objects("invoice")
+    }
+    assert invoices[str(first)]["status"] == "open"  # finalized as approved
+    assert invoices[str(first)]["total"] == approved["total_minor"] == (1 + 2 + 3) * 12000
+    assert invoices[str(refreshed.invoice_id)]["status"] == "draft"
+    assert invoices[str(refreshed.invoice_id)]["total"] == 4 * 12000
+    await assert_invariants(services, stripe_world.fake)

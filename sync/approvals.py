@@ -75,6 +75,8 @@ from sync.invoicing import (
     InvoicingError,
     NotAnApprover,
     billing_period,
+    dead_drainer,
+    drainer_owner,
 )
 from sync.ledger import schema as t
 from sync.ledger.ops import (
@@ -83,10 +85,12 @@ from sync.ledger.ops import (
     invoice_row,
     ledger_id,
     move_entry,
-    park_op,
     queue_draft_edits,
 )
+from sync.ledger.outbox import Operation, OutboxOp
 from sync.ledger.store import Ledger
+from sync.outbox import BackoffPolicy, Done, Drainer, HandlerRegistry, Park, Retry
+from sync.outbox import Outcome as OutboxOutcome
 from sync.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -96,8 +100,11 @@ OP_POST = "slack_post_draft"
 OP_DECIDED = "slack_update_decided"
 SLACK_OPERATIONS = (OP_POST, OP_DECIDED)
 # A claimed Slack operation is retried after this long if its instance died mid-call.
+# A claimed Slack row is another drain's after this long: longer than a Slack call
+# with its retries (`DESK_RETRY`'s deadline).
 CLAIM_LEASE = timedelta(minutes=2)
 MAX_BACKOFF_SECONDS = 600.0
+SLACK_BACKOFF = BackoffPolicy(floor=1.0, cap=MAX_BACKOFF_SECONDS)
 # The authorization check must leave time to answer Slack within 3 s.
 GROUP_CHECK_SECONDS = 1.5
 # Slack calls from the desk: short, because the outbox retries later anyway.
@@ -282,6 +289,7 @@ class ApprovalDesk:
         self.clock = clock
         self.slack_factory = slack_factory
         self._slack: SlackPort | None = None
+        self._slack_drainer: Drainer | None = None
         self._group_members: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         if self.settings.slack.approver_group:
@@ -486,108 +494,70 @@ class ApprovalDesk:
     async def drain_slack(self) -> SlackDrainReport:
         """Perform every due Slack operation of the outbox (posts and message updates).
 
-        Each operation is claimed first (a lease, so two instances never post the same
-        message at once). Slack unavailable or rate-limited: the row stays pending with
-        a backoff (Slack's ``Retry-After`` when given). Slack refusing for good
-        (``channel_not_found``, ``invalid_auth``…): the row is parked and audited.
+        Through the one outbox mechanism (`sync.outbox.Drainer`): each row is claimed
+        with a lease first, so two instances never post the same message. Slack
+        unavailable or rate-limited: retried after a backoff (Slack's ``Retry-After``
+        when given). Slack refusing the call for good (``channel_not_found``…): the row
+        is parked and audited. A token Slack refuses (``invalid_auth``…) would fail
+        every row alike: the drain stops, the rows stay pending, the error is reported.
         """
         report = SlackDrainReport()
-        slack = self.slack
-        if slack is None:
+        if self.slack is None:
             return report
-        for op in await asyncio.to_thread(self._due_ops):
-            if not await asyncio.to_thread(self._claim, op):
-                continue
-            try:
-                if op.operation == OP_POST:
-                    status, result = await self._perform_post(slack, op)
-                else:
-                    status, result = await self._perform_decided(slack, op)
-            except SlackUnavailable as exc:
-                await asyncio.to_thread(self._retry_later, op, str(exc), exc.retry_after)
-                report.retried += 1
-                report.errors.append(f"{op.operation} #{op.id}: {exc}")
-                continue
-            except FatalError as exc:
-                await asyncio.to_thread(self._park, op, str(exc))
-                report.parked += 1
-                report.errors.append(f"{op.operation} #{op.id}: {exc}")
-                continue
-            except Exception as exc:  # a bug or the ledger: keep the row, try again later
-                log.exception("slack.operation_failed", operation=op.operation, op=op.id)
-                await asyncio.to_thread(self._retry_later, op, repr(exc), None)
-                report.retried += 1
-                report.errors.append(f"{op.operation} #{op.id}: {exc!r}")
-                continue
-            await asyncio.to_thread(self._finish, op, status, result)
-            if status == "done":
-                report.done += 1
-            else:
-                report.cancelled += 1
+        outcome = await self._drainer().drain()
+        report.done, report.cancelled = outcome.done, outcome.cancelled
+        report.retried, report.parked = outcome.retried, outcome.parked
+        report.errors = list(outcome.errors)
         return report
 
-    def _due_ops(self) -> list[Any]:
-        now = self.clock()
-        with self.ledger.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    select(t.outbox)
-                    .where(
-                        t.outbox.c.status == "pending",
-                        t.outbox.c.operation.in_(SLACK_OPERATIONS),
-                        t.outbox.c.not_before.is_(None) | (t.outbox.c.not_before <= now),
-                    )
-                    .order_by(t.outbox.c.id)
-                ).all()
+    def _drainer(self) -> Drainer:
+        if self._slack_drainer is None:
+            registry = HandlerRegistry()
+            registry.register(Operation.SLACK_POST_DRAFT, self._slack_call)
+            registry.register(Operation.SLACK_UPDATE_DECIDED, self._slack_call)
+            self._slack_drainer = Drainer(
+                self.ledger,
+                registry,
+                self.clock,
+                policy=SLACK_BACKOFF,
+                lease=CLAIM_LEASE,
+                owner=drainer_owner(),
+                gone=dead_drainer,
             )
+        return self._slack_drainer
 
-    def _claim(self, op: Any) -> bool:
-        with self.ledger.engine.begin() as conn:
-            claimed = conn.execute(
-                update(t.outbox)
-                .where(
-                    t.outbox.c.id == op.id,
-                    t.outbox.c.status == "pending",
-                    t.outbox.c.attempts == op.attempts,
-                )
-                .values(attempts=op.attempts + 1, not_before=self.clock() + CLAIM_LEASE)
-            )
-            return claimed.rowcount == 1
+    async def _slack_call(self, op: OutboxOp) -> OutboxOutcome:
+        """One Slack operation as an outcome; a post's message is recorded on its
+        invoice in the transaction that closes the row."""
+        slack = self.slack
+        assert slack is not None
+        try:
+            if op.operation is Operation.SLACK_POST_DRAFT:
+                status, result = await self._perform_post(slack, op)
+            else:
+                status, result = await self._perform_decided(slack, op)
+        except SlackUnavailable as exc:
+            return Retry(str(exc), exc.retry_after)
+        except SlackCallFailed as exc:
+            if exc.is_auth_error:
+                raise  # the token: every row would fail alike
+            return Park(str(exc))
+        except FatalError as exc:  # e.g. no channel to post to
+            return Park(str(exc))
+        if status != "done":
+            return Done(result, cancelled=True)
+        if op.operation is not Operation.SLACK_POST_DRAFT:
+            return Done(result)
+        invoice_id = op.invoice_id
 
-    def _retry_later(self, op: Any, error: str, retry_after: float | None) -> None:
-        attempts = op.attempts + 1
-        delay = retry_after if retry_after is not None else min(MAX_BACKOFF_SECONDS, 2.0**attempts)
-        with self.ledger.engine.begin() as conn:
+        def record(conn: Connection) -> None:
             conn.execute(
-                update(t.outbox)
-                .where(t.outbox.c.id == op.id)
-                .values(
-                    last_error=error[:2000],
-                    not_before=self.clock() + timedelta(seconds=max(delay, 1.0)),
-                )
+                update(t.invoices)
+                .where(t.invoices.c.id == invoice_id)
+                .values(slack_channel=result["channel"], slack_ts=result["ts"])
             )
-        log.warning("slack.retry_later", operation=op.operation, op=op.id, attempts=attempts)
 
-    def _park(self, op: Any, error: str) -> None:
-        now = self.clock()
-        with self.ledger.engine.begin() as conn:
-            park_op(conn, op, "slack", error, now)
-        log.error("slack.parked", operation=op.operation, op=op.id, error=error)
-
-    def _finish(self, op: Any, status: str, result: dict[str, Any]) -> None:
-        now = self.clock()
-        with self.ledger.engine.begin() as conn:
-            if status == "done" and op.operation == OP_POST:
-                conn.execute(
-                    update(t.invoices)
-                    .where(t.invoices.c.id == op.invoice_id)
-                    .values(slack_channel=result["channel"], slack_ts=result["ts"])
-                )
-            conn.execute(
-                update(t.outbox)
-                .where(t.outbox.c.id == op.id)
-                .values(status=status, completed_at=now, result=result, not_before=None)
-            )
+        return Done(result, record)
 
     def _plan_post(self, op: Any) -> _PostPlan:
         payload = dict(op.payload or {})

@@ -81,6 +81,7 @@ from sync.ledger.outbox import (
     OPEN_STATUSES,
     Operation,
     OutboxOp,
+    OutboxStatus,
     ops_for,
     park_entry_for_review,
 )
@@ -896,9 +897,23 @@ class Invoicing:
     async def _op_update_invoice_item(self, op: OutboxOp) -> Outcome:
         assert op.entry_id is not None and op.invoice_id is not None
         entry_id, invoice_id = op.entry_id, op.invoice_id
-        line, invoice = await self._read(
-            lambda conn: (self._line(conn, entry_id), invoice_row(conn, invoice_id))
+        line, invoice, creating = await self._read(
+            lambda conn: (
+                self._line(conn, entry_id),
+                invoice_row(conn, invoice_id),
+                ops_for(
+                    conn,
+                    entry_id=entry_id,
+                    invoice_id=invoice_id,
+                    operations={Operation.CREATE_INVOICE_ITEM},
+                    statuses={OutboxStatus.CLAIMED},
+                ),
+            )
         )
+        if line.invoice_id == invoice_id and not line.stripe_invoice_item_id and creating:
+            # A create is in flight (another drain) with the values from before this
+            # change: once it has linked its line, the line is updated.
+            return Wait(reason="the line's create is in flight")
         if line.invoice_id != invoice_id or not line.stripe_invoice_item_id:
             # Not on Stripe yet: the pending create sends the current values.
             return Done({"reason": "no Stripe line to update"}, cancelled=True)

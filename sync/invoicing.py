@@ -48,12 +48,21 @@ from mapping.invoices import billing_period as core_billing_period
 from mapping.money import Money
 from mapping.stripe_lines import (
     AlreadyLinked,
+    AmountDrift,
     CancelCreate,
+    DeleteStray,
     EntryOnDraft,
+    LedgerLine,
+    Link,
+    LinkedEntry,
     LinkItem,
+    Requeue,
+    StripeItem,
+    Unlink,
     WaitForDraft,
     after_create,
     before_create,
+    diff_lines,
     invoice_key,
     item_delete_key,
 )
@@ -97,9 +106,10 @@ KEY_REUSE_WINDOW = timedelta(hours=23)  # Stripe keeps keys at least 24 h
 # A failed Stripe call is tried again after 2, 4, 8 … s (at most 5 min), or when Stripe
 # says (Retry-After).
 STRIPE_BACKOFF = BackoffPolicy(floor=2.0, cap=300.0)
-# A claimed row is another drain's again after this long: longer than the longest
-# gateway call (4 attempts of at most 30 s each, with at most 20 s between them).
-STRIPE_LEASE = timedelta(minutes=5)
+# A claimed row is another drain's again after this long: well over the longest
+# gateway call (4 attempts of at most 30 s each, and at most 60 s of Retry-After
+# between them: 5 min).
+STRIPE_LEASE = timedelta(minutes=10)
 # Metadata the drain and reconcile search by: never dropped or renamed by truncation.
 _SEARCH_KEYS = frozenset({"kanvoice_entry", "kanvoice_entry_id", "kanvoice_invoice"})
 
@@ -1157,101 +1167,132 @@ class Invoicing:
         return drifts
 
     async def _reconcile_lines(self, invoice: Any, repair: bool) -> list[Drift]:
-        drifts: list[Drift] = []
+        """The draft's lines against Stripe's (`mapping.stripe_lines.diff_lines`), and
+        the safe repairs: queue a missing line again, link an adopted one, delete a
+        stray, and unlink an entry still linked to a line that is not on its draft."""
         remote_items = await self.gateway.list_invoice_items(invoice.stripe_invoice_id)
-        by_entry = {(i.get("metadata") or {}).get("kanvoice_entry"): i for i in remote_items}
-        with self.ledger.engine.connect() as conn:
+        items = [
+            StripeItem(
+                item_id=str(i["id"]),
+                entry_ref=(i.get("metadata") or {}).get("kanvoice_entry"),
+                amount_minor=int(i.get("amount") or 0),
+            )
+            for i in remote_items
+        ]
+        item_ids = [item.item_id for item in items]
+
+        def read(conn: Connection) -> tuple[list[Any], set[int], list[Any]]:
             lines = conn.execute(
-                select(t.entries).where(
+                select(t.entries)
+                .where(
                     t.entries.c.invoice_id == invoice.id,
                     t.entries.c.state.in_([EntryState.DRAFTED.value, EntryState.APPROVED.value]),
                 )
+                .order_by(t.entries.c.id)
             ).all()
             pending = {
-                r.entry_id
-                for r in conn.execute(
-                    select(t.outbox.c.entry_id).where(
-                        t.outbox.c.invoice_id == invoice.id, t.outbox.c.status == "pending"
-                    )
-                ).all()
+                op.entry_id
+                for op in ops_for(conn, invoice_id=invoice.id, statuses=OPEN_STATUSES)
+                if op.entry_id is not None
             }
-        ours = {fit_metadata_value(line.entry_key) for line in lines}
-        for line in lines:
-            remote = by_entry.get(fit_metadata_value(line.entry_key))
-            if remote is None:
-                if line.id in pending:
-                    continue
-                drifts.append(
-                    Drift(
-                        invoice.client,
-                        invoice.id,
-                        invoice.stripe_invoice_id,
-                        f"entry {line.entry_key} has no Stripe line",
-                        "line queued again" if repair else "none",
-                    )
+            linked = (
+                conn.execute(
+                    select(t.entries.c.id, t.entries.c.stripe_invoice_item_id)
+                    .where(t.entries.c.stripe_invoice_item_id.in_(item_ids))
+                    .order_by(t.entries.c.id)
+                ).all()
+                if item_ids
+                else []
+            )
+            return list(lines), pending, list(linked)
+
+        lines, pending, linked = await self._read(read)
+        keys = {line.id: line.entry_key for line in lines}
+        repairs = diff_lines(
+            [
+                LedgerLine(
+                    entry_id=int(line.id),
+                    entry_key=line.entry_key,
+                    amount_minor=Money(line.amount or Decimal(0), line.currency).to_minor_units(),
+                    stripe_item_id=line.stripe_invoice_item_id,
+                    pending=line.id in pending,
+                )
+                for line in lines
+            ],
+            items,
+            [LinkedEntry(int(r.id), str(r.stripe_invoice_item_id)) for r in linked],
+            entry_ref=fit_metadata_value,
+        )
+        drifts: list[Drift] = []
+
+        def drift(problem: str, done: str) -> None:
+            drifts.append(
+                Drift(invoice.client, invoice.id, invoice.stripe_invoice_id, problem, done)
+            )
+
+        for fix in repairs:
+            if isinstance(fix, Requeue):
+                drift(
+                    f"entry {fix.entry_key} has no Stripe line",
+                    "line queued again" if repair else "none",
                 )
                 if repair:
-                    with self.ledger.engine.begin() as conn:
-                        conn.execute(
-                            update(t.entries)
-                            .where(t.entries.c.id == line.id)
-                            .values(stripe_invoice_item_id=None)
-                        )
-                        enqueue(
-                            conn,
-                            "create_invoice_item",
-                            f"kv-{ledger_id(conn)}-e{line.id}-inv{invoice.id}-item-r"
-                            f"{int(self.clock().timestamp())}",
-                            self.clock(),
-                            entry_id=line.id,
-                            invoice_id=invoice.id,
-                            payload={"generation": 1},
-                        )
-                continue
-            if line.stripe_invoice_item_id != remote["id"]:
-                drifts.append(
-                    Drift(
-                        invoice.client,
-                        invoice.id,
-                        invoice.stripe_invoice_id,
-                        f"entry {line.entry_key} not linked to {remote['id']}",
-                        "linked" if repair else "none",
-                    )
+                    await asyncio.to_thread(self._requeue_line, invoice.id, fix.entry_id)
+            elif isinstance(fix, Link):
+                drift(
+                    f"entry {fix.entry_key} not linked to {fix.stripe_item_id}",
+                    "linked" if repair else "none",
                 )
                 if repair:
-                    with self.ledger.engine.begin() as conn:
-                        conn.execute(
-                            update(t.entries)
-                            .where(t.entries.c.id == line.id)
-                            .values(stripe_invoice_item_id=remote["id"])
-                        )
-            expected = Money(line.amount or Decimal(0), line.currency).to_minor_units()
-            if int(remote.get("amount") or 0) != expected:
-                drifts.append(
-                    Drift(
-                        invoice.client,
-                        invoice.id,
-                        invoice.stripe_invoice_id,
-                        f"entry {line.entry_key}: Stripe {remote.get('amount')} "
-                        f"≠ ledger {expected}",
-                        "reported",
-                    )
+                    await asyncio.to_thread(self._set_link, fix.entry_id, fix.stripe_item_id)
+            elif isinstance(fix, AmountDrift):
+                drift(
+                    f"entry {fix.entry_key}: Stripe {fix.stripe_minor} ≠ ledger {fix.ledger_minor}",
+                    "reported",
                 )
-        for entry_key, remote in by_entry.items():
-            if entry_key and entry_key not in ours:
-                drifts.append(
-                    Drift(
-                        invoice.client,
-                        invoice.id,
-                        invoice.stripe_invoice_id,
-                        f"Stripe line {remote['id']} names entry {entry_key}, "
-                        "which is not on this draft",
-                        "deleted from the draft" if repair else "none",
-                    )
+            elif isinstance(fix, DeleteStray):
+                drift(
+                    f"Stripe line {fix.stripe_item_id} names entry {fix.entry_ref}, "
+                    "which is not on this draft",
+                    "deleted from the draft" if repair else "none",
                 )
                 if repair:
-                    await self.gateway.delete_invoice_item(remote["id"])
+                    await self.gateway.delete_invoice_item(fix.stripe_item_id)
+            elif isinstance(fix, Unlink):
+                drift(
+                    f"entry {keys.get(fix.entry_id, fix.entry_id)} is off this draft but "
+                    f"linked to its Stripe line {fix.stripe_item_id}",
+                    "unlinked" if repair else "none",
+                )
+                if repair:
+                    await asyncio.to_thread(self._set_link, fix.entry_id, None)
         return drifts
+
+    def _requeue_line(self, invoice_id: int, entry_id: int) -> None:
+        with self.ledger.engine.begin() as conn:
+            conn.execute(
+                update(t.entries)
+                .where(t.entries.c.id == entry_id)
+                .values(stripe_invoice_item_id=None)
+            )
+            enqueue(
+                conn,
+                "create_invoice_item",
+                f"kv-{ledger_id(conn)}-e{entry_id}-inv{invoice_id}-item-r"
+                f"{int(self.clock().timestamp())}",
+                self.clock(),
+                entry_id=entry_id,
+                invoice_id=invoice_id,
+                payload={"generation": 1},
+            )
+
+    def _set_link(self, entry_id: int, stripe_item_id: str | None) -> None:
+        with self.ledger.engine.begin() as conn:
+            conn.execute(
+                update(t.entries)
+                .where(t.entries.c.id == entry_id)
+                .values(stripe_invoice_item_id=stripe_item_id)
+            )
 
 
 def _rate_text(rate: Decimal, currency: str) -> str:

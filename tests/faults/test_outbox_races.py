@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select, update
 
 from sync.composition import Services
+from sync.ledger import schema as t
 from tests.builders import snap
 from tests.conftest import FixedClock
 from tests.fakes.stripe_server import RecordedRequest
@@ -114,4 +116,36 @@ async def test_a_refresh_between_approval_and_finalize_goes_to_the_next_draft(
     assert invoices[str(first)]["total"] == approved["total_minor"] == (1 + 2 + 3) * 12000
     assert invoices[str(refreshed.invoice_id)]["status"] == "draft"
     assert invoices[str(refreshed.invoice_id)]["total"] == 4 * 12000
+    await assert_invariants(services, stripe_world.fake)
+
+
+async def test_reconcile_deletes_a_stray_line_and_unlinks_its_entry(
+    two: tuple[Services, Services], stripe_world: StripeWorld, clock: FixedClock
+) -> None:
+    services, _ = two
+    assert services.invoicing.create_or_refresh_draft("acme").invoice_id is not None
+    await settle(services, clock)
+    # What the old drain left after a reject raced a create: the entry is back to ready
+    # but still linked to the line Stripe created for it.
+    with services.ledger.engine.begin() as conn:
+        entry_id, item_id = conn.execute(
+            select(t.entries.c.id, t.entries.c.stripe_invoice_item_id).order_by(t.entries.c.id)
+        ).first()
+        conn.execute(
+            update(t.entries)
+            .where(t.entries.c.id == entry_id)
+            .values(state="ready", invoice_id=None)
+        )
+    drifts = await services.invoicing.reconcile()
+    assert [d.repair for d in drifts] == ["deleted from the draft", "unlinked"]
+    with services.ledger.engine.connect() as conn:
+        link = conn.execute(
+            select(t.entries.c.stripe_invoice_item_id).where(t.entries.c.id == entry_id)
+        ).scalar_one()
+    assert link is None
+    assert item_id not in {i["id"] for i in stripe_world.fake.list_objects("invoiceitem")}
+    # Drafted again, it gets a line of its own (not the deleted one).
+    services.invoicing.create_or_refresh_draft("acme")
+    await settle(services, clock)
+    assert await services.invoicing.reconcile(repair=False) == []
     await assert_invariants(services, stripe_world.fake)

@@ -40,6 +40,22 @@ SCALE = 6
 _FACTOR = Decimal(10) ** SCALE
 
 
+def to_scaled(value: Decimal | None) -> int | None:
+    """A Decimal as stored: an integer number of millionths (half-up beyond that)."""
+    if value is None:
+        return None
+    if type(value) is not Decimal:
+        value = Decimal(value)
+    return int((value * _FACTOR).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def from_scaled(value: int | None) -> Decimal | None:
+    """A stored number of millionths as a tidy Decimal (1500000 -> 1.5)."""
+    if value is None:
+        return None
+    return tidy_decimal(Decimal(int(value)).scaleb(-SCALE))
+
+
 class ScaledDecimal(TypeDecorator[Decimal]):
     """A Decimal stored as an integer number of millionths (exact on every database)."""
 
@@ -47,15 +63,10 @@ class ScaledDecimal(TypeDecorator[Decimal]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        scaled = (Decimal(value) * _FACTOR).to_integral_value(rounding=ROUND_HALF_UP)
-        return int(scaled)
+        return to_scaled(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        return tidy_decimal(Decimal(int(value)).scaleb(-SCALE))
+        return from_scaled(value)
 
 
 def utc_datetime() -> DateTime:

@@ -39,6 +39,8 @@ class UnknownCurrencyError(ValueError):
 
 def normalize_currency(code: str) -> str:
     """Upper-cased ISO code, or `UnknownCurrencyError` naming the bad value."""
+    if code in KNOWN_CURRENCIES and type(code) is str:
+        return code  # already normalized (every Money after the first)
     upper = code.strip().upper()
     if upper not in KNOWN_CURRENCIES:
         raise UnknownCurrencyError(
@@ -56,6 +58,10 @@ def currency_exponent(code: str) -> int:
     return 2
 
 
+# The smallest unit for each exponent: Decimal(1).scaleb(-exponent).
+_SMALLEST_UNIT = {0: Decimal(1), 2: Decimal("0.01"), 3: Decimal("0.001")}
+
+
 @dataclass(frozen=True, slots=True)
 class Money:
     """An amount in one currency. Arithmetic refuses to mix currencies."""
@@ -64,7 +70,9 @@ class Money:
     currency: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "currency", normalize_currency(self.currency))
+        currency = self.currency
+        if currency not in KNOWN_CURRENCIES or type(currency) is not str:
+            object.__setattr__(self, "currency", normalize_currency(currency))
         if not isinstance(self.amount, Decimal):
             object.__setattr__(self, "amount", Decimal(str(self.amount)))
 
@@ -78,7 +86,7 @@ class Money:
 
     def quantized(self) -> Money:
         """Rounded half-up to the currency's smallest unit (what Stripe can charge)."""
-        step = Decimal(1).scaleb(-self.exponent)
+        step = _SMALLEST_UNIT[currency_exponent(self.currency)]
         return Money(self.amount.quantize(step, rounding=ROUND_HALF_UP), self.currency)
 
     def to_minor_units(self) -> int:

@@ -27,7 +27,7 @@ from mapping.billing import (
     evolve,
     plan,
 )
-from mapping.domain import BoardItem, BoardPolicy, EntryState
+from mapping.domain import BillableEntry, BoardItem, BoardPolicy, EntryState
 from mapping.money import Money
 from sync.ledger.bulk import (
     BatchWrites,
@@ -169,8 +169,12 @@ class Engine:
 
     def _ingest_batch(self, uow: UnitOfWork, batch: list[BoardItem]) -> IngestReport:
         report = IngestReport(seen=len(batch))
-        held = uow.held_items([s.key for s in batch])
+        keys = [s.key for s in batch]
+        held = uow.held_items(keys)
         writer = _BatchWriter(uow.now, self.actor, {k: r.item_id for k, r in held.items()})
+        # Items that come more than once: each later snapshot is planned against what the
+        # earlier ones recorded.
+        again = {k for k, n in Counter(keys).items() if n > 1}
         for snapshot in batch:
             policy = self.policies[snapshot.board]
             row = held.get(snapshot.key)
@@ -178,7 +182,11 @@ class Engine:
             if len(actions) == 1 and isinstance(actions[0], Skip):
                 report.skipped += 1
                 continue
-            held[snapshot.key] = writer.record(row, actions, policy.client.currency, report)
+            after = writer.record(
+                row, actions, policy.client.currency, report, keep=snapshot.key in again
+            )
+            if after is not None:
+                held[snapshot.key] = after
         writer.flush(uow)
         return report
 
@@ -209,14 +217,30 @@ class _BatchWriter:
         actions: tuple[Action, ...],
         currency: str,
         report: IngestReport,
-    ) -> HeldRow:
+        keep: bool = True,
+    ) -> HeldRow | None:
+        """Collect the rows for one snapshot's actions. Returns what the ledger holds for
+        the item afterwards when `keep` (the item comes again later in the batch)."""
         now = self.now
         rows = self.rows
-        record = next(a for a in actions if isinstance(a, RecordItem))
+        actor = self.actor
+        record = actions[0]
+        if not isinstance(record, RecordItem):
+            record = next(a for a in actions if isinstance(a, RecordItem))
         item = record.item
         key = item.key
-        entry_ids = dict(row.entry_ids) if row else {}
-        entries = {e.entry_key: e for e in row.held.entries} if row else {}
+        entry_ids = row.entry_ids if row else {}
+        held_entries: dict[str, BillableEntry] | None = None
+        created: dict[str, BillableEntry] = {}
+
+        def held_entry(entry_key: str) -> BillableEntry:
+            nonlocal held_entries
+            if entry_key in created:
+                return created[entry_key]
+            if held_entries is None:
+                held_entries = {e.entry_key: e for e in row.held.entries} if row else {}
+            return held_entries[entry_key]
+
         done = record.done
         state = ItemState(
             record.client_key,
@@ -239,9 +263,10 @@ class _BatchWriter:
             now,
         )
         item_ref: ItemRef
-        if key in self.item_ids:
-            item_ref = self.item_ids[key]
-            rows.item_updates[item_ref] = state
+        item_id = self.item_ids.get(key)
+        if item_id is not None:
+            item_ref = item_id
+            rows.item_updates[item_id] = state
             report.items_updated += 1
         elif key in rows.new_items:
             item_ref = key
@@ -254,15 +279,9 @@ class _BatchWriter:
             )
             report.items_new += 1
 
-        def change(entry_key: str, columns: EntryChange) -> None:
-            ref = entry_ids.get(entry_key)
-            columns["updated_at"] = now
-            if ref is not None:
-                rows.entry_updates.setdefault(ref, {}).update(columns)
-            else:
-                rows.new_entries[entry_key] = rows.new_entries[entry_key]._replace(**columns)
-
         for action in actions:
+            if isinstance(action, RecordItem):
+                continue
             if isinstance(action, RecordTransition):
                 rows.transitions.append(
                     NewTransition(
@@ -276,51 +295,61 @@ class _BatchWriter:
                         now,
                     )
                 )
-            elif isinstance(action, CreateEntry):
+                continue
+            if isinstance(action, CreateEntry):
                 entry = action.entry
-                needs_review = entry.state is EntryState.NEEDS_REVIEW
+                amount = entry.amount
+                entry_state = entry.state
                 rows.new_entries[entry.entry_key] = NewEntry(
                     entry.entry_key,
                     item_ref,
                     record.client_key,
                     entry.kind._value_,
                     entry.seq,
-                    entry.state._value_,
+                    entry_state._value_,
                     entry.hours,
                     entry.rate,
-                    entry.amount.amount if entry.amount else None,
+                    amount.amount if amount else None,
                     currency,
                     entry.description,
                     action.done_at,
-                    action.reason if needs_review else None,
+                    action.reason if entry_state is EntryState.NEEDS_REVIEW else None,
                     now,
                     now,
                 )
-                entries[entry.entry_key] = entry
+                created[entry.entry_key] = entry
                 rows.events.append(
-                    self._event(
-                        entry.entry_key, None, entry.state, entry.hours, entry.amount, action.reason
+                    NewEntryEvent(
+                        entry.entry_key,
+                        None,
+                        entry_state._value_,
+                        entry.hours,
+                        amount.amount if amount is not None else None,
+                        actor,
+                        action.reason,
+                        now,
                     )
                 )
                 report.entries_created += 1
                 report.changes.append(
-                    _describe(item, entry.state, entry.hours, entry.amount, action.reason)
+                    _describe(item, entry_state, entry.hours, amount, action.reason)
                 )
-            elif isinstance(action, UpdateEntry):
-                columns: EntryChange = {
+                continue
+            columns: EntryChange
+            if isinstance(action, UpdateEntry):
+                columns = {
                     "hours": action.hours,
                     "rate": action.rate,
                     "amount": action.amount.amount if action.amount else None,
                 }
                 if action.done_at is not None:
                     columns["done_at"] = action.done_at
-                change(action.entry_key, columns)
                 report.entries_updated += 1
             elif isinstance(action, ChangeEntryState):
-                columns = {"state": action.to_state._value_}
-                if action.to_state is EntryState.NEEDS_REVIEW:
+                to_state = action.to_state
+                columns = {"state": to_state._value_}
+                if to_state is EntryState.NEEDS_REVIEW:
                     columns["review_reason"] = action.reason
-                change(action.entry_key, columns)
                 report.state_changes += 1
                 current = next(
                     (
@@ -330,54 +359,42 @@ class _BatchWriter:
                     ),
                     None,
                 )
-                hours = current.hours if current else entries[action.entry_key].hours
-                amount = current.amount if current else entries[action.entry_key].amount
+                if current is not None:
+                    hours, amount = current.hours, current.amount
+                else:
+                    before = held_entry(action.entry_key)
+                    hours, amount = before.hours, before.amount
                 rows.events.append(
-                    self._event(
+                    NewEntryEvent(
                         entry_ids.get(action.entry_key, action.entry_key),
-                        action.from_state,
-                        action.to_state,
+                        action.from_state._value_,
+                        to_state._value_,
                         hours,
-                        amount,
+                        amount.amount if amount is not None else None,
+                        actor,
                         action.reason,
+                        now,
                     )
                 )
-                report.changes.append(
-                    _describe(item, action.to_state, hours, amount, action.reason)
-                )
+                report.changes.append(_describe(item, to_state, hours, amount, action.reason))
+            else:
+                continue
+            columns["updated_at"] = now
+            entry_id = entry_ids.get(action.entry_key)
+            if entry_id is None:  # created earlier in this batch: inserted with these values
+                new = rows.new_entries[action.entry_key]
+                rows.new_entries[action.entry_key] = new._replace(**columns)
+                continue
+            rows.entry_updates.setdefault(entry_id, {}).update(columns)
+            # Lines already on a Stripe draft follow the board while the draft is open.
+            if held_entry(action.entry_key).state is EntryState.DRAFTED:
+                self.on_draft.add(entry_id)
 
-        # Lines already on a Stripe draft follow the board while the draft is open.
-        for a in actions:
-            if (
-                isinstance(a, UpdateEntry | ChangeEntryState)
-                and a.entry_key in entry_ids
-                and entries[a.entry_key].state is EntryState.DRAFTED
-            ):
-                self.on_draft.add(entry_ids[a.entry_key])
-
+        if not keep:
+            return None
         new_held = evolve(row.held if row else None, actions)
         assert new_held is not None
         return HeldRow(row.item_id if row else 0, new_held, entry_ids)
-
-    def _event(
-        self,
-        entry: EntryRef,
-        from_state: EntryState | None,
-        to_state: EntryState,
-        hours: Decimal,
-        amount: Money | None,
-        reason: str,
-    ) -> NewEntryEvent:
-        return NewEntryEvent(
-            entry,
-            from_state._value_ if from_state else None,
-            to_state._value_,
-            hours,
-            amount.amount if amount is not None else None,
-            self.actor,
-            reason,
-            self.now,
-        )
 
     def flush(self, uow: UnitOfWork) -> None:
         uow.write_batch(self.rows)

@@ -16,7 +16,7 @@ anything: what to write is the billing core's plan, as the engine collected it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
@@ -120,6 +120,7 @@ EntryChange = dict[EntryColumn, Any]
 class HeldItemRow(NamedTuple):
     id: int
     item_key: str
+    client: str
     revision: int
     fingerprint: str
     column_name: str
@@ -137,17 +138,29 @@ class HeldEntryRow(NamedTuple):
 
 class DriverValues:
     """Values as this dialect's driver takes them: what SQLAlchemy's column types would
-    bind, without building a parameter dict per row."""
+    bind, without building a parameter dict per row. `now` (the batch's time, on most
+    rows) is converted once."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, now: datetime) -> None:
         self.dialect = dialect
-        self.datetime: Callable[[datetime], Any] = _datetime_encoder(dialect)
+        self._datetime = _datetime_encoder(dialect)
+        self._now = now
+        self._now_value = self._datetime(now)
         json_process = t.items.c.labels.type._cached_bind_processor(dialect)
         self._json: Callable[[Any], Any] = json_process or (lambda v: v)
         self._json_cache: dict[tuple[str, ...], Any] = {}
 
-    def optional_datetime(self, value: datetime | None) -> Any:
-        return None if value is None else self.datetime(value)
+    def timestamp(self, value: datetime) -> Any:
+        if value is self._now:
+            return self._now_value
+        return self._datetime(value)
+
+    def optional_timestamp(self, value: datetime | None) -> Any:
+        if value is None:
+            return None
+        if value is self._now:
+            return self._now_value
+        return self._datetime(value)
 
     def string_list(self, values: tuple[str, ...]) -> Any:
         """A tuple of strings as a JSON list (boards reuse a few label sets: cached)."""
@@ -161,20 +174,22 @@ def _datetime_encoder(dialect: Dialect) -> Callable[[datetime], Any]:
     process = t.items.c.updated_at.type._cached_bind_processor(dialect)
     if process is None:
         return lambda value: value
-    sample = datetime(2001, 2, 3, 4, 5, 6, 7)
-    if process(sample) == sample.isoformat(" ", "microseconds"):
-        # SQLite's default storage format, which drops the zone (as SQLAlchemy does):
-        # the same text from one C call instead of a dict and %-formatting.
-        def fast(value: datetime) -> str:
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
-        if all(process(d) == fast(d) for d in _DATETIME_SAMPLES):
-            return fast
+    def fast(value: datetime) -> str:
+        # SQLite's default storage format: local fields, no zone (as SQLAlchemy
+        # stores them), from one C call instead of a dict and %-formatting.
+        return value.isoformat(" ", "microseconds")[:26]
+
+    if all(process(d) == fast(d) for d in _DATETIME_SAMPLES):
+        return fast
     return process
 
 
 _DATETIME_SAMPLES = (
     datetime(1, 1, 1),
+    datetime(2001, 2, 3, 4, 5, 6, 7),
+    datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
+    datetime(2026, 11, 2, 9, 0, 0, 250, tzinfo=timezone(timedelta(hours=-5))),
     datetime(999, 12, 31, 23, 59, 59, 999999),
     datetime(2026, 11, 2, 9, 0),
     datetime(9999, 12, 31, 23, 59, 59, 1),
@@ -249,13 +264,13 @@ def held_item_rows(
     suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
     for chunk in _chunks(item_keys):
         sql = (
-            "SELECT id, item_key, revision, fingerprint, column_name, state_category "  # noqa: S608
+            "SELECT id, item_key, client, revision, fingerprint, column_name, state_category "  # noqa: S608
             f"FROM items WHERE item_key IN ({_in_list(dialect, len(chunk))}) "
             f"ORDER BY item_key{suffix}"
         )
         rows = [
-            HeldItemRow(int(r[0]), r[1], int(r[2]), r[3], r[4], StateCategory(r[5]))
-            for r in conn.exec_driver_sql(sql, tuple(chunk))
+            HeldItemRow(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], StateCategory(r[6]))
+            for r in conn.exec_driver_sql(sql, tuple(chunk)).all()
         ]
         items.extend(rows)
         if not rows:
@@ -268,7 +283,7 @@ def held_item_rows(
             f"WHERE item_id IN ({_in_list(dialect, len(ids))}) ORDER BY id"
         )
         from_scaled = t.from_scaled
-        for r in conn.exec_driver_sql(sql, ids):
+        for r in conn.exec_driver_sql(sql, ids).all():
             amount = from_scaled(r[8])
             entry = BillableEntry(
                 entry_key=r[2],
@@ -285,23 +300,33 @@ def held_item_rows(
     return items, entries
 
 
-def ids_by_key(
-    conn: Connection, table: Literal["items", "entries"], keys: Sequence[str]
-) -> dict[str, int]:
-    """Ids of rows by their unique key (`item_key` / `entry_key`)."""
-    column = "item_key" if table == "items" else "entry_key"
-    found: dict[str, int] = {}
-    for chunk in _chunks(keys):
-        sql = (
-            f"SELECT id, {column} FROM {table} "  # noqa: S608
-            f"WHERE {column} IN ({_in_list(conn.dialect, len(chunk))})"
-        )
-        for row in conn.exec_driver_sql(sql, tuple(chunk)):
-            found[row[1]] = int(row[0])
-    return found
-
-
 # --- writes ------------------------------------------------------------------------
+
+
+def reserve_ids(conn: Connection, table: Literal["items", "entries"], count: int) -> list[int]:
+    """`count` new ids for rows of `table`, ascending, so that an insert needs no SELECT
+    afterwards to learn them.
+
+    PostgreSQL: taken from the column's sequence (safe with concurrent writers).
+    SQLite: the next ids after the largest one (SQLite's own choice for an INTEGER
+    PRIMARY KEY without AUTOINCREMENT); safe because a write transaction holds the
+    database's write lock from BEGIN IMMEDIATE (store.make_engine) until commit."""
+    if count <= 0:
+        return []
+    name = conn.dialect.name
+    if name == "postgresql":
+        rows = conn.exec_driver_sql(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            (table, count),
+        ).all()
+        return sorted(int(r[0]) for r in rows)
+    if name == "sqlite":
+        if not conn.in_transaction():
+            raise RuntimeError("reserve_ids needs the write transaction")
+        top = conn.exec_driver_sql(f"SELECT MAX(id) FROM {table}").scalar()  # noqa: S608
+        first = int(top or 0) + 1
+        return list(range(first, first + count))
+    raise NotImplementedError(f"reserve_ids: {name}")
 
 
 class BatchWrites:
@@ -316,17 +341,22 @@ class BatchWrites:
         self.transitions: list[NewTransition] = []
         self.events: list[NewEntryEvent] = []
 
-    def flush(self, conn: Connection, values: DriverValues) -> dict[str, int]:
-        """Write everything; returns the ids of the items and entries inserted."""
+    def flush(
+        self, conn: Connection, values: DriverValues, held_clients: Mapping[int, str]
+    ) -> dict[str, int]:
+        """Write everything; returns the ids of the items and entries inserted.
+
+        `held_clients`: the client of each item as read in this transaction. An item
+        whose client is unchanged is updated without setting `client`: setting an
+        indexed column costs an index update even when the value stays the same."""
         dialect = conn.dialect
-        dt = values.datetime
-        odt = values.optional_datetime
+        dt = values.timestamp
+        odt = values.optional_timestamp
         strings = values.string_list
         scaled = t.to_scaled
 
-        def item_state(s: ItemState) -> tuple[Any, ...]:
+        def item_state(s: ItemState) -> tuple[Any, ...]:  # every column but `client`
             return (
-                s.client,
                 s.title,
                 s.url,
                 s.column_name,
@@ -348,37 +378,46 @@ class BatchWrites:
 
         ids: dict[str, int] = {}
         if self.new_items:
+            item_ids = reserve_ids(conn, "items", len(self.new_items))
             _write_many(
                 conn,
-                _insert_sql(dialect, "items", _ITEM_COLUMNS),
+                _insert_sql(dialect, "items", ("id", *_ITEM_COLUMNS)),
                 [
                     (
+                        item_id,
                         i.item_key,
                         i.source,
                         i.board,
                         i.external_id,
                         dt(i.first_seen_at),
+                        i.state.client,
                         *item_state(i.state),
                     )
-                    for i in self.new_items.values()
+                    for item_id, i in zip(item_ids, self.new_items.values(), strict=True)
                 ],
             )
-            ids.update(ids_by_key(conn, "items", list(self.new_items)))
-        _write_many(
-            conn,
-            _update_sql(dialect, "items", _ITEM_STATE_COLUMNS),
-            [(*item_state(s), item_id) for item_id, s in self.item_updates.items()],
-        )
+            ids.update(zip(self.new_items, item_ids, strict=True))
+        same_client: list[tuple[Any, ...]] = []
+        new_client: list[tuple[Any, ...]] = []
+        for item_id, s in self.item_updates.items():
+            if held_clients.get(item_id) == s.client:
+                same_client.append((*item_state(s), item_id))
+            else:
+                new_client.append((s.client, *item_state(s), item_id))
+        _write_many(conn, _update_sql(dialect, "items", _ITEM_STATE_COLUMNS[1:]), same_client)
+        _write_many(conn, _update_sql(dialect, "items", _ITEM_STATE_COLUMNS), new_client)
 
         def ref(value: str | int) -> int:
             return value if isinstance(value, int) else ids[value]
 
         if self.new_entries:
+            entry_ids = reserve_ids(conn, "entries", len(self.new_entries))
             _write_many(
                 conn,
-                _insert_sql(dialect, "entries", _ENTRY_COLUMNS),
+                _insert_sql(dialect, "entries", ("id", *_ENTRY_COLUMNS)),
                 [
                     (
+                        entry_id,
                         e.entry_key,
                         ref(e.item_ref),
                         e.client,
@@ -395,10 +434,10 @@ class BatchWrites:
                         dt(e.created_at),
                         dt(e.updated_at),
                     )
-                    for e in self.new_entries.values()
+                    for entry_id, e in zip(entry_ids, self.new_entries.values(), strict=True)
                 ],
             )
-            ids.update(ids_by_key(conn, "entries", list(self.new_entries)))
+            ids.update(zip(self.new_entries, entry_ids, strict=True))
         self._update_entries(conn, values)
         _write_many(
             conn,
@@ -442,8 +481,8 @@ class BatchWrites:
             "hours": t.to_scaled,
             "rate": t.to_scaled,
             "amount": t.to_scaled,
-            "done_at": values.optional_datetime,
-            "updated_at": values.optional_datetime,
+            "done_at": values.optional_timestamp,
+            "updated_at": values.optional_timestamp,
         }
         groups: dict[tuple[EntryColumn, ...], list[tuple[Any, ...]]] = {}
         for entry_id, change in self.entry_updates.items():

@@ -113,6 +113,8 @@ class UnitOfWork:
         self.conn = conn
         self.now = now
         self.read_only = read_only
+        # The client of each item read by held_items in this transaction.
+        self._clients: dict[int, str] = {}
 
     # --- items and entries ---------------------------------------------------------
 
@@ -126,6 +128,7 @@ class UnitOfWork:
             return {}
         keys = list(dict.fromkeys(item_keys))
         items, entry_rows = bulk.held_item_rows(self.conn, keys, lock=not self.read_only)
+        self._clients.update((r.id, r.client) for r in items)
         entries_by_item: dict[int, list[BillableEntry]] = {}
         entry_ids: dict[int, dict[str, int]] = {}
         for er in entry_rows:
@@ -148,7 +151,7 @@ class UnitOfWork:
 
     def write_batch(self, rows: bulk.BatchWrites) -> dict[str, int]:
         """Insert and update one ingest batch's rows; the ids of the rows inserted."""
-        return rows.flush(self.conn, bulk.DriverValues(self.conn.dialect))
+        return rows.flush(self.conn, bulk.DriverValues(self.conn.dialect, self.now), self._clients)
 
     def queue_draft_edits(self, entry_ids: list[int]) -> None:
         """Entries on an open Stripe draft changed: queue the edits of their lines."""

@@ -111,4 +111,5 @@ class Money:
         return Money(self.amount - other.amount, self.currency)
 
     def __str__(self) -> str:
-        return f"{self.quantized().amount:,} {self.currency}"
+        step = _SMALLEST_UNIT[currency_exponent(self.currency)]
+        return f"{self.amount.quantize(step, rounding=ROUND_HALF_UP):,} {self.currency}"

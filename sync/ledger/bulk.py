@@ -146,21 +146,25 @@ class DriverValues:
         self._datetime = _datetime_encoder(dialect)
         self._now = now
         self._now_value = self._datetime(now)
+        self._last = now
+        self._last_value = self._now_value
         json_process = t.items.c.labels.type._cached_bind_processor(dialect)
         self._json: Callable[[Any], Any] = json_process or (lambda v: v)
         self._json_cache: dict[tuple[str, ...], Any] = {}
 
     def timestamp(self, value: datetime) -> Any:
+        # Most rows repeat `now`, or the datetime object the row before used (an item's
+        # update time is also its transition's and its entry's time): by identity, not
+        # equality, since equal instants in two zones are stored as different text.
         if value is self._now:
             return self._now_value
-        return self._datetime(value)
+        if value is not self._last:
+            self._last = value
+            self._last_value = self._datetime(value)
+        return self._last_value
 
     def optional_timestamp(self, value: datetime | None) -> Any:
-        if value is None:
-            return None
-        if value is self._now:
-            return self._now_value
-        return self._datetime(value)
+        return None if value is None else self.timestamp(value)
 
     def string_list(self, values: tuple[str, ...]) -> Any:
         """A tuple of strings as a JSON list (boards reuse a few label sets: cached)."""
@@ -252,6 +256,11 @@ def _write_many(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None
 # --- reads -------------------------------------------------------------------------
 
 
+_KINDS = {k.value: k for k in EntryKind}
+_STATES = {s.value: s for s in EntryState}
+_CATEGORIES = {c.value: c for c in StateCategory}
+
+
 def held_item_rows(
     conn: Connection, item_keys: Sequence[str], lock: bool
 ) -> tuple[list[HeldItemRow], list[HeldEntryRow]]:
@@ -262,6 +271,8 @@ def held_item_rows(
     items: list[HeldItemRow] = []
     entries: list[HeldEntryRow] = []
     suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
+    from_scaled = t.from_scaled
+    kinds, states, categories = _KINDS, _STATES, _CATEGORIES
     for chunk in _chunks(item_keys):
         sql = (
             "SELECT id, item_key, client, revision, fingerprint, column_name, state_category "  # noqa: S608
@@ -269,35 +280,36 @@ def held_item_rows(
             f"ORDER BY item_key{suffix}"
         )
         rows = [
-            HeldItemRow(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], StateCategory(r[6]))
+            HeldItemRow(r[0], r[1], r[2], r[3], r[4], r[5], categories[r[6]])
             for r in conn.exec_driver_sql(sql, tuple(chunk)).all()
         ]
         items.extend(rows)
         if not rows:
             continue
         keys = {r.id: r.item_key for r in rows}
-        ids = tuple(keys)
         sql = (
             "SELECT id, item_id, entry_key, kind, seq, state, hours, rate, amount, "  # noqa: S608
             "currency, description FROM entries "
-            f"WHERE item_id IN ({_in_list(dialect, len(ids))}) ORDER BY id"
+            f"WHERE item_id IN ({_in_list(dialect, len(keys))}) ORDER BY id"
         )
-        from_scaled = t.from_scaled
-        for r in conn.exec_driver_sql(sql, ids).all():
+        for r in conn.exec_driver_sql(sql, tuple(keys)).all():
             amount = from_scaled(r[8])
             entry = BillableEntry(
-                entry_key=r[2],
-                item_key=keys[r[1]],
-                kind=EntryKind(r[3]),
-                seq=int(r[4]),
-                state=EntryState(r[5]),
-                hours=from_scaled(r[6]) or Decimal(0),
-                rate=from_scaled(r[7]),
-                amount=Money(amount, r[9]) if amount is not None else None,
-                description=r[10],
+                r[2],
+                keys[r[1]],
+                kinds[r[3]],
+                r[4],
+                states[r[5]],
+                from_scaled(r[6]) or _ZERO,  # NOT NULL
+                from_scaled(r[7]),
+                Money(amount, r[9]) if amount is not None else None,
+                r[10],
             )
-            entries.append(HeldEntryRow(int(r[0]), int(r[1]), entry))
+            entries.append(HeldEntryRow(r[0], r[1], entry))
     return items, entries
+
+
+_ZERO = Decimal(0)
 
 
 # --- writes ------------------------------------------------------------------------

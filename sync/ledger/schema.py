@@ -14,6 +14,7 @@ Unique constraints, not only code, make double entries impossible:
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -40,6 +41,7 @@ SCALE = 6
 _FACTOR = Decimal(10) ** SCALE
 
 
+@lru_cache(maxsize=1 << 14)  # a pure function of the number; boards repeat a few values
 def to_scaled(value: Decimal | None) -> int | None:
     """A Decimal as stored: an integer number of millionths (half-up beyond that)."""
     if value is None:
@@ -49,6 +51,7 @@ def to_scaled(value: Decimal | None) -> int | None:
     return int((value * _FACTOR).to_integral_value(rounding=ROUND_HALF_UP))
 
 
+@lru_cache(maxsize=1 << 14)
 def from_scaled(value: int | None) -> Decimal | None:
     """A stored number of millionths as a tidy Decimal (1500000 -> 1.5)."""
     if value is None:

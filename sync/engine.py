@@ -175,18 +175,16 @@ class Engine:
         # Items that come more than once: each later snapshot is planned against what the
         # earlier ones recorded.
         again = {k for k, n in Counter(keys).items() if n > 1}
-        for snapshot in batch:
+        for snapshot, key in zip(batch, keys, strict=True):
             policy = self.policies[snapshot.board]
-            row = held.get(snapshot.key)
+            row = held.get(key)
             actions = plan(snapshot, row.held if row else None, policy)
             if len(actions) == 1 and isinstance(actions[0], Skip):
                 report.skipped += 1
                 continue
-            after = writer.record(
-                row, actions, policy.client.currency, report, keep=snapshot.key in again
-            )
+            after = writer.record(row, actions, policy.client.currency, report, keep=key in again)
             if after is not None:
-                held[snapshot.key] = after
+                held[key] = after
         writer.flush(uow)
         return report
 
@@ -406,4 +404,6 @@ def _describe(
     item: BoardItem, state: EntryState, hours: Decimal, amount: Money | None, reason: str
 ) -> str:
     money = f" = {amount}" if amount is not None else ""
-    return f"{item.board} {item.item_id} {item.title!r}: {state.value} {hours} h{money} ({reason})"
+    return (
+        f"{item.board} {item.item_id} {item.title!r}: {state._value_} {hours} h{money} ({reason})"
+    )

@@ -249,8 +249,22 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 
 def _write_many(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    if rows:
+    if not rows:
+        return
+    driver: Any = conn.connection.driver_connection
+    if conn.dialect.name != "postgresql" or not hasattr(driver, "prepare_threshold"):
         conn.exec_driver_sql(sql, rows)
+        return
+    # The ledger's engine turns psycopg's server-side prepared statements off (their
+    # generic plans made the `IN (...)` reads scan: store.make_engine). These writes
+    # have one plan whatever the values: prepared once, they skip a parse and plan per
+    # row.
+    previous = driver.prepare_threshold
+    driver.prepare_threshold = 0
+    try:
+        conn.exec_driver_sql(sql, rows)
+    finally:
+        driver.prepare_threshold = previous
 
 
 # --- reads -------------------------------------------------------------------------
@@ -496,10 +510,15 @@ class BatchWrites:
             "done_at": values.optional_timestamp,
             "updated_at": values.optional_timestamp,
         }
-        groups: dict[tuple[EntryColumn, ...], list[tuple[Any, ...]]] = {}
+        # Grouped by the columns set, in the order they were set (the same for every
+        # entry the same kind of action changed).
+        groups: dict[tuple[EntryColumn, ...], list[tuple[int, EntryChange]]] = {}
         for entry_id, change in self.entry_updates.items():
-            columns = tuple(sorted(change))
-            row = tuple(encode[c](change[c]) if c in encode else change[c] for c in columns)
-            groups.setdefault(columns, []).append((*row, entry_id))
-        for columns, rows in groups.items():
+            groups.setdefault(tuple(change), []).append((entry_id, change))
+        for columns, changes in groups.items():
+            coders = [(c, encode.get(c)) for c in columns]
+            rows = [
+                (*[change[c] if f is None else f(change[c]) for c, f in coders], entry_id)
+                for entry_id, change in changes
+            ]
             _write_many(conn, _update_sql(conn.dialect, "entries", columns), rows)

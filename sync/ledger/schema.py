@@ -14,6 +14,7 @@ Unique constraints, not only code, make double entries impossible:
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -40,6 +41,24 @@ SCALE = 6
 _FACTOR = Decimal(10) ** SCALE
 
 
+@lru_cache(maxsize=1 << 14)  # a pure function of the number; boards repeat a few values
+def to_scaled(value: Decimal | None) -> int | None:
+    """A Decimal as stored: an integer number of millionths (half-up beyond that)."""
+    if value is None:
+        return None
+    if type(value) is not Decimal:
+        value = Decimal(value)
+    return int((value * _FACTOR).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+@lru_cache(maxsize=1 << 14)
+def from_scaled(value: int | None) -> Decimal | None:
+    """A stored number of millionths as a tidy Decimal (1500000 -> 1.5)."""
+    if value is None:
+        return None
+    return tidy_decimal(Decimal(int(value)).scaleb(-SCALE))
+
+
 class ScaledDecimal(TypeDecorator[Decimal]):
     """A Decimal stored as an integer number of millionths (exact on every database)."""
 
@@ -47,15 +66,10 @@ class ScaledDecimal(TypeDecorator[Decimal]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        scaled = (Decimal(value) * _FACTOR).to_integral_value(rounding=ROUND_HALF_UP)
-        return int(scaled)
+        return to_scaled(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        return tidy_decimal(Decimal(int(value)).scaleb(-SCALE))
+        return from_scaled(value)
 
 
 def utc_datetime() -> DateTime:

@@ -27,9 +27,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from mapping.billing import HeldItem
-from mapping.domain import BillableEntry, EntryKind, EntryState, StateCategory
-from mapping.money import Money
+from mapping.domain import BillableEntry
+from sync.ledger import bulk
 from sync.ledger import schema as t
+from sync.ledger.ops import queue_draft_edits
 
 _T = TypeVar("_T")
 
@@ -83,20 +84,6 @@ class HeldRow:
     entry_ids: dict[str, int]
 
 
-def _entry_from_row(row: Any) -> BillableEntry:
-    return BillableEntry(
-        entry_key=row.entry_key,
-        item_key=row.item_key,
-        kind=EntryKind(row.kind),
-        seq=row.seq,
-        state=EntryState(row.state),
-        hours=row.hours,
-        rate=row.rate,
-        amount=Money(row.amount, row.currency) if row.amount is not None else None,
-        description=row.description,
-    )
-
-
 def delivery_key(delivery_id: str) -> str:
     """What is stored for a delivery id: itself, or a digest when longer than the column
     holds (a sender's odd id must not turn into a server error)."""
@@ -126,60 +113,49 @@ class UnitOfWork:
         self.conn = conn
         self.now = now
         self.read_only = read_only
+        # The client of each item read by held_items in this transaction.
+        self._clients: dict[int, str] = {}
 
     # --- items and entries ---------------------------------------------------------
 
     def held_items(self, item_keys: Sequence[str]) -> dict[str, HeldRow]:
-        """What the ledger holds for these items (absent keys are new items)."""
+        """What the ledger holds for these items (absent keys are new items).
+
+        In a write unit of work the item rows stay locked until commit (PostgreSQL):
+        a concurrent ingest of the same items waits, then plans against what this one
+        recorded."""
         if not item_keys:
             return {}
-        found: dict[str, HeldRow] = {}
+        keys = list(dict.fromkeys(item_keys))
+        items, entry_rows = bulk.held_item_rows(self.conn, keys, lock=not self.read_only)
+        self._clients.update((r.id, r.client) for r in items)
         entries_by_item: dict[int, list[BillableEntry]] = {}
         entry_ids: dict[int, dict[str, int]] = {}
-        keys = list(dict.fromkeys(item_keys))
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            query = (
-                select(
-                    t.items.c.id,
-                    t.items.c.item_key,
-                    t.items.c.revision,
-                    t.items.c.fingerprint,
-                    t.items.c.column_name,
-                    t.items.c.state_category,
-                )
-                .where(t.items.c.item_key.in_(chunk))
-                .order_by(t.items.c.item_key)
+        for er in entry_rows:
+            entries_by_item.setdefault(er.item_id, []).append(er.entry)
+            entry_ids.setdefault(er.item_id, {})[er.entry.entry_key] = er.id
+        return {
+            r.item_key: HeldRow(
+                r.id,
+                HeldItem(
+                    revision=r.revision,
+                    fingerprint=r.fingerprint,
+                    column=r.column_name,
+                    state_category=r.state_category,
+                    entries=tuple(entries_by_item.get(r.id, ())),
+                ),
+                entry_ids.get(r.id, {}),
             )
-            if not self.read_only:
-                # Held until commit (PostgreSQL): a concurrent ingest of the same items
-                # waits, then plans against what this one recorded.
-                query = query.with_for_update()
-            rows = self.conn.execute(query).all()
-            ids = [r.id for r in rows]
-            if ids:
-                entry_rows = self.conn.execute(
-                    select(t.entries, t.items.c.item_key)
-                    .join(t.items, t.items.c.id == t.entries.c.item_id)
-                    .where(t.entries.c.item_id.in_(ids))
-                    .order_by(t.entries.c.id)
-                ).all()
-                for er in entry_rows:
-                    entries_by_item.setdefault(er.item_id, []).append(_entry_from_row(er))
-                    entry_ids.setdefault(er.item_id, {})[er.entry_key] = er.id
-            for r in rows:
-                found[r.item_key] = HeldRow(
-                    r.id,
-                    HeldItem(
-                        revision=r.revision,
-                        fingerprint=r.fingerprint,
-                        column=r.column_name,
-                        state_category=StateCategory(r.state_category),
-                        entries=tuple(entries_by_item.get(r.id, ())),
-                    ),
-                    entry_ids.get(r.id, {}),
-                )
-        return found
+            for r in items
+        }
+
+    def write_batch(self, rows: bulk.BatchWrites) -> dict[str, int]:
+        """Insert and update one ingest batch's rows; the ids of the rows inserted."""
+        return rows.flush(self.conn, bulk.DriverValues(self.conn.dialect, self.now), self._clients)
+
+    def queue_draft_edits(self, entry_ids: list[int]) -> None:
+        """Entries on an open Stripe draft changed: queue the edits of their lines."""
+        queue_draft_edits(self.conn, entry_ids, self.now)
 
     # --- cursors and deliveries ----------------------------------------------------
 

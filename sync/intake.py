@@ -38,6 +38,7 @@ import structlog
 from connectors.base import BoardConnector, ConnectorError, FatalError, RetriableError
 from mapping.domain import BoardItem, Source
 from sync.composition import Services
+from sync.failpoints import failpoint
 from sync.ledger.store import InboxDelivery, InboxRow, Ledger
 
 log = structlog.get_logger(__name__)
@@ -249,6 +250,7 @@ async def drain_inbox(
     rows = await asyncio.to_thread(_read_pending, services, limit)
     if not rows:
         return report
+    failpoint("inbox:before_drain")  # fault tests: killed with deliveries answered, unprocessed
     now = services.clock()
     by_item: dict[tuple[str, str], list[InboxRow]] = defaultdict(list)
     ignored: list[int] = []

@@ -54,6 +54,8 @@ MAX_WAIT_SECONDS = 10.0
 #: Inbox rows read per drain round.
 DRAIN_LIMIT = 5_000
 RETRY_SECONDS = 30.0
+#: Snapshots per ingest transaction from the worker.
+INGEST_CHUNK = 100
 FATAL_RETRY_SECONDS = 300.0
 
 
@@ -319,8 +321,10 @@ async def drain_inbox(
             continue
         report.items_fetched += len(ids)
         report.fetch_calls += max(0, _requests_made(connector) - before)
-        if snapshots:
-            ingested = await asyncio.to_thread(services.engine.ingest, snapshots)
+        # Small transactions: the intake's INSERTs wait for the write lock between them.
+        for start in range(0, len(snapshots), INGEST_CHUNK):
+            chunk = snapshots[start : start + INGEST_CHUNK]
+            ingested = await asyncio.to_thread(services.engine.ingest, chunk)
             report.seen += ingested.seen
             report.changed += ingested.items_new + ingested.items_updated
     for _board, (_connector, items) in work.items():

@@ -7,6 +7,7 @@ all; nothing outside this module writes SQL.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mapping.billing import HeldItem
 from mapping.domain import BillableEntry, EntryKind, EntryState, StateCategory
@@ -348,6 +349,10 @@ class Ledger:
         self.url = url
         self.engine = make_engine(url)
         self._intake_engine: Engine | None = None
+        # SQLite has one writer at a time. Writers of this process queue on this lock
+        # instead of in SQLite's busy handler, which sleeps in growing steps (up to
+        # 100 ms) and would put those sleeps on the webhook intake's answers.
+        self._sqlite_writer = threading.RLock() if url.startswith("sqlite") else None
 
     @property
     def intake_engine(self) -> Engine:
@@ -384,21 +389,33 @@ class Ledger:
                     "received_at": now,
                 },
             )
-        with self.intake_engine.begin() as conn:
-            inserted = {
-                (r[0], r[1])
-                for r in conn.execute(
-                    _insert_ignoring_duplicates(conn, list(rows.values())).returning(
-                        t.inbox.c.source, t.inbox.c.delivery_id
-                    )
-                )
-            }
+        writer = self._sqlite_writer
+        if writer is not None and not writer.acquire(timeout=INTAKE_BUSY_SECONDS):
+            raise OperationalError(
+                "BEGIN IMMEDIATE", {}, TimeoutError("the ledger's write lock is busy")
+            )
+        try:
+            inserted = self._insert_inbox(list(rows.values()))
+        finally:
+            if writer is not None:
+                writer.release()
         answers: list[bool] = []
         for d in deliveries:
             key = (d.source, delivery_key(d.delivery_id))
             answers.append(key in inserted)
             inserted.discard(key)  # the same id twice in one batch: the second is a repeat
         return answers
+
+    def _insert_inbox(self, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        with self.intake_engine.begin() as conn:
+            return {
+                (r[0], r[1])
+                for r in conn.execute(
+                    _insert_ignoring_duplicates(conn, rows).returning(
+                        t.inbox.c.source, t.inbox.c.delivery_id
+                    )
+                )
+            }
 
     def upgrade(self) -> None:
         """Apply every Alembic migration not yet applied (safe to call on every start)."""
@@ -420,7 +437,11 @@ class Ledger:
 
     @contextmanager
     def unit_of_work(self, now: datetime) -> Iterator[UnitOfWork]:
-        with self.engine.begin() as conn:
+        if self._sqlite_writer is None:
+            with self.engine.begin() as conn:
+                yield UnitOfWork(conn, now)
+            return
+        with self._sqlite_writer, self.engine.begin() as conn:
             yield UnitOfWork(conn, now)
 
     @contextmanager

@@ -105,6 +105,16 @@ class LazyBoardConnector:
     async def fetch(self, item_ids: tuple[str, ...]) -> tuple[BoardItem, ...]:
         return await self.connector.fetch(item_ids)
 
+    async def resolve_project_id(self) -> str | None:
+        """GitHub: the project's node id (one small request the first time); else None."""
+        if not isinstance(self.config, GitHubBoardConfig):
+            return None
+        if self._known_project_id() is None:
+            real = self.connector
+            assert isinstance(real, GitHubProjectConnector)
+            self._project_id = await real.resolve_project_id()
+        return self._project_id
+
     def parse_webhook(
         self,
         headers: Mapping[str, str],

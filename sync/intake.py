@@ -275,6 +275,8 @@ async def drain_inbox(
             report.deferred += len(group)
 
     connectors = list(services.connectors.values())
+    if any(source == Source.GITHUB.value for source, _ in due):
+        await _learn_project_ids(connectors, report)
     # Which boards each due item goes to (several boards may share a project).
     work: dict[str, tuple[BoardConnector, dict[str, list[InboxRow]]]] = {}
     for (source, item_id), group in due.items():
@@ -348,6 +350,22 @@ async def drain_inbox(
 
 
 _BOARD_SOURCES = frozenset({Source.GITHUB.value, Source.AZURE_DEVOPS.value})
+
+
+async def _learn_project_ids(connectors: Sequence[BoardConnector], report: DrainReport) -> None:
+    """GitHub boards whose project node id is not known yet ask for it (once per
+    process), so that deliveries of the organization's other projects are ignored
+    without re-fetching them."""
+    for connector in connectors:
+        resolve = getattr(connector, "resolve_project_id", None)
+        if resolve is None or _matches(connector, "?") is not None:
+            continue  # not GitHub, or its project id is known
+        try:
+            await resolve()
+        except ConnectorError as exc:  # the re-fetch below reports the board's trouble
+            log.warning("inbox.project_id_unknown", board=connector.board_key, error=str(exc))
+            continue
+        report.fetch_calls += 1
 
 
 async def _drop_stale(

@@ -169,7 +169,8 @@ def test_sigkill_after_the_answer_and_before_the_drain_the_restart_processes_it(
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=60)
     assert ready_entries(ledger_url) == [(item.node_id, "ready")]
-    assert fake.requests["node"] == 1 and fake.requests["items_page"] == 0
+    # One node(id:) re-fetch, and one page of one item that told the project's node id.
+    assert fake.requests["node"] == 1 and fake.requests["items_page"] == 1
 
 
 async def test_a_hung_ledger_answers_webhooks_503_instead_of_hanging(

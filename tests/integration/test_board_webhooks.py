@@ -250,8 +250,9 @@ async def test_projects_v2_item_all_seven_actions_leave_the_ledger_right(
     assert entry_rows(ledger_url) == billed
     assert count(ledger_url, t.items) == 2
     assert count(ledger_url, t.inbox) == 9
-    # Each re-fetch was one node(id:) query; no page was read.
-    assert project.requests["node"] == 9 and project.requests["items_page"] == 0
+    # Each re-fetch was one node(id:) query; one page of one item told the project's
+    # node id (once), no other page was read.
+    assert project.requests["node"] == 9 and project.requests["items_page"] == 1
 
 
 async def test_ping_and_unknown_events_and_actions_are_202_and_change_nothing(
@@ -286,6 +287,28 @@ async def test_a_delivery_for_another_project_is_ignored(
     assert "no configured github board" in response.json()["reason"]
     assert dump(ledger_url) == before  # not even in the inbox
     assert project.requests["total"] == requests
+
+
+async def test_a_delivery_of_another_project_of_the_org_is_never_fetched(
+    project: FakeGitHubProject, gh: tuple[Services, httpx.AsyncClient], ledger_url: str
+) -> None:
+    """Before kanvoice knows its project's node id (no poll yet), a delivery naming
+    another project is stored; the worker asks for the project's id once (one page of
+    one item) and then drops it without re-fetching the item."""
+    services, http = gh
+    item = project.add_issue("Someone else's", status="Done", hours=1)
+    payload = project.webhook_payload(item.node_id, "edited")
+    payload["projects_v2_item"]["project_node_id"] = "PVT_kwDOOtherProject"
+    assert (await deliver(http, payload)).json()["status"] == "queued"
+    before = billing_state(ledger_url)
+    report = await drain(services)
+    assert report.deliveries == 1 and report.items_fetched == 0
+    assert project.requests["items_page"] == 1 and project.requests["total"] == 1
+    assert billing_state(ledger_url) == before
+    # From now on the intake itself tells: not even stored.
+    again = await deliver(http, payload)
+    assert (again.status_code, again.json()["status"]) == (202, "ignored")
+    assert project.requests["total"] == 1
 
 
 async def test_an_org_wide_delivery_of_another_organization_is_ignored_without_a_call(

@@ -867,9 +867,7 @@ def _burst(
     time.sleep(2.5)  # the worker has taken in everything sent before
     before = _drained(kanvoice)
     items = max(1, n // 10)
-    figures = _load(
-        kv_port, items, "kanvoice", rate=args.burst_rate, duration=n / args.burst_rate
-    )
+    figures = _load(kv_port, items, "kanvoice", rate=args.burst_rate, duration=n / args.burst_rate)
     deadline = time.monotonic() + 120
     after = _drained(kanvoice)
     while time.monotonic() < deadline and after[0] - before[0] < figures["ok"]:

@@ -534,6 +534,7 @@ async def test_a_failed_refetch_keeps_the_delivery_pending_until_it_succeeds(
     services, http = gh
     clock = services.clock
     assert isinstance(clock, FixedClock)
+    await sync_board(services, "acme-web")  # the board knows its project's node id
     item = project.add_issue("Checkout", status="Done", hours=2)
     payload = project.webhook_payload(item.node_id, "created")
     project.secondary_limit_next(retry_after=900)  # longer than the connector waits

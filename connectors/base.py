@@ -61,7 +61,10 @@ class WebhookTrigger:
     `delivery_id` is what dedupe keys on; `item_ids` are the board's own ids to
     fetch again (webhooks are triggers, never the source of billing data).
     `ignored_reason` is set for events that are valid but not acted on (ping,
-    unknown action); such triggers carry no item ids.
+    unknown action); such triggers carry no item ids. `owner` is the account the event
+    belongs to when the sender names it (GitHub: ``organization.login``), so events of
+    projects no board reads are dropped without a call; `revision` is the item
+    revision the event reports (Azure DevOps ``rev``), for the stale check.
     """
 
     source: str
@@ -71,6 +74,8 @@ class WebhookTrigger:
     board_hint: str | None
     item_ids: tuple[str, ...]
     ignored_reason: str | None = None
+    owner: str | None = None
+    revision: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

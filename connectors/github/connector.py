@@ -116,6 +116,30 @@ class GitHubProjectConnector:
 
     # -- polling -------------------------------------------------------------------------
 
+    async def resolve_project_id(self) -> str | None:
+        """The project's node id, asked once (one page of one item) if not yet known.
+
+        Webhooks name their project by node id: once it is known, deliveries of other
+        projects of the organization are ignored without any call.
+        """
+        if self.project_id is None:
+            document = (
+                ORGANIZATION_PROJECT_ITEMS
+                if self.config.owner_type == "organization"
+                else USER_PROJECT_ITEMS
+            )
+            data = await self.client.execute(
+                document,
+                {
+                    "login": self.config.owner,
+                    "number": self.config.project_number,
+                    "first": 1,
+                    "after": None,
+                },
+            )
+            self._project_of(data)
+        return self.project_id
+
     async def poll(self, cursor: str | None) -> PollResult:
         """Snapshots of every item of the project (the cursor is ignored and None)."""
         del cursor  # there is no server-side "changed since" filter

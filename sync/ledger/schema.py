@@ -266,3 +266,33 @@ ledger_meta = Table(
     Column("key", String(100), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Every verified inbound webhook, written in one short INSERT before it is answered, and
+# drained by the worker (sync/intake.py). The unique (source, delivery_id) is the dedupe:
+# a redelivery inserts nothing and is answered "duplicate". Rows stay after processing
+# (status done / ignored) so that late redeliveries still dedupe.
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("delivery_id", String(200), nullable=False),
+    Column("event", String(100), nullable=False),
+    Column("action", String(100), nullable=False),
+    # The board's own item id to re-fetch (GitHub node id, Azure DevOps work item id);
+    # NULL for events that carry their data (Stripe).
+    Column("item_id", String(200), nullable=True),
+    Column("board_hint", String(400), nullable=True),
+    Column("revision", BigInteger, nullable=True),
+    # The raw body as received (after verification), for events processed from it.
+    Column("body", Text, nullable=True),
+    # pending, done, ignored
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("not_before", utc_datetime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("received_at", utc_datetime(), nullable=False),
+    Column("processed_at", utc_datetime(), nullable=True),
+    UniqueConstraint("source", "delivery_id", name="uq_inbox_source_delivery"),
+)
+Index("ix_inbox_status_id", inbox.c.status, inbox.c.id)

@@ -88,7 +88,7 @@ def start(config: Path, log: Path, failpoint: str | None) -> subprocess.Popen[by
     if failpoint:
         env["KANVOICE_FAILPOINT"] = failpoint
     return subprocess.Popen(
-        [KANVOICE, "run", "-c", str(config)],
+        [KANVOICE, "run", "--without-stripe", "-c", str(config)],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         env=env,

@@ -30,6 +30,7 @@ from connectors.azure_devops.connector import AzureDevOpsConnector
 from connectors.azure_devops.service_hook import parse_azure_service_hook
 from connectors.base import (
     BoardConnector,
+    CallObserver,
     ConnectorError,
     PollResult,
     WebhookTrigger,
@@ -79,8 +80,11 @@ class LazyBoardConnector:
     HTTP and never creates the connector.
     """
 
-    def __init__(self, config: GitHubBoardConfig | AzureBoardConfig) -> None:
+    def __init__(
+        self, config: GitHubBoardConfig | AzureBoardConfig, observer: CallObserver | None = None
+    ) -> None:
         self.config = config
+        self.observer = observer
         self.board_key = config.board_key
         self.source = (
             Source.GITHUB if isinstance(config, GitHubBoardConfig) else Source.AZURE_DEVOPS
@@ -109,10 +113,10 @@ class LazyBoardConnector:
 
     def _create(self) -> _RealConnector:
         if isinstance(self.config, GitHubBoardConfig):
-            github = GitHubProjectConnector(self.config)
+            github = GitHubProjectConnector(self.config, observer=self.observer)
             github.project_id = self._project_id
             return github
-        return AzureDevOpsConnector(self.config)
+        return AzureDevOpsConnector(self.config, observer=self.observer)
 
     def _known_project_id(self) -> str | None:
         if isinstance(self._real, GitHubProjectConnector) and self._real.project_id:
@@ -274,8 +278,11 @@ def _azure_config(settings: Settings, index: int, board: BoardSettings) -> Azure
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def build_connectors(settings: Settings) -> dict[str, BoardConnector]:
-    """One connector per GitHub / Azure DevOps board, keyed by board key.
+def build_connectors(
+    settings: Settings, observer: CallObserver | None = None
+) -> dict[str, BoardConnector]:
+    """One connector per GitHub / Azure DevOps board, keyed by board key. `observer` is
+    told of every call the connectors make (the external-call metrics).
 
     Raises `ConfigError` naming the missing or wrong setting. No network, no client.
     """
@@ -284,11 +291,17 @@ def build_connectors(settings: Settings) -> dict[str, BoardConnector]:
     for index, board in enumerate(settings.boards):
         try:
             if board.source == Source.GITHUB.value:
-                connectors[board.key] = LazyBoardConnector(_github_config(settings, index, board))
+                config: GitHubBoardConfig | AzureBoardConfig = _github_config(
+                    settings, index, board
+                )
             elif board.source == Source.AZURE_DEVOPS.value:
-                connectors[board.key] = LazyBoardConnector(_azure_config(settings, index, board))
+                config = _azure_config(settings, index, board)
+            else:
+                continue
         except ConfigError as exc:
             problems.append(str(exc))
+            continue
+        connectors[board.key] = LazyBoardConnector(config, observer)
     if problems:
         raise ConfigError("; ".join(dict.fromkeys(problems)))
     return connectors

@@ -7,9 +7,10 @@ all; nothing outside this module writes SQL.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,13 +20,15 @@ from sqlalchemy import (
     Connection,
     Engine,
     create_engine,
+    delete,
     event,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from mapping.billing import HeldItem
 from mapping.domain import BillableEntry
@@ -36,6 +39,7 @@ from sync.ledger.ops import queue_draft_edits
 _T = TypeVar("_T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for SQLite's write lock
 
 
 #: The webhook intake's bounds: a hung ledger must turn into a fast 503, not a request
@@ -59,7 +63,7 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
         engine = create_engine(
             url,
             connect_args={
-                "timeout": INTAKE_BUSY_SECONDS if intake else 30,
+                "timeout": INTAKE_BUSY_SECONDS if intake else SQLITE_BUSY_TIMEOUT,
                 "check_same_thread": False,
             },
             pool_size=2 if intake else 5,
@@ -428,6 +432,48 @@ class Ledger:
             with conn.begin():
                 yield UnitOfWork(conn, now, read_only=True)
 
+    def write_problem(self, now: datetime, wait_seconds: float = 2.0) -> str | None:
+        """Why the ledger cannot take a write now (None: it can), by writing.
+
+        SQLite: first `ROOM_BYTES` are written to a scratch file beside the database
+        and removed. A small commit alone would not tell a full disk: SQLite reuses the
+        WAL space a failed transaction left behind, so a probe row may commit while
+        every real batch fails. Then (both databases) one commit that inserts and
+        deletes a probe row (``ledger_meta``, key ``readiness_probe``): nothing changes,
+        but a read-only database or file system, lost storage or a full disk (SQLite
+        ``database or disk is full``, PostgreSQL ``53100``) fail it as they would a real
+        write. A write lock held longer than `wait_seconds` by a busy writer is not a
+        problem.
+        """
+        sqlite = self.url.startswith("sqlite")
+        database = make_url(self.url).database if sqlite else None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            problem = _room_for(Path(database), ROOM_BYTES)
+            if problem is not None:
+                return problem
+        try:
+            with self.engine.connect() as conn:
+                raw: Any = conn.connection.driver_connection
+                if sqlite:
+                    raw.execute(f"PRAGMA busy_timeout = {int(wait_seconds * 1000)}")
+                try:
+                    with conn.begin():
+                        if not sqlite:
+                            ms = int(wait_seconds * 1000)
+                            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+                            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms * 2}")
+                        _touch_probe(conn, now)
+                finally:
+                    if sqlite:
+                        raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT * 1000}")
+        except OperationalError as exc:
+            if _lock_wait(exc):
+                return None  # busy, not broken: a writer holds the lock
+            return _reason(exc)
+        except SQLAlchemyError as exc:
+            return _reason(exc)
+        return None
+
     def dispose(self) -> None:
         self.engine.dispose()
         if self._intake_engine is not None:
@@ -473,6 +519,49 @@ def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) ->
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(t.inbox).values(rows).on_conflict_do_nothing()
+
+
+PROBE_KEY = "readiness_probe"
+ROOM_BYTES = 256 * 1024  # free space an SQLite ledger must have to count as writable
+
+
+def _room_for(database: Path, size: int) -> str | None:
+    """Whether `size` bytes can be written beside the database file (None: yes)."""
+    directory = database.resolve().parent
+    scratch = directory / f".{database.name}.readyz-{os.getpid()}"
+    block = b"\0" * min(size, 1 << 16)
+    try:
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            written = 0
+            while written < size:
+                written += os.write(fd, block)
+        finally:
+            os.close(fd)
+            with suppress(OSError):
+                scratch.unlink()
+    except OSError as exc:
+        return f"{exc.strerror or type(exc).__name__} ({directory})"
+    return None
+
+
+def _touch_probe(conn: Connection, now: datetime) -> None:
+    """A write that leaves no trace: the row is gone again when the transaction commits,
+    yet its pages are written (a no-op UPDATE would be skipped by SQLite)."""
+    conn.execute(insert(t.ledger_meta).values(key=PROBE_KEY, value=now.isoformat()))
+    conn.execute(delete(t.ledger_meta).where(t.ledger_meta.c.key == PROBE_KEY))
+
+
+def _lock_wait(exc: OperationalError) -> bool:
+    """SQLite's busy timeout, or PostgreSQL's lock_timeout (55P03)."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate == "55P03" or "database is locked" in str(exc.orig)
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's message, first line only (no SQL, no parameters)."""
+    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return message[0] if message else type(exc).__name__
 
 
 def chunked(values: Iterable[_T], size: int) -> Iterator[list[_T]]:

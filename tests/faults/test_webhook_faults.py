@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -224,7 +223,6 @@ class Rendezvous:
         self.barrier = threading.Barrier(2, timeout=timeout)
         self.lock = threading.Lock()
         self.arrivals = 0
-        self.pause_after: dict[int, float] = {}  # thread id -> seconds to wait once through
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         original = Engine._ingest_batch
@@ -250,7 +248,6 @@ class Rendezvous:
                 return  # a re-plan after a conflict goes straight on
         with contextlib.suppress(threading.BrokenBarrierError):
             self.barrier.wait()
-        time.sleep(self.pause_after.get(threading.get_ident(), 0.0))
 
     def reset(self) -> None:
         with self.lock:
@@ -343,26 +340,63 @@ async def test_a_poll_racing_a_webhook_for_the_same_item_bills_once(
     await assert_invariants(services, world.stripe.fake)
 
 
-# The same race at the engine, where both paths end: two ingests of the board item, held
-# at the rendezvous so both plan from the same ledger state.
+# The same race at the engine, where both paths end: two ingests of the board item in
+# threads, the second starting its transaction while the first holds the item.
 
 
 async def race(world: World, monkeypatch: pytest.MonkeyPatch, *snapshots: Any) -> None:
-    """Ingest each snapshot in its own thread, all planning from the same ledger state;
-    later snapshots wait a little after the rendezvous, so they write last."""
-    rendezvous = Rendezvous()
-    rendezvous.install(monkeypatch)
+    """Ingest each snapshot in its own thread, in the order given: each starts its
+    transaction while the one before is inside its own (it has read the ledger, so it
+    holds the item: SQLite's write lock, PostgreSQL's row lock) and must wait for it.
+    Events, not sleeps, set the order, so a busy machine cannot swap the writers."""
     engine = world.services.engine
+    ledger = world.services.ledger
+    holding = [threading.Event() for _ in snapshots]  # has read the ledger, lock held
+    starting = [threading.Event() for _ in snapshots]  # about to begin its transaction
+    index_of: dict[int, int] = {}
+    original_batch = Engine._ingest_batch
+    original_unit_of_work = ledger.unit_of_work
+
+    def ingest_batch(
+        self: Engine, uow: UnitOfWork, batch: list[Any], reread: bool = False
+    ) -> Any:
+        index = index_of.get(threading.get_ident())
+        if index is None or holding[index].is_set():
+            return original_batch(self, uow, batch, reread)  # a re-plan after a conflict
+        read = uow.held_items
+
+        def held_then_wait(item_keys: Sequence[str]) -> dict[str, HeldRow]:
+            held = read(item_keys)
+            holding[index].set()
+            if index + 1 < len(snapshots):
+                # The next ingest is on its way to the lock this transaction holds.
+                starting[index + 1].wait(timeout=10)
+            return held
+
+        uow.held_items = held_then_wait  # type: ignore[method-assign]
+        return original_batch(self, uow, batch, reread)
+
+    @contextlib.contextmanager
+    def unit_of_work(now: Any) -> Iterator[UnitOfWork]:
+        index = index_of.get(threading.get_ident())
+        if index is not None:
+            starting[index].set()
+        with original_unit_of_work(now) as uow:
+            yield uow
+
+    monkeypatch.setattr(Engine, "_ingest_batch", ingest_batch)
+    monkeypatch.setattr(ledger, "unit_of_work", unit_of_work)
 
     def ingest(index: int, snapshot: Any) -> None:
-        rendezvous.pause_after[threading.get_ident()] = 0.3 * index
+        index_of[threading.get_ident()] = index
+        if index and not holding[index - 1].wait(timeout=30):
+            raise AssertionError(f"ingest {index - 1} never reached the ledger")
         engine.ingest([snapshot])
 
-    async def one(index: int, snapshot: Any) -> None:
-        await asyncio.to_thread(ingest, index, snapshot)
-
     try:
-        await asyncio.gather(*(one(i, s) for i, s in enumerate(snapshots)))
+        await asyncio.gather(
+            *(asyncio.to_thread(ingest, i, snapshot) for i, snapshot in enumerate(snapshots))
+        )
     finally:
         monkeypatch.undo()
 
@@ -384,7 +418,8 @@ async def test_racing_ingests_of_two_revisions_keep_the_newest(
     world: World, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """A poll holding revision 2 (3 h) and a webhook re-fetch holding revision 3 (5 h)
-    ingest at once; the older one commits last. The ledger must keep revision 3."""
+    ingest at once; the older one waits for the newer one and commits last. The ledger
+    must keep revision 3."""
     engine = world.services.engine
     engine.ingest([snap("In progress", "1", 1, item_id="R1", board="acme-board")])
     newer = snap("Done", "5", 3, item_id="R1", board="acme-board")

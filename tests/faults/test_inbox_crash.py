@@ -87,12 +87,13 @@ def start(config: Path, log: Path, failpoint: str | None) -> subprocess.Popen[by
     env.pop("KANVOICE_FAILPOINT", None)
     if failpoint:
         env["KANVOICE_FAILPOINT"] = failpoint
-    return subprocess.Popen(
-        [KANVOICE, "run", "--without-stripe", "-c", str(config)],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [KANVOICE, "run", "--without-stripe", "-c", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 def serving(port: int) -> bool:
@@ -134,11 +135,13 @@ def test_sigkill_after_the_answer_and_before_the_drain_the_restart_processes_it(
     config = tmp_path / "kanvoice.toml"
     config.write_text(CONFIG.format(ledger_url=ledger_url, port=port, api_url=api_url))
     log = tmp_path / "kanvoice.log"
-    item = fake.add_issue("Checkout", status="Done", hours=2)
-
     first = start(config, log, "inbox:before_drain")
     try:
         wait_for(lambda: serving(port) or first.poll() is not None, what="kanvoice to serve")
+        # A new leader polls at once; the card moves to Done only after that poll, so
+        # only the webhook tells of it.
+        wait_for(lambda: "board.synced" in log.read_text(), what="the start-up poll")
+        item = fake.add_issue("Checkout", status="Done", hours=2)
         body = json.dumps(fake.webhook_payload(item.node_id, "edited")).encode()
         answer = httpx.post(
             f"http://127.0.0.1:{port}/webhooks/github",
@@ -160,7 +163,7 @@ def test_sigkill_after_the_answer_and_before_the_drain_the_restart_processes_it(
             first.wait()
     assert inbox_statuses(ledger_url) == ["pending"]
     assert ready_entries(ledger_url) == []
-    assert fake.requests["total"] == 0
+    assert fake.requests["node"] == 0
 
     second = start(config, log, None)
     try:
@@ -169,8 +172,9 @@ def test_sigkill_after_the_answer_and_before_the_drain_the_restart_processes_it(
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=60)
     assert ready_entries(ledger_url) == [(item.node_id, "ready")]
-    # One node(id:) re-fetch, and one page of one item that told the project's node id.
-    assert fake.requests["node"] == 1 and fake.requests["items_page"] == 1
+    # The restart's worker re-fetched the card with one node(id:) call (its start-up
+    # poll may have listed it too).
+    assert fake.requests["node"] == 1
 
 
 async def test_a_hung_ledger_answers_webhooks_503_instead_of_hanging(

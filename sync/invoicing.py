@@ -49,6 +49,7 @@ from sync.ledger.ops import (
     move_entry,
     park_op,
 )
+from sync.ledger.review import deferred_from
 from sync.ledger.store import Ledger, claim_delivery
 from sync.settings import ClientSettings, Settings
 
@@ -211,6 +212,10 @@ class Invoicing:
                     )
                 ).inserted_primary_key[0]  # type: ignore[index]
             )
+            audit(
+                conn, now, actor, "drafted", f"invoice:{invoice_id}", client=client.key,
+                period=period.key,
+            )
         else:
             invoice_id = int(invoice.id)
         prefix = f"kv-{ledger_id(conn)}"
@@ -227,6 +232,7 @@ class Invoicing:
                 t.entries.c.client == client.key,
                 t.entries.c.state == EntryState.READY.value,
                 t.entries.c.currency == client.currency,
+                t.entries.c.id.not_in(deferred_from(invoice_id)),
             )
             .order_by(t.entries.c.id)
         ).all()
@@ -849,6 +855,11 @@ class Invoicing:
         invoice = invoice_row(conn, invoice_id)
         if state_rank(invoice.state) >= InvoiceState.FINALIZED.rank:
             return
+        audit(
+            conn, now, actor, "finalized", f"invoice:{invoice_id}",
+            number=remote.get("number"), stripe_invoice_id=remote.get("id"),
+            total_minor=remote.get("total"),
+        )
         conn.execute(
             update(t.invoices)
             .where(t.invoices.c.id == invoice_id)
@@ -885,7 +896,7 @@ class Invoicing:
             return "done"
         await self.gateway.send_invoice(invoice.stripe_invoice_id, self._key(op))
         with self.ledger.engine.begin() as conn:
-            conn.execute(
+            moved = conn.execute(
                 update(t.invoices)
                 .where(
                     and_(
@@ -894,7 +905,9 @@ class Invoicing:
                     )
                 )
                 .values(state="sent", updated_at=self.clock())
-            )
+            ).rowcount
+            if moved:
+                audit(conn, self.clock(), "kanvoice", "sent", f"invoice:{invoice.id}")
             self._finish(conn, op)
         return "done"
 
@@ -963,6 +976,8 @@ class Invoicing:
             .where(t.invoices.c.id == invoice.id)
             .values(state=target, open_slot=None, updated_at=now)
         )
+        if target != "finalized":
+            audit(conn, now, "stripe", target, f"invoice:{invoice.id}", reason=reason)
 
     # --- reconcile --------------------------------------------------------------------
 

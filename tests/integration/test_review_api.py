@@ -218,7 +218,7 @@ def test_review_endpoints_need_the_dashboard_credentials(
     settings = services.settings.model_copy(
         update={
             "server": services.settings.server.model_copy(
-                update={"host": "0.0.0.0", "dashboard_token": SecretStr("s3cret-token")}  # noqa: S104
+                update={"host": "0.0.0.0", "dashboard_token": SecretStr("s3cret-token")}
             )
         }
     )

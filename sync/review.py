@@ -221,11 +221,14 @@ class Review:
     # ---- history and audit ------------------------------------------------------------
 
     def audit_log(
-        self, client: str | None = None, since: datetime | None = None
+        self,
+        client: str | None = None,
+        since: datetime | None = None,
+        actions: tuple[str, ...] | None = None,
     ) -> list[dict[str, Any]]:
         """Audit rows (oldest first) with the client and invoice they concern."""
         with self.ledger.engine.connect() as conn:
-            rows = q.audit_rows(conn, since)
+            rows = q.audit_rows(conn, since, actions)
             invoice_clients = q.invoice_clients(conn)
             numbers = {int(r.id): r.number for r in q.invoices(conn)}
             item_clients = (
@@ -270,7 +273,7 @@ class Review:
         """Every invoice, newest first, with its life from the audit log (who, when,
         why) and Stripe's number; `query` keeps the rows containing every word."""
         events: dict[int, list[dict[str, Any]]] = {}
-        for row in self.audit_log(client):
+        for row in self.audit_log(client, actions=tuple(INVOICE_EVENTS)):
             if row["invoice_id"] is None or row["action"] not in INVOICE_EVENTS:
                 continue
             events.setdefault(row["invoice_id"], []).append(

@@ -3,6 +3,7 @@ the audit log, and deferring a line to the next draft."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,11 +72,15 @@ def approvals(conn: Connection) -> dict[int, Any]:
     return {int(r.invoice_id): r for r in conn.execute(select(t.approvals)).all()}
 
 
-def audit_rows(conn: Connection, since: datetime | None = None) -> list[Any]:
-    """The audit log, oldest first, from `since` on."""
+def audit_rows(
+    conn: Connection, since: datetime | None = None, actions: Sequence[str] | None = None
+) -> list[Any]:
+    """The audit log, oldest first, from `since` on (only `actions`, when given)."""
     query = select(t.audit_log).order_by(t.audit_log.c.id)
     if since is not None:
         query = query.where(t.audit_log.c.at >= since)
+    if actions is not None:
+        query = query.where(t.audit_log.c.action.in_(list(actions)))
     return list(conn.execute(query).all())
 
 

@@ -62,8 +62,10 @@ def test_status_lines_and_audit_match_the_dashboard(cli: CliRunner) -> None:
         assert rows[0]["at_local"].endswith(("CET", "CEST"))  # finance.timezone
         exported = list(csv.DictReader(io.StringIO(invoke(cli, "audit", "--csv").output)))
         assert [r["action"] for r in exported] == ["drafted", "rejected"]
-        assert invoke(cli, "audit", "--client", "globex", "--json").output.strip().endswith(
-            '"rows": []\n}'.strip()
+        assert (
+            invoke(cli, "audit", "--client", "globex", "--json")
+            .output.strip()
+            .endswith('"rows": []\n}'.strip())
         )
         future = json.loads(invoke(cli, "audit", "--since", "2999-01-01", "--json").output)
         assert future["rows"] == []

@@ -163,9 +163,7 @@ def test_review_adjust_defer_approve_history(world: tuple[Services, InMemoryStri
             assert exported.headers["content-type"].startswith("text/csv")
             parsed = list(csv.DictReader(io.StringIO(exported.text)))
             assert [int(r["id"]) for r in parsed] == [r["id"] for r in rows]
-            assert (await http.get("/api/audit", params={"client": "globex"})).json()[
-                "rows"
-            ] == []
+            assert (await http.get("/api/audit", params={"client": "globex"})).json()["rows"] == []
             future = (await http.get("/api/audit", params={"since": "2999-01-01"})).json()
             assert future["rows"] == []
             bad = await http.get("/api/audit", params={"since": "yesterday"})

@@ -289,8 +289,12 @@ class Review:
         with self.ledger.engine.connect() as conn:
             invoices = q.invoices(conn, client)
             approvals = q.approvals(conn)
+            # Decided invoices carry their total (approval, Stripe); only drafts are summed.
             totals = {
-                int(r.id): self._open_total(conn, int(r.id), str(r.currency)) for r in invoices
+                int(r.id): self._open_total(conn, int(r.id), str(r.currency))
+                if r.state == "draft"
+                else (Decimal(0), 0)
+                for r in invoices
             }
         result = []
         for inv in invoices:

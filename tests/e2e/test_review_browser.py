@@ -13,7 +13,13 @@ import pytest
 from connectors.stripe.memory import InMemoryStripe
 from sync.composition import Services
 from sync.web.app import create_app
-from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, require_browser, serve
+from tests.e2e.test_dashboard_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    require_browser,
+    serve,
+    texts_by_testid,
+)
 from tests.e2e.test_demo_flow_browser import drain, world  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
@@ -29,6 +35,22 @@ def ledger_total(services: Services, invoice_id: int) -> Decimal:
 def no_sideways_scroll(page: Any) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= page.viewport_size["width"], f"the page scrolls sideways ({width} px)"
+
+
+def same_as_first_paint(browser: Any, base: str, page: Any) -> None:
+    """The server's page (no script) and the script's rendering say the same things,
+    draft lines and history included."""
+    static = browser.new_context(java_script_enabled=False)
+    first = texts_by_testid(static.new_page().goto(f"{base}/") and static.pages[0])
+    static.close()
+    live = texts_by_testid(page)
+    for texts in (first, live):
+        for key in [k for k in texts if k.startswith("bar-")]:
+            texts.pop(key)
+        volatile = ("generated-at", "live-status", "chart", "chart-section", "pipeline")
+        for key in (*volatile, "action-status"):
+            texts.pop(key, None)
+    assert live == first
 
 
 @pytest.mark.parametrize("viewport", [None, PHONE], ids=["desktop", "390px"])
@@ -68,6 +90,8 @@ def test_review_adjust_approve_history(
             expect(testid("stripe-link-1")).to_have_attribute(
                 "href", "https://dashboard.stripe.com/invoices/in_mem000001", timeout=5000
             )
+            if viewport is None:
+                same_as_first_paint(browser, base, page)
             expect(testid("lines-1")).to_be_hidden()
             testid("details-summary-1").focus()
             page.keyboard.press("Enter")  # keyboard, not only the mouse

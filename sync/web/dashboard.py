@@ -618,6 +618,9 @@ def _review_routes(
     `GET /api/history` and `GET /api/audit` (JSON, or CSV with `format=csv`)."""
 
     async def read(function: Callable[..., Any], *args: Any) -> Any:
+        if any(isinstance(arg, str) and "\x00" in arg for arg in args):
+            # PostgreSQL's text columns refuse it: a 422, never a server error.
+            raise HTTPException(status_code=422, detail="must not contain NUL characters")
         try:
             return await run_in_threadpool(function, *args)
         except LookupError as exc:

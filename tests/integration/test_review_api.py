@@ -27,8 +27,8 @@ CSRF = {CSRF_HEADER: "1"}
 
 
 @pytest.fixture
-def world(sqlite_url: str) -> Iterator[tuple[Services, InMemoryStripe]]:
-    demo = demo_services(demo_settings(sqlite_url))
+def world(ledger_url: str) -> Iterator[tuple[Services, InMemoryStripe]]:
+    demo = demo_services(demo_settings(ledger_url))
     services = demo.services
     boards = [SimulatedBoard(s, DEMO_START, timedelta(hours=4)) for s in demo_scripts()]
     for step in range(max(b.script.last_step for b in boards) + 1):
@@ -168,6 +168,8 @@ def test_review_adjust_defer_approve_history(world: tuple[Services, InMemoryStri
             assert future["rows"] == []
             bad = await http.get("/api/audit", params={"since": "yesterday"})
             assert bad.status_code == 422
+            nul = await http.get("/api/history", params={"client": "ac\u0000me"})
+            assert nul.status_code == 422
 
             # A decided invoice cannot be adjusted or deferred.
             late = await http.post(

@@ -59,6 +59,9 @@ def test_status_lines_and_audit_match_the_dashboard(cli: CliRunner) -> None:
         assert [r["action"] for r in rows] == ["drafted", "rejected"]
         assert rows[1]["actor"] == "fin" and rows[1]["reason"] == "typo"
         assert rows == json.loads(json.dumps(review.audit_log("acme"), default=str))
+        (row,) = review.history("acme")
+        assert row["status"] == "rejected"
+        assert (row["rejected_by"], row["rejected_reason"]) == ("fin", "typo")
         assert rows[0]["at_local"].endswith(("CET", "CEST"))  # finance.timezone
         exported = list(csv.DictReader(io.StringIO(invoke(cli, "audit", "--csv").output)))
         assert [r["action"] for r in exported] == ["drafted", "rejected"]

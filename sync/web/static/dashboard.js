@@ -509,7 +509,14 @@
     return checked ? checked.value : "money";
   }
 
+  function olderThanShown(payload) {
+    // A slow /api/pipeline answer must not undo a newer event-stream update.
+    if (!current || !current.generated_at || !payload.generated_at) return false;
+    return Date.parse(payload.generated_at) < Date.parse(current.generated_at);
+  }
+
   function render(payload) {
+    if (olderThanShown(payload)) return;
     current = payload;
     const container = document.getElementById("pipeline");
     const active = document.activeElement;

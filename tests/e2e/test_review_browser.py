@@ -113,6 +113,13 @@ def test_review_adjust_approve_history(
             expected = Decimal("4000.00") - line.rate
             expect(testid("draft-total-1")).to_have_text(f"{expected:,.2f} EUR")
             expect(testid("lines-1")).to_be_visible()  # still open after the live update
+
+            # Defer another line to the next draft: it leaves this one.
+            other = next(x for x in detail.lines if x.entry_id != line.entry_id)
+            testid(f"line-defer-{other.entry_id}").click()
+            expect(testid(f"line-{other.entry_id}")).to_have_count(0, timeout=5000)
+            expected -= other.amount
+            expect(testid("draft-total-1")).to_have_text(f"{expected:,.2f} EUR")
             assert drain(services).errors == []
             (remote,) = stripe.invoices.values()
             assert remote["total"] == int(expected * 100) == int(ledger_total(services, 1) * 100)

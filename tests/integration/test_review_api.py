@@ -20,6 +20,8 @@ from connectors.simulated import SimulatedBoard, demo_scripts
 from connectors.stripe.memory import InMemoryStripe
 from sync.composition import Services
 from sync.demo import DEMO_START, demo_services, demo_settings
+from sync.invoicing import NotAnApprover
+from sync.review import Review
 from sync.web.app import create_app
 from sync.web.dashboard import CSRF_HEADER
 
@@ -209,6 +211,24 @@ def test_write_off_a_whole_line_and_refusals(world: tuple[Services, InMemoryStri
             assert (await http.post("/api/clients/acme/draft", headers=CSRF)).json()["added"] == 0
 
     asyncio.run(scenario())
+
+    # Someone not on the approver list changes nothing, and the refusal is audited.
+    review = Review(services.desk)
+    detail = review.detail(1)
+    line = detail["lines"][0]
+    with pytest.raises(NotAnApprover):
+        review.adjust(
+            1,
+            "mallory",
+            detail["version"],
+            [{"entry_id": line["entry_id"], "write_off": True}],
+            "dashboard",
+        )
+    with pytest.raises(NotAnApprover):
+        review.defer(1, "mallory", detail["version"], line["entry_id"], "dashboard")
+    assert review.detail(1) == detail
+    refused = [r["action"] for r in review.audit_log("acme") if r["actor"] == "mallory"]
+    assert refused == ["adjust_refused", "defer_refused"]
 
 
 def test_review_endpoints_need_the_dashboard_credentials(

@@ -156,8 +156,22 @@ def render_status(pipelines: list[ClientPipeline]) -> Table:
 def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    lines: Annotated[
+        str | None,
+        typer.Option(
+            "--lines",
+            metavar="CLIENT",
+            help="The client's open drafts line by line (as GET /api/invoices/{id}).",
+        ),
+    ] = None,
 ) -> None:
     """The billing pipeline per client: in progress, ready, drafted, invoiced, paid."""
+    if lines is not None:
+        from sync.cli_review import print_draft_lines
+
+        with _errors(), _services(config, boards=False) as services:
+            print_draft_lines(services, lines, as_json)
+        return
     with _errors(), _services(config, boards=False) as services:
         with services.ledger.read(services.clock()) as uow:
             pipelines = client_pipelines(uow, services.client_names())
@@ -291,4 +305,4 @@ if __name__ == "__main__":
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from sync import cli_boards, cli_invoicing, cli_run  # noqa: E402,F401
+from sync import cli_boards, cli_invoicing, cli_review, cli_run  # noqa: E402,F401

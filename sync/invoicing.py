@@ -49,6 +49,7 @@ from sync.ledger.ops import (
     move_entry,
     park_op,
 )
+from sync.ledger.review import deferred_from
 from sync.ledger.store import Ledger, claim_delivery
 from sync.settings import ClientSettings, Settings
 
@@ -226,6 +227,10 @@ class Invoicing:
                     )
                 ).inserted_primary_key[0]  # type: ignore[index]
             )
+            audit(
+                conn, now, actor, "drafted", f"invoice:{invoice_id}", client=client.key,
+                period=period.key,
+            )
         else:
             invoice_id = int(invoice.id)
         prefix = f"kv-{ledger_id(conn)}"
@@ -236,6 +241,10 @@ class Invoicing:
         # ready (oldest first on this draft) and goes on the client's next draft.
         _, on_draft = self._invoice_total(conn, invoice_id)
         capacity = invoice_capacity(on_draft)
+        if invoice is not None:
+            # A line deferred from this draft waits for the client's next draft.
+            deferred = set(conn.execute(deferred_from(invoice_id)).scalars())
+            queued = [row for row in queued if row.id not in deferred]
         ready, left = queued[:capacity], len(queued) - min(capacity, len(queued))
         if left:
             log.info("draft.full", invoice=invoice_id, client=client.key, left_ready=left)
@@ -863,6 +872,11 @@ class Invoicing:
         invoice = invoice_row(conn, invoice_id)
         if state_rank(invoice.state) >= InvoiceState.FINALIZED.rank:
             return
+        audit(
+            conn, now, actor, "finalized", f"invoice:{invoice_id}",
+            number=remote.get("number"), stripe_invoice_id=remote.get("id"),
+            total_minor=remote.get("total"),
+        )
         conn.execute(
             update(t.invoices)
             .where(t.invoices.c.id == invoice_id)
@@ -899,7 +913,7 @@ class Invoicing:
             return "done"
         await self.gateway.send_invoice(invoice.stripe_invoice_id, self._key(op))
         with self.ledger.engine.begin() as conn:
-            conn.execute(
+            moved = conn.execute(
                 update(t.invoices)
                 .where(
                     and_(
@@ -908,7 +922,9 @@ class Invoicing:
                     )
                 )
                 .values(state="sent", updated_at=self.clock())
-            )
+            ).rowcount
+            if moved:
+                audit(conn, self.clock(), "kanvoice", "sent", f"invoice:{invoice.id}")
             self._finish(conn, op)
         return "done"
 
@@ -977,6 +993,8 @@ class Invoicing:
             .where(t.invoices.c.id == invoice.id)
             .values(state=target, open_slot=None, updated_at=now)
         )
+        if target != "finalized":
+            audit(conn, now, "stripe", target, f"invoice:{invoice.id}", reason=reason)
 
     # --- reconcile --------------------------------------------------------------------
 

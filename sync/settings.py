@@ -244,6 +244,17 @@ class AzureDevOpsSettings(_Strict):
     hook_password: SecretStr | None = None
 
 
+class FinanceSettings(_Strict):
+    """How finance reads kanvoice: the time zone of every time shown (dashboard, CLI)."""
+
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return ClientSettings._timezone(value)
+
+
 class DefaultsSettings(_Strict):
     rate: NonNegativeDecimal | None = None
     rounding: RoundingSettings = RoundingSettings()
@@ -264,6 +275,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     server: ServerSettings = ServerSettings()
     defaults: DefaultsSettings = DefaultsSettings()
+    finance: FinanceSettings = FinanceSettings()
     stripe: StripeSettings = StripeSettings()
     slack: SlackSettings = SlackSettings()
     github: GitHubSettings = GitHubSettings()

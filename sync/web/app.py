@@ -52,9 +52,8 @@ def create_app(services: Services) -> FastAPI:
         else None,
     )
     payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
-    app.include_router(
-        dashboard_router(payload, broker, InvoicingActions(services, desk_for(services)), auth)
-    )
+    actions = InvoicingActions(services, desk_for(services))
+    app.include_router(dashboard_router(payload, broker, actions, auth, review=actions))
     @app.get(
         "/openapi.json", include_in_schema=False, dependencies=[Depends(auth.require_user())]
     )

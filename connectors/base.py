@@ -60,11 +60,16 @@ class WebhookTrigger:
 
 @dataclass(frozen=True, slots=True)
 class PollResult:
-    """Snapshots from one poll, the number of requests made, and the new cursor."""
+    """Snapshots from one poll, the number of requests made, and the new cursor.
+
+    `complete` is True when `items` is the board's whole listing (a full sync or a
+    periodic reconcile), False for an incremental window.
+    """
 
     items: tuple[BoardItem, ...]
     requests_made: int
     cursor: str | None = None
+    complete: bool = False
 
 
 class BoardConnector(Protocol):

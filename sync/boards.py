@@ -218,6 +218,8 @@ def _github_config(settings: Settings, index: int, board: BoardSettings) -> GitH
             milestone_field=board.milestone_field,
             api_url=section.api_url,
             rest_api_url=_rest_api_url(section.api_url),
+            full_reconcile_seconds=section.full_reconcile_seconds,
+            incremental_overlap_seconds=section.incremental_overlap_seconds,
             token=token,
             app_id=None if token else creds.app_id,
             app_private_key=None if token else private_key,

@@ -75,7 +75,7 @@ async def agile(
     await connector.aclose()
 
 
-async def test_agile_project_closed_items_are_done_with_done_time_from_updates(
+async def test_agile_project_closed_items_are_done_with_done_time_from_the_batch(
     fake: FakeAzureDevOps, agile: AzureDevOpsConnector
 ) -> None:
     shop = fake.projects["web shop"]
@@ -113,8 +113,8 @@ async def test_agile_project_closed_items_are_done_with_done_time_from_updates(
     assert items[str(bug)].done_at is None
     assert items[str(task)].state_category is StateCategory.REMOVED
     assert result.cursor == "2024-05-03T09:00:00.000000Z"
-    # Updates are read for the Done item only; each type's states once.
-    assert fake.request_counts["updates"] == 1
+    # The Done time came with the batch (StateChangeDate): no updates call at all.
+    assert fake.request_counts["updates"] == 0
     assert fake.request_counts["states"] == 3
 
 
@@ -230,22 +230,36 @@ async def test_a_quiet_board_costs_one_wiql_call_per_poll(
     assert third.cursor == "2024-05-01T09:20:00.000000Z"
 
 
-async def test_done_at_reads_are_cached_until_the_revision_changes(
+async def test_done_at_comes_from_the_batch_and_follows_a_reclose(
     fake: FakeAzureDevOps, agile: AzureDevOpsConnector
 ) -> None:
     shop = fake.projects["web shop"]
     story = shop.add_item("Story", hours=1, at=T0)
     shop.set_state(story, "Closed", at=T0 + timedelta(hours=1))
-    await agile.poll(None)
-    await agile.poll(None)
-    assert fake.request_counts["updates"] == 1
+    (item,) = (await agile.poll(None)).items
+    assert item.done_at == T0 + timedelta(hours=1)
     shop.set_state(story, "Active", at=T0 + timedelta(hours=2))
     reclosed = T0 + timedelta(hours=3)
     shop.set_state(story, "Closed", at=reclosed)
     (item,) = (await agile.poll(None)).items
     assert item.done_at == reclosed
-    assert fake.request_counts["updates"] == 2
+    assert fake.request_counts["updates"] == 0
     assert fake.request_counts["states"] == 1
+
+
+async def test_column_boards_read_updates_once_per_revision(
+    fake: FakeAzureDevOps, org_url: str, sleeps: Sleeps
+) -> None:
+    shop = fake.add_project("Web Shop", "Agile")
+    config = make_config(org_url, "Web Shop", done_board_columns=frozenset({"Shipped"}))
+    async with AzureDevOpsConnector(config, sleep=sleeps) as connector:
+        story = shop.add_item("Story", hours=1, at=T0)
+        shipped = T0 + timedelta(hours=1)
+        shop.change(story, {"System.BoardColumn": "Shipped"}, at=shipped)
+        await connector.poll(None)
+        (item,) = (await connector.poll(None)).items
+        assert item.done_at == shipped
+        assert fake.request_counts["updates"] == 1  # column moves carry no date field
 
 
 async def test_new_state_added_to_the_process_is_read_again(

@@ -60,6 +60,8 @@ STATE_CHANGE_DATE = "Microsoft.VSTS.Common.StateChangeDate"
 CLOSED_DATE = "Microsoft.VSTS.Common.ClosedDate"
 _FAR_FUTURE_YEAR = 9999
 _UPDATES_CONCURRENCY = 4
+#: WIQL windows per poll (each up to `max_items_per_poll` ids): 50 x 19,999 ≈ 1 M items.
+_MAX_WINDOWS = 50
 
 
 def _norm_word(value: str) -> str:
@@ -211,16 +213,43 @@ class AzureDevOpsConnector:
                 )
             since = previous - timedelta(seconds=self.config.overlap_seconds)
         top = self.config.max_items_per_poll
-        ids = await self.client.query_ids(self.wiql(since), top=top)
-        if len(ids) >= top:
+        by_id: dict[str, BoardItem] = {}
+        window = since
+        cut_short = False
+        for _window in range(_MAX_WINDOWS):
+            # WIQL refuses answers over 20,000 ids (VS402337): ask for at most `top`,
+            # oldest change first, and when the answer is full start the next window
+            # at the last change read (>=, so items sharing that time are read again).
+            ids = await self.client.query_ids(self.wiql(window), top=top)
+            # Items of the previous window come back here only if they share its last
+            # change time or changed since: read them again, keep the newest revision.
+            raw = await self.client.get_work_items_batch(ids, self.requested_fields())
+            read = await self._snapshots(raw, check_scope=False)
+            for snapshot in read:
+                known = by_id.get(snapshot.item_id)
+                if known is None or snapshot.revision >= known.revision:
+                    by_id[snapshot.item_id] = snapshot
+            cut_short = len(ids) >= top
+            if not cut_short:
+                break
+            last = max((i.updated_at for i in read), default=None)
+            if last is None or (window is not None and last <= window):
+                log.warning(
+                    "Azure DevOps board %s: more than %d items changed at %s; the rest "
+                    "follow on the next poll",
+                    self.board_key,
+                    top,
+                    window,
+                )
+                break
+            window = last
+        else:
             log.warning(
-                "Azure DevOps board %s: %d changed items (the per-poll limit); the rest "
-                "follow on the next poll",
+                "Azure DevOps board %s: %d WIQL windows read; the rest follow on the next poll",
                 self.board_key,
-                len(ids),
+                _MAX_WINDOWS,
             )
-        raw = await self.client.get_work_items_batch(ids, self.requested_fields())
-        items = await self._snapshots(raw, check_scope=False)
+        items = list(by_id.values())
         latest = previous
         for item in items:
             if latest is None or item.updated_at > latest:
@@ -230,7 +259,7 @@ class AzureDevOpsConnector:
         # Counting the overlap back from `asOf` rather than from the last change keeps
         # a quiet board at one WIQL call per poll.
         as_of = parse_azure_datetime(self.client.last_as_of or "")
-        if as_of is not None and len(ids) < top and (latest is None or as_of > latest):
+        if as_of is not None and not cut_short and (latest is None or as_of > latest):
             latest = as_of
         new_cursor = format_cursor(latest) if latest is not None else cursor
         return PollResult(

@@ -838,6 +838,11 @@ class FakeAzureDevOps:
             if types is not None and str(item.fields["System.WorkItemType"]).lower() not in types:
                 continue
             selected.append(item)
+        top_param = request.query_params.get("$top")
+        if top_param is not None and (not top_param.isdigit() or int(top_param) > WIQL_LIMIT):
+            return self._error(
+                400, f"VS402337: $top must be a number no larger than {WIQL_LIMIT}."
+            )
         if len(selected) > WIQL_LIMIT and "$top" not in request.query_params:
             return self._error(
                 400,

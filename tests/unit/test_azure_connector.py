@@ -452,3 +452,31 @@ async def test_unknown_project_is_fatal(
 async def test_bad_cursor_is_fatal(agile: AzureDevOpsConnector) -> None:
     with pytest.raises(FatalError, match="cursor"):
         await agile.poll("yesterday")
+
+
+async def test_a_board_larger_than_one_wiql_answer_syncs_in_date_windows(
+    fake: FakeAzureDevOps, org_url: str, sleeps: Sleeps
+) -> None:
+    shop = fake.add_project("Web Shop", "Agile")
+    ids = [shop.add_item(f"Story {n}", hours=1) for n in range(250)]
+    config = make_config(org_url, "Web Shop", max_items_per_poll=100)
+    async with AzureDevOpsConnector(config, sleep=sleeps) as connector:
+        result = await connector.poll(None)
+        assert sorted(int(i.item_id) for i in result.items) == ids
+        # 100 + 100 + 52 ids (each later window re-reads the boundary item): 3 WIQL.
+        assert fake.request_counts["wiql"] == 3
+        assert fake.request_counts["batch"] == 3
+        assert result.cursor is not None
+        fake.reset_counts()
+        quiet = await connector.poll(result.cursor)
+        assert fake.request_counts["wiql"] == 1 and len(quiet.items) <= 6  # the overlap
+
+
+async def test_the_fake_refuses_a_top_over_the_wiql_limit(
+    fake: FakeAzureDevOps, org_url: str, sleeps: Sleeps
+) -> None:
+    fake.add_project("Web Shop", "Agile")
+    config = make_config(org_url, "Web Shop")
+    async with AzureDevOpsConnector(config, sleep=sleeps) as connector:
+        with pytest.raises(FatalError, match="VS402337"):
+            await connector.client.query_ids(connector.wiql(None), top=20_001)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -119,6 +120,16 @@ class LazyBoardConnector:
 
     async def poll(self, cursor: str | None) -> PollResult:
         return await self.connector.poll(cursor)
+
+    def process_cache(self) -> dict[str, dict[str, str]] | None:
+        """Azure DevOps: the type states read so far (None for GitHub)."""
+        real = self.connector
+        return real.process_cache() if isinstance(real, AzureDevOpsConnector) else None
+
+    def prime_process_cache(self, cache: Mapping[str, Any]) -> None:
+        real = self.connector
+        if isinstance(real, AzureDevOpsConnector):
+            real.prime_process_cache(cache)
 
     async def fetch(self, item_ids: tuple[str, ...]) -> tuple[BoardItem, ...]:
         return await self.connector.fetch(item_ids)
@@ -336,6 +347,48 @@ def _store_cursor(services: BoardServices, source: str, board: str, value: str) 
         uow.set_cursor(source, board, value)
 
 
+#: How long a board's cached process (Azure type states) is trusted before it is read
+#: again; a state it does not know is read at once anyway.
+PROCESS_CACHE_MAX_AGE = timedelta(days=1)
+
+
+def _read_process_cache(services: BoardServices, source: str, board: str) -> Any:
+    with services.ledger.read(services.clock()) as uow:
+        found = uow.board_state_cache(source, board)
+    if found is None:
+        return None
+    value, fetched_at = found
+    now: datetime = services.clock()
+    return value if now - fetched_at <= PROCESS_CACHE_MAX_AGE else None
+
+
+def _store_process_cache(services: BoardServices, source: str, board: str, value: Any) -> None:
+    with services.ledger.unit_of_work(services.clock()) as uow:
+        uow.set_board_state_cache(source, board, value)
+
+
+async def _poll_with_process_cache(
+    services: BoardServices, connector: BoardConnector, source: str, board: str, cursor: str | None
+) -> PollResult:
+    """Poll; a connector with a process cache gets it from the ledger and leaves it there."""
+    prime = getattr(connector, "prime_process_cache", None)
+    export = getattr(connector, "process_cache", None)
+    if prime is None or export is None:
+        return await connector.poll(cursor)
+    kept = getattr(connector, "_process_cache_kept", None)
+    if not export():
+        kept = await asyncio.to_thread(_read_process_cache, services, source, board)
+        if isinstance(kept, dict):
+            prime(kept)
+    result = await connector.poll(cursor)
+    now = export()
+    if now and now != kept:
+        await asyncio.to_thread(_store_process_cache, services, source, board, now)
+        kept = now
+    connector._process_cache_kept = kept  # type: ignore[attr-defined]  # written once per change
+    return result
+
+
 async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport:
     """Poll one board since its cursor, ingest, then store the new cursor.
 
@@ -346,7 +399,7 @@ async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport
     connector = _connector(services, board_key)
     source = source_of(connector).value
     cursor = await asyncio.to_thread(_read_cursor, services, source, board_key)
-    result = await connector.poll(cursor)
+    result = await _poll_with_process_cache(services, connector, source, board_key, cursor)
     ingested = await asyncio.to_thread(services.engine.ingest, result.items)
     if result.cursor is not None and result.cursor != cursor:
         await asyncio.to_thread(_store_cursor, services, source, board_key, result.cursor)

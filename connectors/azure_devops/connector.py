@@ -291,6 +291,36 @@ class AzureDevOpsConnector:
 
     # -- state categories ----------------------------------------------------------
 
+    def process_cache(self) -> dict[str, dict[str, str]]:
+        """The work item types' states read so far: type → state → category (lower case).
+
+        The shell keeps it in the ledger so the next run (``sync --once``) reads no
+        states; a state the cache does not know is read again (`_ensure_categories`).
+        """
+        return {
+            wit: {state: category.value for state, category in states.items()}
+            for wit, states in self._type_states.items()
+        }
+
+    def prime_process_cache(self, cache: Mapping[str, Any]) -> None:
+        """Take a `process_cache()` kept from an earlier run (types already read win)."""
+        by_value = {c.value: c for c in StateCategory}
+        for wit, states in cache.items():
+            if not isinstance(wit, str) or not isinstance(states, Mapping):
+                continue
+            key = wit.lower()
+            if key in self._type_states:
+                continue
+            mapping = {
+                str(state).lower(): by_value[category]
+                for state, category in states.items()
+                if isinstance(category, str) and category in by_value
+            }
+            self._type_states[key] = mapping
+            self._completed_states[key] = frozenset(
+                n for n, c in mapping.items() if c is StateCategory.DONE
+            )
+
     async def _load_type_states(self, work_item_type: str) -> None:
         states = await self.client.get_type_states(work_item_type)
         mapping: dict[str, StateCategory] = {}

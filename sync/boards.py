@@ -31,6 +31,7 @@ from connectors.base import (
     BoardConnector,
     ConnectorError,
     PollResult,
+    QuotaObservation,
     WebhookTrigger,
 )
 from connectors.github.config import GitHubBoardConfig
@@ -120,6 +121,11 @@ class LazyBoardConnector:
 
     async def poll(self, cursor: str | None) -> PollResult:
         return await self.connector.poll(cursor)
+
+    @property
+    def quota(self) -> QuotaObservation | None:
+        """The board API's last quota report (None before the connector is used)."""
+        return self._real.quota if self._real is not None else None
 
     def process_cache(self) -> dict[str, dict[str, str]] | None:
         """Azure DevOps: the type states read so far (None for GitHub)."""

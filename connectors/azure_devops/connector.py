@@ -28,7 +28,7 @@ import httpx
 from connectors.azure_devops.client import AzureDevOpsClient, SleepFn
 from connectors.azure_devops.config import AzureBoardConfig
 from connectors.azure_devops.service_hook import parse_azure_service_hook
-from connectors.base import FatalError, PollResult, WebhookTrigger
+from connectors.base import FatalError, PollResult, QuotaObservation, WebhookTrigger
 from mapping.domain import BillingType, BoardItem, Source, StateCategory
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,11 @@ class AzureDevOpsConnector:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    @property
+    def quota(self) -> QuotaObservation | None:
+        """The last rate-limit headers seen (None: Azure sent none, i.e. not throttled)."""
+        return self.client.quota
 
     @property
     def request_counts(self) -> Mapping[str, int]:

@@ -12,7 +12,13 @@ from typing import Any, Self
 
 import httpx
 
-from connectors.base import FatalError, PollResult, RetriableError, WebhookTrigger
+from connectors.base import (
+    FatalError,
+    PollResult,
+    QuotaObservation,
+    RetriableError,
+    WebhookTrigger,
+)
 from connectors.github.auth import Clock, GitHubAppAuth, StaticToken, TokenProvider
 from connectors.github.config import GitHubBoardConfig
 from connectors.github.graphql import GitHubGraphQLClient, Sleep
@@ -140,6 +146,20 @@ class GitHubProjectConnector:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    @property
+    def quota(self) -> QuotaObservation | None:
+        """GraphQL points left as GitHub last reported them (None before any request)."""
+        info = self.client.rate_limit
+        if info is None:
+            return None
+        return QuotaObservation(
+            resource="graphql",
+            remaining=float(info.remaining),
+            limit=self.client.rate_limit_limit,
+            reset_at=info.reset_at,
+            observed_at=self._clock(),
+        )
 
     @property
     def requests_made(self) -> int:

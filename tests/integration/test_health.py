@@ -27,7 +27,7 @@ def test_health_ready_and_metrics(sqlite_url: str, clock: FixedClock) -> None:
     services = build_services(settings, clock)
     services.engine.ingest([snap("Done", "2", 1), snap("In progress", "1", 1, item_id="8")])
     with TestClient(create_app(services), base_url="http://127.0.0.1") as client:
-        assert client.get("/healthz").json() == {"status": "ok", "leader": False}
+        assert client.get("/healthz").json() == {"status": "ok", "leader": False, "board_quota": {}}
         assert client.get("/readyz").json() == {"status": "ready"}
         metrics = client.get("/metrics").text
         assert 'kanvoice_items_seen_total{board="web"}' in metrics

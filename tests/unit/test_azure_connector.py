@@ -480,3 +480,30 @@ async def test_the_fake_refuses_a_top_over_the_wiql_limit(
     async with AzureDevOpsConnector(config, sleep=sleeps) as connector:
         with pytest.raises(FatalError, match="VS402337"):
             await connector.client.query_ids(connector.wiql(None), top=20_001)
+
+
+async def test_rate_limit_headers_on_a_200_become_a_quota_observation_and_a_metric(
+    fake: FakeAzureDevOps, agile: AzureDevOpsConnector, sleeps: Sleeps
+) -> None:
+    from prometheus_client import generate_latest
+
+    from sync.metrics import register_board_quota_metrics
+
+    fake.success_headers = {
+        "X-RateLimit-Resource": "ATCPU",
+        "X-RateLimit-Limit": "200",
+        "X-RateLimit-Remaining": "12",
+        "X-RateLimit-Delay": "0.5",
+        "Retry-After": "3",
+    }
+    fake.projects["web shop"].add_item("Story", at=T0)
+    await agile.poll(None)
+    quota = agile.quota
+    assert quota is not None
+    assert (quota.resource, quota.remaining, quota.limit) == ("ATCPU", 12, 200)
+    assert (quota.retry_after, quota.delay) == (3, 0.5)
+    assert 3 in sleeps.calls  # Retry-After on a 200 is honoured before the next call
+    register_board_quota_metrics({"shop": agile})
+    scraped = generate_latest().decode()
+    assert 'kanvoice_board_quota_remaining{board="shop",resource="ATCPU"} 12.0' in scraped
+    assert 'kanvoice_board_retry_after_seconds{board="shop",resource="ATCPU"} 3.0' in scraped

@@ -155,3 +155,14 @@ async def test_the_fake_refuses_filters_it_does_not_know(
         )
     body = response.json()
     assert body["data"] is None and "does not understand" in body["errors"][0]["message"]
+
+
+async def test_the_connector_exposes_the_points_left(project: FakeGitHubProject, url: str) -> None:
+    project.add_issue("One")
+    project.set_rate_limit(4321)
+    async with _connector(url, Clock()) as connector:
+        assert connector.quota is None
+        await connector.poll(None)
+        quota = connector.quota
+        assert quota is not None
+        assert (quota.resource, quota.remaining, quota.limit) == ("graphql", 4320, 5000)

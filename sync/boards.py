@@ -331,6 +331,9 @@ class BoardSyncReport(IngestReport):
     board: str = ""
     requests_made: int = 0
     cursor: str | None = None
+    #: After a full listing: items the ledger holds that the board no longer lists
+    #: (removed, deleted, or no longer readable). Reported, never unbilled (README).
+    missing: tuple[str, ...] = ()
 
 
 def _connector(services: BoardServices, board_key: str) -> BoardConnector:
@@ -351,6 +354,11 @@ def _read_cursor(services: BoardServices, source: str, board: str) -> str | None
 def _store_cursor(services: BoardServices, source: str, board: str, value: str) -> None:
     with services.ledger.unit_of_work(services.clock()) as uow:
         uow.set_cursor(source, board, value)
+
+
+def _board_item_ids(services: BoardServices, source: str, board: str) -> set[str]:
+    with services.ledger.read(services.clock()) as uow:
+        return uow.board_item_ids(source, board)
 
 
 #: How long a board's cached process (Azure type states) is trusted before it is read
@@ -411,6 +419,16 @@ async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport
         await asyncio.to_thread(_store_cursor, services, source, board_key, result.cursor)
     report = BoardSyncReport(board=board_key, requests_made=result.requests_made)
     report.merge(ingested)
+    if result.complete:
+        known = await asyncio.to_thread(_board_item_ids, services, source, board_key)
+        report.missing = tuple(sorted(known - {i.item_id for i in result.items}))
+        if report.missing:
+            log.warning(
+                "board.items_missing",
+                board=board_key,
+                count=len(report.missing),
+                items=list(report.missing[:20]),
+            )
     report.cursor = result.cursor if result.cursor is not None else cursor
     log.info(
         "board.synced",

@@ -204,6 +204,15 @@ class UnitOfWork:
                 )
             )
 
+    def board_item_ids(self, source: str, board: str) -> set[str]:
+        """The board's own ids of every item the ledger holds for it."""
+        rows = self.conn.execute(
+            select(t.items.c.external_id).where(
+                t.items.c.source == source, t.items.c.board == board
+            )
+        )
+        return {str(r[0]) for r in rows}
+
     def board_state_cache(self, source: str, board: str) -> tuple[Any, datetime] | None:
         """A board's cached process description and when it was read, None if none."""
         row = self.conn.execute(

@@ -351,3 +351,26 @@ async def test_sync_all_reports_errors_per_board(
     assert isinstance(results["acme-old"], FatalError)
     good = results["acme-web"]
     assert not isinstance(good, Exception) and good.items_new == 1
+
+
+# -- the full reconcile reports items the board no longer lists ---------------------------
+
+
+async def test_the_reconcile_reports_items_gone_from_the_board_and_unbills_nothing(
+    project: FakeGitHubProject, api_url: str, ledger_url: str
+) -> None:
+    kept = project.add_issue("Kept", status="Done", hours=1)
+    gone = project.add_issue("Gone", status="Done", hours=2)
+    data = settings_data(ledger_url, api_url)
+    data["boards"][0]["github"]["full_reconcile_seconds"] = 0  # every poll is a reconcile
+    services = build_services(Settings(**data), FixedClock())
+    try:
+        first = await sync_board(services, "acme-web")
+        assert first.missing == ()
+        project.delete(gone.node_id)
+        second = await sync_board(services, "acme-web")
+        assert second.missing == (gone.node_id,)
+        assert {e["external_id"] for e in entries(ledger_url)} == {kept.node_id, gone.node_id}
+    finally:
+        await close_connectors(services.connectors)
+        services.close()

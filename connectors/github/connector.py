@@ -188,10 +188,16 @@ class GitHubProjectConnector:
                 query = incremental_filter(elapsed, self.config.incremental_overlap_seconds)
                 last_full = full
         items, requests = await self._list(query)
+        new_cursor = format_poll_cursor(started, last_full)
+        # A cursor a little older than this poll only widens the next window (by less
+        # than half the overlap): keep it, and spare the ledger a write per poll.
+        half_overlap = self.config.incremental_overlap_seconds / 2
+        if query is not None and previous is not None and 0 <= started - previous[0] < half_overlap:
+            new_cursor = cursor or new_cursor
         return PollResult(
             items=items,
             requests_made=requests,
-            cursor=format_poll_cursor(started, last_full),
+            cursor=new_cursor,
             complete=query is None,
         )
 

@@ -15,7 +15,7 @@ Money rules (see DESIGN.md, "Billing rules"):
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -32,6 +32,7 @@ from mapping.domain import (
 )
 from mapping.money import Money
 from mapping.rules import is_done, resolve_billing_type, resolve_rate
+from mapping.stripe_lines import line_amount, next_seq
 
 _KINDS_FOR = {
     BillingType.TIME_AND_MATERIALS: frozenset({EntryKind.TIME, EntryKind.ADJUSTMENT}),
@@ -109,18 +110,29 @@ class Skip:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Conflict(Skip):
+    """Same revision as the ledger holds, different content: two edits in one second,
+    or a poll racing a webhook. Arrival order must not decide which one is billed, so
+    nothing is applied; the engine logs and counts it and, for a board that can be read
+    again, re-reads the item and plans that snapshot with `reread=True`."""
+
+    revision: int = 0
+
+
 Action = RecordItem | RecordTransition | CreateEntry | UpdateEntry | ChangeEntryState | Skip
 
 
 def fingerprint(item: BoardItem) -> str:
     """A stable digest of everything billing reads from a snapshot (not its revision)."""
+    # The enums are StrEnums: joined as their values.
     parts = (
         item.title,
         item.url,
         item.column,
-        item.state_category.value,
+        item.state_category,
         str(item.hours),
-        item.billing_type.value if item.billing_type else "",
+        item.billing_type or "",
         "\x1f".join(item.labels),
         "\x1f".join(item.assignees),
         item.iteration or "",
@@ -131,11 +143,16 @@ def fingerprint(item: BoardItem) -> str:
     return hashlib.sha1("\x1e".join(parts).encode(), usedforsecurity=False).hexdigest()
 
 
-def plan(item: BoardItem, held: HeldItem | None, policy: BoardPolicy) -> tuple[Action, ...]:
+def plan(
+    item: BoardItem, held: HeldItem | None, policy: BoardPolicy, *, reread: bool = False
+) -> tuple[Action, ...]:
     """Everything the ledger must do to reflect `item`, given what it holds.
 
     A snapshot older than the held revision, or identical to it, is skipped: so
-    replays, duplicates and out-of-order deliveries change nothing.
+    replays, duplicates and out-of-order deliveries change nothing. One with the held
+    revision but other content is a `Conflict` and changes nothing either, unless it is
+    `reread`: a snapshot read from the board on purpose to settle such a conflict,
+    which is the board's current truth and is applied.
     """
     digest = fingerprint(item)
     if held is not None:
@@ -143,6 +160,13 @@ def plan(item: BoardItem, held: HeldItem | None, policy: BoardPolicy) -> tuple[A
             return (Skip(f"stale: revision {item.revision} < held {held.revision}"),)
         if item.revision == held.revision and digest == held.fingerprint:
             return (Skip("unchanged"),)
+        if item.revision == held.revision and not reread:
+            return (
+                Conflict(
+                    f"conflict: revision {item.revision} already held with other content",
+                    item.revision,
+                ),
+            )
 
     billing_type = resolve_billing_type(item, policy)
     done = is_done(item, policy)
@@ -168,12 +192,12 @@ def plan(item: BoardItem, held: HeldItem | None, policy: BoardPolicy) -> tuple[A
         return tuple(actions)
 
     actions.extend(_void_open(entries, _KINDS_FOR[billing_type], "billing type changed"))
-    planner = {
-        BillingType.TIME_AND_MATERIALS: _plan_time,
-        BillingType.FIXED_PRICE: _plan_milestone,
-        BillingType.NON_BILLABLE: _plan_cost,
-    }[billing_type]
-    actions.extend(planner(item, entries, policy, done))
+    if billing_type is BillingType.TIME_AND_MATERIALS:
+        actions.extend(_plan_time(item, entries, policy, done))
+    elif billing_type is BillingType.FIXED_PRICE:
+        actions.extend(_plan_milestone(item, entries, policy, done))
+    else:
+        actions.extend(_plan_cost(item, entries, policy, done))
     return tuple(actions)
 
 
@@ -197,13 +221,10 @@ def _zero_and_void(entry: BillableEntry, reason: str) -> list[Action]:
 
 
 def _next_seq(entries: tuple[BillableEntry, ...], kind: EntryKind) -> int:
-    return max((e.seq for e in entries if e.kind is kind), default=0) + 1
+    return next_seq(e.seq for e in entries if e.kind is kind)
 
 
-def _money(hours: Decimal, rate: Decimal | None, currency: str) -> Money | None:
-    if rate is None:
-        return None
-    return Money(hours * rate, currency).quantized()
+_money = line_amount  # amount = hours × rate, one rule (mapping.stripe_lines)
 
 
 def settled_hours(entries: tuple[BillableEntry, ...]) -> Decimal:
@@ -450,12 +471,29 @@ def evolve(held: HeldItem | None, actions: tuple[Action, ...]) -> HeldItem | Non
         elif isinstance(action, CreateEntry):
             entries[action.entry.entry_key] = action.entry
         elif isinstance(action, UpdateEntry):
-            entries[action.entry_key] = replace(
-                entries[action.entry_key],
-                hours=action.hours,
-                rate=action.rate,
-                amount=action.amount,
+            e = entries[action.entry_key]
+            entries[action.entry_key] = BillableEntry(
+                e.entry_key,
+                e.item_key,
+                e.kind,
+                e.seq,
+                e.state,
+                action.hours,
+                action.rate,
+                action.amount,
+                e.description,
             )
         elif isinstance(action, ChangeEntryState):
-            entries[action.entry_key] = replace(entries[action.entry_key], state=action.to_state)
+            e = entries[action.entry_key]
+            entries[action.entry_key] = BillableEntry(
+                e.entry_key,
+                e.item_key,
+                e.kind,
+                e.seq,
+                action.to_state,
+                e.hours,
+                e.rate,
+                e.amount,
+                e.description,
+            )
     return HeldItem(revision, digest, column, category, tuple(entries.values()))

@@ -69,7 +69,13 @@ from connectors.slack.port import SlackPort
 from mapping.domain import EntryKind, EntryState, entry_key
 from mapping.money import Money
 from sync.engine import Clock
-from sync.invoicing import Invoicing, InvoicingError, NotAnApprover, billing_period
+from sync.invoicing import (
+    BelowMinimumCharge,
+    Invoicing,
+    InvoicingError,
+    NotAnApprover,
+    billing_period,
+)
 from sync.ledger import schema as t
 from sync.ledger.ops import (
     audit,
@@ -109,6 +115,7 @@ _LINE_KINDS = ("time", "milestone", "adjustment")
 _MISSING_MESSAGE = frozenset({"message_not_found", "cant_update_message", "channel_not_found"})
 _REFUSED_ACTION = {
     "approve": "approve_refused",
+    "approve_force": "approve_refused",
     "reject": "reject_refused",
     "adjust_open": "adjust_refused",
     "adjust_submit": "adjust_refused",
@@ -373,6 +380,15 @@ class ApprovalDesk:
         with self.ledger.engine.begin() as conn:
             invoice = invoice_row(conn, invoice_id)
             if invoice.state != "draft":
+                return False
+            lines = conn.execute(
+                select(func.count())
+                .select_from(t.entries)
+                .where(t.entries.c.invoice_id == invoice.id, t.entries.c.state.in_(SHOWN_STATES))
+            ).scalar_one()
+            if not lines:
+                # An empty draft is nothing to approve: finance is not asked about it.
+                log.info("slack.approval_not_requested", invoice=invoice_id, reason="no lines")
                 return False
             return self._queue_post(conn, invoice, now, actor, replace=True)
 
@@ -768,7 +784,7 @@ class ApprovalDesk:
                     f"({problem}). Nothing was changed; try again in a minute."
                 )
             return Reply("refused", decision, notice=notice)
-        if decision.kind == "approve":
+        if decision.kind in ("approve", "approve_force"):
             return await asyncio.to_thread(self._approve, decision)
         if decision.kind == "reject":
             if decision.reason is None:
@@ -897,9 +913,19 @@ class ApprovalDesk:
     def _approve(self, decision: Decision) -> Reply:
         user = decision.user_id
         try:
-            result = self.invoicing.approve(decision.invoice_id, user, CHANNEL, decision.version)
+            result = self.invoicing.approve(
+                decision.invoice_id,
+                user,
+                CHANNEL,
+                decision.version,
+                force=decision.kind == "approve_force",
+            )
         except NotAnApprover:
             return Reply("refused", decision, notice=refusal_text(user))
+        except BelowMinimumCharge as exc:
+            log.info("slack.approve_below_minimum", invoice=decision.invoice_id)
+            notice = f"{exc}. Use *Approve below minimum* on the message to finalize it anyway."
+            return Reply("not_applicable", decision, notice=notice)
         except (LookupError, InvoicingError) as exc:
             with self.ledger.engine.connect() as conn:
                 notice = self._explain(conn, decision.invoice_id, decision.version)

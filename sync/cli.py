@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from mapping.domain import EntryState
 from mapping.money import Money
 from sync.composition import Services, build_services
+from sync.conflicts import conflict_summary
 from sync.engine import UnknownBoardError
 from sync.pipeline import STAGES, ClientPipeline, client_pipelines
 from sync.settings import ConfigError, Settings, load_settings
@@ -47,6 +49,30 @@ ConfigOption = Annotated[
 EXIT_USAGE = 2
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("kanvoice")
+        except PackageNotFoundError:
+            installed = "unknown (not installed)"
+        print(f"kanvoice {installed}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version, exit."
+        ),
+    ] = False,
+) -> None:
+    """Turns finished work on your boards into approved Stripe invoices."""
+
+
 class CliError(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
 
@@ -71,8 +97,15 @@ def _errors() -> Iterator[None]:
 
 
 def wide_console() -> Console:
-    """Wide enough for every column of the pipeline, even when piped (no terminal)."""
-    return Console(soft_wrap=True, width=max(out.width, 160))
+    """The terminal's width (``$COLUMNS`` wins); 160 columns when piped to no terminal."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        width = int(columns)
+    elif out.is_terminal:
+        width = out.width
+    else:
+        width = 160
+    return Console(width=width)
 
 
 def _settings(config: Path | None) -> Settings:
@@ -80,8 +113,8 @@ def _settings(config: Path | None) -> Settings:
 
 
 @contextmanager
-def _services(config: Path | None) -> Iterator[Services]:
-    services = build_services(_settings(config))
+def _services(config: Path | None, *, boards: bool = True) -> Iterator[Services]:
+    services = build_services(_settings(config), boards=boards)
     try:
         yield services
     finally:
@@ -125,11 +158,20 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """The billing pipeline per client: in progress, ready, drafted, invoiced, paid."""
-    with _errors(), _services(config) as services:
+    with _errors(), _services(config, boards=False) as services:
         with services.ledger.read(services.clock()) as uow:
             pipelines = client_pipelines(uow, services.client_names())
+            conflicts = conflict_summary(uow.conn)
         if as_json:
-            print(json.dumps({"clients": [p.as_dict() for p in pipelines]}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "clients": [p.as_dict() for p in pipelines],
+                        "snapshot_conflicts": conflicts,
+                    },
+                    indent=2,
+                )
+            )
         else:
             wide_console().print(render_status(pipelines))
 
@@ -143,7 +185,7 @@ def ingest(
     with _errors():
         settings = _settings(config)
         snapshots = load_snapshot_file(file)
-        with _services(config) as services:
+        with _services(config, boards=False) as services:
             services.engine.check(snapshots)
             report = services.engine.ingest(snapshots)
         for line in report.changes:
@@ -154,12 +196,24 @@ def ingest(
             f"{report.entries_created} entries created, {report.state_changes} state changes",
             highlight=False,
         )
+        for conflict in report.conflicts:
+            out.print(
+                f"  conflict: {conflict.item_key} revision {conflict.revision} seen twice with "
+                f"different content: {conflict.resolution}",
+                highlight=False,
+            )
         del settings
 
 
 @app.command("check-config")
-def check_config(config: ConfigOption = None) -> None:
-    """Validate the settings, reach each service, and explain what is wrong."""
+def check_config(
+    config: ConfigOption = None,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Skip the checks that reach GitHub, Azure, Slack, Stripe."),
+    ] = False,
+) -> None:
+    """Validate the settings, reach each service, and explain everything that is wrong."""
     with _errors():
         settings = _settings(config)
         out.print(
@@ -167,41 +221,47 @@ def check_config(config: ConfigOption = None) -> None:
             f"{len(settings.boards)} boards",
             highlight=False,
         )
-        problems = run_checks(settings)
+        out.print(dashboard_access_line(settings), highlight=False)
+        problems = run_checks(settings, offline=offline)
         if problems:
             for problem in problems:
                 err.print(f"[bold red]problem:[/] {problem}", highlight=False)
+            err.print(f"{len(problems)} problem(s) found", highlight=False)
             raise typer.Exit(1)
+        out.print("[green]all checks passed[/]", highlight=False)
+
+
+def dashboard_access_line(settings: Settings) -> str:
+    """Who can use the dashboard (nobody, this host only, credential holders), one line."""
+    from sync.web.dashboard import access_note
+
+    level, note = access_note(settings.server)
+    return f"[yellow]warning:[/] {note}" if level == "warning" else f"[green]ok[/] {note}"
 
 
 CheckFn = Callable[[Settings], list[str]]
+#: Settings-only checks added by other modules (prefer `sync.checks.check`).
 EXTRA_CHECKS: list[CheckFn] = []
 
 
-def run_checks(settings: Settings) -> list[str]:
-    """Reach the ledger (and every service a later part registers in EXTRA_CHECKS)."""
-    problems: list[str] = []
-    from sync.ledger.store import Ledger
+def _say(line: str) -> None:
+    out.print(f"[green]ok[/] {line}" if not line.startswith("note:") else line, highlight=False)
 
-    ledger = Ledger(settings.ledger.url)
-    try:
-        revision = ledger.current_revision()
-        state = f"schema {revision}" if revision else "empty (run `kanvoice db upgrade`)"
-        out.print(f"[green]ok[/] ledger reachable: {state}", highlight=False)
-    except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        problems.append(f"ledger.url: cannot open the ledger: {reason}")
-    finally:
-        ledger.dispose()
-    for check in EXTRA_CHECKS:
-        problems.extend(check(settings))
+
+def run_checks(settings: Settings, *, offline: bool = False) -> list[str]:
+    """Every check of `sync.checks` (the network ones unless offline), then EXTRA_CHECKS."""
+    from sync import checks
+
+    problems = checks.run_checks(settings, _say, offline=offline)
+    for extra in EXTRA_CHECKS:
+        problems.extend(extra(settings))
     return problems
 
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply the ledger's schema migrations (also done on every start)."""
-    with _errors(), _services(config) as services:
+    with _errors(), _services(config, boards=False) as services:
         out.print(f"ledger at schema {services.ledger.current_revision()}", highlight=False)
 
 

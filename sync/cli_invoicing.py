@@ -12,12 +12,10 @@ import typer
 from rich.table import Table
 
 from connectors.base import FatalError
-from connectors.stripe.gateway import StripeRejected
 from sync.approvals import desk_for
-from sync.cli import EXTRA_CHECKS, ConfigOption, _errors, _services, app, err, out
-from sync.composition import Services, stripe_gateway_factory
+from sync.cli import CliError, ConfigOption, _errors, _services, app, err, out
+from sync.composition import Services
 from sync.invoicing import InvoicingError, NotAnApprover
-from sync.settings import Settings
 
 _T = TypeVar("_T")
 
@@ -58,11 +56,23 @@ def invoice(
             result = services.invoicing.create_or_refresh_draft(client, actor="cli")
         except InvoicingError as exc:
             raise _user_error(exc) from None
+        if result.invoice_id is None:
+            out.print(
+                f"nothing to bill for {client} ({result.period}): no ready lines, no draft created",
+                highlight=False,
+            )
+            return
         out.print(
             f"draft {result.invoice_id} for {client} ({result.period}): "
             f"{result.added} lines added, {result.lines} in all, total {result.total}",
             highlight=False,
         )
+        if result.left:
+            out.print(
+                f"{result.left} ready lines did not fit (Stripe takes at most 250 lines per "
+                "invoice): they stay ready for the client's next draft",
+                highlight=False,
+            )
         if not no_stripe and not _drain_or_explain(services):
             raise typer.Exit(1)
         desk = desk_for(services)
@@ -95,6 +105,14 @@ def approve(
     invoice_id: Annotated[int, typer.Argument(metavar="INVOICE", help="Ledger invoice id.")],
     approver: Annotated[str, typer.Option("--as", help="Your approver id (slack.approvers).")],
     config: ConfigOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Finalize even if the total is under Stripe's minimum charge (Stripe then "
+            "marks it paid and moves the amount to the customer's credit balance).",
+        ),
+    ] = False,
 ) -> None:
     """Approve a draft: it is finalized on Stripe (and sent if the client is set so)."""
     _decide(
@@ -103,7 +121,7 @@ def approve(
         "approved",
         approver,
         None,
-        lambda s: s.invoicing.approve(invoice_id, approver, "cli"),
+        lambda s: s.invoicing.approve(invoice_id, approver, "cli", force=force),
     )
 
 
@@ -111,10 +129,14 @@ def approve(
 def reject(
     invoice_id: Annotated[int, typer.Argument(metavar="INVOICE", help="Ledger invoice id.")],
     approver: Annotated[str, typer.Option("--as", help="Your approver id (slack.approvers).")],
-    reason: Annotated[str, typer.Option(help="Why: recorded with the decision.")] = "",
+    reason: Annotated[str, typer.Option(help="Why (required): recorded with the decision.")],
     config: ConfigOption = None,
 ) -> None:
     """Reject a draft: its lines go back to ready, nothing is finalized."""
+    if not reason.strip():
+        with _errors():
+            raise CliError("--reason: required and not empty (it is recorded with the decision)")
+    reason = reason.strip()
     _decide(
         config,
         invoice_id,
@@ -183,52 +205,3 @@ def outbox_drain(config: ConfigOption = None) -> None:
     with _errors(), _services(config) as services:
         if not _drain_or_explain(services):
             raise typer.Exit(1)
-
-
-def check_stripe(settings: Settings) -> list[str]:
-    """Each client's Stripe customer exists and its currency matches."""
-    factory = stripe_gateway_factory(settings)
-    if factory is None:
-        if settings.clients:
-            return ["stripe.api_key: not set (KANVOICE_STRIPE__API_KEY); Stripe not checked"]
-        return []
-    gateway = factory()
-
-    async def check() -> list[str]:
-        problems: list[str] = []
-        try:
-            for index, client in enumerate(settings.clients):
-                key = f"clients[{index}].stripe_customer_id = {client.stripe_customer_id!r}"
-                try:
-                    customer = await gateway.retrieve_customer(client.stripe_customer_id)
-                except StripeRejected as exc:
-                    problems.append(f"{key}: {exc}")
-                    continue
-                if customer.get("deleted"):
-                    problems.append(f"{key}: the customer is deleted in Stripe")
-                    continue
-                currency = (customer.get("currency") or "").upper()
-                if currency and currency != client.currency:
-                    problems.append(
-                        f"{key}: Stripe bills this customer in {currency}, the settings say "
-                        f"{client.currency}"
-                    )
-                else:
-                    out.print(
-                        f"[green]ok[/] Stripe customer {client.stripe_customer_id} ({client.key})",
-                        highlight=False,
-                    )
-        except FatalError as exc:
-            problems.append(f"stripe.api_key: {exc}")
-        except Exception as exc:
-            problems.append(
-                f"stripe.api_base = {settings.stripe.api_base!r}: cannot reach Stripe: {exc}"
-            )
-        finally:
-            await gateway.close()
-        return problems
-
-    return asyncio.run(check())
-
-
-EXTRA_CHECKS.append(check_stripe)

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any
 
-from sync.cli import ConfigOption, _errors, _settings, app
+import typer
+
+from sync.cli import CliError, ConfigOption, _errors, _settings, app
 
 
 @app.command()
-def run(config: ConfigOption = None) -> None:
+def run(
+    config: ConfigOption = None,
+    without_stripe: Annotated[
+        bool,
+        typer.Option(
+            "--without-stripe",
+            help="Run with no Stripe key: track hours, invoice nothing (logged every drain).",
+        ),
+    ] = False,
+) -> None:
     """The daemon: pollers, webhooks, approvals, dashboard, metrics (until SIGTERM)."""
     from connectors.slack import run_socket_mode
     from sync.approvals import desk_for
@@ -20,8 +31,15 @@ def run(config: ConfigOption = None) -> None:
     from sync.web.app import create_app
 
     with _errors():
+        settings = _settings(config)  # no config, no daemon: one line, exit 2
+        if settings.stripe.api_key is None and not without_stripe:
+            raise CliError(
+                "stripe.api_key: not set (KANVOICE_STRIPE__API_KEY or the stripe__api_key "
+                "file): kanvoice run would track hours but never invoice; set it, or pass "
+                "--without-stripe to run tracking only"
+            )
+        services = build_services(settings)  # every board's missing credential: exit 2
         configure_logging()
-        services = build_services(_settings(config))
         web = create_app(services)
         desk = desk_for(services)
         slack = services.settings.slack

@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import Connection, and_, func, insert, select, update
@@ -27,7 +26,17 @@ from sqlalchemy.exc import IntegrityError
 from connectors.base import FatalError, RetriableError
 from connectors.stripe.port import StripePort, StripeRejected
 from mapping.domain import EntryState
+from mapping.invoices import BillingPeriod, Cadence, InvoiceState, moves_forward, state_rank
+from mapping.invoices import billing_period as core_billing_period
 from mapping.money import Money
+from mapping.stripe_rules import (
+    MAX_DESCRIPTION,
+    check_charge,
+    fit_description,
+    fit_metadata,
+    fit_metadata_value,
+    invoice_capacity,
+)
 from sync.engine import Clock
 from sync.failpoints import failpoint
 from sync.ledger import schema as t
@@ -41,7 +50,7 @@ from sync.ledger.ops import (
     park_op,
 )
 from sync.ledger.store import Ledger, claim_delivery
-from sync.settings import Cadence, ClientSettings, Settings
+from sync.settings import ClientSettings, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -57,58 +66,43 @@ INVOICE_RANK = {
     "deleted": 5,
 }
 KEY_REUSE_WINDOW = timedelta(hours=23)  # Stripe keeps keys at least 24 h
+# Metadata the drain and reconcile search by: never dropped or renamed by truncation.
+_SEARCH_KEYS = frozenset({"kanvoice_entry", "kanvoice_entry_id", "kanvoice_invoice"})
 
 
 class InvoicingError(ValueError):
     """A request that cannot be done as asked; the message says why (shown to users)."""
 
 
+class BelowMinimumCharge(InvoicingError):
+    """The draft's total is under Stripe's minimum charge: not finalized unless forced.
+
+    Stripe would mark such an invoice paid and move the amount to the customer's credit
+    balance; the lines stay on the open draft and go out with the next invoice."""
+
+
 class NotAnApprover(PermissionError):
     """The person is not on the approver list."""
 
 
-@dataclass(frozen=True)
-class BillingPeriod:
-    key: str
-    label: str
-    start: datetime
-    end: datetime
-
-
 def billing_period(client: ClientSettings, now: datetime) -> BillingPeriod:
     """The client's current period in its own time zone (month, week, or on demand)."""
-    zone = ZoneInfo(client.timezone)
-    local = now.astimezone(zone)
-    if client.cadence is Cadence.MONTHLY:
-        start_day = local.date().replace(day=1)
-        end_day = (start_day + timedelta(days=32)).replace(day=1)
-        key = f"{start_day:%Y-%m}"
-        label = f"{start_day:%B %Y}"
-    elif client.cadence is Cadence.WEEKLY:
-        offset = (local.weekday() - client.week_starts_on) % 7
-        start_day = local.date() - timedelta(days=offset)
-        end_day = start_day + timedelta(days=7)
-        key = f"week-{start_day.isoformat()}"
-        label = f"week of {start_day:%d %b %Y}"
-    else:
-        start_day = date(2000, 1, 1)
-        end_day = date(9999, 1, 1)
-        key = "on-demand"
-        label = "on demand"
-
-    def at(day: date) -> datetime:
-        return datetime.combine(day, time(0), zone).astimezone(UTC)
-
-    return BillingPeriod(key, label, at(start_day), at(end_day))
+    return core_billing_period(
+        Cadence(client.cadence.value), now, client.timezone, client.week_starts_on
+    )
 
 
 @dataclass
 class DraftResult:
-    invoice_id: int
+    """What drafting did. `invoice_id` is None when the client had nothing to bill and
+    no open draft: no draft is created for nothing."""
+
+    invoice_id: int | None
     period: str
     added: int
     total: Money
     lines: int
+    left: int = 0  # ready lines that did not fit (250 per invoice): on the next draft
 
 
 @dataclass
@@ -203,6 +197,18 @@ class Invoicing:
         actor: str,
     ) -> DraftResult:
         invoice = conn.execute(select(t.invoices).where(t.invoices.c.open_slot == slot)).first()
+        queued = conn.execute(
+            select(t.entries.c.id)
+            .where(
+                t.entries.c.client == client.key,
+                t.entries.c.state == EntryState.READY.value,
+                t.entries.c.currency == client.currency,
+            )
+            .order_by(t.entries.c.id)
+        ).all()
+        if invoice is None and not queued:
+            # Nothing to bill: no 0-line draft on Stripe, no approval request for it.
+            return DraftResult(None, period.key, 0, Money.zero(client.currency).quantized(), 0)
         if invoice is None:
             invoice_id = int(
                 conn.execute(
@@ -226,15 +232,13 @@ class Invoicing:
         enqueue(
             conn, "create_invoice", f"{prefix}-inv{invoice_id}-create", now, invoice_id=invoice_id
         )
-        ready = conn.execute(
-            select(t.entries.c.id)
-            .where(
-                t.entries.c.client == client.key,
-                t.entries.c.state == EntryState.READY.value,
-                t.entries.c.currency == client.currency,
-            )
-            .order_by(t.entries.c.id)
-        ).all()
+        # Stripe takes at most 250 invoice items per invoice: what does not fit stays
+        # ready (oldest first on this draft) and goes on the client's next draft.
+        _, on_draft = self._invoice_total(conn, invoice_id)
+        capacity = invoice_capacity(on_draft)
+        ready, left = queued[:capacity], len(queued) - min(capacity, len(queued))
+        if left:
+            log.info("draft.full", invoice=invoice_id, client=client.key, left_ready=left)
         for row in ready:
             move_entry(
                 conn,
@@ -267,7 +271,12 @@ class Invoicing:
             bump_version(conn, invoice_id, now)
         total, lines = self._invoice_total(conn, invoice_id)
         return DraftResult(
-            invoice_id, period.key, len(ready), Money(total, client.currency).quantized(), lines
+            invoice_id,
+            period.key,
+            len(ready),
+            Money(total, client.currency).quantized(),
+            lines,
+            left,
         )
 
     @staticmethod
@@ -288,9 +297,19 @@ class Invoicing:
         return who in set(self.settings.slack.approvers) or who in self.verified_approvers
 
     def approve(
-        self, invoice_id: int, approver: str, channel: str, version: int | None = None
+        self,
+        invoice_id: int,
+        approver: str,
+        channel: str,
+        version: int | None = None,
+        *,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Record the approval (once per invoice) and queue the finalize call.
+
+        A total under Stripe's minimum charge for the currency is refused with
+        BelowMinimumCharge (the lines stay on the open draft, for the next invoice)
+        unless `force`, which is recorded in the approval's audit row.
 
         Raises NotAnApprover, LookupError (no such invoice) or InvoicingError (already
         decided, changed since the approver saw it, or nothing on it)."""
@@ -314,6 +333,9 @@ class Invoicing:
                 total, lines = self._invoice_total(conn, invoice_id)
                 if lines == 0:
                     raise InvoicingError(f"invoice {invoice_id} has no lines to approve")
+                charge = check_charge(Money(total, invoice.currency))
+                if charge.below_minimum and not force:
+                    raise BelowMinimumCharge(f"invoice {invoice_id} not approved: {charge.reason}")
                 minor = Money(total, invoice.currency).to_minor_units()
                 conn.execute(
                     insert(t.approvals).values(
@@ -351,6 +373,7 @@ class Invoicing:
                     channel=channel,
                     total_minor=minor,
                     currency=invoice.currency,
+                    **({"forced_below_minimum": True} if charge.below_minimum else {}),
                 )
                 return {
                     "invoice_id": invoice_id,
@@ -358,7 +381,20 @@ class Invoicing:
                     "total_minor": minor,
                     "currency": invoice.currency,
                     "decided_at": now.isoformat(),
+                    "forced_below_minimum": charge.below_minimum,
                 }
+        except BelowMinimumCharge as exc:
+            with self.ledger.engine.begin() as conn:
+                audit(
+                    conn,
+                    now,
+                    approver,
+                    "approve_held_below_minimum",
+                    f"invoice:{invoice_id}",
+                    channel=channel,
+                    reason=str(exc),
+                )
+            raise
         except IntegrityError:
             with self.ledger.engine.connect() as conn:
                 existing = conn.execute(
@@ -444,17 +480,23 @@ class Invoicing:
 
     # --- the drain ----------------------------------------------------------------
 
-    async def drain(self, max_rounds: int = 20) -> DrainReport:
-        """Perform every due outbox call, in order, until nothing more can progress."""
+    async def drain(
+        self, max_rounds: int = 20, should_stop: Callable[[], bool] | None = None
+    ) -> DrainReport:
+        """Perform every due outbox call, in order, until nothing more can progress.
+
+        `should_stop` is asked before each call: once it says so, the drain returns
+        after the call in flight is recorded (the rest stays queued)."""
         report = DrainReport()
+        stop = should_stop or (lambda: False)
         async with self._drain_lock:
             for _ in range(max_rounds):
-                progressed = await self._drain_round(report)
-                if not progressed:
+                progressed = await self._drain_round(report, stop)
+                if not progressed or stop():
                     break
         return report
 
-    async def _drain_round(self, report: DrainReport) -> bool:
+    async def _drain_round(self, report: DrainReport, stop: Callable[[], bool]) -> bool:
         now = self.clock()
         with self.ledger.engine.connect() as conn:
             ops = conn.execute(
@@ -466,6 +508,8 @@ class Invoicing:
         progressed = False
         report.waiting = 0
         for op in ops:
+            if stop():
+                break
             handler = getattr(self, f"_op_{op.operation}", None)
             if handler is None:
                 continue  # other services' operations (e.g. Slack) are drained elsewhere
@@ -586,12 +630,17 @@ class Invoicing:
                     "days_until_due": client.days_until_due,
                     "currency": client.currency.lower(),
                     "pending_invoice_items_behavior": "exclude",
-                    "description": f"{client.name or client.key}: {invoice.period_key}",
-                    "metadata": {
-                        "kanvoice_invoice": marker,
-                        "client": client.key,
-                        "period": invoice.period_key,
-                    },
+                    "description": fit_description(
+                        f"{client.name or client.key}: {invoice.period_key}"
+                    ),
+                    "metadata": fit_metadata(
+                        {
+                            "kanvoice_invoice": marker,
+                            "client": client.key,
+                            "period": invoice.period_key,
+                        },
+                        _SEARCH_KEYS,
+                    ),
                 },
                 self._key(op),
             )
@@ -620,31 +669,38 @@ class Invoicing:
         ).one()
 
     def _item_params(self, line: Any, client: ClientSettings) -> dict[str, Any]:
+        """The invoice item for one entry, within Stripe's field limits.
+
+        `amount` is the ledger's amount in minor units (already a multiple of ten for the
+        three-decimal currencies, see `Money.quantized`). The description keeps its
+        reference and hours × rate whole and cuts the title; the metadata keeps the
+        keys the drain searches by (`kanvoice_entry`, `kanvoice_entry_id`,
+        `kanvoice_invoice`) intact."""
         amount = Money(line.amount or Decimal(0), line.currency)
         if line.kind == "milestone":
             what = f"fixed price milestone ({line.hours} h)"
         else:
-            rate = Money(line.rate or Decimal(0), line.currency).quantized()
-            what = f"{line.hours} h × {rate}"
+            what = f"{line.hours} h × {_rate_text(line.rate or Decimal(0), line.currency)}"
         # Finance may have reworded the line (Adjust): the entry's own text wins.
-        description = f"{line.description or line.title} [{line.board} {line.external_id}] {what}"
-        if line.url:
-            description += f" {line.url}"
+        keep = f" [{line.board} {line.external_id}] {what}"
+        if line.url and len(keep) + len(line.url) + 1 < MAX_DESCRIPTION:
+            keep += f" {line.url}"
+        description = fit_description(line.description or line.title or "", keep)
         created = line.created_at if line.created_at.tzinfo else line.created_at.replace(tzinfo=UTC)
         ended = line.done_at or created
         ended = ended if ended.tzinfo else ended.replace(tzinfo=UTC)
         params: dict[str, Any] = {
             "amount": amount.to_minor_units(),
             "currency": line.currency.lower(),
-            "description": description[:500],
+            "description": description,
             "period": {
                 "start": int(min(created, ended).timestamp()),
                 "end": int(ended.timestamp()),
             },
             "metadata": {
-                "kanvoice_entry": line.entry_key[:500],
+                "kanvoice_entry": line.entry_key,
                 "kanvoice_entry_id": str(line.id),
-                "item": line.item_key[:500],
+                "item": line.item_key,
                 "board": line.board,
                 "client": client.key,
                 "hours": str(line.hours),
@@ -654,6 +710,10 @@ class Invoicing:
         if client.tax_rate_ids:
             params["tax_rates"] = list(client.tax_rate_ids)
         return params
+
+    @staticmethod
+    def _fit_metadata(params: dict[str, Any]) -> None:
+        params["metadata"] = fit_metadata(params["metadata"], _SEARCH_KEYS)
 
     async def _op_create_invoice_item(self, op: Any) -> str:
         with self.ledger.engine.connect() as conn:
@@ -677,6 +737,7 @@ class Invoicing:
         params = self._item_params(line, client)
         params.update(customer=client.stripe_customer_id, invoice=invoice.stripe_invoice_id)
         params["metadata"]["kanvoice_invoice"] = f"{lid}:{invoice.id}"
+        self._fit_metadata(params)
         found: dict[str, Any] | None = None
         if self._must_search_first(op):
             existing = await self.gateway.list_invoice_items(invoice.stripe_invoice_id)
@@ -684,7 +745,8 @@ class Invoicing:
                 (
                     i
                     for i in existing
-                    if (i.get("metadata") or {}).get("kanvoice_entry") == line.entry_key
+                    if (i.get("metadata") or {}).get("kanvoice_entry")
+                    == fit_metadata_value(line.entry_key)
                 ),
                 None,
             )
@@ -720,6 +782,7 @@ class Invoicing:
         client = self._client(invoice.client)
         params = self._item_params(line, client)
         params.pop("currency")
+        self._fit_metadata(params)
         result = await self.gateway.update_invoice_item(
             line.stripe_invoice_item_id, params, self._key(op)
         )
@@ -798,7 +861,7 @@ class Invoicing:
     ) -> None:
         now = self.clock()
         invoice = invoice_row(conn, invoice_id)
-        if INVOICE_RANK.get(invoice.state, 0) >= INVOICE_RANK["finalized"]:
+        if state_rank(invoice.state) >= InvoiceState.FINALIZED.rank:
             return
         conn.execute(
             update(t.invoices)
@@ -875,7 +938,7 @@ class Invoicing:
             if invoice is None:
                 return "unknown invoice"
             target = handled[kind]
-            if INVOICE_RANK[target] <= INVOICE_RANK.get(invoice.state, 0):
+            if not moves_forward(invoice.state, target):
                 return "stale"
             self._apply_state(conn, invoice, target, obj, f"stripe {kind}")
             return "applied"
@@ -939,7 +1002,7 @@ class Invoicing:
             }.get(str(remote.get("status")), "draft")
             if remote.get("deleted"):
                 status = "deleted"
-            if INVOICE_RANK[status] > INVOICE_RANK.get(invoice.state, 0):
+            if moves_forward(invoice.state, status):
                 drifts.append(
                     Drift(
                         invoice.client,
@@ -978,9 +1041,9 @@ class Invoicing:
                     )
                 ).all()
             }
-        ours = {line.entry_key for line in lines}
+        ours = {fit_metadata_value(line.entry_key) for line in lines}
         for line in lines:
-            remote = by_entry.get(line.entry_key)
+            remote = by_entry.get(fit_metadata_value(line.entry_key))
             if remote is None:
                 if line.id in pending:
                     continue
@@ -1055,6 +1118,14 @@ class Invoicing:
                 if repair:
                     await self.gateway.delete_invoice_item(remote["id"])
         return drifts
+
+
+def _rate_text(rate: Decimal, currency: str) -> str:
+    """A rate with the currency's decimals (120.00 EUR), or all of its own digits when
+    it has more (5.1245 KWD): a rate is not an amount and is never rounded for show."""
+    exponent = Money.zero(currency).exponent
+    shown = rate.quantize(Decimal(1).scaleb(-exponent))
+    return f"{shown if shown == rate else rate:,} {currency}"
 
 
 def _spent(exc: RetriableError) -> bool:

@@ -9,15 +9,21 @@ at start with a message naming the key, the value and what was expected.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
+import types
+import typing
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,6 +54,15 @@ DEFAULT_CONFIG_PATH = Path("kanvoice.toml")
 
 NonNegativeDecimal = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 Key = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("expected an http(s) URL such as https://example.com")
+    return value
+
+
+HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
 
 
 class ConfigError(Exception):
@@ -129,13 +144,13 @@ class GitHubBoardSettings(_Strict):
     project_number: int = Field(ge=1)
     status_field: str = "Status"
     in_progress_options: list[str] = ["In progress", "In Progress", "In review"]
-    api_url: str = "https://api.github.com/graphql"
+    api_url: HttpUrlStr = "https://api.github.com/graphql"
     full_reconcile_seconds: int = Field(default=86_400, ge=0)
     incremental_overlap_seconds: int = Field(default=3_600, ge=0, le=30 * 86_400)
 
 
 class AzureBoardSettings(_Strict):
-    organization_url: str = Field(pattern=r"^https?://")
+    organization_url: HttpUrlStr
     project: str
     team: str | None = None
     area_path: str | None = None
@@ -191,7 +206,7 @@ class LedgerSettings(_Strict):
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=1, le=65535)
-    public_url: str | None = None
+    public_url: HttpUrlStr | None = None
     dashboard_token: SecretStr | None = None
     dashboard_user: str | None = None
     dashboard_password: SecretStr | None = None
@@ -201,7 +216,7 @@ class ServerSettings(_Strict):
 class StripeSettings(_Strict):
     api_key: SecretStr | None = None
     webhook_secret: SecretStr | None = None
-    api_base: str = "https://api.stripe.com"
+    api_base: HttpUrlStr = "https://api.stripe.com"
     requests_per_second: float | None = Field(default=None, gt=0)
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
@@ -213,7 +228,7 @@ class SlackSettings(_Strict):
     channel: str | None = None
     approvers: list[str] = []
     approver_group: str | None = None
-    api_url: str = "https://slack.com/api/"
+    api_url: HttpUrlStr = "https://slack.com/api/"
     socket_mode: bool = False
 
 
@@ -327,11 +342,111 @@ class Settings(BaseSettings):
 
 
 def _secrets_dir() -> str | None:
+    """`$KANVOICE_SECRETS_DIR`, else systemd's `$CREDENTIALS_DIRECTORY`: a directory named
+    there must exist and each file in it must be readable (`ConfigError` otherwise)."""
     for name in ("KANVOICE_SECRETS_DIR", "CREDENTIALS_DIRECTORY"):
         value = os.environ.get(name)
-        if value and Path(value).is_dir():
-            return value
+        if not value:
+            continue
+        directory = Path(value)
+        if not directory.is_dir():
+            what = "does not exist" if not directory.exists() else "is not a directory"
+            raise ConfigError(f"${name} = {value!r}: {what} (expected a directory of secret files)")
+        _check_readable(name, directory)
+        return value
     return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model an annotation holds (through Optional and list), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _closest_key(location: tuple[Any, ...]) -> str | None:
+    """'did you mean hours_field?' for a misspelt key, from the section's known keys."""
+    model: type[BaseModel] | None = Settings
+    for part in location[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+        if model is None:
+            return None
+    assert model is not None
+    close = difflib.get_close_matches(str(location[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}?" if close else None
+
+
+def _check_readable(name: str, directory: Path) -> None:
+    """Every file in the secrets directory can be read by this process, or one line
+    naming the file and the reason (wrong owner or mode under `LoadCredential=` or
+    compose secrets is the usual one)."""
+    try:
+        files = sorted(directory.iterdir())
+    except OSError as exc:
+        raise ConfigError(f"${name} = {str(directory)!r}: cannot list it: {_reason(exc)}") from None
+    for file in files:
+        try:
+            if file.is_dir():
+                continue
+            with file.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise ConfigError(f"secret file {file}: cannot read it: {_reason(exc)}") from None
+
+
+def _reason(exc: OSError) -> str:
+    reason = exc.strerror or exc.__class__.__name__
+    if isinstance(exc, PermissionError):
+        reason += (
+            f" (kanvoice runs as uid {os.getuid()}; give the file to that user, "
+            "e.g. chown/chmod 0400, or use LoadCredential=)"
+        )
+    return reason
+
+
+def secret_settings() -> list[tuple[str, str]]:
+    """(section, key) of every secret setting: each `SecretStr` field of a section."""
+    found = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            continue
+        for key, inner in model.model_fields.items():
+            if "SecretStr" in str(inner.annotation):
+                found.append((section, key))
+    return found
+
+
+def _secrets_in_file(data: dict[str, Any], config_path: Path) -> None:
+    """Refuse a secret written in the TOML file: it names the key and where it goes."""
+    for section, key in secret_settings():
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            raise ConfigError(
+                f"{config_path}: {section}.{key}: secrets never go in the settings file; "
+                f"remove it and set KANVOICE_{section.upper()}__{key.upper()} (or the file "
+                f"{section}__{key} in $KANVOICE_SECRETS_DIR / $CREDENTIALS_DIRECTORY)"
+            )
+    ledger = data.get("ledger")
+    url = ledger.get("url") if isinstance(ledger, dict) else None
+    if isinstance(url, str):
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            raise ConfigError(
+                f"{config_path}: ledger.url holds a password; secrets never go in the "
+                "settings file: set KANVOICE_LEDGER__URL, or PGPASSWORD, instead"
+            )
 
 
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
@@ -348,7 +463,8 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
     if error.get("type") == "missing":
         return f"{key}: missing (required)"
     if error.get("type") == "extra_forbidden":
-        return f"{key}: unknown setting (check the spelling against config.example.toml)"
+        hint = _closest_key(tuple(location)) or "check the spelling against config.example.toml"
+        return f"{key}: unknown setting ({hint})"
     value = error.get("input")
     if isinstance(value, dict | list) or value is None or not key:
         return f"{key or 'config'}: {message}"
@@ -356,19 +472,39 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """Read the TOML file (if it exists, or fail if it was named explicitly) and env."""
-    explicit = path is not None
-    config_path = path or Path(os.environ.get("KANVOICE_CONFIG", DEFAULT_CONFIG_PATH))
-    data: dict[str, Any] = {}
-    if config_path.exists():
-        try:
-            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
-    elif explicit:
-        raise ConfigError(f"config file {config_path} does not exist")
+    """Read the TOML file and the environment.
+
+    The file must exist, wherever it was named: `-c FILE`, `$KANVOICE_CONFIG`, or the
+    default ``./kanvoice.toml``. A missing file is an error, never an empty service.
+    """
+    env_path = os.environ.get("KANVOICE_CONFIG")
+    if path is not None:
+        config_path, named_by = path, "--config"
+    elif env_path:
+        config_path, named_by = Path(env_path), "$KANVOICE_CONFIG"
+    else:
+        config_path, named_by = DEFAULT_CONFIG_PATH, ""
+    if not config_path.is_file():
+        if named_by:
+            raise ConfigError(f"config file {config_path} does not exist (named by {named_by})")
+        raise ConfigError(
+            f"no configuration: {config_path} does not exist in {Path.cwd()}; pass "
+            "-c FILE or set KANVOICE_CONFIG (start from config.example.toml)"
+        )
     try:
-        return Settings(_secrets_dir=_secrets_dir(), **data)
+        data: dict[str, Any] = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{config_path}: cannot read it: {reason}") from None
+    _secrets_in_file(data, config_path)
+    secrets_dir = _secrets_dir()
+    try:
+        return Settings(_secrets_dir=secrets_dir, **data)
+    except OSError as exc:  # a secret file that vanished or changed mode since the check
+        where = exc.filename or secrets_dir
+        raise ConfigError(f"secret file {where}: cannot read it: {_reason(exc)}") from None
     except ValidationError as exc:
         problems = "; ".join(_describe(dict(e), data) for e in exc.errors())
         raise ConfigError(f"{config_path}: {problems}") from None

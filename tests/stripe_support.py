@@ -55,6 +55,7 @@ def world_settings(
         "acme": {"currency": "EUR", "rate": "120", "rounding": {"increment_minutes": 15}},
         "globex": {"currency": "USD", "rate": "99.99", "rounding": {"increment_minutes": 1}},
         "kaiju": {"currency": "JPY", "rate": "12345", "rounding": {"increment_minutes": 1}},
+        "qahwa": {"currency": "KWD", "rate": "14", "rounding": {"increment_minutes": 1}},
     }
     clients = []
     for key, customer in world.customers.items():

@@ -7,7 +7,7 @@ work item type's states and a single work item. Every call carries
 Throttling: 429 and 503 wait for ``Retry-After`` (or back off) and try again; a
 response carrying ``Retry-After`` / ``X-RateLimit-Delay`` or a low
 ``X-RateLimit-Remaining`` slows the next request down. Other 5xx answers, timeouts
-and connection errors are retried with exponential backoff (tenacity). All waiting
+and connection errors are retried with exponential backoff (`connectors.retry`). All waiting
 goes through an injectable `sleep` so tests never wait. When the attempts run out
 the call raises `RetriableError`; 401/403 (or a redirect to the sign-in page) raise
 `FatalError` naming the board and the permission it needs.
@@ -25,15 +25,16 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
 
 from connectors.azure_devops.config import AzureBoardConfig
-from connectors.base import FatalError, QuotaObservation, RetriableError
+from connectors.base import (
+    CallObserver,
+    FatalError,
+    QuotaObservation,
+    RetriableError,
+    call_outcome,
+)
+from connectors.retry import RetrySchedule, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,12 @@ class AzureDevOpsClient:
         max_retry_after: float = 120.0,
         low_remaining_fraction: float = 0.1,
         low_remaining_pause: float = 1.0,
+        observer: CallObserver | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.config = config
+        self._observer = observer
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout_seconds), follow_redirects=False
@@ -98,6 +101,9 @@ class AzureDevOpsClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._max_retry_after = max_retry_after
+        self._schedule = RetrySchedule(
+            max_attempts, backoff_initial, backoff_max, max_hint=max_retry_after
+        )
         self._low_remaining_fraction = low_remaining_fraction
         self._low_remaining_pause = low_remaining_pause
         token = base64.b64encode(f":{config.pat}".encode()).decode("ascii")
@@ -222,15 +228,7 @@ class AzureDevOpsClient:
 
     # -- transport -----------------------------------------------------------------
 
-    def _wait(self, state: RetryCallState) -> float:
-        outcome = state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return min(exc.retry_after, self._max_retry_after)
-        attempt = max(state.attempt_number, 1)
-        return float(min(self._backoff_initial * (2 ** (attempt - 1)), self._backoff_max))
-
-    async def _tenacity_sleep(self, seconds: float) -> None:
+    async def _retry_sleep(self, seconds: float) -> None:
         self.throttle_pauses.append(seconds)
         await self._sleep(seconds)
 
@@ -244,26 +242,21 @@ class AzureDevOpsClient:
         json: Any = None,
         missing_ok: bool = False,
     ) -> Any:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            sleep=self._tenacity_sleep,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._attempt(
-                        kind, method, url, params=params, json=json, missing_ok=missing_ok
-                    )
+            return await with_retries(
+                lambda: self._attempt(
+                    kind, method, url, params=params, json=json, missing_ok=missing_ok
+                ),
+                schedule=self._schedule,
+                retry_on=lambda exc: isinstance(exc, _Transient),
+                sleep=self._retry_sleep,
+            )
         except _Transient as exc:
             raise RetriableError(
                 f"Azure DevOps board {self.config.board_key!r}: {kind} request failed after "
                 f"{self._max_attempts} attempts: {exc}",
                 retry_after=exc.retry_after,
             ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
         self,
@@ -283,14 +276,24 @@ class AzureDevOpsClient:
         headers = {"Authorization": self._auth_header, "Accept": "application/json"}
         self.request_counts[kind] += 1
         try:
-            response = await self._http.request(
-                method, url, params=query, json=json, headers=headers
-            )
-        except httpx.TimeoutException as exc:
-            raise _Transient(f"timeout ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from exc
-        return self._handle(kind, response, missing_ok=missing_ok)
+            try:
+                response = await self._http.request(
+                    method, url, params=query, json=json, headers=headers
+                )
+            except httpx.TimeoutException as exc:
+                raise _Transient(f"timeout ({type(exc).__name__})") from exc
+            except httpx.TransportError as exc:
+                raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from exc
+            result = self._handle(kind, response, missing_ok=missing_ok)
+        except Exception as exc:
+            self._observe(exc)
+            raise
+        self._observe(None)
+        return result
+
+    def _observe(self, error: Exception | None) -> None:
+        if self._observer is not None:
+            self._observer("azure_devops", call_outcome(error))
 
     def _note_rate_limits(self, response: httpx.Response) -> None:
         headers = response.headers

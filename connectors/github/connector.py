@@ -13,6 +13,7 @@ from typing import Any, Self
 import httpx
 
 from connectors.base import (
+    CallObserver,
     FatalError,
     PollResult,
     QuotaObservation,
@@ -99,6 +100,7 @@ class GitHubProjectConnector:
         auth: TokenProvider | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.time,
+        observer: CallObserver | None = None,
     ) -> None:
         self.config = config
         self.board_key = config.board_key
@@ -118,6 +120,7 @@ class GitHubProjectConnector:
                     http_client=self._http,
                     clock=clock,
                     timeout=config.timeout_seconds,
+                    observer=observer,
                 )
         self.auth = auth
         self.client = GitHubGraphQLClient(
@@ -130,6 +133,7 @@ class GitHubProjectConnector:
             max_wait=config.max_rate_limit_wait,
             low_remaining=config.low_rate_limit_remaining,
             timeout=config.timeout_seconds,
+            observer=observer,
         )
         #: The project's node id (``PVT_…``) once a poll has seen it; webhooks name it.
         self.project_id: str | None = None
@@ -173,6 +177,30 @@ class GitHubProjectConnector:
         return hint == self.project_id
 
     # -- polling -------------------------------------------------------------------------
+
+    async def resolve_project_id(self) -> str | None:
+        """The project's node id, asked once (one page of one item) if not yet known.
+
+        Webhooks name their project by node id: once it is known, deliveries of other
+        projects of the organization are ignored without any call.
+        """
+        if self.project_id is None:
+            document = (
+                ORGANIZATION_PROJECT_ITEMS
+                if self.config.owner_type == "organization"
+                else USER_PROJECT_ITEMS
+            )
+            data = await self.client.execute(
+                document,
+                {
+                    "login": self.config.owner,
+                    "number": self.config.project_number,
+                    "first": 1,
+                    "after": None,
+                },
+            )
+            self._project_of(data)
+        return self.project_id
 
     async def poll(self, cursor: str | None) -> PollResult:
         """Items updated since `cursor` (a filtered listing), or every item when due."""

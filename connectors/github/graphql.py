@@ -2,7 +2,7 @@
 
 Error policy (the connector taxonomy from `connectors.base`):
 
-* 5xx, timeouts and transport errors are retried with tenacity (exponential backoff,
+* 5xx, timeouts and transport errors are retried (`connectors.retry`: exponential backoff,
   `max_attempts` in all); when attempts run out the caller gets `RetriableError`.
 * 403/429 secondary (or primary) rate limits: wait `retry-after` seconds if given,
   else until `x-ratelimit-reset` when `x-ratelimit-remaining` is 0, else a minute,
@@ -34,17 +34,11 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
 
-from connectors.base import FatalError, RetriableError
+from connectors.base import CallObserver, FatalError, RetriableError, call_outcome
 from connectors.github.auth import Clock, TokenProvider
 from connectors.github.queries import operation_name
+from connectors.retry import RetrySchedule, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +104,19 @@ class GitHubGraphQLClient:
         low_remaining: int = 200,
         timeout: float = 30.0,
         user_agent: str = "kanvoice",
+        observer: CallObserver | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.url = url
+        self._observer = observer
         self._auth = auth
         self._own_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
         self._sleep = sleep
         self._clock = clock
         self._max_attempts = max_attempts
-        self._backoff = wait_exponential(multiplier=backoff_base, max=backoff_max)
+        self._schedule = RetrySchedule(max_attempts, backoff_base, backoff_max)
         self._max_wait = max_wait
         self._low_remaining = low_remaining
         self._timeout = timeout
@@ -156,33 +152,24 @@ class GitHubGraphQLClient:
         if op != "anonymous":
             payload["operationName"] = op
         auth_retry = [True]
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            sleep=self._sleep_for_retry,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._send(op, payload, tolerate_not_found, auth_retry)
+            return await with_retries(
+                lambda: self._send(op, payload, tolerate_not_found, auth_retry),
+                schedule=self._schedule,
+                retry_on=lambda exc: isinstance(exc, _Transient),
+                sleep=self._sleep_for_retry,
+                before_sleep=self._note_retry_wait,
+            )
         except _Transient as exc:
             raise RetriableError(
                 f"GitHub GraphQL {op} failed after {self._max_attempts} attempts: {exc}",
                 retry_after=exc.retry_after,
             ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        self._pending_rate_wait = 0.0
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            wait = max(exc.retry_after, 0.0)
-            if exc.rate_limited:
-                self._pending_rate_wait = wait
-            return wait
-        return float(self._backoff(state))
+    def _note_retry_wait(self, exc: Exception, seconds: float) -> None:
+        """A wait GitHub asked for (rate limits) is counted apart from plain backoff."""
+        limited = isinstance(exc, _Transient) and exc.rate_limited and exc.retry_after is not None
+        self._pending_rate_wait = seconds if limited else 0.0
 
     async def _sleep_for_retry(self, seconds: float) -> None:
         if self._pending_rate_wait > 0:
@@ -244,6 +231,26 @@ class GitHubGraphQLClient:
         }
         self.requests_made += 1
         self.requests_by_operation[op] += 1
+        try:
+            data = await self._post(op, payload, headers, tolerate_not_found, auth_retry)
+        except Exception as exc:
+            self._observe(exc)
+            raise
+        self._observe(None)
+        return data
+
+    def _observe(self, error: Exception | None) -> None:
+        if self._observer is not None:
+            self._observer("github", call_outcome(error))
+
+    async def _post(
+        self,
+        op: str,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str],
+        tolerate_not_found: bool,
+        auth_retry: list[bool],
+    ) -> dict[str, Any]:
         try:
             response = await self._http.post(
                 self.url, json=payload, headers=headers, timeout=self._timeout

@@ -176,7 +176,47 @@ query ProjectItemsByIds($ids: [ID!]!) {
 )
 
 #: Every document the connector may send; the schema test validates each one.
+_FIELDS_BODY: Final = """
+    projectV2(number: $number) {
+      id
+      title
+      fields(first: 100) {
+        nodes {
+          __typename
+          ... on ProjectV2FieldCommon { name dataType }
+          ... on ProjectV2SingleSelectField { options { name } }
+        }
+      }
+    }
+"""
+
+#: The fields of an organization-owned project (check-config: do the configured exist?).
+ORGANIZATION_PROJECT_FIELDS: Final = (
+    """
+query OrganizationProjectFields($login: String!, $number: Int!) {
+  rateLimit { cost remaining resetAt }
+  organization(login: $login) {"""
+    + _FIELDS_BODY
+    + """  }
+}
+"""
+)
+
+#: The fields of a user-owned project.
+USER_PROJECT_FIELDS: Final = (
+    """
+query UserProjectFields($login: String!, $number: Int!) {
+  rateLimit { cost remaining resetAt }
+  user(login: $login) {"""
+    + _FIELDS_BODY
+    + """  }
+}
+"""
+)
+
 ALL_DOCUMENTS: Final[dict[str, str]] = {
+    "OrganizationProjectFields": ORGANIZATION_PROJECT_FIELDS,
+    "UserProjectFields": USER_PROJECT_FIELDS,
     "OrganizationProjectItems": ORGANIZATION_PROJECT_ITEMS,
     "UserProjectItems": USER_PROJECT_ITEMS,
     "ProjectItemById": PROJECT_ITEM_BY_ID,

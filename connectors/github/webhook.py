@@ -29,11 +29,12 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.base import WebhookRejected, WebhookTrigger
+from connectors.base import WebhookRejected, WebhookTrigger, has_nul
 from mapping.domain import Source
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,14 @@ def field_value_change(payload: Mapping[str, Any]) -> FieldValueChange | None:
     )
 
 
+_NODE_ID = re.compile(r"[A-Za-z0-9_=+/-]{1,200}")
+
+
+def _is_node_id(value: object) -> bool:
+    """A GitHub GraphQL node id (``PVTI_lADO…``, or the older base64 form)."""
+    return isinstance(value, str) and _NODE_ID.fullmatch(value) is not None
+
+
 def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {str(k).lower(): v for k, v in headers.items()}
 
@@ -161,6 +170,8 @@ def parse_github_webhook(
         raise WebhookRejected(400, f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise WebhookRejected(400, "body is not a JSON object")
+    if has_nul(payload):
+        raise WebhookRejected(400, "body contains a NUL character")
 
     source = Source.GITHUB.value
     raw_action = payload.get("action")
@@ -191,8 +202,14 @@ def parse_github_webhook(
         raise WebhookRejected(400, "projects_v2_item payload has no action")
     item = payload.get("projects_v2_item")
     project_hint: str | None = None
-    if isinstance(item, dict) and isinstance(item.get("project_node_id"), str):
+    if isinstance(item, dict) and _is_node_id(item.get("project_node_id")):
         project_hint = item["project_node_id"]
+    organization = payload.get("organization")
+    owner = (
+        organization["login"]
+        if isinstance(organization, dict) and isinstance(organization.get("login"), str)
+        else None
+    )
     if action not in ITEM_ACTIONS:
         log.info("github webhook %s: projects_v2_item action %r ignored", delivery_id, action)
         return WebhookTrigger(
@@ -203,12 +220,17 @@ def parse_github_webhook(
             board_hint=project_hint,
             item_ids=(),
             ignored_reason=f"projects_v2_item action {action!r} is not handled",
+            owner=owner,
         )
     if not isinstance(item, dict):
         raise WebhookRejected(400, "projects_v2_item payload has no projects_v2_item object")
     node_id = item.get("node_id")
     if not isinstance(node_id, str) or not node_id.strip():
         raise WebhookRejected(400, "projects_v2_item payload has no projects_v2_item.node_id")
+    if not _is_node_id(node_id.strip()):
+        raise WebhookRejected(
+            400, "projects_v2_item.node_id is not a GitHub node id (letters, digits, _ and -)"
+        )
 
     change = field_value_change(payload)
     if change is not None:
@@ -227,4 +249,5 @@ def parse_github_webhook(
         action=action,
         board_hint=project_hint,
         item_ids=(node_id.strip(),),
+        owner=owner,
     )

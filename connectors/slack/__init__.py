@@ -39,6 +39,7 @@ from connectors.slack.client import (
 from connectors.slack.messages import (
     ACTION_ADJUST,
     ACTION_APPROVE,
+    ACTION_APPROVE_FORCE,
     ACTION_REJECT,
     CALLBACK_ADJUST,
     CALLBACK_REJECT,
@@ -68,6 +69,7 @@ from connectors.slack.verify import (
 __all__ = [
     "ACTION_ADJUST",
     "ACTION_APPROVE",
+    "ACTION_APPROVE_FORCE",
     "ACTION_REJECT",
     "CALLBACK_ADJUST",
     "CALLBACK_REJECT",

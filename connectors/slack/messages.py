@@ -48,12 +48,15 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from connectors.slack.model import DraftLine, DraftSummary, Outcome
-from mapping.money import UnknownCurrencyError, currency_exponent, tidy_decimal
+from mapping.money import Money, UnknownCurrencyError, currency_exponent, tidy_decimal
+from mapping.stripe_rules import check_charge
 
 ACTION_APPROVE = "kanvoice_approve"
 ACTION_ADJUST = "kanvoice_adjust"
 ACTION_REJECT = "kanvoice_reject"
-ACTION_IDS = frozenset({ACTION_APPROVE, ACTION_ADJUST, ACTION_REJECT})
+# Shown only on a draft whose total is under Stripe's minimum charge.
+ACTION_APPROVE_FORCE = "kanvoice_approve_force"
+ACTION_IDS = frozenset({ACTION_APPROVE, ACTION_APPROVE_FORCE, ACTION_ADJUST, ACTION_REJECT})
 CALLBACK_ADJUST = "kanvoice_adjust"
 CALLBACK_REJECT = "kanvoice_reject"
 INPUT_ACTION_ID = "value"
@@ -89,6 +92,11 @@ class DraftRef:
     message_ts: str | None = None
 
 
+#: Invoice ids and versions are 32-bit columns in the ledger: a reference beyond them
+#: names nothing (and must not reach the database).
+MAX_REF = 2**31
+
+
 def encode_ref(ref: DraftRef) -> str:
     """Compact JSON for a button ``value`` / view ``private_metadata``."""
     data: dict[str, int | str] = {"invoice_id": ref.invoice_id, "version": ref.version}
@@ -109,8 +117,10 @@ def decode_ref(text: str) -> DraftRef:
         raise ValueError("a draft reference must be a JSON object")
     invoice_id, version = data.get("invoice_id"), data.get("version")
     for name, value in (("invoice_id", invoice_id), ("version", version)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"draft reference: {name} must be a non-negative integer")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_REF:
+            raise ValueError(
+                f"draft reference: {name} must be an integer from 0 to {MAX_REF - 1}"
+            )
     channel_id, message_ts = data.get("channel_id"), data.get("message_ts")
     for name, value in (("channel_id", channel_id), ("message_ts", message_ts)):
         if value is not None and not isinstance(value, str):
@@ -274,6 +284,39 @@ def _confirm_text(text: str) -> str:
     return _truncate(text, _CONFIRM_TEXT_MAX)
 
 
+def _force_button(
+    summary: DraftSummary, value: str, client: str, period: str, total: str
+) -> list[ButtonElement]:
+    """ "Approve below minimum", only when the total is under Stripe's minimum charge
+    (plain Approve is then refused, and says why)."""
+    try:
+        charge = check_charge(Money(summary.total, summary.currency))
+    except UnknownCurrencyError:
+        return []
+    if not charge.below_minimum:
+        return []
+    return [
+        ButtonElement(
+            text=PlainTextObject(text="Approve below minimum", emoji=False),
+            action_id=ACTION_APPROVE_FORCE,
+            value=value,
+            style="danger",
+            confirm=ConfirmObject(
+                title="Finalize below the minimum?",
+                text=_confirm_text(
+                    f"The total for {escape_mrkdwn(client)} ({escape_mrkdwn(period)}), "
+                    f"*{total}*, is under Stripe's minimum charge of {charge.minimum}: Stripe "
+                    "marks the invoice paid and moves the amount to the customer's credit "
+                    "balance."
+                ),
+                confirm="Finalize anyway",
+                deny="Cancel",
+                style="danger",
+            ),
+        )
+    ]
+
+
 def approval_blocks(summary: DraftSummary) -> list[Block]:
     """The message finance approves from; at most `MAX_MESSAGE_BLOCKS` blocks."""
     total = format_money(summary.total, summary.currency)
@@ -347,6 +390,7 @@ def approval_blocks(summary: DraftSummary) -> list[Block]:
                         style="primary",
                     ),
                 ),
+                *_force_button(summary, value, client, period, total),
                 ButtonElement(
                     text=PlainTextObject(text="Adjust", emoji=False),
                     action_id=ACTION_ADJUST,

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Literal
 
 LineKind = Literal["time", "milestone", "adjustment"]
-DecisionKind = Literal["approve", "reject", "adjust_open", "adjust_submit"]
+DecisionKind = Literal["approve", "approve_force", "reject", "adjust_open", "adjust_submit"]
 Outcome = Literal["approved", "rejected", "adjusted"]
 
 

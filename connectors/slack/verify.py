@@ -26,10 +26,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs
 
-from connectors.base import ConnectorError, WebhookRejected
+from connectors.base import ConnectorError, WebhookRejected, has_nul
 from connectors.slack.messages import (
     ACTION_ADJUST,
     ACTION_APPROVE,
+    ACTION_APPROVE_FORCE,
     ACTION_REJECT,
     CALLBACK_ADJUST,
     CALLBACK_REJECT,
@@ -53,6 +54,7 @@ MAX_DECIMAL_PLACES = 4
 
 _ACTION_KINDS: dict[str, DecisionKind] = {
     ACTION_APPROVE: "approve",
+    ACTION_APPROVE_FORCE: "approve_force",
     ACTION_REJECT: "reject",
     ACTION_ADJUST: "adjust_open",
 }
@@ -165,6 +167,8 @@ def extract_payload(body: bytes, content_type: str) -> dict[str, Any]:
         raise SlackRequestRejected(400, "the payload is not valid JSON") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise SlackRequestRejected(400, "the payload is not an interaction (no 'type')")
+    if has_nul(payload):
+        raise SlackRequestRejected(400, "the payload contains a NUL character")
     return payload
 
 

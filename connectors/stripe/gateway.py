@@ -19,14 +19,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import stripe
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-)
 
-from connectors.base import ConnectorError, FatalError, RetriableError
+from connectors.base import CallObserver, ConnectorError, FatalError, RetriableError, call_outcome
+from connectors.retry import RetrySchedule, with_retries
 from connectors.stripe.port import StripePort, StripeRejected
 
 __all__ = ["RateLimiter", "StripeGateway", "StripeRejected"]
@@ -103,6 +98,20 @@ def _to_dict(obj: Any) -> dict[str, Any]:
     return dict(obj)
 
 
+class _HTTPXClient(stripe.HTTPXClient):
+    """stripe-python's httpx client, sending the form-encoded body as ``content=``:
+    it passes ``data=<str>``, which httpx 0.28 deprecates for raw content."""
+
+    def _get_request_args_kwargs(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> Any:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        data = kwargs.pop("data", None)
+        if data:
+            kwargs["content"] = data
+        return args, kwargs
+
+
 class StripeGateway:
     """`StripePort` over Stripe's API. All async; each call rate-limited and retried."""
 
@@ -117,10 +126,10 @@ class StripeGateway:
         backoff_max: float = 20.0,
         timeout: float = 30.0,
         sleep: Sleep = asyncio.sleep,
-        observer: Callable[[str, str], None] | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.observer = observer
-        self.http_client = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
+        self.http_client = _HTTPXClient(timeout=timeout, allow_sync_methods=True)
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
@@ -134,39 +143,36 @@ class StripeGateway:
         self.max_attempts = max_attempts
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        # A Retry-After is waited for, at most a minute per attempt.
+        self.schedule = RetrySchedule(max_attempts, backoff_initial, backoff_max, max_hint=60.0)
         self.sleep = sleep
         self.calls: list[tuple[str, str | None]] = []
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hinted = _retry_after(exc)
-        if hinted is not None:
-            return min(hinted, 60.0)
-        return float(min(self.backoff_max, self.backoff_initial * 2 ** (state.attempt_number - 1)))
-
     async def _call(self, name: str, key: str | None, fn: Callable[[], Awaitable[_T]]) -> _T:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception(_should_retry),
-            sleep=self.sleep,
-            reraise=True,
-        )
+        async def attempt() -> _T:
+            await self.limiter.acquire()
+            self.calls.append((name, key))
+            try:
+                result = await fn()
+            except stripe.StripeError as exc:
+                self._observe(call_outcome(_translate(name, exc)))
+                raise
+            self._observe("ok")
+            return result
+
         try:
-            async for attempt in retrying:
-                with attempt:
-                    await self.limiter.acquire()
-                    self.calls.append((name, key))
-                    result = await fn()
-                    self._observe("ok")
-                    return result
+            return await with_retries(
+                attempt,
+                schedule=self.schedule,
+                retry_on=_should_retry,
+                hint=_retry_after,
+                sleep=self.sleep,
+            )
         except stripe.StripeError as exc:
-            error = _translate(name, exc)
-            self._observe(type(error).__name__)
-            raise error from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+            raise _translate(name, exc) from exc
 
     def _observe(self, outcome: str) -> None:
+        """Every attempt is one call to Stripe (`connectors.base.call_outcome`)."""
         if self.observer is not None:
             self.observer("stripe", outcome)
 

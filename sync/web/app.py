@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.approvals import desk_for
@@ -15,7 +19,7 @@ from sync.composition import Services
 from sync.metrics import WEBHOOK_LATENCY
 from sync.web.board_webhooks import board_webhooks_router
 from sync.web.breakdown import ledger_payload_source
-from sync.web.dashboard import DashboardAuth, dashboard_router
+from sync.web.dashboard import DashboardAuth, access_note, dashboard_router
 from sync.web.dashboard_actions import InvoicingActions
 from sync.web.events import ChangeBroker
 from sync.web.health import health_router
@@ -26,7 +30,9 @@ log = structlog.get_logger(__name__)
 
 
 def create_app(services: Services) -> FastAPI:
-    app = FastAPI(title="kanvoice", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    # No public API description: `/openapi.json` is served below to dashboard users only
+    # (the route map is nobody else's business); no /docs or /redoc at all.
+    app = FastAPI(title="kanvoice", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     broker = ChangeBroker()
     app.state.broker = broker
@@ -49,7 +55,42 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(
         dashboard_router(payload, broker, InvoicingActions(services, desk_for(services)), auth)
     )
+    @app.get(
+        "/openapi.json", include_in_schema=False, dependencies=[Depends(auth.require_user())]
+    )
+    async def openapi() -> JSONResponse:
+        """The API description, for those who may use the dashboard."""
+        return JSONResponse(app.openapi())
+
+    level, note = access_note(server)
+    getattr(log, level)("dashboard.access", note=note)
     app.add_middleware(WebhookTimer)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, exc: StarletteHTTPException) -> Response:
+        """Every refusal (401, 403, 404, 409, ...) as FastAPI answers it, logged once."""
+        if exc.status_code >= 400:
+            log.warning(
+                "http.refused",
+                method=request.method,
+                path=request.url.path[:200],
+                status=exc.status_code,
+                error=str(exc.detail)[:300],
+            )
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A body or parameter of the wrong shape: 422 with one message naming the field."""
+        message = "; ".join(_describe(error) for error in exc.errors()[:5]) or "invalid request"
+        log.warning(
+            "http.invalid_request",
+            method=request.method,
+            path=request.url.path[:200],
+            status=422,
+            error=message[:300],
+        )
+        return JSONResponse({"detail": message}, status_code=422)
 
     @app.exception_handler(OperationalError)
     async def ledger_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
@@ -58,6 +99,12 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse({"error": "ledger unavailable, retry later"}, status_code=503)
 
     return app
+
+
+def _describe(error: Any) -> str:
+    """`body.reason: Input should be a valid string` from one pydantic error."""
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg"))
 
 
 class WebhookTimer:

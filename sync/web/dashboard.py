@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Stre
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from sync.settings import ServerSettings
 from sync.web.events import ChangeBroker, Tick
 
 log = structlog.get_logger(__name__)
@@ -47,6 +48,25 @@ COOKIE_MAX_AGE = 30 * 24 * 3600
 # grants, so requiring one on every POST stops cross-site request forgery.
 CSRF_HEADER = "X-Kanvoice-Dashboard"
 LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+# Headers a reverse proxy adds when it relays a request. Without credentials the
+# dashboard trusts only requests made on this host directly: a request carrying any of
+# these came through a proxy (nginx, Caddy, ...) and so, possibly, from the internet.
+FORWARDING_HEADERS: tuple[str, ...] = (
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-real-ip",
+    "x-client-ip",
+    "x-original-forwarded-for",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "via",
+)
 SSE_RETRY_MS = 2000
 TERMINAL_DRAFT_STATES = frozenset(
     {"approved", "finalized", "open", "sent", "paid", "void", "voided", "deleted", "uncollectible"}
@@ -80,8 +100,9 @@ class DashboardActions(Protocol):
         """Create or refresh the client's draft invoice now and ask for approval."""
         ...
 
-    def approve(self, invoice_id: str, approver: str) -> dict[str, Any]:
-        """Approve the draft (the only path to finalize)."""
+    def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
+        """Approve the draft (the only path to finalize); `force` finalizes a total under
+        Stripe's minimum charge (otherwise refused with a ValueError saying so)."""
         ...
 
     def reject(self, invoice_id: str, approver: str, reason: str) -> dict[str, Any]:
@@ -110,8 +131,10 @@ class DashboardAuth:
     """Who may see the dashboard and press its buttons.
 
     - `required=False`: no credentials (only for a server bound to loopback); requests
-      must then name a loopback host (`allowed_hosts`), which defeats DNS rebinding.
-      The approver identity is `anonymous_user` ("dashboard").
+      must then name a loopback host (`allowed_hosts`), which defeats DNS rebinding,
+      come from a loopback peer and carry no forwarding header (`FORWARDING_HEADERS`):
+      a request a same-host reverse proxy relays is refused (401), since the proxy
+      may be relaying the internet. The approver identity is `anonymous_user`.
     - `token`: `Authorization: Bearer TOKEN`, or `?token=TOKEN` once in the browser,
       which sets an HttpOnly cookie derived from the token and redirects to the clean
       URL. The identity is `token_user`.
@@ -193,7 +216,7 @@ class DashboardAuth:
     def identify(self, request: Request) -> str | None:
         """The authenticated user of a request, or None."""
         if not self.required:
-            return self.anonymous_user
+            return self.anonymous_user if is_direct(request) else None
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         value = value.strip()
@@ -218,12 +241,76 @@ class DashboardAuth:
         return host.strip("[]") in self.allowed_hosts
 
     def unauthorized(self) -> HTTPException:
+        if not self.required:
+            detail = (
+                "without credentials the dashboard only answers requests made directly on "
+                "this host (a loopback peer, no forwarding header such as X-Forwarded-For); "
+                "this one was relayed: set a dashboard token "
+                "(KANVOICE_SERVER__DASHBOARD_TOKEN) to use it through a proxy"
+            )
+        else:
+            detail = (
+                "authentication required: a dashboard token (Authorization: Bearer, or "
+                "?token= once in the browser) or the dashboard user and password"
+            )
         return HTTPException(
             status_code=401,
-            detail="authentication required: a dashboard token (Authorization: Bearer, or "
-            "?token= once in the browser) or the dashboard user and password",
+            detail=detail,
             headers={"WWW-Authenticate": self._challenge(), **_SECURITY_HEADERS},
         )
+
+    def require_user(self) -> Callable[[Request], str]:
+        """A FastAPI dependency: the request's user, or 403 (a non-loopback host name
+        without credentials) / 401 (no or wrong credentials, or relayed by a proxy)."""
+
+        def user(request: Request) -> str:
+            if not self.host_allowed(request):
+                raise HTTPException(
+                    status_code=403,
+                    detail="the dashboard without credentials only answers on a loopback "
+                    "host name (127.0.0.1 or localhost)",
+                )
+            identity = self.identify(request)
+            if identity is None:
+                raise self.unauthorized()
+            return identity
+
+        return user
+
+
+def is_direct(request: Request) -> bool:
+    """True for a request made on this host directly: from a loopback peer (when the
+    peer's address is known) and without any header a reverse proxy adds."""
+    if any(name in request.headers for name in FORWARDING_HEADERS):
+        return False
+    peer = request.client.host if request.client else None
+    if peer is None:
+        return True
+    try:
+        return ipaddress.ip_address(peer.strip("[]")).is_loopback
+    except ValueError:
+        return True  # not an address (a Unix socket, an in-process test client)
+
+
+def access_note(server: ServerSettings) -> tuple[str, str]:
+    """(level, one line) saying who can use the dashboard with these settings, for the
+    log at start and `kanvoice check-config`. Level "warning" when nobody can."""
+    host, token = server.host, bool(server.dashboard_token)
+    basic = bool(server.dashboard_user and server.dashboard_password)
+    if token or basic:
+        kinds = [kind for kind, on in (("token", token), ("basic auth", basic)) if on]
+        return "info", f"dashboard: bound to {host}, requires credentials ({' or '.join(kinds)})"
+    if is_loopback(host):
+        return "info", (
+            f"dashboard: bound to {host} without credentials: only direct requests from "
+            "this host are served, requests relayed by a proxy get 401 (set "
+            "KANVOICE_SERVER__DASHBOARD_TOKEN to serve it through one)"
+        )
+    return "warning", (
+        f"dashboard: bound to {host} (not loopback) without server.dashboard_token or "
+        "server.dashboard_user/dashboard_password: every dashboard request is refused (401); "
+        "set KANVOICE_SERVER__DASHBOARD_TOKEN to use it"
+    )
 
 
 def format_money(amount: object, currency: str) -> str:
@@ -290,20 +377,7 @@ def dashboard_router(
     `POST /api/clients/{client}/draft`, `POST /api/invoices/{id}/approve|reject` and the
     page's static files under `/static/dashboard/`."""
     router = APIRouter()
-
-    def user(request: Request) -> str:
-        if not auth.host_allowed(request):
-            raise HTTPException(
-                status_code=403,
-                detail="the dashboard without credentials only answers on a loopback host "
-                "name (127.0.0.1 or localhost)",
-            )
-        identity = auth.identify(request)
-        if identity is None:
-            raise auth.unauthorized()
-        return identity
-
-    User = Annotated[str, Depends(user)]
+    User = Annotated[str, Depends(auth.require_user())]
 
     def csrf(request: Request) -> None:
         if request.headers.get(CSRF_HEADER) is None:
@@ -332,7 +406,11 @@ def dashboard_router(
                 shared.version = version
             return shared.data
 
-    async def decide(function: Callable[..., dict[str, Any]], *args: str) -> Response:
+    async def decide(
+        event: str, where: dict[str, str], function: Callable[..., dict[str, Any]], *args: str
+    ) -> Response:
+        """Run a button's action; one log line: `event` when done, else the refusal
+        (logged by the app's error handler with its status and message)."""
         try:
             result = await run_in_threadpool(function, *args)
         except PermissionError as exc:
@@ -342,6 +420,7 @@ def dashboard_router(
             raise HTTPException(status_code=404, detail=str(message)) from None
         except ValueError as exc:
             raise HTTPException(status_code=409, detail=str(exc) or "conflict") from None
+        log.info(event, **where)
         broker.notify()
         return _json_response(result)
 
@@ -418,17 +497,27 @@ def dashboard_router(
         dependencies=[Depends(csrf)],
     )
     async def create_draft(client: str, identity: User) -> Response:
-        log.info("dashboard.create_draft", client=client, user=identity)
-        return await decide(actions.create_draft, client)
+        where = {"client": client, "user": identity}
+        return await decide("dashboard.create_draft", where, actions.create_draft, client)
 
     @router.post(
         "/api/invoices/{invoice_id}/approve",
         name="dashboard_approve",
         dependencies=[Depends(csrf)],
     )
-    async def approve(invoice_id: str, identity: User) -> Response:
-        log.info("dashboard.approve", invoice=invoice_id, user=identity)
-        return await decide(actions.approve, invoice_id, identity)
+    async def approve(
+        invoice_id: str,
+        identity: User,
+        force: Annotated[bool, Body(embed=True)] = False,
+    ) -> Response:
+        where = {"invoice": invoice_id, "user": identity, "force": str(force).lower()}
+        if not force:
+            return await decide("dashboard.approve", where, actions.approve, invoice_id, identity)
+
+        def forced(invoice: str, approver: str) -> dict[str, Any]:
+            return actions.approve(invoice, approver, force=True)
+
+        return await decide("dashboard.approve", where, forced, invoice_id, identity)
 
     @router.post(
         "/api/invoices/{invoice_id}/reject",
@@ -440,8 +529,15 @@ def dashboard_router(
         identity: User,
         reason: Annotated[str, Body(embed=True, max_length=1000)] = "",
     ) -> Response:
-        log.info("dashboard.reject", invoice=invoice_id, user=identity)
-        return await decide(actions.reject, invoice_id, identity, reason.strip())
+        if "\x00" in reason:  # PostgreSQL's text columns refuse it
+            raise HTTPException(status_code=422, detail="reason: must not contain NUL characters")
+        # A reason is required everywhere a draft is rejected (CLI, Slack modal, here).
+        if not reason.strip():
+            raise HTTPException(status_code=422, detail="a reason is required to reject a draft")
+        where = {"invoice": invoice_id, "user": identity}
+        return await decide(
+            "dashboard.reject", where, actions.reject, invoice_id, identity, reason.strip()
+        )
 
     @router.get("/static/dashboard/{name}", name="dashboard_static", include_in_schema=False)
     async def static(name: str) -> FileResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +24,14 @@ class InvoicingActions:
 
     def create_draft(self, client: str) -> dict[str, Any]:
         result = self.services.invoicing.create_or_refresh_draft(client, actor="dashboard")
+        if result.invoice_id is None:
+            return {
+                "invoice_id": None,
+                "period": result.period,
+                "added": 0,
+                "lines": 0,
+                "message": f"nothing to bill for {client}: no ready lines, no draft created",
+            }
         if self.desk is not None and result.lines:
             self.desk.request_approval(result.invoice_id, actor="dashboard")
         return {
@@ -34,8 +43,8 @@ class InvoicingActions:
             "currency": result.total.currency,
         }
 
-    def approve(self, invoice_id: str, approver: str) -> dict[str, Any]:
-        return self.services.invoicing.approve(_id(invoice_id), approver, "dashboard")
+    def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
+        return self.services.invoicing.approve(_id(invoice_id), approver, "dashboard", force=force)
 
     def reject(self, invoice_id: str, approver: str, reason: str) -> dict[str, Any]:
         return self.services.invoicing.reject(_id(invoice_id), approver, "dashboard", reason or "-")
@@ -78,11 +87,12 @@ class InvoicingActions:
         return drafts
 
 
+_INVOICE_ID = re.compile(r"[1-9][0-9]{0,9}")
+
+
 def _id(invoice_id: str) -> int:
-    try:
-        number = int(invoice_id)
-    except ValueError:
-        raise LookupError(f"no invoice {invoice_id!r}") from None
-    if not 1 <= number < 2**31:  # the id column's range
-        raise LookupError(f"no invoice {invoice_id!r}")
-    return number
+    """The invoice id of a dashboard path: digits only (no sign, space, exponent or
+    leading zero) and within the id column's range, else `LookupError` (404)."""
+    if not _INVOICE_ID.fullmatch(invoice_id) or int(invoice_id) >= 2**31:
+        raise LookupError(f"no invoice {invoice_id[:40]!r}: invoice ids are positive integers")
+    return int(invoice_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import stripe
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
+from connectors.base import has_nul
 from sync.composition import Services
 
 log = structlog.get_logger(__name__)
@@ -31,8 +33,8 @@ async def read_limited_body(request: Request, limit: int) -> bytes | None:
 
 
 def _is_event(event: object) -> bool:
-    """The shape kanvoice reads: ids are strings, `data.object` an object."""
-    if not isinstance(event, dict):
+    """The shape kanvoice reads: ids are strings, `data.object` an object, no NUL."""
+    if not isinstance(event, dict) or has_nul(event):
         return False
     if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         return False
@@ -76,7 +78,8 @@ def stripe_webhook_router(services: Services) -> APIRouter:
         except ValueError:
             return JSONResponse({"error": "malformed event"}, 400)
         try:
-            outcome = services.invoicing.apply_event(event)
+            # In a worker thread: the event loop serving webhooks never waits on the ledger.
+            outcome = await asyncio.to_thread(services.invoicing.apply_event, event)
         except OperationalError:
             return JSONResponse({"error": "ledger unavailable, retry later"}, 503)
         log.info("stripe.webhook", type=event["type"], event_id=event["id"], outcome=outcome)

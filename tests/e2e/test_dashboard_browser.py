@@ -82,7 +82,7 @@ class RecordingActions:
         self.drafts[invoice_id] = draft
         return draft
 
-    def approve(self, invoice_id: str, approver: str) -> dict[str, Any]:
+    def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
         self.calls.append(("approve", invoice_id, approver))
         draft = self.drafts[invoice_id]
         draft["state"] = "approved"

@@ -158,6 +158,9 @@ class FakeGitHubProject:
         self._clock = _START
         self._seq = 0
         self.installation_tokens_issued = 0
+        #: Options of the Status and billing single-select fields (the fields query).
+        self.status_options: list[str] = ["Todo", "In Progress", "In review", "Done"]
+        self.billing_options: list[str] = ["T&M", "Fixed", "Internal"]
 
     # -- builders --------------------------------------------------------------------
 
@@ -615,6 +618,63 @@ class FakeGitHubProject:
             "x-ratelimit-resource": "graphql",
         }
 
+    def _fields(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """The project's field configurations (check-config reads them)."""
+        root = "organization" if re.search(r"\borganization\s*\(", query) else "user"
+        login = variables.get("login")
+        if (
+            root != self.owner_type
+            or not isinstance(login, str)
+            or login.lower() != (self.owner.lower())
+        ):
+            kind = "Organization" if root == "organization" else "User"
+            return _not_found(
+                {root: None}, [root], f"Could not resolve to an {kind} with the login of '{login}'."
+            )
+        if variables.get("number") != self.number:
+            return _not_found(
+                {root: {"projectV2": None}},
+                [root, "projectV2"],
+                f"Could not resolve to a ProjectV2 with the number {variables.get('number')}.",
+            )
+
+        def select(name: str, options: list[str]) -> dict[str, Any]:
+            return {
+                "__typename": "ProjectV2SingleSelectField",
+                "name": name,
+                "dataType": "SINGLE_SELECT",
+                "options": [{"name": o} for o in options],
+            }
+
+        def plain(name: str, data_type: str) -> dict[str, Any]:
+            return {"__typename": "ProjectV2Field", "name": name, "dataType": data_type}
+
+        nodes = [
+            plain("Title", "TITLE"),
+            select(self.status_field, list(self.status_options)),
+            plain(self.hours_field, "NUMBER"),
+            select(self.billing_field, list(self.billing_options)),
+            plain(self.rate_field, "NUMBER"),
+            plain(self.milestone_field, "NUMBER"),
+            {
+                "__typename": "ProjectV2IterationField",
+                "name": self.iteration_field,
+                "dataType": "ITERATION",
+            },
+        ]
+        return {
+            "data": {
+                "rateLimit": {"cost": 1, "remaining": self.rate_remaining, "resetAt": "x"},
+                root: {
+                    "projectV2": {
+                        "id": self.project_id,
+                        "title": self.title,
+                        "fields": {"nodes": nodes},
+                    }
+                },
+            }
+        }
+
     def _items_page(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         root = "organization" if re.search(r"\borganization\s*\(", query) else "user"
         login = variables.get("login")
@@ -789,6 +849,8 @@ class FakeGitHubProject:
             return "node"
         if re.search(r"\bprojectV2\s*\(\s*number\s*:", query) and "items(" in query:
             return "items_page"
+        if re.search(r"\bprojectV2\s*\(\s*number\s*:", query) and "fields(" in query:
+            return "fields"
         return "unknown"
 
     # -- HTTP ------------------------------------------------------------------------
@@ -846,6 +908,8 @@ class FakeGitHubProject:
             self.rate_remaining -= self.query_cost
             if kind == "items_page":
                 body = self._items_page(query, variables)
+            elif kind == "fields":
+                body = self._fields(query, variables)
             elif kind == "nodes":
                 body = self._nodes(variables)
             elif kind == "node":

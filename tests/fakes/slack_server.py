@@ -163,6 +163,8 @@ class FakeSlack:
         self.channels: dict[str, str] = dict(channels or {"finance-approvals": "C0FINANCE"})
         self.usergroups: dict[str, list[str]] = {k: list(v) for k, v in (usergroups or {}).items()}
         self.users: dict[str, str] = dict(users or {})
+        #: Channel ids the bot is not a member of (conversations.info says is_member false).
+        self.outside_channels: set[str] = set()
         self.socket_url = socket_url
         self.public_url: str | None = None
         self.calls: list[SlackCall] = []
@@ -474,6 +476,8 @@ class FakeSlack:
             "chat.postEphemeral": self._post_ephemeral,
             "views.open": self._views_open,
             "usergroups.users.list": self._usergroup_users,
+            "conversations.info": self._conversations_info,
+            "users.info": self._users_info,
             "apps.connections.open": self._connections_open,
         }
 
@@ -593,6 +597,29 @@ class FakeSlack:
         }
         self.views[view_id] = stored
         return {"view": copy.deepcopy(stored)}
+
+    def _conversations_info(self, args: JSON) -> JSON:
+        """A configured channel (by id or name); `is_member` false for `outside`."""
+        channel = args.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise _Error("channel_not_found")
+        names = {cid: name for name, cid in self.channels.items()}
+        if channel not in names:
+            raise _Error("channel_not_found")
+        return {
+            "channel": {
+                "id": channel,
+                "name": names[channel],
+                "is_channel": True,
+                "is_member": channel not in self.outside_channels,
+            }
+        }
+
+    def _users_info(self, args: JSON) -> JSON:
+        user = args.get("user")
+        if not isinstance(user, str) or (user not in self.users and user != self.bot_user_id):
+            raise _Error("user_not_found")
+        return {"user": {"id": user, "name": self.users.get(user, "kanvoice"), "deleted": False}}
 
     def _usergroup_users(self, args: JSON) -> JSON:
         group = args.get("usergroup")

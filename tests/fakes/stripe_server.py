@@ -72,6 +72,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mapping.stripe_rules import minimum_charge
+
 __all__ = [
     "API_VERSION",
     "FakeStripe",
@@ -395,6 +397,33 @@ def _updated_metadata(
     if len(result) > 50:
         raise _invalid("metadata", "Metadata can have up to 50 keys")
     return result
+
+
+_MAX_DESCRIPTION = 500
+_MAX_INVOICE_ITEMS = 250
+
+
+def _get_description(params: Mapping[str, Any]) -> str | None:
+    """Stripe refuses an invoice item description over 500 characters."""
+    value = _get_str(params, "description")
+    if value is not None and len(value) > _MAX_DESCRIPTION:
+        raise _invalid(
+            "description",
+            f"Invalid string: {value[:20]}...; must be at most {_MAX_DESCRIPTION} characters",
+            "parameter_invalid_string",
+        )
+    return value
+
+
+def _check_amount(amount: int, currency: str, param: str = "amount") -> None:
+    """Three-decimal currencies: Stripe requires the last digit of the amount to be 0."""
+    if currency.lower() in THREE_DECIMAL_CURRENCIES and amount % 10 != 0:
+        raise _invalid(
+            param,
+            f"Invalid amount {amount} for currency {currency.upper()}: amounts in "
+            f"{currency.upper()} must be rounded to the nearest ten (the last digit must be 0).",
+            "parameter_invalid_integer",
+        )
 
 
 def _round_minor(value: Decimal) -> int:
@@ -2364,9 +2393,27 @@ class FakeStripe:
         if auto_advance is not None:
             record["auto_advance"] = auto_advance
         self._emit(ctx, "invoice.finalized", self._render_invoice(record))
-        if self._invoice_totals(record)["amount_due"] == 0:
+        due = int(self._invoice_totals(record)["amount_due"])
+        if 0 < due < self._minimum_charge(str(record["currency"])):
+            # Below the currency's minimum charge Stripe collects nothing: the invoice
+            # is marked paid and the amount moves to the customer's balance, owed on
+            # the next invoice.
+            if customer is not None:
+                customer["balance"] = int(customer["balance"]) + due
+                record["ending_balance"] = customer["balance"]
+            record["status"] = "paid"
+            record["status_transitions"]["paid_at"] = now
+            record["auto_advance"] = False
+            record["_below_minimum"] = True
+            self._emit(ctx, "invoice.paid", self._render_invoice(record))
+        elif due == 0:
             # Stripe marks an invoice with nothing to pay as paid when it is finalized.
             self._mark_paid(ctx, record, out_of_band=False)
+
+    @staticmethod
+    def _minimum_charge(currency: str) -> int:
+        """Stripe's published minimum charge in minor units (mapping.stripe_rules)."""
+        return minimum_charge(currency).to_minor_units()
 
     def _mark_paid(self, ctx: _Ctx, record: JSON, *, out_of_band: bool) -> None:
         totals = self._invoice_totals(record)
@@ -2562,7 +2609,7 @@ class FakeStripe:
         customer_id = _get_str(params, "customer")
         invoice_id = _get_str(params, "invoice")
         currency = _get_currency(params)
-        description = _get_str(params, "description")
+        description = _get_description(params)
         discountable = _get_bool(params, "discountable")
         tax_rate_ids = _get_list(params, "tax_rates") or []
         period = _get_dict(params, "period")
@@ -2609,6 +2656,12 @@ class FakeStripe:
                     param="currency",
                 )
             currency = str(invoice["currency"])
+            if len(invoice["_item_ids"]) >= _MAX_INVOICE_ITEMS:
+                raise _invalid(
+                    "invoice",
+                    f"Invoice {invoice_id} already has {_MAX_INVOICE_ITEMS} invoice items, the "
+                    "most an invoice can have. Add the item to another invoice.",
+                )
         else:
             if currency is not None and customer["currency"] not in (None, currency):
                 raise StripeApiError(
@@ -2620,6 +2673,7 @@ class FakeStripe:
             currency = currency or customer["currency"] or self.default_currency
             if customer["currency"] is None:
                 customer["currency"] = currency
+        _check_amount(amount, currency)
         item_id = _new_id("ii")
         record: JSON = {
             "id": item_id,
@@ -2704,7 +2758,9 @@ class FakeStripe:
                 )
         metadata = _updated_metadata(record["metadata"], params)
         discountable = _get_bool(params, "discountable")
-        description = _get_str(params, "description")
+        description = _get_description(params)
+        if touches_price:
+            _check_amount(amount, str(record["currency"]))
         before_invoice = self._render_invoice(invoice) if invoice is not None else None
         if touches_price:
             record["amount"] = amount

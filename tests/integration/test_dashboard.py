@@ -141,8 +141,8 @@ class FakeActions:
         self.drafts.setdefault(client, []).append(draft)
         return draft
 
-    def approve(self, invoice_id: str, approver: str) -> dict[str, Any]:
-        self.calls.append(("approve", invoice_id, approver))
+    def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
+        self.calls.append(("approve", invoice_id, approver, *(["force"] if force else [])))
         self._maybe_fail("approve")
         return {"id": invoice_id, "state": "approved"}
 
@@ -408,6 +408,11 @@ async def test_actions_call_through_and_map_errors(
         unknown = await http.post("/api/invoices/in_404/approve")
         actions.fail["reject"] = ValueError("invoice in_1 is already finalized")
         conflict = await http.post("/api/invoices/in_1/reject", json={"reason": "late"})
+        # A reason is required, as on the CLI and in the Slack modal.
+        no_reason = await http.post("/api/invoices/in_1/reject", json={"reason": "  "})
+        assert no_reason.status_code == 422
+        assert no_reason.json()["detail"] == "a reason is required to reject a draft"
+        assert (await http.post("/api/invoices/in_1/reject")).status_code == 422
     async with asgi_client(app) as bare:
         forged = await bare.post("/api/clients/acme/draft")
 
@@ -585,3 +590,22 @@ async def test_streams_share_one_ledger_read_per_change(
                 await next_event(second)
             assert len(reads) == 2
             broker.close()
+
+
+async def test_approve_under_the_minimum_charge_is_refused_then_forced(
+    ledger: tuple[Ledger, Engine], clock: FixedClock
+) -> None:
+    app, actions, _ = make_app(ledger[0], clock, DashboardAuth(required=False))
+    async with asgi_client(app, headers=CSRF) as http:
+        actions.fail["approve"] = ValueError(
+            "invoice in_1 not approved: total 0.25 USD is below Stripe's minimum charge of 0.50 USD"
+        )
+        held = await http.post("/api/invoices/in_1/approve", json={})
+        assert held.status_code == 409 and "minimum charge" in held.json()["detail"]
+        del actions.fail["approve"]
+        forced = await http.post("/api/invoices/in_1/approve", json={"force": True})
+        assert forced.status_code == 200
+    assert actions.calls == [
+        ("approve", "in_1", "dashboard"),
+        ("approve", "in_1", "dashboard", "force"),
+    ]

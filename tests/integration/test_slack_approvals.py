@@ -82,10 +82,12 @@ class Kv:
 
 
 @contextmanager
-def running_kanvoice(ledger_url: str, clock: FixedClock) -> Iterator[Kv]:
+def running_kanvoice(
+    ledger_url: str, clock: FixedClock, **overrides: dict[str, Any]
+) -> Iterator[Kv]:
     fake = FakeSlack(usergroups={GROUP: [GROUP_MEMBER]})
     with fake_stripe({"acme": "eur", "globex": "usd"}) as world, serve_fake_slack(fake) as url:
-        data = world_settings(world, ledger_url)
+        data = world_settings(world, ledger_url, **overrides)
         data["server"] = {"max_body_bytes": MAX_BODY}
         data["slack"] = {
             "bot_token": DEFAULT_TOKEN,
@@ -712,3 +714,30 @@ def test_a_decision_from_the_cli_marks_the_message_and_slack_cannot_decide_again
     drain(kv.services)
     assert len(finalize_requests(kv)) == 1
     assert_invariant(kv)
+
+
+def test_a_draft_under_the_minimum_charge_says_why_and_can_be_forced(
+    sqlite_url: str, clock: FixedClock
+) -> None:
+    from connectors.slack.messages import ACTION_APPROVE_FORCE
+
+    with running_kanvoice(sqlite_url, clock, globex={"rate": "1"}) as kv:
+        # 0.25 h x 1 USD = 0.25 USD, under Stripe's 0.50 USD minimum charge.
+        kv.services.engine.ingest([snap("Done", "0.25", 1, item_id="G1", board="globex-board")])
+        invoice_id, channel, ts = draft_and_post(kv, "globex")
+        assert ACTION_APPROVE_FORCE in kv.slack.message(channel, ts).action_values()
+        assert send(kv, kv.slack.click(channel, ts, ACTION_APPROVE, APPROVER)).status_code == 200
+        [notice] = ephemerals_for(kv, APPROVER)
+        assert "below Stripe's minimum charge of 0.50 USD" in notice
+        assert "Approve below minimum" in notice
+        assert rows(kv, t.approvals) == []
+        drain(kv.services)
+        assert stripe_invoice(kv, invoice_id)["status"] == "draft"
+        assert {e.state for e in rows(kv, t.entries)} == {"drafted"}
+
+        click = kv.slack.click(channel, ts, ACTION_APPROVE_FORCE, APPROVER)
+        assert send(kv, click).status_code == 200
+        [approval] = rows(kv, t.approvals)
+        assert approval.total_minor == 25
+        assert drain(kv.services).errors == []
+        assert stripe_invoice(kv, invoice_id)["status"] == "paid"  # Stripe: to the balance

@@ -171,7 +171,7 @@ def test_zero_decimal_and_three_decimal_currencies() -> None:
     assert billed(held) == [("ready", "1.5", "18518")]
     dinar = policy(client=client(currency="KWD", rate="10.1234"))
     held, _ = run([snap("Done", "1.5", 1)], dinar)
-    assert billed(held) == [("ready", "1.5", "15.185")]
+    assert billed(held) == [("ready", "1.5", "15.190")]  # 15.1851: to the nearest ten fils
 
 
 def test_rate_is_frozen_when_the_entry_becomes_ready() -> None:
@@ -362,3 +362,32 @@ def test_entry_amounts_are_money_in_the_client_currency() -> None:
     assert held is not None
     entry: BillableEntry = held.entries[0]
     assert entry.amount == Money(Decimal("200.00"), "USD")
+
+
+# --- equal revision, different content ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(snap("Done", "5", 3), id="other hours"),
+        pytest.param(snap("Done", "3", 3, labels=("rush",)), id="other labels"),
+        pytest.param(snap("In progress", "3", 3), id="other column"),
+    ],
+)
+def test_an_equal_revision_with_other_content_changes_nothing_unless_reread(
+    second: BoardItem,
+) -> None:
+    from mapping.billing import Conflict
+
+    the_policy = policy()
+    held, _ = run([snap("Done", "3", 3)], the_policy)
+    assert held is not None
+    (action,) = plan(second, held, the_policy)
+    assert isinstance(action, Conflict) and action.revision == 3
+    assert evolve(held, (action,)) == held
+    # Read again from the board on purpose: the board's current truth is applied.
+    reread = plan(second, held, the_policy, reread=True)
+    assert not any(isinstance(a, Skip) for a in reread)
+    # An identical snapshot at that revision is still just unchanged.
+    assert plan(snap("Done", "3", 3), held, the_policy, reread=True) == (Skip("unchanged"),)

@@ -123,6 +123,9 @@ def test_unit_hardening_directives() -> None:
         "StateDirectory": "kanvoice",
         "Restart": "on-failure",
         "KillSignal": "SIGTERM",
+        # Logs into the journal with "<N>" priority prefixes (sync/logs.py).
+        "StandardError": "journal",
+        "SyslogLevelPrefix": "yes",
     }
     for key, value in expected.items():
         assert value in d.get(key, []), f"{key}={value} missing (have {d.get(key)})"
@@ -166,7 +169,10 @@ def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def test_dockerfile_runs_non_root_with_a_healthcheck() -> None:
     instructions = dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
     final = final_stage(instructions)
-    assert final[0][1].startswith("python:3.11-slim")
+    # Base images pinned to a full release, not a moving minor tag.
+    for name, args in instructions:
+        if name == "FROM":
+            assert re.match(r"python:3\.11\.\d+-slim-\w+( AS \w+)?$", args), args
     users = [args for name, args in final if name == "USER"]
     assert users, "the final stage must switch to a non-root USER"
     user = users[-1].split(":")[0]
@@ -178,6 +184,8 @@ def test_dockerfile_runs_non_root_with_a_healthcheck() -> None:
     assert len(healthchecks) == 1
     assert "/healthz" in healthchecks[0] and "python" in healthchecks[0]
     assert "curl" not in healthchecks[0]
+    # The port follows KANVOICE_SERVER__PORT (no hard-coded 8765 in the check itself).
+    assert "KANVOICE_SERVER__PORT" in healthchecks[0] and ":8765/" not in healthchecks[0]
     assert ("EXPOSE", "8765") in final
     entry = " ".join(args for name, args in final if name in ("ENTRYPOINT", "CMD"))
     assert "kanvoice" in entry and "run" in entry
@@ -248,7 +256,8 @@ def test_compose_has_two_instances_on_postgres() -> None:
     kanvoices = sorted(s for s in services if s.startswith("kanvoice"))
     assert len(kanvoices) >= 2 or any(".deploy.replicas" in p for p in paths), services
     assert "postgres" in services
-    assert re.search(r"image:\s*postgres:16\b", text)
+    assert re.search(r"image:\s*postgres:16\.\d+", text)  # pinned to a minor release
+    assert ":8765/healthz" not in text and "KANVOICE_SERVER__PORT" in text
     assert "services.postgres.volumes" in paths and "volumes.pgdata" in paths
     assert "services.postgres.healthcheck" in paths
     for name in kanvoices:

@@ -61,13 +61,27 @@ def base_url(server: tuple[FakeStripe, str]) -> str:
     return server[1]
 
 
+_OPEN_CLIENTS: list[stripe.HTTPXClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Each test's SDK clients are closed after it: a connection left to the garbage
+    collector warns (an error here) in whichever later test collects it."""
+    yield
+    while _OPEN_CLIENTS:
+        _OPEN_CLIENTS.pop().close()  # type: ignore[no-untyped-call]
+
+
 def make_client(
     base_url: str, *, retries: int = 0, timeout: float = 10.0, api_key: str = API_KEY
 ) -> stripe.StripeClient:
+    http = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
+    _OPEN_CLIENTS.append(http)
     return stripe.StripeClient(
         api_key,
         base_addresses={"api": base_url},
-        http_client=stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True),
+        http_client=http,
         max_network_retries=retries,
     )
 
@@ -499,7 +513,7 @@ def test_sdk_retries_recover_from_a_dropped_response(fake: FakeStripe, base_url:
 def test_client_timeout_then_retry_never_duplicates(fake: FakeStripe, base_url: str) -> None:
     client = make_client(base_url, timeout=0.3)
     invoice = new_draft(client, new_customer(client).id)
-    params = {"invoice": invoice.id, "amount": 10}
+    params = {"invoice": invoice.id, "amount": 1000}
     fake.delay_next("POST", "/v1/invoiceitems", seconds=0.8)  # delayed before the work
     with pytest.raises(stripe.APIConnectionError):
         client.v1.invoice_items.create(params=params, options={"idempotency_key": "t-1"})
@@ -630,3 +644,99 @@ def test_signing_helpers_match_stripe_python(fake: FakeStripe) -> None:
     assert event.type == "invoice.paid" and event.data.object.id == "in_123"
     assert signed.headers["Stripe-Signature"] == signed.signature_header
     assert json.loads(signed.payload)["id"] not in {e["id"] for e in fake.events}  # not stored
+
+
+# ------------------------------------------------------- Stripe's rules on amounts and fields
+
+
+def refusal(exc: pytest.ExceptionInfo[stripe.StripeError]) -> dict[str, Any]:
+    """Stripe's error shape: {"error": {"type", "message", "code", "param"}}."""
+    body = exc.value.json_body
+    assert body is not None and set(body) == {"error"}
+    assert body["error"]["type"] == "invalid_request_error"
+    assert exc.value.http_status == 400
+    return dict(body["error"])
+
+
+@pytest.mark.parametrize("currency", ["kwd", "bhd", "jod", "omr", "tnd"])
+def test_three_decimal_amounts_must_end_in_zero(client: stripe.StripeClient, currency: str) -> None:
+    invoice = new_draft(client, new_customer(client).id, currency=currency)
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.invoice_items.create(params={"invoice": invoice.id, "amount": 46666})
+    error = refusal(exc)
+    assert error["param"] == "amount" and "46666" in error["message"]
+    item = client.v1.invoice_items.create(params={"invoice": invoice.id, "amount": 46670})
+    assert item.amount == 46670
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.invoice_items.update(item.id, params={"amount": 5124})
+    assert client.v1.invoice_items.update(item.id, params={"amount": 5120}).amount == 5120
+
+
+def test_zero_and_two_decimal_amounts_take_any_last_digit(client: stripe.StripeClient) -> None:
+    for currency in ("jpy", "eur"):
+        invoice = new_draft(client, new_customer(client).id, currency=currency)
+        item = client.v1.invoice_items.create(params={"invoice": invoice.id, "amount": 46667})
+        assert item.amount == 46667
+
+
+def test_an_invoice_takes_at_most_250_items(client: stripe.StripeClient) -> None:
+    invoice = new_draft(client, new_customer(client).id)
+    for _ in range(250):
+        client.v1.invoice_items.create(params={"invoice": invoice.id, "amount": 100})
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.invoice_items.create(params={"invoice": invoice.id, "amount": 100})
+    assert refusal(exc)["param"] == "invoice"
+    assert client.v1.invoices.retrieve(invoice.id).total == 25000
+
+
+def test_descriptions_over_500_characters_are_refused(client: stripe.StripeClient) -> None:
+    invoice = new_draft(client, new_customer(client).id)
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.invoice_items.create(
+            params={"invoice": invoice.id, "amount": 100, "description": "d" * 501}
+        )
+    assert refusal(exc)["param"] == "description"
+    item = client.v1.invoice_items.create(
+        params={"invoice": invoice.id, "amount": 100, "description": "d" * 500}
+    )
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.invoice_items.update(item.id, params={"description": "d" * 501})
+
+
+def test_metadata_limits_are_refused(client: stripe.StripeClient) -> None:
+    invoice = new_draft(client, new_customer(client).id)
+    for metadata, param in (
+        ({"k" * 41: "v"}, "metadata[" + "k" * 41 + "]"),
+        ({"k": "v" * 501}, "metadata[k]"),
+        ({f"k{i}": "v" for i in range(51)}, "metadata"),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as exc:
+            client.v1.invoice_items.create(
+                params={"invoice": invoice.id, "amount": 100, "metadata": metadata}
+            )
+        assert refusal(exc)["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "charged"),
+    [
+        ("usd", 49, False),
+        ("usd", 50, True),
+        ("gbp", 29, False),
+        ("jpy", 49, False),
+        ("jpy", 50, True),
+        ("kwd", 160, False),
+    ],
+)
+def test_below_the_minimum_charge_stripe_marks_paid_and_moves_it_to_the_balance(
+    client: stripe.StripeClient, currency: str, amount: int, charged: bool
+) -> None:
+    customer = new_customer(client)
+    invoice = new_draft(client, customer.id, currency=currency)
+    client.v1.invoice_items.create(params={"invoice": invoice.id, "amount": amount})
+    invoice = client.v1.invoices.finalize_invoice(invoice.id)
+    balance = client.v1.customers.retrieve(customer.id).balance
+    if charged:
+        assert (invoice.status, balance) == ("open", 0)
+    else:
+        assert (invoice.status, invoice.amount_paid, balance) == ("paid", 0, amount)

@@ -11,9 +11,11 @@ from graphql import GraphQLSchema, build_client_schema, parse, validate, validat
 
 from connectors.github.queries import (
     ALL_DOCUMENTS,
+    ORGANIZATION_PROJECT_FIELDS,
     ORGANIZATION_PROJECT_ITEMS,
     PROJECT_ITEM_BY_ID,
     PROJECT_ITEMS_BY_IDS,
+    USER_PROJECT_FIELDS,
     USER_PROJECT_ITEMS,
     operation_name,
 )
@@ -68,6 +70,8 @@ def test_all_documents_are_listed() -> None:
         USER_PROJECT_ITEMS,
         PROJECT_ITEM_BY_ID,
         PROJECT_ITEMS_BY_IDS,
+        ORGANIZATION_PROJECT_FIELDS,
+        USER_PROJECT_FIELDS,
     }
 
 

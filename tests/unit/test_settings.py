@@ -49,11 +49,19 @@ def test_secrets_come_from_credential_files(
     assert settings.slack.signing_secret.get_secret_value() == "s3cret"
 
 
-def test_default_config_path_is_optional(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_no_config_file_is_an_error_not_an_empty_service(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KANVOICE_CONFIG", raising=False)
-    settings = load_settings()
-    assert settings.clients == [] and settings.ledger.url == "sqlite:///kanvoice.db"
+    with pytest.raises(ConfigError, match=r"no configuration: kanvoice.toml does not exist"):
+        load_settings()
+    monkeypatch.setenv("KANVOICE_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match=r"missing.toml does not exist \(named by \$KANVOICE"):
+        load_settings()
+    (tmp_path / "kanvoice.toml").write_text("")
+    monkeypatch.delenv("KANVOICE_CONFIG")
+    assert load_settings().clients == []
 
 
 def test_errors_name_key_value_and_expectation(tmp_path: Path) -> None:

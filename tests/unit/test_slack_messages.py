@@ -267,3 +267,24 @@ def test_decode_ref_rejects_garbage(text: str) -> None:
 def test_ref_round_trip() -> None:
     ref = DraftRef(7, 0, "C1", "1.000001")
     assert decode_ref(encode_ref(ref)) == ref
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "offered"),
+    [("0.49", "USD", True), ("0.50", "USD", False), ("49", "JPY", True), ("2000", "KWD", False)],
+)
+def test_approve_below_minimum_is_offered_only_under_stripes_minimum_charge(
+    amount: str, currency: str, offered: bool
+) -> None:
+    from connectors.slack.messages import ACTION_APPROVE_FORCE
+    from connectors.slack.verify import _ACTION_KINDS
+
+    draft = summary((line(1, hours="1", rate=amount, amount=amount),), currency=currency)
+    found = actions(blocks_as_dicts(approval_blocks(draft)))
+    assert ACTION_APPROVE in found
+    assert (ACTION_APPROVE_FORCE in found) is offered
+    if offered:
+        button = found[ACTION_APPROVE_FORCE]
+        assert button["value"] == found[ACTION_APPROVE]["value"]
+        assert "minimum charge" in texts([button])
+    assert _ACTION_KINDS[ACTION_APPROVE_FORCE] == "approve_force"

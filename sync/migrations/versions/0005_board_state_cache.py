@@ -1,7 +1,7 @@
 """board state cache: each Azure DevOps work item type's states, kept across runs
 
-Revision ID: 0005
-Revises: 0001 (re-link to the head of the branch this merges into)
+Revision ID: 0005_board_state_cache
+Revises: 0003_outbox_lease
 Create Date: 2026-12-03 11:30:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0001"
+revision: str = "0005_board_state_cache"
+down_revision: str | None = "0003_outbox_lease"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

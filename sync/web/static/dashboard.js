@@ -270,7 +270,7 @@
         el("td", { className: "decision" }, [
           el("button", { type: "button", className: "primary", "data-action": "approve", "data-invoice": d.id, "data-testid": `approve-${d.id}`, disabled: !open, text: "Approve" }),
           el("label", { for: inputId, text: "Reason" }),
-          el("input", { id: inputId, type: "text", maxlength: "1000", "data-reason-for": d.id, "data-testid": `reject-reason-${d.id}`, disabled: !open }),
+          el("input", { id: inputId, type: "text", maxlength: "1000", required: true, "data-reason-for": d.id, "data-testid": `reject-reason-${d.id}`, disabled: !open }),
           el("button", { type: "button", className: "danger", "data-action": "reject", "data-invoice": d.id, "data-testid": `reject-${d.id}`, disabled: !open, text: "Reject" }),
         ]),
       ]);
@@ -437,12 +437,28 @@
     } else if (action === "approve") {
       const id = button.dataset.invoice;
       label = `Approve ${id}`;
-      request = () => post(`/invoices/${encodeURIComponent(id)}/approve`);
+      const path = `/invoices/${encodeURIComponent(id)}/approve`;
+      request = async () => {
+        try {
+          return await post(path);
+        } catch (error) {
+          // Under Stripe's minimum charge: the lines stay queued unless finance forces it.
+          if (/minimum charge/.test(error.message) && window.confirm(`${error.message}\n\nFinalize it anyway?`)) {
+            return await post(path, { force: true });
+          }
+          throw error;
+        }
+      };
     } else if (action === "reject") {
       const id = button.dataset.invoice;
       const input = document.querySelector(`input[data-reason-for="${CSS.escape(id)}"]`);
       const reason = input ? input.value.trim() : "";
       label = `Reject ${id}`;
+      if (!reason) {
+        say(`${label}: give a reason first (it is recorded with the decision)`);
+        if (input) input.focus();
+        return;
+      }
       request = () => post(`/invoices/${encodeURIComponent(id)}/reject`, { reason });
     } else {
       return;

@@ -21,7 +21,8 @@ import asyncio
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import structlog
 
@@ -33,6 +34,7 @@ from connectors.base import (
     CallObserver,
     ConnectorError,
     PollResult,
+    QuotaObservation,
     WebhookTrigger,
 )
 from connectors.github.config import GitHubBoardConfig
@@ -125,6 +127,21 @@ class LazyBoardConnector:
 
     async def poll(self, cursor: str | None) -> PollResult:
         return await self.connector.poll(cursor)
+
+    @property
+    def quota(self) -> QuotaObservation | None:
+        """The board API's last quota report (None before the connector is used)."""
+        return self._real.quota if self._real is not None else None
+
+    def process_cache(self) -> dict[str, dict[str, str]] | None:
+        """Azure DevOps: the type states read so far (None for GitHub)."""
+        real = self.connector
+        return real.process_cache() if isinstance(real, AzureDevOpsConnector) else None
+
+    def prime_process_cache(self, cache: Mapping[str, Any]) -> None:
+        real = self.connector
+        if isinstance(real, AzureDevOpsConnector):
+            real.prime_process_cache(cache)
 
     async def fetch(self, item_ids: tuple[str, ...]) -> tuple[BoardItem, ...]:
         return await self.connector.fetch(item_ids)
@@ -234,6 +251,8 @@ def _github_config(settings: Settings, index: int, board: BoardSettings) -> GitH
             milestone_field=board.milestone_field,
             api_url=section.api_url,
             rest_api_url=_rest_api_url(section.api_url),
+            full_reconcile_seconds=section.full_reconcile_seconds,
+            incremental_overlap_seconds=section.incremental_overlap_seconds,
             token=token,
             app_id=None if token else creds.app_id,
             app_private_key=None if token else private_key,
@@ -343,6 +362,9 @@ class BoardSyncReport(IngestReport):
     board: str = ""
     requests_made: int = 0
     cursor: str | None = None
+    #: After a full listing: items the ledger holds that the board no longer lists
+    #: (removed, deleted, or no longer readable). Reported, never unbilled (README).
+    missing: tuple[str, ...] = ()
 
 
 def _connector(services: BoardServices, board_key: str) -> BoardConnector:
@@ -365,6 +387,53 @@ def _store_cursor(services: BoardServices, source: str, board: str, value: str) 
         uow.set_cursor(source, board, value)
 
 
+def _board_item_ids(services: BoardServices, source: str, board: str) -> set[str]:
+    with services.ledger.read(services.clock()) as uow:
+        return uow.board_item_ids(source, board)
+
+
+#: How long a board's cached process (Azure type states) is trusted before it is read
+#: again; a state it does not know is read at once anyway.
+PROCESS_CACHE_MAX_AGE = timedelta(days=1)
+
+
+def _read_process_cache(services: BoardServices, source: str, board: str) -> Any:
+    with services.ledger.read(services.clock()) as uow:
+        found = uow.board_state_cache(source, board)
+    if found is None:
+        return None
+    value, fetched_at = found
+    now: datetime = services.clock()
+    return value if now - fetched_at <= PROCESS_CACHE_MAX_AGE else None
+
+
+def _store_process_cache(services: BoardServices, source: str, board: str, value: Any) -> None:
+    with services.ledger.unit_of_work(services.clock()) as uow:
+        uow.set_board_state_cache(source, board, value)
+
+
+async def _poll_with_process_cache(
+    services: BoardServices, connector: BoardConnector, source: str, board: str, cursor: str | None
+) -> PollResult:
+    """Poll; a connector with a process cache gets it from the ledger and leaves it there."""
+    prime = getattr(connector, "prime_process_cache", None)
+    export = getattr(connector, "process_cache", None)
+    if prime is None or export is None:
+        return await connector.poll(cursor)
+    kept = getattr(connector, "_process_cache_kept", None)
+    if not export():
+        kept = await asyncio.to_thread(_read_process_cache, services, source, board)
+        if isinstance(kept, dict):
+            prime(kept)
+    result = await connector.poll(cursor)
+    now = export()
+    if now and now != kept:
+        await asyncio.to_thread(_store_process_cache, services, source, board, now)
+        kept = now
+    connector._process_cache_kept = kept  # type: ignore[attr-defined]  # written once per change
+    return result
+
+
 async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport:
     """Poll one board since its cursor, ingest, then store the new cursor.
 
@@ -375,13 +444,23 @@ async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport
     connector = _connector(services, board_key)
     source = source_of(connector).value
     cursor = await asyncio.to_thread(_read_cursor, services, source, board_key)
-    result = await connector.poll(cursor)
+    result = await _poll_with_process_cache(services, connector, source, board_key, cursor)
     ingested = await asyncio.to_thread(services.engine.ingest, result.items)
     await settle_conflicts(services, ingested)
     if result.cursor is not None and result.cursor != cursor:
         await asyncio.to_thread(_store_cursor, services, source, board_key, result.cursor)
     report = BoardSyncReport(board=board_key, requests_made=result.requests_made)
     report.merge(ingested)
+    if result.complete:
+        known = await asyncio.to_thread(_board_item_ids, services, source, board_key)
+        report.missing = tuple(sorted(known - {i.item_id for i in result.items}))
+        if report.missing:
+            log.warning(
+                "board.items_missing",
+                board=board_key,
+                count=len(report.missing),
+                items=list(report.missing[:20]),
+            )
     report.cursor = result.cursor if result.cursor is not None else cursor
     log.info(
         "board.synced",

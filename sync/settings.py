@@ -145,6 +145,8 @@ class GitHubBoardSettings(_Strict):
     status_field: str = "Status"
     in_progress_options: list[str] = ["In progress", "In Progress", "In review"]
     api_url: HttpUrlStr = "https://api.github.com/graphql"
+    full_reconcile_seconds: int = Field(default=86_400, ge=0)
+    incremental_overlap_seconds: int = Field(default=3_600, ge=0, le=30 * 86_400)
 
 
 class AzureBoardSettings(_Strict):

@@ -250,6 +250,19 @@ cursors = Table(
     UniqueConstraint("source", "board", name="uq_cursors_source_board"),
 )
 
+#: What a board's connector learnt about the board's process and may reuse across
+#: runs (Azure DevOps: each work item type's states and their categories).
+board_state_cache = Table(
+    "board_state_cache",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("board", String(200), nullable=False),
+    Column("value", JSON, nullable=False),
+    Column("fetched_at", utc_datetime(), nullable=False),
+    UniqueConstraint("source", "board", name="uq_board_state_cache_source_board"),
+)
+
 seen_deliveries = Table(
     "seen_deliveries",
     metadata,

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -225,6 +225,45 @@ class UnitOfWork:
             self.conn.execute(
                 insert(t.cursors).values(
                     source=source, board=board, value=value, updated_at=self.now
+                )
+            )
+
+    def board_item_ids(self, source: str, board: str) -> set[str]:
+        """The board's own ids of every item the ledger holds for it."""
+        rows = self.conn.execute(
+            select(t.items.c.external_id).where(
+                t.items.c.source == source, t.items.c.board == board
+            )
+        )
+        return {str(r[0]) for r in rows}
+
+    def board_state_cache(self, source: str, board: str) -> tuple[Any, datetime] | None:
+        """A board's cached process description and when it was read, None if none."""
+        row = self.conn.execute(
+            select(t.board_state_cache.c.value, t.board_state_cache.c.fetched_at).where(
+                t.board_state_cache.c.source == source, t.board_state_cache.c.board == board
+            )
+        ).first()
+        if row is None:
+            return None
+        fetched: datetime = row.fetched_at
+        if fetched.tzinfo is None:  # SQLite keeps no offset; the ledger writes UTC
+            fetched = fetched.replace(tzinfo=UTC)
+        return row.value, fetched
+
+    def set_board_state_cache(self, source: str, board: str, value: Any) -> None:
+        """Store a board's process description (read now) for later runs."""
+        changed = self.conn.execute(
+            update(t.board_state_cache)
+            .where(
+                t.board_state_cache.c.source == source, t.board_state_cache.c.board == board
+            )
+            .values(value=value, fetched_at=self.now)
+        ).rowcount
+        if not changed:
+            self.conn.execute(
+                insert(t.board_state_cache).values(
+                    source=source, board=board, value=value, fetched_at=self.now
                 )
             )
 

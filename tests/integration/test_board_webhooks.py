@@ -664,7 +664,8 @@ async def test_service_hook_refetches_and_bills(
     org: FakeAzureDevOps, closed_story: int, ledger_url: str
 ) -> None:
     assert entry_rows(ledger_url) == [(str(closed_story), "ready", Decimal(3))]
-    assert org.request_counts["batch"] == 1 and org.request_counts["updates"] == 1
+    # the Done time comes with the batch (StateChangeDate): no updates call
+    assert org.request_counts["batch"] == 1 and org.request_counts["updates"] == 0
 
 
 async def test_hook_replay_is_200_duplicate_and_changes_nothing(

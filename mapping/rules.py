@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 from mapping.domain import (
     BillingType,
@@ -12,6 +13,8 @@ from mapping.domain import (
     RateScope,
     ResolvedRate,
     StateCategory,
+    Worker,
+    rate_on,
 )
 
 
@@ -56,11 +59,16 @@ def _effective(rules: list[RateRule], on: date) -> RateRule | None:
     return best
 
 
-def resolve_rate(item: BoardItem, policy: BoardPolicy, on: date) -> ResolvedRate | None:
-    """Most specific wins: item field > label rule > board > client > default.
+def resolve_rate(
+    item: BoardItem, policy: BoardPolicy, on: date, worker: Worker | None = None
+) -> ResolvedRate | None:
+    """Most specific wins: item field > label rule > person > role > board > client >
+    default, each judged on `on` (the day the item reached Done).
 
     Label rules come from the board, then the client; among several matching labels
-    the first configured label rule wins. Returns None when nothing sets a rate.
+    the first configured label rule wins. `worker` is whose share is priced: a person
+    who is not configured (or has no rate) falls through to the next scope. Returns
+    None when nothing sets a rate.
     """
     if item.rate is not None:
         return ResolvedRate(item.rate, RateScope.ITEM)
@@ -75,6 +83,15 @@ def resolve_rate(item: BoardItem, policy: BoardPolicy, on: date) -> ResolvedRate
         chosen = _effective([r for r in label_rules if r.label == label], on)
         if chosen is not None:
             return ResolvedRate(chosen.rate, RateScope.LABEL, label)
+
+    if worker is not None and worker.person is not None:
+        own = rate_on(worker.person.bill_rates, on)
+        if own is not None:
+            return ResolvedRate(own, RateScope.PERSON)
+    if worker is not None and worker.role is not None:
+        by_role = rate_on(worker.role.bill_rates, on)
+        if by_role is not None:
+            return ResolvedRate(by_role, RateScope.ROLE)
 
     board_rules = [r for r in policy.rate_rules if r.scope is RateScope.BOARD]
     if policy.rate is not None:
@@ -99,3 +116,18 @@ def resolve_rate(item: BoardItem, policy: BoardPolicy, on: date) -> ResolvedRate
     if chosen is not None:
         return ResolvedRate(chosen.rate, RateScope.DEFAULT)
     return None
+
+
+def resolve_cost_rate(policy: BoardPolicy, on: date, worker: Worker | None) -> Decimal | None:
+    """What an hour of `worker` costs the agency on `on`: the person's cost rate, else
+    the role's, else the default cost rate; None when none is configured. In the
+    client's currency (kanvoice converts nothing)."""
+    if worker is not None and worker.person is not None:
+        own = rate_on(worker.person.cost_rates, on)
+        if own is not None:
+            return own
+    if worker is not None and worker.role is not None:
+        by_role = rate_on(worker.role.cost_rates, on)
+        if by_role is not None:
+            return by_role
+    return policy.staff.default_cost_rate

@@ -131,3 +131,24 @@ def resolve_cost_rate(policy: BoardPolicy, on: date, worker: Worker | None) -> D
         if by_role is not None:
             return by_role
     return policy.staff.default_cost_rate
+
+
+def parse_hours_by_person(text: str | None) -> tuple[tuple[str, Decimal], ...]:
+    """An "Hours by person" field's text, e.g. ``alice: 3, bob: 1.5`` (separators: comma,
+    semicolon or new line; ``=`` works as well as ``:``). Anything unreadable gives an
+    empty tuple, so the item falls back to equal shares rather than a guessed split."""
+    if not text or not text.strip():
+        return ()
+    pairs: list[tuple[str, Decimal]] = []
+    for part in text.replace(";", ",").replace("\n", ",").split(","):
+        if not part.strip():
+            continue
+        who, sep, hours = part.replace("=", ":").rpartition(":")
+        try:
+            value = Decimal(hours.strip().lower().removesuffix("h").strip())
+        except ArithmeticError:
+            return ()
+        if not sep or not who.strip() or not value.is_finite() or value < 0:
+            return ()
+        pairs.append((who.strip(), value))
+    return tuple(pairs)

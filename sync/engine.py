@@ -329,6 +329,10 @@ class _BatchWriter:
                     "amount": entry.amount.amount if entry.amount else None,
                     "currency": currency,
                     "description": entry.description,
+                    "person": entry.person,
+                    "role": entry.role,
+                    "cost_rate": entry.cost_rate,
+                    "cost": entry.cost.amount if entry.cost else None,
                     "done_at": action.done_at,
                     "review_reason": action.reason
                     if entry.state is EntryState.NEEDS_REVIEW
@@ -352,6 +356,8 @@ class _BatchWriter:
                     "hours": action.hours,
                     "rate": action.rate,
                     "amount": action.amount.amount if action.amount else None,
+                    "cost_rate": action.cost_rate,
+                    "cost": action.cost.amount if action.cost else None,
                 }
                 if action.done_at is not None:
                     columns["done_at"] = action.done_at

@@ -94,6 +94,10 @@ def _entry_from_row(row: Any) -> BillableEntry:
         rate=row.rate,
         amount=Money(row.amount, row.currency) if row.amount is not None else None,
         description=row.description,
+        person=row.person,
+        role=row.role,
+        cost_rate=row.cost_rate,
+        cost=Money(row.cost, row.currency) if row.cost is not None else None,
     )
 
 

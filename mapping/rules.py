@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 
@@ -12,6 +13,7 @@ from mapping.domain import (
     RateRule,
     RateScope,
     ResolvedRate,
+    Staff,
     StateCategory,
     Worker,
     rate_on,
@@ -152,3 +154,43 @@ def parse_hours_by_person(text: str | None) -> tuple[tuple[str, Decimal], ...]:
             return ()
         pairs.append((who.strip(), value))
     return tuple(pairs)
+
+
+def people_without_rate(
+    staff: Staff, seen: Mapping[str, Iterable[str]], on: date
+) -> list[tuple[str, str]]:
+    """(who, why) for everyone billed at a rate that is not their own: board identities
+    seen on items that name no configured person (billed at the next rate in the
+    precedence: board, client, default), and configured people with no bill rate of
+    their own or of their role on `on`. Also who has no cost rate (their margin leaves
+    cost out). Sorted by who."""
+    out: list[tuple[str, str]] = []
+    for name, boards in seen.items():
+        if staff.worker(name).person is None:
+            where = ", ".join(sorted(set(boards)))
+            out.append(
+                (
+                    name,
+                    f"not a configured person (seen on {where}): billed at the board, "
+                    "client or default rate, no cost",
+                )
+            )
+    for person in staff.people:
+        role = staff.role(person.role)
+        bill = rate_on(person.bill_rates, on)
+        if bill is None and role is not None:
+            bill = rate_on(role.bill_rates, on)
+        cost = rate_on(person.cost_rates, on)
+        if cost is None and role is not None:
+            cost = rate_on(role.cost_rates, on)
+        if bill is None:
+            out.append(
+                (
+                    person.key,
+                    "no bill rate of their own or of their role: billed at "
+                    "the board, client or default rate",
+                )
+            )
+        if cost is None and staff.default_cost_rate is None:
+            out.append((person.key, "no cost rate of their own or of their role: no cost"))
+    return sorted(out)

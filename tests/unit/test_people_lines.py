@@ -158,3 +158,26 @@ def test_profitability_sums_and_effective_rate() -> None:
     assert [p.key for p in early] == ["alice"]
     (m,) = milestones(PROFIT)
     assert not m.profit.made_money and str(m.profit.margin.amount) == "-20.00"
+
+
+def test_the_commented_people_example_loads(tmp_path: object) -> None:
+    """config.example.toml's commented [[roles]] / [[people]] work once uncommented."""
+    from pathlib import Path
+
+    from sync.settings import load_settings
+    from tests.conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "config.example.toml").read_text(encoding="utf-8")
+    head, _, tail = text.partition("# [[roles]]")
+    lines = ["[[roles]]"] + [
+        line[2:] if line.startswith("# ") else "" if line == "#" else line
+        for line in tail.splitlines()
+    ]
+    path = Path(str(tmp_path)) / "kanvoice.toml"
+    path.write_text(head + "\n".join(lines), encoding="utf-8")
+    settings = load_settings(path)
+    staff = settings.board_policies()["acme-web"].staff
+    assert [p.key for p in staff.people] == ["alice", "bob"]
+    alice = staff.worker("Alice-GH")
+    assert alice.person is not None and alice.role is not None
+    assert alice.role.label == "Senior developer"

@@ -294,3 +294,21 @@ def test_split_always_adds_up(total_quarters: int, weights: list[int], extra_min
     shares = split_hours(total, [D(w) for w in weights], 15)
     assert sum(shares, D(0)) == total
     assert all(s >= 0 for s in shares)
+
+
+def test_people_configured_later_never_bill_settled_hours_again() -> None:
+    """An item billed per item before [[people]] existed, re-opened afterwards: only the
+    new hours are billed, now per person; the old line keeps its key."""
+    held, _ = run([with_people(snap("Done", "3", 1), "alice-gh")], policy())
+    assert lines(held) == [("time-1", "ready", "-", "3", "100", "300.00", "-")]
+    for s in (
+        with_people(snap("In progress", "3", 2), "alice-gh", "bob-gh"),
+        with_people(snap("Done", "5", 3), "alice-gh", "bob-gh"),
+    ):
+        actions = plan(s, held, staffed())
+        held = evolve(held, actions)  # type: ignore[assignment]
+    assert lines(held) == [
+        ("time-1", "ready", "-", "3", "100", "300.00", "-"),
+        ("time-2@alice", "ready", "alice", "1", "160", "160.00", "80.00"),
+        ("time-3@bob", "ready", "bob", "1", "90", "90.00", "40.00"),
+    ]

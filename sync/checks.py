@@ -311,6 +311,7 @@ def _github_field_problems(
     field("hours_field", board.hours_field or "Hours", "NUMBER")
     field("rate_field", board.rate_field, "NUMBER")
     field("milestone_field", board.milestone_field, "NUMBER")
+    field("hours_by_person_field", board.hours_by_person_field, "TEXT")
     billing = field("billing_type_field", board.billing_type_field, "SINGLE_SELECT")
     if billing is not None:
         options = {o.get("name") for o in billing.get("options") or []}

@@ -312,3 +312,41 @@ def test_people_configured_later_never_bill_settled_hours_again() -> None:
         ("time-2@alice", "ready", "alice", "1", "160", "160.00", "80.00"),
         ("time-3@bob", "ready", "bob", "1", "90", "90.00", "40.00"),
     ]
+
+
+PEOPLE_IDS = ["alice-gh", "bob-gh", "carol-gh", "stranger"]
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["In progress", "Done"]),
+            st.integers(min_value=0, max_value=40),  # quarters of an hour
+            st.lists(st.sampled_from(PEOPLE_IDS), max_size=3, unique=True),
+            st.booleans(),  # with an "Hours by person" field
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_never_billed_twice_nor_missed_per_person(
+    steps: list[tuple[str, int, list[str], bool]],
+) -> None:
+    """Whatever the assignees, splits and re-openings: once Done, the hours settled for
+    the item are exactly its rounded total, and every entry key is unique."""
+    the_policy = staffed(rounding=QUARTER)
+    held: HeldItem | None = None
+    for revision, (column, quarters, who, with_field) in enumerate(steps, start=1):
+        hours = D(quarters) / 4
+        by_person = tuple((w, hours / len(who)) for w in who) if with_field and who else ()
+        item = replace(
+            snap(column, str(hours), revision), assignees=tuple(who), hours_by_person=by_person
+        )
+        held = evolve(held, plan(item, held, the_policy))
+    assert held is not None
+    keys = [e.entry_key for e in held.entries]
+    assert len(keys) == len(set(keys))
+    if steps[-1][0] == "Done":
+        from mapping.billing import settled_hours
+
+        assert settled_hours(held.entries) == D(steps[-1][1]) / 4

@@ -6,6 +6,7 @@ billing core reads them with the client's and board's rules and returns actions.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -243,7 +244,7 @@ class Staff:
         for person in self.people:
             if folded in person.identities:
                 return Worker(person.key, person, self.role(person.role))
-        return Worker(folded)
+        return Worker(folded[:MAX_PERSON_KEY])
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,8 +402,16 @@ class BillableEntry:
         return self.state in SETTLED_STATES
 
 
+MAX_ENTRY_KEY = 450
+MAX_PERSON_KEY = 200
+
+
 def entry_key(item_key: str, kind: EntryKind, seq: int, person: str | None = None) -> str:
     """`item#kind-seq`, plus `@person` for one person's share (the sequence number is
     still unique per item and kind, so two shares never share a key)."""
     base = f"{item_key}#{kind.value}-{seq}"
-    return f"{base}@{person}" if person is not None else base
+    if person is None:
+        return base
+    if len(base) + 1 + len(person) > MAX_ENTRY_KEY:  # the ledger's column: a digest then
+        person = "sha1-" + hashlib.sha1(person.encode(), usedforsecurity=False).hexdigest()
+    return f"{base}@{person}"

@@ -8,7 +8,7 @@ either `RetriableError` (try again later: timeouts, 5xx, rate limits) or
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +29,25 @@ class RetriableError(ConnectorError):
 
 class FatalError(ConnectorError):
     """Permanent until a person acts (credentials, permissions, configuration)."""
+
+
+#: Told ``(service, outcome)`` after every HTTP call to an outside service (each retry
+#: is a call): the shell counts them (``kanvoice_external_calls_total``) and /readyz
+#: shows each service's latest outcome. See `call_outcome` for the outcomes.
+CallObserver = Callable[[str, str], None]
+
+
+def call_outcome(error: BaseException | None) -> str:
+    """The outcome of one call: ``ok``; ``retriable`` (may succeed later: a time-out, a
+    connection error, 5xx, a rate limit); ``fatal`` (a person must act: credentials,
+    permissions, configuration); ``rejected`` (the service refused this request)."""
+    if error is None:
+        return "ok"
+    if isinstance(error, FatalError):
+        return "fatal"
+    if isinstance(error, RetriableError) or not isinstance(error, ConnectorError):
+        return "retriable"  # also each client's private "try again" signal
+    return "rejected"
 
 
 class WebhookRejected(ConnectorError):
@@ -61,7 +80,10 @@ class WebhookTrigger:
     `delivery_id` is what dedupe keys on; `item_ids` are the board's own ids to
     fetch again (webhooks are triggers, never the source of billing data).
     `ignored_reason` is set for events that are valid but not acted on (ping,
-    unknown action); such triggers carry no item ids.
+    unknown action); such triggers carry no item ids. `owner` is the account the event
+    belongs to when the sender names it (GitHub: ``organization.login``), so events of
+    projects no board reads are dropped without a call; `revision` is the item
+    revision the event reports (Azure DevOps ``rev``), for the stale check.
     """
 
     source: str
@@ -71,6 +93,8 @@ class WebhookTrigger:
     board_hint: str | None
     item_ids: tuple[str, ...]
     ignored_reason: str | None = None
+    owner: str | None = None
+    revision: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,13 +128,14 @@ Action = RecordItem | RecordTransition | CreateEntry | UpdateEntry | ChangeEntry
 
 def fingerprint(item: BoardItem) -> str:
     """A stable digest of everything billing reads from a snapshot (not its revision)."""
+    # The enums are StrEnums: joined as their values.
     parts: tuple[str, ...] = (
         item.title,
         item.url,
         item.column,
-        item.state_category.value,
+        item.state_category,
         str(item.hours),
-        item.billing_type.value if item.billing_type else "",
+        item.billing_type or "",
         "\x1f".join(item.labels),
         "\x1f".join(item.assignees),
         item.iteration or "",
@@ -196,12 +197,12 @@ def plan(
         return tuple(actions)
 
     actions.extend(_void_open(entries, _KINDS_FOR[billing_type], "billing type changed"))
-    planner = {
-        BillingType.TIME_AND_MATERIALS: _plan_time,
-        BillingType.FIXED_PRICE: _plan_milestone,
-        BillingType.NON_BILLABLE: _plan_cost,
-    }[billing_type]
-    actions.extend(planner(item, entries, policy, done))
+    if billing_type is BillingType.TIME_AND_MATERIALS:
+        actions.extend(_plan_time(item, entries, policy, done))
+    elif billing_type is BillingType.FIXED_PRICE:
+        actions.extend(_plan_milestone(item, entries, policy, done))
+    else:
+        actions.extend(_plan_cost(item, entries, policy, done))
     return tuple(actions)
 
 
@@ -679,14 +680,37 @@ def evolve(held: HeldItem | None, actions: tuple[Action, ...]) -> HeldItem | Non
         elif isinstance(action, CreateEntry):
             entries[action.entry.entry_key] = action.entry
         elif isinstance(action, UpdateEntry):
-            entries[action.entry_key] = replace(
-                entries[action.entry_key],
-                hours=action.hours,
-                rate=action.rate,
-                amount=action.amount,
-                cost_rate=action.cost_rate,
-                cost=action.cost,
+            e = entries[action.entry_key]
+            entries[action.entry_key] = BillableEntry(
+                e.entry_key,
+                e.item_key,
+                e.kind,
+                e.seq,
+                e.state,
+                action.hours,
+                action.rate,
+                action.amount,
+                e.description,
+                e.person,
+                e.role,
+                action.cost_rate,
+                action.cost,
             )
         elif isinstance(action, ChangeEntryState):
-            entries[action.entry_key] = replace(entries[action.entry_key], state=action.to_state)
+            e = entries[action.entry_key]
+            entries[action.entry_key] = BillableEntry(
+                e.entry_key,
+                e.item_key,
+                e.kind,
+                e.seq,
+                action.to_state,
+                e.hours,
+                e.rate,
+                e.amount,
+                e.description,
+                e.person,
+                e.role,
+                e.cost_rate,
+                e.cost,
+            )
     return HeldItem(revision, digest, column, category, tuple(entries.values()))

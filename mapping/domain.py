@@ -100,20 +100,24 @@ class RoundingRule:
             return Decimal(0)
         minutes = hours * 60
         steps = minutes / self.increment_minutes
-        how = {
-            RoundingMode.UP: ROUND_CEILING,
-            RoundingMode.DOWN: ROUND_FLOOR,
-            RoundingMode.NEAREST: ROUND_HALF_UP,
-        }[self.mode]
-        whole_steps = steps.quantize(Decimal(1), rounding=how)
+        whole_steps = steps.quantize(_ONE, rounding=_DECIMAL_ROUNDING[self.mode])
         rounded = whole_steps * self.increment_minutes / Decimal(60)
         # Keep a tidy representation (e.g. 1.25, not 1.250000000).
         return _tidy(rounded)
 
 
+_ONE = Decimal(1)
+_MILLIONTH = Decimal("0.000001")
+_DECIMAL_ROUNDING = {
+    RoundingMode.UP: ROUND_CEILING,
+    RoundingMode.DOWN: ROUND_FLOOR,
+    RoundingMode.NEAREST: ROUND_HALF_UP,
+}
+
+
 def _tidy(value: Decimal) -> Decimal:
     # At most 6 decimals (the ledger's precision): 1/60 of an hour is not finite.
-    return tidy_decimal(value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
+    return tidy_decimal(value.quantize(_MILLIONTH, rounding=ROUND_HALF_UP))
 
 
 class RateScope(StrEnum):
@@ -360,7 +364,7 @@ class BoardItem:
     @property
     def key(self) -> str:
         """Globally unique item key: source, board and the board's own item id."""
-        return f"{self.source.value}:{self.board}:{self.item_id}"
+        return f"{self.source._value_}:{self.board}:{self.item_id}"
 
     @property
     def tracked_hours(self) -> Decimal:
@@ -409,7 +413,7 @@ MAX_PERSON_KEY = 200
 def entry_key(item_key: str, kind: EntryKind, seq: int, person: str | None = None) -> str:
     """`item#kind-seq`, plus `@person` for one person's share (the sequence number is
     still unique per item and kind, so two shares never share a key)."""
-    base = f"{item_key}#{kind.value}-{seq}"
+    base = f"{item_key}#{kind._value_}-{seq}"
     if person is None:
         return base
     if len(base) + 1 + len(person) > MAX_ENTRY_KEY:  # the ledger's column: a digest then

@@ -34,30 +34,37 @@ def is_done(item: BoardItem, policy: BoardPolicy) -> bool:
 def resolve_billing_type(item: BoardItem, policy: BoardPolicy) -> BillingType:
     """A non-billable label always wins (never invoice internal work), then the item's
     billing-type field, then a fixed-price label, then the board's default."""
+    if not item.labels:  # the common case: nothing to match
+        return item.billing_type if item.billing_type is not None else policy.default_billing_type
     labels = {label.casefold() for label in item.labels}
-    if labels & {label.casefold() for label in policy.non_billable_labels}:
+    if policy.non_billable_labels and labels & {
+        label.casefold() for label in policy.non_billable_labels
+    }:
         return BillingType.NON_BILLABLE
     if item.billing_type is not None:
         return item.billing_type
-    if labels & {label.casefold() for label in policy.fixed_price_labels}:
+    if policy.fixed_price_labels and labels & {
+        label.casefold() for label in policy.fixed_price_labels
+    }:
         return BillingType.FIXED_PRICE
     return policy.default_billing_type
 
 
-def _effective(rules: list[RateRule], on: date) -> RateRule | None:
-    """The rule in force on `on`: the latest effective date not after it; undated rules
-    are in force from the beginning of time. Ties keep configuration order."""
-    best: RateRule | None = None
+def _effective(
+    rules: Iterable[RateRule], on: date, first: Decimal | None = None
+) -> Decimal | None:
+    """The rate of the rule in force on `on`: the latest effective date not after it;
+    undated rules (and `first`, an undated rate ahead of them all) are in force from the
+    beginning of time. Ties keep configuration order."""
+    best = first
+    best_from = date.min
     for rule in rules:
-        if rule.effective_from is not None and rule.effective_from > on:
+        rule_from = rule.effective_from
+        if rule_from is not None and rule_from > on:
             continue
-        if best is None:
-            best = rule
-            continue
-        best_from = best.effective_from or date.min
-        rule_from = rule.effective_from or date.min
-        if rule_from > best_from:
-            best = rule
+        if best is None or (rule_from or date.min) > best_from:
+            best = rule.rate
+            best_from = rule_from or date.min
     return best
 
 
@@ -75,16 +82,19 @@ def resolve_rate(
     if item.rate is not None:
         return ResolvedRate(item.rate, RateScope.ITEM)
 
-    labels = {label.casefold() for label in item.labels}
-    label_rules = [
-        r
-        for r in (*policy.rate_rules, *policy.client.rate_rules)
-        if r.scope is RateScope.LABEL and r.label is not None and r.label.casefold() in labels
-    ]
-    for label in dict.fromkeys(r.label for r in label_rules):
-        chosen = _effective([r for r in label_rules if r.label == label], on)
-        if chosen is not None:
-            return ResolvedRate(chosen.rate, RateScope.LABEL, label)
+    board_rules = policy.rate_rules
+    client_rules = policy.client.rate_rules
+    if item.labels and (board_rules or client_rules):
+        labels = {label.casefold() for label in item.labels}
+        label_rules = [
+            r
+            for r in (*board_rules, *client_rules)
+            if r.scope is RateScope.LABEL and r.label is not None and r.label.casefold() in labels
+        ]
+        for label in dict.fromkeys(r.label for r in label_rules):
+            chosen = _effective([r for r in label_rules if r.label == label], on)
+            if chosen is not None:
+                return ResolvedRate(chosen, RateScope.LABEL, label)
 
     if worker is not None and worker.person is not None:
         own = rate_on(worker.person.bill_rates, on)
@@ -95,28 +105,23 @@ def resolve_rate(
         if by_role is not None:
             return ResolvedRate(by_role, RateScope.ROLE)
 
-    board_rules = [r for r in policy.rate_rules if r.scope is RateScope.BOARD]
-    if policy.rate is not None:
-        board_rules.insert(0, RateRule(RateScope.BOARD, policy.rate))
-    chosen = _effective(board_rules, on)
-    if chosen is not None:
-        return ResolvedRate(chosen.rate, RateScope.BOARD)
+    rate = _effective((r for r in board_rules if r.scope is RateScope.BOARD), on, policy.rate)
+    if rate is not None:
+        return ResolvedRate(rate, RateScope.BOARD)
 
-    client_rules = [r for r in policy.client.rate_rules if r.scope is RateScope.CLIENT]
-    if policy.client.rate is not None:
-        client_rules.insert(0, RateRule(RateScope.CLIENT, policy.client.rate))
-    chosen = _effective(client_rules, on)
-    if chosen is not None:
-        return ResolvedRate(chosen.rate, RateScope.CLIENT)
+    rate = _effective(
+        (r for r in client_rules if r.scope is RateScope.CLIENT), on, policy.client.rate
+    )
+    if rate is not None:
+        return ResolvedRate(rate, RateScope.CLIENT)
 
-    default_rules = [
-        r for r in (*policy.rate_rules, *policy.client.rate_rules) if r.scope is RateScope.DEFAULT
-    ]
-    if policy.default_rate is not None:
-        default_rules.insert(0, RateRule(RateScope.DEFAULT, policy.default_rate))
-    chosen = _effective(default_rules, on)
-    if chosen is not None:
-        return ResolvedRate(chosen.rate, RateScope.DEFAULT)
+    rate = _effective(
+        (r for r in (*board_rules, *client_rules) if r.scope is RateScope.DEFAULT),
+        on,
+        policy.default_rate,
+    )
+    if rate is not None:
+        return ResolvedRate(rate, RateScope.DEFAULT)
     return None
 
 

@@ -381,6 +381,15 @@ class ApprovalDesk:
             invoice = invoice_row(conn, invoice_id)
             if invoice.state != "draft":
                 return False
+            lines = conn.execute(
+                select(func.count())
+                .select_from(t.entries)
+                .where(t.entries.c.invoice_id == invoice.id, t.entries.c.state.in_(SHOWN_STATES))
+            ).scalar_one()
+            if not lines:
+                # An empty draft is nothing to approve: finance is not asked about it.
+                log.info("slack.approval_not_requested", invoice=invoice_id, reason="no lines")
+                return False
             return self._queue_post(conn, invoice, now, actor, replace=True)
 
     def _queue_post(

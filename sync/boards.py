@@ -5,9 +5,10 @@
   `ConfigError` naming the setting. Building is cheap: each connector (and its httpx
   client) is created on first use, in the event loop that uses it.
 * `sync_board` / `sync_all`: one poll, through `Engine.ingest`, then the cursor.
+* Webhooks do not come here directly: they are stored in the inbox and drained by
+  `sync.intake.drain_inbox`, which re-fetches through these connectors.
   They take any `BoardServices` (the composition root's `Services` is one): this
   module is built by the root and never imports it.
-* `handle_trigger`: a verified webhook → dedupe → re-fetch → ingest → claim.
 
 The ledger is synchronous (SQLAlchemy); its calls run in a worker thread so the
 event loop serving webhooks never blocks on the database. Engine listeners are
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -29,6 +30,7 @@ from connectors.azure_devops.connector import AzureDevOpsConnector
 from connectors.azure_devops.service_hook import parse_azure_service_hook
 from connectors.base import (
     BoardConnector,
+    CallObserver,
     ConnectorError,
     PollResult,
     WebhookTrigger,
@@ -78,8 +80,11 @@ class LazyBoardConnector:
     HTTP and never creates the connector.
     """
 
-    def __init__(self, config: GitHubBoardConfig | AzureBoardConfig) -> None:
+    def __init__(
+        self, config: GitHubBoardConfig | AzureBoardConfig, observer: CallObserver | None = None
+    ) -> None:
         self.config = config
+        self.observer = observer
         self.board_key = config.board_key
         self.source = (
             Source.GITHUB if isinstance(config, GitHubBoardConfig) else Source.AZURE_DEVOPS
@@ -108,10 +113,10 @@ class LazyBoardConnector:
 
     def _create(self) -> _RealConnector:
         if isinstance(self.config, GitHubBoardConfig):
-            github = GitHubProjectConnector(self.config)
+            github = GitHubProjectConnector(self.config, observer=self.observer)
             github.project_id = self._project_id
             return github
-        return AzureDevOpsConnector(self.config)
+        return AzureDevOpsConnector(self.config, observer=self.observer)
 
     def _known_project_id(self) -> str | None:
         if isinstance(self._real, GitHubProjectConnector) and self._real.project_id:
@@ -123,6 +128,16 @@ class LazyBoardConnector:
 
     async def fetch(self, item_ids: tuple[str, ...]) -> tuple[BoardItem, ...]:
         return await self.connector.fetch(item_ids)
+
+    async def resolve_project_id(self) -> str | None:
+        """GitHub: the project's node id (one small request the first time); else None."""
+        if not isinstance(self.config, GitHubBoardConfig):
+            return None
+        if self._known_project_id() is None:
+            real = self.connector
+            assert isinstance(real, GitHubProjectConnector)
+            self._project_id = await real.resolve_project_id()
+        return self._project_id
 
     def parse_webhook(
         self,
@@ -265,8 +280,11 @@ def _azure_config(settings: Settings, index: int, board: BoardSettings) -> Azure
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def build_connectors(settings: Settings) -> dict[str, BoardConnector]:
-    """One connector per GitHub / Azure DevOps board, keyed by board key.
+def build_connectors(
+    settings: Settings, observer: CallObserver | None = None
+) -> dict[str, BoardConnector]:
+    """One connector per GitHub / Azure DevOps board, keyed by board key. `observer` is
+    told of every call the connectors make (the external-call metrics).
 
     Raises `ConfigError` naming the missing or wrong setting. No network, no client.
     """
@@ -275,11 +293,17 @@ def build_connectors(settings: Settings) -> dict[str, BoardConnector]:
     for index, board in enumerate(settings.boards):
         try:
             if board.source == Source.GITHUB.value:
-                connectors[board.key] = LazyBoardConnector(_github_config(settings, index, board))
+                config: GitHubBoardConfig | AzureBoardConfig = _github_config(
+                    settings, index, board
+                )
             elif board.source == Source.AZURE_DEVOPS.value:
-                connectors[board.key] = LazyBoardConnector(_azure_config(settings, index, board))
+                config = _azure_config(settings, index, board)
+            else:
+                continue
         except ConfigError as exc:
             problems.append(str(exc))
+            continue
+        connectors[board.key] = LazyBoardConnector(config, observer)
     if problems:
         raise ConfigError("; ".join(dict.fromkeys(problems)))
     return connectors
@@ -416,113 +440,3 @@ async def sync_all(
             log.error("board.sync_failed", board=key, error=str(exc), kind=exc.__class__.__name__)
             results[key] = exc
     return results
-
-
-# -- webhooks ---------------------------------------------------------------------------
-
-TriggerStatus = Literal["processed", "duplicate", "stale", "gone"]
-
-
-@dataclass
-class TriggerReport(IngestReport):
-    """What handling one webhook trigger did.
-
-    `status`: ``processed`` (re-fetched and ingested, delivery claimed), ``duplicate``
-    (delivery id seen before: nothing done), ``stale`` (an Azure DevOps revision not
-    newer than the ledger's: nothing done), ``gone`` (the re-fetch found no item, e.g.
-    after ``deleted``: nothing recorded).
-    """
-
-    status: TriggerStatus = "processed"
-    boards: tuple[str, ...] = ()
-    detail: str = ""
-
-
-def _azure_revision(trigger: WebhookTrigger) -> int | None:
-    """The work item revision an Azure DevOps hook names (delivery id ``id:rev``)."""
-    if trigger.source != Source.AZURE_DEVOPS.value:
-        return None
-    _, sep, rev = trigger.delivery_id.partition(":")
-    return int(rev) if sep and rev.isdigit() else None
-
-
-def _precheck(
-    services: BoardServices, connectors: Sequence[BoardConnector], trigger: WebhookTrigger
-) -> tuple[TriggerStatus, str] | None:
-    with services.ledger.read(services.clock()) as uow:
-        if uow.delivery_seen(trigger.source, trigger.delivery_id):
-            return "duplicate", f"delivery {trigger.delivery_id} was processed before"
-        rev = _azure_revision(trigger)
-        if rev is None or len(trigger.item_ids) != 1:
-            return None
-        keys = [f"{trigger.source}:{c.board_key}:{trigger.item_ids[0]}" for c in connectors]
-        held = uow.held_items(keys)
-        if len(held) == len(keys) and all(row.held.revision >= rev for row in held.values()):
-            newest = max(row.held.revision for row in held.values())
-            return "stale", f"revision {rev} is not newer than the ledger's {newest}"
-    return None
-
-
-async def handle_trigger(
-    services: BoardServices,
-    connector: BoardConnector | Sequence[BoardConnector],
-    trigger: WebhookTrigger,
-) -> TriggerReport:
-    """Act on a verified webhook: dedupe, re-fetch, ingest, then claim the delivery.
-
-    * Delivery id already claimed → ``duplicate``, nothing done.
-    * Azure DevOps revision not newer than what the ledger holds → ``stale``.
-    * Otherwise the items are fetched again (through each connector given: several
-      boards may share a project) and ingested; the delivery is claimed in the ingest's
-      own transaction, so a failed fetch or ingest leaves the redelivery to do the
-      work, and since ingest is idempotent a concurrent duplicate is harmless.
-    * Nothing found (a ``deleted`` item, or one of another project) → ``gone`` and
-      nothing recorded: the ledger keeps the item as last seen, billed entries are
-      never removed by a board deletion, and the next poll reconciles.
-
-    Raises RetriableError / FatalError from the connector, SQLAlchemy errors.
-    """
-    connectors: Sequence[BoardConnector] = (
-        [connector] if not isinstance(connector, Sequence) else connector
-    )
-    boards = tuple(c.board_key for c in connectors)
-    early = await asyncio.to_thread(_precheck, services, connectors, trigger)
-    if early is not None:
-        status, detail = early
-        log.info(
-            "webhook.skipped",
-            source=trigger.source,
-            delivery=trigger.delivery_id,
-            status=status,
-            detail=detail,
-        )
-        return TriggerReport(status=status, boards=boards, detail=detail)
-    items: list[BoardItem] = []
-    for each in connectors:
-        items.extend(await each.fetch(trigger.item_ids))
-    if not items:
-        detail = f"{trigger.event} {trigger.action}: no item found on {', '.join(boards)}"
-        log.info("webhook.item_gone", source=trigger.source, delivery=trigger.delivery_id)
-        return TriggerReport(status="gone", boards=boards, detail=detail)
-    ingested = await asyncio.to_thread(
-        services.engine.ingest, items, (trigger.source, trigger.delivery_id)
-    )
-    await settle_conflicts(services, ingested)
-    first = bool(ingested.delivery_claimed)
-    report = TriggerReport(
-        status="processed",
-        boards=tuple(dict.fromkeys(i.board for i in items)),
-        detail="" if first else "processed concurrently by another request",
-    )
-    report.merge(ingested)
-    log.info(
-        "webhook.processed",
-        source=trigger.source,
-        delivery=trigger.delivery_id,
-        hook_event=trigger.event,
-        action=trigger.action,
-        boards=list(report.boards),
-        seen=report.seen,
-        changed=report.changed,
-    )
-    return report

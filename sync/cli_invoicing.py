@@ -56,6 +56,12 @@ def invoice(
             result = services.invoicing.create_or_refresh_draft(client, actor="cli")
         except InvoicingError as exc:
             raise _user_error(exc) from None
+        if result.invoice_id is None:
+            out.print(
+                f"nothing to bill for {client} ({result.period}): no ready lines, no draft created",
+                highlight=False,
+            )
+            return
         out.print(
             f"draft {result.invoice_id} for {client} ({result.period}): "
             f"{result.added} lines added, {result.lines} in all, total {result.total}",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from connectors.base import BoardConnector
+from connectors.base import BoardConnector, CallObserver
 from connectors.slack.client import RetryPolicy, SlackApprovals
 from connectors.slack.port import SlackPort
 from connectors.stripe.gateway import StripeGateway
@@ -24,6 +24,7 @@ from sync.boards import build_connectors
 from sync.engine import Clock, Engine
 from sync.invoicing import Invoicing
 from sync.ledger.store import Ledger
+from sync.metrics import ExternalCalls
 from sync.settings import Settings
 
 StripeFactory = Callable[[], StripePort]
@@ -43,6 +44,8 @@ class Services:
     invoicing: Invoicing
     desk: ApprovalDesk
     connectors: dict[str, BoardConnector] = field(default_factory=dict)
+    #: Every call to an outside service, counted (metrics) and its latest outcome (readyz).
+    calls: ExternalCalls = field(default_factory=lambda: ExternalCalls(system_clock))
 
     def client_names(self) -> dict[str, tuple[str, str]]:
         return {c.key: (c.name or c.key, c.currency) for c in self.settings.clients}
@@ -69,13 +72,17 @@ def build_services(
     connectors, so local commands (`status`, `db upgrade`) need no board credentials.
     """
     # Credentials first: a missing one stops the start before the ledger is touched.
-    connectors = build_connectors(settings) if boards else {}
+    calls = ExternalCalls(clock)
+    connectors = build_connectors(settings, calls) if boards else {}
     ledger = Ledger(settings.ledger.url)
     if migrate:
         ledger.upgrade()
     engine = Engine(ledger, settings.board_policies(), clock)
-    invoicing = Invoicing(ledger, settings, clock, stripe or stripe_gateway_factory(settings))
-    desk = ApprovalDesk(settings, ledger, invoicing, clock, slack or slack_client_factory(settings))
+    stripe = stripe or stripe_gateway_factory(settings, calls)
+    invoicing = Invoicing(ledger, settings, clock, stripe)
+    desk = ApprovalDesk(
+        settings, ledger, invoicing, clock, slack or slack_client_factory(settings, observer=calls)
+    )
     return Services(
         settings=settings,
         ledger=ledger,
@@ -84,17 +91,15 @@ def build_services(
         invoicing=invoicing,
         desk=desk,
         connectors=connectors,
+        calls=calls,
     )
 
 
-def _count_call(service: str, outcome: str) -> None:
-    from sync.metrics import EXTERNAL_CALLS
-
-    EXTERNAL_CALLS.labels(service=service, outcome=outcome).inc()
-
-
-def stripe_gateway_factory(settings: Settings) -> Callable[[], StripeGateway] | None:
-    """How to reach Stripe's API, or None when no API key is configured."""
+def stripe_gateway_factory(
+    settings: Settings, observer: CallObserver | None = None
+) -> Callable[[], StripeGateway] | None:
+    """How to reach Stripe's API, or None when no API key is configured. `observer` is
+    told of every call (the external-call metrics)."""
     key = settings.stripe.api_key
     if key is None:
         return None
@@ -105,16 +110,17 @@ def stripe_gateway_factory(settings: Settings) -> Callable[[], StripeGateway] | 
             key.get_secret_value(),
             api_base=settings.stripe.api_base,
             requests_per_second=settings.stripe.requests_per_second,
-            observer=_count_call,
+            observer=observer,
         )
 
     return make
 
 
 def slack_client_factory(
-    settings: Settings, retry: RetryPolicy | None = None
+    settings: Settings, retry: RetryPolicy | None = None, observer: CallObserver | None = None
 ) -> Callable[[], SlackApprovals] | None:
-    """How to reach Slack's Web API (``slack.api_url``), or None without a bot token."""
+    """How to reach Slack's Web API (``slack.api_url``), or None without a bot token.
+    `observer` is told of every call (the external-call metrics)."""
     token = settings.slack.bot_token
     if token is None:
         return None
@@ -123,6 +129,6 @@ def slack_client_factory(
     policy = retry or DESK_RETRY
 
     def make() -> SlackApprovals:
-        return SlackApprovals(secret, base_url=base_url, retry=policy)
+        return SlackApprovals(secret, base_url=base_url, retry=policy, observer=observer)
 
     return make

@@ -1,7 +1,8 @@
 """`kanvoice run`: the ASGI app under uvicorn plus the scheduler, in one process.
 
-Webhooks and the dashboard are served by every instance. Polling, drafting, the
-outbox drain and reconciliation run only on the leader (see sync/leader.py). SIGTERM
+Webhooks and the dashboard are served by every instance (a webhook is stored in the
+ledger's inbox and answered). Draining the inbox, polling, drafting, the outbox drain
+and reconciliation run only on the leader (see sync/leader.py). SIGTERM
 stops taking requests, lets running jobs finish (each ledger write is one transaction,
 so anything cut short rolls back whole), and exits 0.
 """
@@ -35,6 +36,7 @@ LEADER_SECONDS = 5
 DRAFT_SECONDS = 60
 RECONCILE_SECONDS = 3600
 CHANGE_POLL_SECONDS = 1.0
+INBOX_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 30
 
 
@@ -60,6 +62,7 @@ class Daemon:
         request_approval: Callable[[int], Awaitable[None]] | None = None,
         on_stop: list[Callable[[], None]] | None = None,
         drain_seconds: float = DRAIN_SECONDS,
+        grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
         extra_jobs: list[tuple[str, Callable[[], Awaitable[Any]], float]] | None = None,
         background: list[Callable[[asyncio.Event], Coroutine[Any, Any, Any]]] | None = None,
     ) -> None:
@@ -69,6 +72,7 @@ class Daemon:
         self.request_approval = request_approval
         self.on_stop = on_stop or []
         self.drain_seconds = drain_seconds
+        self.grace_seconds = grace_seconds
         self.extra_jobs = extra_jobs or []  # (name, work, seconds): leader-only jobs
         self.background = background or []  # long-running tasks on every instance
         self._stop_event = asyncio.Event()
@@ -98,6 +102,12 @@ class Daemon:
                 fields = {"board": board} if board else {}
                 log.error("job.failed", job=name, error=short_error(exc), **fields)
                 log.debug("job.failed.traceback", job=name, exc_info=exc)
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                # Still running when the shutdown grace ran out: its transaction rolls
+                # back whole; the next start does the work again.
+                log.warning("job.cut_short", job=name, grace_seconds=self.grace_seconds)
             finally:
                 if task is not None:
                     self._running.discard(task)
@@ -109,13 +119,25 @@ class Daemon:
         now = await asyncio.to_thread(self.leader.try_acquire)
         if now and not was:
             log.info("daemon.leading")
+            self._run_leader_jobs_now()
+
+    def _run_leader_jobs_now(self) -> None:
+        """A new leader (at start-up or after a failover) polls every board and drains
+        the outbox at once, instead of one interval later."""
+        if self._stopping:
+            return
+        for job in self.scheduler.get_jobs():
+            if job.id == "drain" or job.id.startswith("poll:"):
+                job.modify(next_run_time=_now())
 
     async def _drain(self) -> None:
         if self.services.invoicing.gateway_factory is None:
             # `kanvoice run --without-stripe`: said on every drain, never silently idle.
             log.warning("invoicing.off", reason="stripe.api_key is not set: nothing is invoiced")
             return
-        report = await self.services.invoicing.drain()
+        # A stop request ends the drain after the call in flight (each call and its
+        # record are one unit); the rest waits in the outbox for the next start.
+        report = await self.services.invoicing.drain(should_stop=lambda: self._stopping)
         if report.done or report.parked:
             log.info(
                 "outbox.drained", done=report.done, parked=report.parked, retried=report.retried
@@ -144,6 +166,12 @@ class Daemon:
             ).all()
         for row in drafts:
             await self.request_approval(int(row.id))
+
+    async def _inbox(self) -> None:
+        """Drain the webhook inbox: coalesce per item, re-fetch in batches, ingest."""
+        from sync.intake import drain_inbox
+
+        await drain_inbox(self.services)
 
     async def _poll(self, board: str) -> None:
         from sync.boards import sync_board
@@ -200,6 +228,14 @@ class Daemon:
                 "interval",
                 seconds=RECONCILE_SECONDS,
                 id="reconcile",
+                **common,
+            )
+        if self.services.connectors:
+            add(
+                self._job("inbox", self._inbox),
+                "interval",
+                seconds=INBOX_SECONDS,
+                id="inbox",
                 **common,
             )
         for board in settings.boards:
@@ -290,16 +326,27 @@ class Daemon:
             callback()  # e.g. end the dashboard's event streams, or uvicorn waits on them
 
     async def stop(self, watcher: asyncio.Task[Any] | None = None) -> None:
+        """Start no more jobs, let the running ones finish within the grace, then stop.
+
+        APScheduler's `shutdown()` cancels running coroutine jobs at once (whatever
+        `wait` says), so the scheduler is only paused while they finish; what is still
+        running when the grace runs out is cancelled by the shutdown.
+        """
         self._stopping = True
-        self.scheduler.shutdown(wait=False)
+        started = self.scheduler.running
+        if started:
+            self.scheduler.pause()
         if watcher is not None:
             watcher.cancel()
         running = [task for task in self._running if not task.done()]
         if running:
             log.info("daemon.finishing_jobs", jobs=len(running))
-            _done, pending = await asyncio.wait(running, timeout=SHUTDOWN_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()  # its transaction rolls back whole
+            await asyncio.wait(running, timeout=self.grace_seconds)
+        if started:
+            self.scheduler.shutdown(wait=False)  # cancels what outlived the grace
+        leftovers = [task for task in self._running if not task.done()]
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=5)  # let their cancellation run
         await self.services.invoicing.close()
         self.leader.release()
         log.info("daemon.stopped")

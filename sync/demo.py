@@ -174,6 +174,8 @@ def _fast_story(console: Console, world: DemoWorld) -> None:
         try:
             for client in CURRENCIES:
                 result = desk.create_or_refresh_draft(client, actor="demo")
+                if result.invoice_id is None:
+                    continue
                 services.desk.request_approval(result.invoice_id, actor="demo")
                 console.print(
                     f"  draft {result.invoice_id} for {client}: {result.total}", highlight=False

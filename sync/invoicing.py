@@ -95,7 +95,10 @@ def billing_period(client: ClientSettings, now: datetime) -> BillingPeriod:
 
 @dataclass
 class DraftResult:
-    invoice_id: int
+    """What drafting did. `invoice_id` is None when the client had nothing to bill and
+    no open draft: no draft is created for nothing."""
+
+    invoice_id: int | None
     period: str
     added: int
     total: Money
@@ -195,6 +198,18 @@ class Invoicing:
         actor: str,
     ) -> DraftResult:
         invoice = conn.execute(select(t.invoices).where(t.invoices.c.open_slot == slot)).first()
+        queued = conn.execute(
+            select(t.entries.c.id)
+            .where(
+                t.entries.c.client == client.key,
+                t.entries.c.state == EntryState.READY.value,
+                t.entries.c.currency == client.currency,
+            )
+            .order_by(t.entries.c.id)
+        ).all()
+        if invoice is None and not queued:
+            # Nothing to bill: no 0-line draft on Stripe, no approval request for it.
+            return DraftResult(None, period.key, 0, Money.zero(client.currency).quantized(), 0)
         if invoice is None:
             invoice_id = int(
                 conn.execute(
@@ -222,15 +237,6 @@ class Invoicing:
         # ready (oldest first on this draft) and goes on the client's next draft.
         _, on_draft = self._invoice_total(conn, invoice_id)
         capacity = invoice_capacity(on_draft)
-        queued = conn.execute(
-            select(t.entries.c.id)
-            .where(
-                t.entries.c.client == client.key,
-                t.entries.c.state == EntryState.READY.value,
-                t.entries.c.currency == client.currency,
-            )
-            .order_by(t.entries.c.id)
-        ).all()
         ready, left = queued[:capacity], len(queued) - min(capacity, len(queued))
         if left:
             log.info("draft.full", invoice=invoice_id, client=client.key, left_ready=left)
@@ -475,17 +481,23 @@ class Invoicing:
 
     # --- the drain ----------------------------------------------------------------
 
-    async def drain(self, max_rounds: int = 20) -> DrainReport:
-        """Perform every due outbox call, in order, until nothing more can progress."""
+    async def drain(
+        self, max_rounds: int = 20, should_stop: Callable[[], bool] | None = None
+    ) -> DrainReport:
+        """Perform every due outbox call, in order, until nothing more can progress.
+
+        `should_stop` is asked before each call: once it says so, the drain returns
+        after the call in flight is recorded (the rest stays queued)."""
         report = DrainReport()
+        stop = should_stop or (lambda: False)
         async with self._drain_lock:
             for _ in range(max_rounds):
-                progressed = await self._drain_round(report)
-                if not progressed:
+                progressed = await self._drain_round(report, stop)
+                if not progressed or stop():
                     break
         return report
 
-    async def _drain_round(self, report: DrainReport) -> bool:
+    async def _drain_round(self, report: DrainReport, stop: Callable[[], bool]) -> bool:
         now = self.clock()
         with self.ledger.engine.connect() as conn:
             ops = conn.execute(
@@ -497,6 +509,8 @@ class Invoicing:
         progressed = False
         report.waiting = 0
         for op in ops:
+            if stop():
+                break
             handler = getattr(self, f"_op_{op.operation}", None)
             if handler is None:
                 continue  # other services' operations (e.g. Slack) are drained elsewhere

@@ -3,7 +3,9 @@ ledger at scrape time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -24,6 +26,39 @@ WEBHOOK_LATENCY = Histogram(
     ["source"],
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+
+class ExternalCalls:
+    """The `connectors.base.CallObserver` of a process: counts every call to GitHub,
+    Azure DevOps, Slack and Stripe in ``kanvoice_external_calls_total{service, outcome}``
+    and keeps each service's latest outcome (and since when it fails) for /readyz."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[str, datetime, datetime | None]] = {}
+
+    def __call__(self, service: str, outcome: str) -> None:
+        EXTERNAL_CALLS.labels(service=service, outcome=outcome).inc()
+        now = self.clock()
+        with self._lock:
+            previous = self._last.get(service)
+            failing_since = None
+            if outcome != "ok":
+                failing_since = previous[2] if previous and previous[2] else now
+            self._last[service] = (outcome, now, failing_since)
+
+    def status(self) -> dict[str, dict[str, str]]:
+        """Per service called so far: the last outcome, when, and since when it fails."""
+        with self._lock:
+            last = dict(self._last)
+        report: dict[str, dict[str, str]] = {}
+        for service, (outcome, at, since) in sorted(last.items()):
+            entry = {"last_call": outcome, "at": at.isoformat()}
+            if since is not None:
+                entry["failing_since"] = since.isoformat()
+            report[service] = entry
+        return report
 
 
 class LedgerCollector(Collector):

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 
 from connectors.azure_devops.config import AzureBoardConfig
-from connectors.base import FatalError, RetriableError
+from connectors.base import CallObserver, FatalError, RetriableError, call_outcome
 from connectors.retry import RetrySchedule, with_retries
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,12 @@ class AzureDevOpsClient:
         max_retry_after: float = 120.0,
         low_remaining_fraction: float = 0.1,
         low_remaining_pause: float = 1.0,
+        observer: CallObserver | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.config = config
+        self._observer = observer
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout_seconds), follow_redirects=False
@@ -265,14 +267,24 @@ class AzureDevOpsClient:
         headers = {"Authorization": self._auth_header, "Accept": "application/json"}
         self.request_counts[kind] += 1
         try:
-            response = await self._http.request(
-                method, url, params=query, json=json, headers=headers
-            )
-        except httpx.TimeoutException as exc:
-            raise _Transient(f"timeout ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from exc
-        return self._handle(kind, response, missing_ok=missing_ok)
+            try:
+                response = await self._http.request(
+                    method, url, params=query, json=json, headers=headers
+                )
+            except httpx.TimeoutException as exc:
+                raise _Transient(f"timeout ({type(exc).__name__})") from exc
+            except httpx.TransportError as exc:
+                raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from exc
+            result = self._handle(kind, response, missing_ok=missing_ok)
+        except Exception as exc:
+            self._observe(exc)
+            raise
+        self._observe(None)
+        return result
+
+    def _observe(self, error: Exception | None) -> None:
+        if self._observer is not None:
+            self._observer("azure_devops", call_outcome(error))
 
     def _note_rate_limits(self, response: httpx.Response) -> None:
         headers = response.headers

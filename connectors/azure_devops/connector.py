@@ -26,7 +26,7 @@ import httpx
 from connectors.azure_devops.client import AzureDevOpsClient, SleepFn
 from connectors.azure_devops.config import AzureBoardConfig
 from connectors.azure_devops.service_hook import parse_azure_service_hook
-from connectors.base import FatalError, PollResult, WebhookTrigger
+from connectors.base import CallObserver, FatalError, PollResult, WebhookTrigger
 from mapping.domain import BillingType, BoardItem, Source, StateCategory
 from mapping.rules import parse_hours_by_person
 
@@ -123,10 +123,11 @@ class AzureDevOpsConnector:
         http: httpx.AsyncClient | None = None,
         sleep: SleepFn = asyncio.sleep,
         client: AzureDevOpsClient | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.config = config
         self.board_key = config.board_key
-        self.client = client or AzureDevOpsClient(config, http=http, sleep=sleep)
+        self.client = client or AzureDevOpsClient(config, http=http, sleep=sleep, observer=observer)
         # work item type (lower) -> state name (lower) -> category
         self._type_states: dict[str, dict[str, StateCategory]] = {}
         # work item type (lower) -> names of its Completed states (lower)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import httpx
 import jwt
 
-from connectors.base import FatalError, RetriableError
+from connectors.base import CallObserver, FatalError, RetriableError, call_outcome
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ class GitHubAppAuth:
         clock: Clock = time.time,
         refresh_margin: float = 300.0,
         timeout: float = 30.0,
+        observer: CallObserver | None = None,
     ) -> None:
+        self._observer = observer
         if not str(app_id).strip():
             raise ValueError("GitHub App id is empty")
         if not str(installation_id).strip():
@@ -147,6 +149,18 @@ class GitHubAppAuth:
         return True
 
     async def _refresh(self) -> None:
+        try:
+            await self._request_token()
+        except Exception as exc:
+            self._observe(exc)
+            raise
+        self._observe(None)
+
+    def _observe(self, error: Exception | None) -> None:
+        if self._observer is not None:
+            self._observer("github", call_outcome(error))
+
+    async def _request_token(self) -> None:
         url = f"{self._api_url}/app/installations/{self.installation_id}/access_tokens"
         headers = {
             "Accept": "application/vnd.github+json",

@@ -10,7 +10,13 @@ from typing import Any, Self
 
 import httpx
 
-from connectors.base import FatalError, PollResult, RetriableError, WebhookTrigger
+from connectors.base import (
+    CallObserver,
+    FatalError,
+    PollResult,
+    RetriableError,
+    WebhookTrigger,
+)
 from connectors.github.auth import Clock, GitHubAppAuth, StaticToken, TokenProvider
 from connectors.github.config import GitHubBoardConfig
 from connectors.github.graphql import GitHubGraphQLClient, Sleep
@@ -56,6 +62,7 @@ class GitHubProjectConnector:
         auth: TokenProvider | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.time,
+        observer: CallObserver | None = None,
     ) -> None:
         self.config = config
         self.board_key = config.board_key
@@ -74,6 +81,7 @@ class GitHubProjectConnector:
                     http_client=self._http,
                     clock=clock,
                     timeout=config.timeout_seconds,
+                    observer=observer,
                 )
         self.auth = auth
         self.client = GitHubGraphQLClient(
@@ -86,6 +94,7 @@ class GitHubProjectConnector:
             max_wait=config.max_rate_limit_wait,
             low_remaining=config.low_rate_limit_remaining,
             timeout=config.timeout_seconds,
+            observer=observer,
         )
         #: The project's node id (``PVT_…``) once a poll has seen it; webhooks name it.
         self.project_id: str | None = None
@@ -115,6 +124,30 @@ class GitHubProjectConnector:
         return hint == self.project_id
 
     # -- polling -------------------------------------------------------------------------
+
+    async def resolve_project_id(self) -> str | None:
+        """The project's node id, asked once (one page of one item) if not yet known.
+
+        Webhooks name their project by node id: once it is known, deliveries of other
+        projects of the organization are ignored without any call.
+        """
+        if self.project_id is None:
+            document = (
+                ORGANIZATION_PROJECT_ITEMS
+                if self.config.owner_type == "organization"
+                else USER_PROJECT_ITEMS
+            )
+            data = await self.client.execute(
+                document,
+                {
+                    "login": self.config.owner,
+                    "number": self.config.project_number,
+                    "first": 1,
+                    "after": None,
+                },
+            )
+            self._project_of(data)
+        return self.project_id
 
     async def poll(self, cursor: str | None) -> PollResult:
         """Snapshots of every item of the project (the cursor is ignored and None)."""

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from connectors.base import FatalError, RetriableError
+from connectors.base import CallObserver, FatalError, RetriableError, call_outcome
 from connectors.github.auth import Clock, TokenProvider
 from connectors.github.queries import operation_name
 from connectors.retry import RetrySchedule, with_retries
@@ -104,10 +104,12 @@ class GitHubGraphQLClient:
         low_remaining: int = 200,
         timeout: float = 30.0,
         user_agent: str = "kanvoice",
+        observer: CallObserver | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.url = url
+        self._observer = observer
         self._auth = auth
         self._own_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
@@ -227,6 +229,26 @@ class GitHubGraphQLClient:
         }
         self.requests_made += 1
         self.requests_by_operation[op] += 1
+        try:
+            data = await self._post(op, payload, headers, tolerate_not_found, auth_retry)
+        except Exception as exc:
+            self._observe(exc)
+            raise
+        self._observe(None)
+        return data
+
+    def _observe(self, error: Exception | None) -> None:
+        if self._observer is not None:
+            self._observer("github", call_outcome(error))
+
+    async def _post(
+        self,
+        op: str,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str],
+        tolerate_not_found: bool,
+        auth_retry: list[bool],
+    ) -> dict[str, Any]:
         try:
             response = await self._http.post(
                 self.url, json=payload, headers=headers, timeout=self._timeout

@@ -40,7 +40,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from connectors.base import FatalError, RetriableError
+from connectors.base import CallObserver, FatalError, RetriableError, call_outcome
 from connectors.retry import retry_after_from
 from connectors.slack import messages
 from connectors.slack.model import DraftSummary, Outcome
@@ -225,6 +225,43 @@ def retry_handlers(policy: RetryPolicy, sleep: Sleep = asyncio.sleep) -> list[As
     ]
 
 
+class _Counted(AsyncRetryHandler):
+    """One of the retry handlers, telling `on_retry` of each failed attempt it retries
+    (slack_sdk retries inside one API call; each attempt is a call to Slack)."""
+
+    def __init__(self, inner: AsyncRetryHandler, on_retry: Callable[[], None]) -> None:
+        super().__init__(
+            max_retry_count=inner.max_retry_count, interval_calculator=inner.interval_calculator
+        )
+        self.inner = inner
+        self.on_retry = on_retry
+
+    async def can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return await self.inner.can_retry_async(
+            state=state, request=request, response=response, error=error
+        )
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        self.on_retry()
+        await self.inner.prepare_for_next_attempt_async(
+            state=state, request=request, response=response, error=error
+        )
+
+
 def _translate(method: str, exc: SlackApiError) -> Exception:
     response = exc.response
     status = int(getattr(response, "status_code", 0) or 0)
@@ -258,9 +295,14 @@ class SlackApprovals:
         group_cache_ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        observer: CallObserver | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._handlers = retry_handlers(self.retry, sleep)
+        self._observer = observer
+        self._handlers: list[AsyncRetryHandler] = [
+            _Counted(handler, lambda: self._observe(RetriableError("retried")))
+            for handler in retry_handlers(self.retry, sleep)
+        ]
         self.web = AsyncWebClient(
             token=token,
             base_url=base_url,
@@ -280,14 +322,24 @@ class SlackApprovals:
     ) -> AsyncSlackResponse:
         limit = self.retry.deadline if deadline is None else min(deadline, self.retry.deadline)
         try:
-            async with asyncio.timeout(limit):
-                return await call()
-        except SlackApiError as exc:
-            raise _translate(method, exc) from exc
-        except TimeoutError as exc:
-            raise SlackUnavailable(method, f"no answer within {limit:g} s") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise SlackUnavailable(method, f"connection failed: {exc!r}") from exc
+            try:
+                async with asyncio.timeout(limit):
+                    response = await call()
+            except SlackApiError as exc:
+                raise _translate(method, exc) from exc
+            except TimeoutError as exc:
+                raise SlackUnavailable(method, f"no answer within {limit:g} s") from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                raise SlackUnavailable(method, f"connection failed: {exc!r}") from exc
+        except Exception as exc:
+            self._observe(exc)
+            raise
+        self._observe(None)
+        return response
+
+    def _observe(self, error: Exception | None) -> None:
+        if self._observer is not None:
+            self._observer("slack", call_outcome(error))
 
     # ---- identity -------------------------------------------------------------------
 
@@ -374,6 +426,16 @@ class SlackApprovals:
         replace_original: bool = False,
     ) -> None:
         """Answer through an interaction's ``response_url`` (works outside channels too)."""
+        try:
+            await self._respond(response_url, text, ephemeral, replace_original)
+        except Exception as exc:
+            self._observe(exc)
+            raise
+        self._observe(None)
+
+    async def _respond(
+        self, response_url: str, text: str, ephemeral: bool, replace_original: bool
+    ) -> None:
         client = AsyncWebhookClient(
             url=response_url,
             timeout=max(1, math.ceil(self.retry.timeout)),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import stripe
 
-from connectors.base import ConnectorError, FatalError, RetriableError
+from connectors.base import CallObserver, ConnectorError, FatalError, RetriableError, call_outcome
 from connectors.retry import RetrySchedule, with_retries
 from connectors.stripe.port import StripePort, StripeRejected
 
@@ -98,6 +98,20 @@ def _to_dict(obj: Any) -> dict[str, Any]:
     return dict(obj)
 
 
+class _HTTPXClient(stripe.HTTPXClient):
+    """stripe-python's httpx client, sending the form-encoded body as ``content=``:
+    it passes ``data=<str>``, which httpx 0.28 deprecates for raw content."""
+
+    def _get_request_args_kwargs(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> Any:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        data = kwargs.pop("data", None)
+        if data:
+            kwargs["content"] = data
+        return args, kwargs
+
+
 class StripeGateway:
     """`StripePort` over Stripe's API. All async; each call rate-limited and retried."""
 
@@ -112,10 +126,10 @@ class StripeGateway:
         backoff_max: float = 20.0,
         timeout: float = 30.0,
         sleep: Sleep = asyncio.sleep,
-        observer: Callable[[str, str], None] | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.observer = observer
-        self.http_client = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
+        self.http_client = _HTTPXClient(timeout=timeout, allow_sync_methods=True)
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
@@ -138,10 +152,16 @@ class StripeGateway:
         async def attempt() -> _T:
             await self.limiter.acquire()
             self.calls.append((name, key))
-            return await fn()
+            try:
+                result = await fn()
+            except stripe.StripeError as exc:
+                self._observe(call_outcome(_translate(name, exc)))
+                raise
+            self._observe("ok")
+            return result
 
         try:
-            result = await with_retries(
+            return await with_retries(
                 attempt,
                 schedule=self.schedule,
                 retry_on=_should_retry,
@@ -149,13 +169,10 @@ class StripeGateway:
                 sleep=self.sleep,
             )
         except stripe.StripeError as exc:
-            error = _translate(name, exc)
-            self._observe(type(error).__name__)
-            raise error from exc
-        self._observe("ok")
-        return result
+            raise _translate(name, exc) from exc
 
     def _observe(self, outcome: str) -> None:
+        """Every attempt is one call to Stripe (`connectors.base.call_outcome`)."""
         if self.observer is not None:
             self.observer("stripe", outcome)
 

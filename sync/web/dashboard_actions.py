@@ -24,6 +24,14 @@ class InvoicingActions:
 
     def create_draft(self, client: str) -> dict[str, Any]:
         result = self.services.invoicing.create_or_refresh_draft(client, actor="dashboard")
+        if result.invoice_id is None:
+            return {
+                "invoice_id": None,
+                "period": result.period,
+                "added": 0,
+                "lines": 0,
+                "message": f"nothing to bill for {client}: no ready lines, no draft created",
+            }
         if self.desk is not None and result.lines:
             self.desk.request_approval(result.invoice_id, actor="dashboard")
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import stripe
@@ -77,7 +78,8 @@ def stripe_webhook_router(services: Services) -> APIRouter:
         except ValueError:
             return JSONResponse({"error": "malformed event"}, 400)
         try:
-            outcome = services.invoicing.apply_event(event)
+            # In a worker thread: the event loop serving webhooks never waits on the ledger.
+            outcome = await asyncio.to_thread(services.invoicing.apply_event, event)
         except OperationalError:
             return JSONResponse({"error": "ledger unavailable, retry later"}, 503)
         log.info("stripe.webhook", type=event["type"], event_id=event["id"], outcome=outcome)

@@ -344,6 +344,15 @@ class FakeProject:
         return self.org.service_hook_payload(item_id, event)
 
 
+_EVENT_CODES = {
+    "workitem.updated": 0,
+    "workitem.created": 1,
+    "workitem.deleted": 2,
+    "workitem.restored": 3,
+    "workitem.commented": 4,
+}
+
+
 class FakeAzureDevOps:
     """An in-memory Azure DevOps organization (or on-premises collection) over HTTP.
 
@@ -621,7 +630,10 @@ class FakeAzureDevOps:
             return {
                 "subscriptionId": "00000000-0000-4000-8000-00000000cafe",
                 "notificationId": item.rev,
-                "id": f"5e1c0d2e-0000-4000-8000-{item.id:06d}{item.rev:06d}",
+                # One id per notification (as Azure DevOps gives): created, deleted and
+                # restored of one item at one revision are three notifications.
+                "id": f"5e1c0d2e-{_EVENT_CODES.get(event, 9):04d}-4000-8000-"
+                f"{item.id:06d}{item.rev:06d}",
                 "eventType": event,
                 "publisherId": "tfs",
                 "message": {"text": text, "html": text, "markdown": text},

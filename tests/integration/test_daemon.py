@@ -3,13 +3,17 @@ failover, and SIGTERM in the middle of a busy sync."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,9 +21,15 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import OperationalError
+from structlog.testing import capture_logs
 
+from sync.daemon import Daemon
 from sync.ledger import schema as t
+from tests.builders import snap
+from tests.conftest import FixedClock
 from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
+from tests.stripe_support import API_KEY, fake_stripe, services_for, world_settings
 
 KANVOICE = str(Path(sys.executable).parent / "kanvoice")
 TOKEN = "ghp_daemontesttoken000000000000000000"
@@ -61,14 +71,23 @@ def project() -> Iterator[tuple[FakeGitHubProject, str]]:
 
 
 class Instance:
-    def __init__(self, tmp: Path, name: str, ledger_url: str, api_url: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        ledger_url: str,
+        api_url: str = "",
+        config: str = CONFIG,
+        env: dict[str, str] | None = None,
+        **values: Any,
+    ) -> None:
         self.port = free_port()
         self.config = tmp / f"{name}.toml"
         self.config.write_text(
-            CONFIG.format(ledger_url=ledger_url, port=self.port, api_url=api_url)
+            config.format(ledger_url=ledger_url, port=self.port, api_url=api_url, **values)
         )
         self.log = (tmp / f"{name}.log").open("w")
-        env = {**os.environ, "KANVOICE_GITHUB__TOKEN": TOKEN}
+        env = {**os.environ, "KANVOICE_GITHUB__TOKEN": TOKEN, **(env or {})}
         env.pop("KANVOICE_FAILPOINT", None)
         self.process = subprocess.Popen(
             [KANVOICE, "run", "--without-stripe", "-c", str(self.config)],
@@ -183,3 +202,161 @@ def test_sigterm_during_a_busy_sync_leaves_no_half_written_state(
     log = (tmp_path / "busy.log").read_text()
     assert "daemon.stopped" in log
     assert TOKEN not in log
+
+
+def loud_lines(log: str) -> list[str]:
+    """Lines logged at ERROR or above, and tracebacks (structlog JSON or plain logging)."""
+    loud = re.compile(r'"level":\s*"(error|critical)"|^(ERROR|CRITICAL)\b|Traceback', re.I)
+    return [line for line in log.splitlines() if loud.search(line)]
+
+
+@pytest.mark.slow
+def test_the_first_poll_happens_at_start_up(
+    project: tuple[FakeGitHubProject, str], sqlite_url: str, tmp_path: Path
+) -> None:
+    """poll_interval_seconds = 1 hour: without a poll at start the board stays unread."""
+    fake, api_url = project
+    node = fake.add_issue("Checkout", status="Done", hours=2).node_id
+    config = CONFIG.replace("poll_interval_seconds = 1", "poll_interval_seconds = 3600")
+    instance = Instance(tmp_path, "fresh", sqlite_url, api_url, config=config)
+    try:
+
+        def polled() -> bool:
+            try:
+                return billed(sqlite_url).get(node) == Decimal(2)
+            except OperationalError:  # the daemon has not created the tables yet
+                return False
+
+        wait_for(polled, what="the start-up poll")
+        assert fake.requests["items_page"] == 1
+        instance.process.send_signal(signal.SIGTERM)
+        assert instance.process.wait(timeout=60) == 0
+    finally:
+        instance.stop()
+    assert loud_lines((tmp_path / "fresh.log").read_text()) == []
+
+
+STRIPE_CONFIG = """
+[ledger]
+url = "{ledger_url}"
+[server]
+port = {port}
+[stripe]
+api_base = "{stripe_url}"
+requests_per_second = 1000
+[[clients]]
+key = "acme"
+stripe_customer_id = "{customer}"
+currency = "EUR"
+rate = "120"
+timezone = "UTC"
+[[boards]]
+key = "acme-board"
+source = "file"
+client = "acme"
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_stripe_drain_lets_the_call_in_flight_finish(
+    sqlite_url: str, tmp_path: Path, clock: FixedClock
+) -> None:
+    with fake_stripe({"acme": "eur"}) as world:
+        services = services_for(world_settings(world, sqlite_url), clock)
+        services.engine.ingest(
+            [snap("Done", "2", 1, item_id=f"S{n}", board="acme-board") for n in range(3)]
+        )
+        invoice_id = services.invoicing.create_or_refresh_draft("acme").invoice_id
+        services.close()
+        # Stripe answers the draft's creation slowly: the drain is in flight at SIGTERM.
+        world.fake.delay_next("POST", "/v1/invoices", seconds=3)
+        instance = Instance(
+            tmp_path,
+            "drain",
+            sqlite_url,
+            config=STRIPE_CONFIG,
+            env={"KANVOICE_STRIPE__API_KEY": API_KEY},
+            stripe_url=world.base_url,
+            customer=world.customers["acme"],
+        )
+        try:
+            wait_for(
+                lambda: any(
+                    r.method == "POST" and r.path == "/v1/invoices" for r in world.fake.requests
+                ),
+                what="the drain to call Stripe",
+            )
+            instance.process.send_signal(signal.SIGTERM)
+            assert instance.process.wait(timeout=60) == 0
+        finally:
+            instance.stop()
+        (remote,) = world.fake.list_objects("invoice")
+    engine = create_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            stripe_id = conn.execute(
+                select(t.invoices.c.stripe_invoice_id).where(t.invoices.c.id == invoice_id)
+            ).scalar_one()
+            created = conn.execute(
+                select(t.outbox.c.status).where(t.outbox.c.operation == "create_invoice")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    # The call in flight finished and was recorded: no draft created twice at restart.
+    assert stripe_id == remote["id"]
+    assert created == "done"
+    log = (tmp_path / "drain.log").read_text()
+    assert loud_lines(log) == []
+    assert "daemon.finishing_jobs" in log
+    assert "daemon.stopped" in log
+
+
+async def test_stop_lets_a_running_job_finish_and_cuts_short_only_past_the_grace(
+    sqlite_url: str, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In process: APScheduler's shutdown() would cancel the job at once; stop() waits."""
+    services = services_for(
+        {
+            "ledger": {"url": sqlite_url},
+            "clients": [
+                {"key": "acme", "stripe_customer_id": "cus_A1", "currency": "EUR", "rate": "1"}
+            ],
+        },
+        clock,
+    )
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def short_job() -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        finished.set()
+
+    async def endless_job() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    try:
+        for work, grace in ((short_job, 30.0), (endless_job, 0.2)):
+            started.clear()
+            daemon = Daemon(
+                services, app=None, extra_jobs=[("work", work, 3600)], grace_seconds=grace
+            )
+            daemon.leader.try_acquire()
+            daemon._schedule_extra()
+            daemon.scheduler.start()
+            job = daemon.scheduler.get_job("work")
+            assert job is not None
+            job.modify(next_run_time=datetime.now(UTC))
+            await asyncio.wait_for(started.wait(), timeout=10)
+            with capture_logs() as logs:
+                await daemon.stop()
+            events = [entry["event"] for entry in logs]
+            assert "daemon.finishing_jobs" in events
+            if work is short_job:
+                assert finished.is_set()
+                assert "job.cut_short" not in events
+            else:
+                assert "job.cut_short" in events
+    finally:
+        services.close()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

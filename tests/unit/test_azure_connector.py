@@ -330,8 +330,9 @@ async def test_fetch_after_a_hook_reads_the_current_item(
         # The newer revision's hook arrives first, the older one late.
         newer = connector.parse_webhook(hook_headers, json.dumps(late_hook).encode())
         older = connector.parse_webhook(hook_headers, json.dumps(early_hook).encode())
-        assert newer.delivery_id == f"{story}:3"
-        assert older.delivery_id == f"{story}:2"
+        assert (newer.item_ids, newer.revision) == ((str(story),), 3)
+        assert (older.item_ids, older.revision) == ((str(story),), 2)
+        assert newer.delivery_id != older.delivery_id
         (from_newer,) = await connector.fetch(newer.item_ids)
         (from_older,) = await connector.fetch(older.item_ids)
     finally:

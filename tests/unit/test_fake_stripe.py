@@ -61,13 +61,27 @@ def base_url(server: tuple[FakeStripe, str]) -> str:
     return server[1]
 
 
+_OPEN_CLIENTS: list[stripe.HTTPXClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Each test's SDK clients are closed after it: a connection left to the garbage
+    collector warns (an error here) in whichever later test collects it."""
+    yield
+    while _OPEN_CLIENTS:
+        _OPEN_CLIENTS.pop().close()  # type: ignore[no-untyped-call]
+
+
 def make_client(
     base_url: str, *, retries: int = 0, timeout: float = 10.0, api_key: str = API_KEY
 ) -> stripe.StripeClient:
+    http = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
+    _OPEN_CLIENTS.append(http)
     return stripe.StripeClient(
         api_key,
         base_addresses={"api": base_url},
-        http_client=stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True),
+        http_client=http,
         max_network_retries=retries,
     )
 

@@ -366,9 +366,11 @@ def _plan_time(
     def create(worker: Worker | None, state: EntryState, hours: Decimal) -> BillableEntry:
         nonlocal seq
         rate, amount, cost_rate, cost = _priced(item, policy, worker, hours)
-        made = _entry(item, EntryKind.TIME, seq, state, hours, rate, amount, worker)
+        made = _entry(
+            item, EntryKind.TIME, seq, state, hours, rate, amount, worker, cost_rate, cost
+        )
         seq += 1
-        return replace(made, cost_rate=cost_rate, cost=cost)
+        return made
 
     def update(
         open_entry: BillableEntry,
@@ -644,6 +646,8 @@ def _entry(
     rate: Decimal | None,
     amount: Money | None,
     worker: Worker | None = None,
+    cost_rate: Decimal | None = None,
+    cost: Money | None = None,
 ) -> BillableEntry:
     person = worker.key if worker is not None else None
     return BillableEntry(
@@ -658,6 +662,8 @@ def _entry(
         description=item.title,
         person=person,
         role=_role_key(worker),
+        cost_rate=cost_rate,
+        cost=cost,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 
@@ -13,7 +13,10 @@ from mapping.domain import (
     RateRule,
     RateScope,
     ResolvedRate,
+    Staff,
     StateCategory,
+    Worker,
+    rate_on,
 )
 
 
@@ -65,11 +68,16 @@ def _effective(
     return best
 
 
-def resolve_rate(item: BoardItem, policy: BoardPolicy, on: date) -> ResolvedRate | None:
-    """Most specific wins: item field > label rule > board > client > default.
+def resolve_rate(
+    item: BoardItem, policy: BoardPolicy, on: date, worker: Worker | None = None
+) -> ResolvedRate | None:
+    """Most specific wins: item field > label rule > person > role > board > client >
+    default, each judged on `on` (the day the item reached Done).
 
     Label rules come from the board, then the client; among several matching labels
-    the first configured label rule wins. Returns None when nothing sets a rate.
+    the first configured label rule wins. `worker` is whose share is priced: a person
+    who is not configured (or has no rate) falls through to the next scope. Returns
+    None when nothing sets a rate.
     """
     if item.rate is not None:
         return ResolvedRate(item.rate, RateScope.ITEM)
@@ -87,6 +95,15 @@ def resolve_rate(item: BoardItem, policy: BoardPolicy, on: date) -> ResolvedRate
             chosen = _effective([r for r in label_rules if r.label == label], on)
             if chosen is not None:
                 return ResolvedRate(chosen, RateScope.LABEL, label)
+
+    if worker is not None and worker.person is not None:
+        own = rate_on(worker.person.bill_rates, on)
+        if own is not None:
+            return ResolvedRate(own, RateScope.PERSON)
+    if worker is not None and worker.role is not None:
+        by_role = rate_on(worker.role.bill_rates, on)
+        if by_role is not None:
+            return ResolvedRate(by_role, RateScope.ROLE)
 
     rate = _effective((r for r in board_rules if r.scope is RateScope.BOARD), on, policy.rate)
     if rate is not None:
@@ -106,3 +123,79 @@ def resolve_rate(item: BoardItem, policy: BoardPolicy, on: date) -> ResolvedRate
     if rate is not None:
         return ResolvedRate(rate, RateScope.DEFAULT)
     return None
+
+
+def resolve_cost_rate(policy: BoardPolicy, on: date, worker: Worker | None) -> Decimal | None:
+    """What an hour of `worker` costs the agency on `on`: the person's cost rate, else
+    the role's, else the default cost rate; None when none is configured. In the
+    client's currency (kanvoice converts nothing)."""
+    if worker is not None and worker.person is not None:
+        own = rate_on(worker.person.cost_rates, on)
+        if own is not None:
+            return own
+    if worker is not None and worker.role is not None:
+        by_role = rate_on(worker.role.cost_rates, on)
+        if by_role is not None:
+            return by_role
+    return policy.staff.default_cost_rate
+
+
+def parse_hours_by_person(text: str | None) -> tuple[tuple[str, Decimal], ...]:
+    """An "Hours by person" field's text, e.g. ``alice: 3, bob: 1.5`` (separators: comma,
+    semicolon or new line; ``=`` works as well as ``:``). Anything unreadable gives an
+    empty tuple, so the item falls back to equal shares rather than a guessed split."""
+    if not text or not text.strip():
+        return ()
+    pairs: list[tuple[str, Decimal]] = []
+    for part in text.replace(";", ",").replace("\n", ",").split(","):
+        if not part.strip():
+            continue
+        who, sep, hours = part.replace("=", ":").rpartition(":")
+        try:
+            value = Decimal(hours.strip().lower().removesuffix("h").strip())
+        except ArithmeticError:
+            return ()
+        if not sep or not who.strip() or not value.is_finite() or value < 0:
+            return ()
+        pairs.append((who.strip(), value))
+    return tuple(pairs)
+
+
+def people_without_rate(
+    staff: Staff, seen: Mapping[str, Iterable[str]], on: date
+) -> list[tuple[str, str]]:
+    """(who, why) for everyone billed at a rate that is not their own: board identities
+    seen on items that name no configured person (billed at the next rate in the
+    precedence: board, client, default), and configured people with no bill rate of
+    their own or of their role on `on`. Also who has no cost rate (their margin leaves
+    cost out). Sorted by who."""
+    out: list[tuple[str, str]] = []
+    for name, boards in seen.items():
+        if staff.worker(name).person is None:
+            where = ", ".join(sorted(set(boards)))
+            out.append(
+                (
+                    name,
+                    f"not a configured person (seen on {where}): billed at the board, "
+                    "client or default rate, no cost",
+                )
+            )
+    for person in staff.people:
+        role = staff.role(person.role)
+        bill = rate_on(person.bill_rates, on)
+        if bill is None and role is not None:
+            bill = rate_on(role.bill_rates, on)
+        cost = rate_on(person.cost_rates, on)
+        if cost is None and role is not None:
+            cost = rate_on(role.cost_rates, on)
+        if bill is None:
+            out.append(
+                (
+                    person.key,
+                    "no bill rate of their own or of their role: billed at "
+                    "the board, client or default rate",
+                )
+            )
+        if cost is None and staff.default_cost_rate is None:
+            out.append((person.key, "no cost rate of their own or of their role: no cost"))
+    return sorted(out)

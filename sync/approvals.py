@@ -1165,7 +1165,9 @@ class ApprovalDesk:
         reason = f"written off by {user}"
         entry_id = conn.execute(
             insert(t.entries).values(
-                entry_key=entry_key(row.item_key, EntryKind.TIME, int(seq)),
+                entry_key=entry_key(row.item_key, EntryKind.TIME, int(seq), row.person),
+                person=row.person,  # the written-off hours stay that person's (issue 18)
+                role=row.role,
                 item_id=row.item_id,
                 client=row.client,
                 kind=EntryKind.TIME.value,

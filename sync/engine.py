@@ -334,6 +334,7 @@ class _BatchWriter:
             if isinstance(action, CreateEntry):
                 entry = action.entry
                 amount = entry.amount
+                cost = entry.cost
                 entry_state = entry.state
                 rows.new_entries[entry.entry_key] = NewEntry(
                     entry.entry_key,
@@ -347,6 +348,10 @@ class _BatchWriter:
                     amount.amount if amount else None,
                     currency,
                     entry.description,
+                    entry.person,
+                    entry.role,
+                    entry.cost_rate,
+                    cost.amount if cost else None,
                     action.done_at,
                     action.reason if entry_state is EntryState.NEEDS_REVIEW else None,
                     now,
@@ -376,6 +381,8 @@ class _BatchWriter:
                     "hours": action.hours,
                     "rate": action.rate,
                     "amount": action.amount.amount if action.amount else None,
+                    "cost_rate": action.cost_rate,
+                    "cost": action.cost.amount if action.cost else None,
                 }
                 if action.done_at is not None:
                     columns["done_at"] = action.done_at

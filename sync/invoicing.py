@@ -29,6 +29,7 @@ from mapping.domain import EntryState
 from mapping.invoices import BillingPeriod, Cadence, InvoiceState, moves_forward, state_rank
 from mapping.invoices import billing_period as core_billing_period
 from mapping.money import Money
+from mapping.stripe_lines import line_what, line_who
 from mapping.stripe_rules import (
     MAX_DESCRIPTION,
     check_charge,
@@ -686,10 +687,9 @@ class Invoicing:
         keys the drain searches by (`kanvoice_entry`, `kanvoice_entry_id`,
         `kanvoice_invoice`) intact."""
         amount = Money(line.amount or Decimal(0), line.currency)
-        if line.kind == "milestone":
-            what = f"fixed price milestone ({line.hours} h)"
-        else:
-            what = f"{line.hours} h × {_rate_text(line.rate or Decimal(0), line.currency)}"
+        who = line_who(client.line_grouping, line.person, line.role, self.settings.staff())
+        rate_text = _rate_text(line.rate or Decimal(0), line.currency)
+        what = line_what(line.kind, line.hours, rate_text, who)
         # Finance may have reworded the line (Adjust): the entry's own text wins.
         keep = f" [{line.board} {line.external_id}] {what}"
         if line.url and len(keep) + len(line.url) + 1 < MAX_DESCRIPTION:
@@ -714,6 +714,8 @@ class Invoicing:
                 "client": client.key,
                 "hours": str(line.hours),
                 "rate": str(line.rate) if line.rate is not None else "",
+                **({"person": line.person} if line.person else {}),
+                **({"role": line.role} if line.role else {}),
             },
         }
         if client.tax_rate_ids:

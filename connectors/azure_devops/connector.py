@@ -30,6 +30,7 @@ from connectors.azure_devops.config import AzureBoardConfig
 from connectors.azure_devops.service_hook import parse_azure_service_hook
 from connectors.base import CallObserver, FatalError, PollResult, QuotaObservation, WebhookTrigger
 from mapping.domain import BillingType, BoardItem, Source, StateCategory
+from mapping.rules import parse_hours_by_person
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,12 @@ class AzureDevOpsConnector:
             CLOSED_DATE,
             cfg.hours_field,
         ]
-        for extra in (cfg.billing_type_field, cfg.rate_field, cfg.milestone_field):
+        for extra in (
+            cfg.billing_type_field,
+            cfg.rate_field,
+            cfg.milestone_field,
+            cfg.hours_by_person_field,
+        ):
             if extra:
                 names.append(extra)
         return list(dict.fromkeys(names))
@@ -614,4 +620,9 @@ class AzureDevOpsConnector:
                 else None
             ),
             done_at=done_at if category is StateCategory.DONE else None,
+            hours_by_person=parse_hours_by_person(
+                str(fields.get(cfg.hours_by_person_field) or "")
+                if cfg.hours_by_person_field
+                else None
+            ),
         )

@@ -89,6 +89,7 @@ class GitHubBoardConfig:
     )
     rate_field: str | None = None
     milestone_field: str | None = None
+    hours_by_person_field: str | None = None  # a Text field "login: hours, …"
     iteration_field: str | None = None
     archived_as_removed: bool = False
     api_url: str = DEFAULT_GRAPHQL_URL

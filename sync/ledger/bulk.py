@@ -82,6 +82,10 @@ class NewEntry(NamedTuple):
     amount: Decimal | None
     currency: str
     description: str
+    person: str | None  # 0006: who did the work (None: the whole item), their role,
+    role: str | None  # the cost rate and cost (hours × cost rate, in `currency`)
+    cost_rate: Decimal | None
+    cost: Decimal | None
     done_at: datetime | None
     review_reason: str | None
     created_at: datetime
@@ -113,7 +117,17 @@ class NewEntryEvent(NamedTuple):
 
 
 # Entry columns an update may set (the billing core's UpdateEntry / ChangeEntryState).
-EntryColumn = Literal["hours", "rate", "amount", "done_at", "state", "review_reason", "updated_at"]
+EntryColumn = Literal[
+    "hours",
+    "rate",
+    "amount",
+    "cost_rate",
+    "cost",
+    "done_at",
+    "state",
+    "review_reason",
+    "updated_at",
+]
 EntryChange = dict[EntryColumn, Any]
 
 
@@ -303,11 +317,12 @@ def held_item_rows(
         keys = {r.id: r.item_key for r in rows}
         sql = (
             "SELECT id, item_id, entry_key, kind, seq, state, hours, rate, amount, "  # noqa: S608
-            "currency, description FROM entries "
+            "currency, description, person, role, cost_rate, cost FROM entries "
             f"WHERE item_id IN ({_in_list(dialect, len(keys))}) ORDER BY id"
         )
         for r in conn.exec_driver_sql(sql, tuple(keys)).all():
             amount = from_scaled(r[8])
+            cost = from_scaled(r[14])
             entry = BillableEntry(
                 r[2],
                 keys[r[1]],
@@ -318,6 +333,10 @@ def held_item_rows(
                 from_scaled(r[7]),
                 Money(amount, r[9]) if amount is not None else None,
                 r[10],
+                r[11],
+                r[12],
+                from_scaled(r[13]),
+                Money(cost, r[9]) if cost is not None else None,
             )
             entries.append(HeldEntryRow(r[0], r[1], entry))
     return items, entries
@@ -455,6 +474,10 @@ class BatchWrites:
                         scaled(e.amount),
                         e.currency,
                         e.description,
+                        e.person,
+                        e.role,
+                        scaled(e.cost_rate),
+                        scaled(e.cost),
                         odt(e.done_at),
                         e.review_reason,
                         dt(e.created_at),
@@ -507,6 +530,8 @@ class BatchWrites:
             "hours": t.to_scaled,
             "rate": t.to_scaled,
             "amount": t.to_scaled,
+            "cost_rate": t.to_scaled,
+            "cost": t.to_scaled,
             "done_at": values.optional_timestamp,
             "updated_at": values.optional_timestamp,
         }

@@ -177,6 +177,12 @@ entries = Table(
     Column("review_reason", Text, nullable=True),
     Column("created_at", utc_datetime(), nullable=False),
     Column("updated_at", utc_datetime(), nullable=False),
+    # Who did the work (0006): the person's key (NULL: the whole item), their role, and
+    # the entry's cost = hours × cost rate, in the entry's currency.
+    Column("person", String(200), nullable=True),
+    Column("role", String(100), nullable=True),
+    Column("cost_rate", ScaledDecimal(), nullable=True),
+    Column("cost", ScaledDecimal(), nullable=True),
     UniqueConstraint("item_id", "kind", "seq", name="uq_entries_item_kind_seq"),
 )
 Index("ix_entries_client_state", entries.c.client, entries.c.state)

@@ -14,12 +14,21 @@ Four processes on loopback (each started by this script, each its own interprete
   new delivery id, at a fixed rate; latency is measured from each request's scheduled
   send time, so a server that falls behind is charged for the queue it causes.
 
-Per webhook kanvoice verifies the HMAC, dedupes the delivery id (ledger read),
-re-fetches the item from the fake GitHub over HTTP, ingests it (ledger write) and
-claims the delivery id (ledger write). The bare endpoint does none of that, and the
-fake GitHub's own CPU is on the same 2 cores: both are reported.
+Per webhook kanvoice verifies the HMAC, parses the body and writes the delivery to
+the ledger's inbox (one INSERT, group-committed on the intake thread), then answers
+202. The inbox worker runs in the same process, as on the leader of `kanvoice run`:
+every second it coalesces the pending deliveries per item, re-fetches them from the
+fake GitHub in `nodes(ids:)` batches and ingests them; its CPU is counted in the
+kanvoice process's figure. The bare endpoint does none of that, and the fake
+GitHub's own CPU is on the same 2 cores: both are reported.
+
+``--burst N`` (default 2,000 in full mode, 0 in quick mode unless given) adds the
+sprint-end case: N ``projects_v2_item`` deliveries for N / 10 items (10 each) sent as
+fast as the load generator can, then the worker's re-fetch requests are counted and
+the ledger compared with the board.
 
     .venv/bin/python bench/webhook_latency.py [--quick] [--rate 500] [--duration 30]
+    .venv/bin/python bench/webhook_latency.py --quick --burst 2000
 """
 
 from __future__ import annotations
@@ -46,7 +55,10 @@ HOST = "127.0.0.1"
 SECRET = "bench-webhook-secret"  # noqa: S105 (the fake's, loopback only)
 TOKEN = "ghp_benchbenchbenchbenchbench"  # noqa: S105 (the fake accepts any)
 OWNER, NUMBER = "acme", 7
-P99_LIMIT_MS = 20.0
+P99_LIMIT_MS = 50.0  # at the offered rate (500 req/s)
+LIGHT_P99_LIMIT_MS = 20.0  # at the light rate (50 req/s)
+CPU_LIMIT_MS = 2.0
+BURST_REQUESTS_PER_100 = 2.0
 THROUGHPUT_SHARE = 0.5
 MAX_CONNECTIONS = 256
 
@@ -70,6 +82,13 @@ def _project(items: int) -> Any:
                 item = self._items[node_id]
                 self.set_hours(node_id, item.numbers.get(self.hours_field, 0.0) + 0.25)
             return super()._node(variables)
+
+        def _nodes(self, variables: dict[str, Any]) -> dict[str, Any]:
+            for node_id in variables.get("ids") or ():
+                if isinstance(node_id, str) and node_id in self._items:
+                    item = self._items[node_id]
+                    self.set_hours(node_id, item.numbers.get(self.hours_field, 0.0) + 0.25)
+            return super()._nodes(variables)
 
     # GitHub allows 5,000 GraphQL points an hour (one per re-fetch): far below 500 webhooks
     # a second. The fake's budget is lifted so the run measures kanvoice, not that limit.
@@ -154,6 +173,7 @@ def role_kanvoice(port: int, github_url: str, ledger: str, sample: str) -> None:
     import uvicorn
     from _sampler import Sampler
 
+    from sync.intake import drain_inbox
     from sync.logs import configure_logging
     from sync.web.app import create_app
 
@@ -170,9 +190,27 @@ def role_kanvoice(port: int, github_url: str, ledger: str, sample: str) -> None:
     sampler = Sampler() if sample else None
     if sampler:
         sampler.start()
+
+    async def worker() -> None:  # the leader's inbox job of `kanvoice run`, every second
+        while True:
+            try:
+                await drain_inbox(services)
+            except Exception as exc:  # the job logs and goes on, as the daemon's does
+                print(f"drain failed: {exc}", file=sys.stderr, flush=True)
+            await asyncio.sleep(1.0)
+
+    async def serve() -> None:
+        task = asyncio.create_task(worker())
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            task.cancel()
+
     try:
-        uvicorn.Server(config).run()
-    finally:  # uvicorn re-raises the SIGINT it stopped on
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    finally:
         if sampler:
             sampler.stop()
             Path(sample).write_text(sampler.report(30))
@@ -237,7 +275,7 @@ def profile_sequential(items: int, count: int, top: int) -> str:
                         response = await http.post(
                             "/webhooks/github", content=body, headers=headers
                         )
-                        if response.status_code != 200:
+                        if response.status_code not in (200, 202):
                             raise RuntimeError(response.text)
 
                     for _ in range(20):  # warm up: connector, pools, caches
@@ -650,6 +688,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     print_machine()
     duration = args.duration or (5.0 if args.quick else 30.0)
     saturate = args.saturate if args.saturate is not None else (3.0 if args.quick else 10.0)
+    burst = args.burst if args.burst is not None else (0 if args.quick else 2000)
     print(
         f"mode: {'quick' if args.quick else 'full'}; {args.rate:g} req/s for {duration:g} s; "
         f"{args.items} items; closed-loop {args.connections_saturate} connections for "
@@ -741,6 +780,8 @@ def orchestrate(args: argparse.Namespace) -> None:
                         connections=conns,
                     ),
                 )
+            if burst > 0:
+                results["burst"] = _burst(args, kanvoice, kv_port, gh_port, work, burst)
             results["kanvoice_peak_rss_mb"] = kanvoice.rss_mb()
             log_lines = (work / "kanvoice.log").read_text(errors="replace").splitlines()
             results["kanvoice_log_tail"] = log_lines[-3:]
@@ -770,6 +811,79 @@ def orchestrate(args: argparse.Namespace) -> None:
     write_json(args.json, {"benchmark": "webhook_latency", **results})
 
 
+def _drained(child: Child) -> tuple[int, int]:
+    """(deliveries, board requests) the inbox worker reported so far, from its log."""
+    child.handle.flush()
+    deliveries = requests = 0
+    for line in child.log.read_text(errors="replace").splitlines():
+        if '"inbox.drained"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        deliveries += int(record.get("deliveries", 0))
+        requests += int(record.get("requests", 0))
+    return deliveries, requests
+
+
+def _board_equals_ledger(gh_port: int, ledger: Path) -> tuple[int, int]:
+    """(items whose hours differ between board and ledger, items compared)."""
+    import sqlite3
+    from decimal import Decimal
+
+    from connectors.github.config import GitHubBoardConfig
+    from connectors.github.connector import GitHubProjectConnector
+
+    config = GitHubBoardConfig(
+        board_key="gh",
+        owner=OWNER,
+        project_number=NUMBER,
+        api_url=f"http://{HOST}:{gh_port}/graphql",
+        token=TOKEN,
+        done_options=("Done",),
+    )
+
+    async def poll() -> dict[str, Decimal]:
+        async with GitHubProjectConnector(config) as connector:
+            result = await connector.poll(None)  # pages: the fake changes nothing on them
+        return {i.item_id: Decimal(str(i.hours or 0)) for i in result.items}
+
+    board = asyncio.run(poll())
+    with sqlite3.connect(ledger) as conn:
+        held = {
+            external: Decimal(hours).scaleb(-6)
+            for external, hours in conn.execute("SELECT external_id, hours FROM items")
+        }
+    differ = sum(1 for key, hours in board.items() if held.get(key) != hours)
+    return differ, len(board)
+
+
+def _burst(
+    args: argparse.Namespace, kanvoice: Child, kv_port: int, gh_port: int, work: Path, n: int
+) -> dict[str, Any]:
+    """N deliveries for N / 10 items, as fast as offered; then what the worker fetched."""
+    _settle(kanvoice)
+    time.sleep(2.5)  # the worker has taken in everything sent before
+    before = _drained(kanvoice)
+    items = max(1, n // 10)
+    figures = _load(kv_port, items, "kanvoice", rate=args.burst_rate, duration=n / args.burst_rate)
+    deadline = time.monotonic() + 120
+    after = _drained(kanvoice)
+    while time.monotonic() < deadline and after[0] - before[0] < figures["ok"]:
+        time.sleep(0.5)
+        after = _drained(kanvoice)
+    differ, compared = _board_equals_ledger(gh_port, work / "ledger.db")
+    return {
+        **figures,
+        "items": items,
+        "drained": after[0] - before[0],
+        "refetch_requests": after[1] - before[1],
+        "ledger_items_differing": differ,
+        "ledger_items_compared": compared,
+    }
+
+
 def _ms(value: float) -> str:
     return "unanswered (> grace)" if value == float("inf") else f"{value:.1f} ms"
 
@@ -778,6 +892,7 @@ def _rows(r: dict[str, Any]) -> list[Row]:
     bare, kv = r["bare"], r["kanvoice"]
     processed = r["kanvoice_cpu"]["processed"] or kv["ok"]
     share = kv["throughput"] / bare["throughput"] if bare["throughput"] else 0.0
+    cpu_ms = 1000 * r["kanvoice_cpu"]["kanvoice_cpu_s"] / max(1, processed)
     rows = [
         Row(
             "kanvoice p50 latency (from scheduled send)",
@@ -802,22 +917,26 @@ def _rows(r: dict[str, Any]) -> list[Row]:
             f"{bare['statuses']} errors {bare['errors']} unanswered {bare['unanswered']}",
         ),
         Row(
-            "CPU per request (kanvoice process / fake GitHub / bare)",
-            f"{1000 * r['kanvoice_cpu']['kanvoice_cpu_s'] / max(1, processed):.2f} ms / "
+            "CPU per webhook (kanvoice process incl. its worker / fake GitHub / bare)",
+            f"{cpu_ms:.2f} ms / "
             f"{1000 * r['kanvoice_cpu']['github_cpu_s'] / max(1, processed):.2f} ms / "
             f"{1000 * r['bare_cpu']['bare_cpu_s'] / max(1, bare['ok']):.2f} ms "
-            f"({processed} webhooks processed by kanvoice, per its log)",
+            f"({processed} webhooks answered 2xx by kanvoice)",
+            f"<= {CPU_LIMIT_MS:g} ms",
+            cpu_ms <= CPU_LIMIT_MS,
         ),
     ]
     if "kanvoice_light" in r:
         light = r["kanvoice_light"]
         rows.append(
             Row(
-                f"kanvoice at {light['offered_rate']:.0f} req/s offered (light load)",
+                f"kanvoice p99 at {light['offered_rate']:.0f} req/s offered (light load)",
                 f"p50 {_ms(light['p50_ms'])}, p99 {_ms(light['p99_ms'])}, "
                 f"{light['throughput']:.0f}/s; CPU "
                 f"{1000 * r['kanvoice_light_cpu']['kanvoice_cpu_s'] / max(1, light['ok']):.2f} "
-                "ms/webhook",
+                "ms/webhook (worker included)",
+                f"< {LIGHT_P99_LIMIT_MS:.0f} ms",
+                light["p99_ms"] < LIGHT_P99_LIMIT_MS,
             )
         )
     if "kanvoice_max" in r:
@@ -827,6 +946,28 @@ def _rows(r: dict[str, Any]) -> list[Row]:
                 f"max throughput ({kmax['mode']})",
                 f"kanvoice {kmax['throughput']:.0f}/s (p50 {_ms(kmax['p50_ms'])}) vs bare "
                 f"{bmax['throughput']:.0f}/s = {kmax['throughput'] / bmax['throughput']:.0%}",
+            )
+        )
+    if "burst" in r:
+        b = r["burst"]
+        per_100 = 100 * b["refetch_requests"] / max(1, b["items"])
+        rows.append(
+            Row(
+                f"burst: {b['sent']} deliveries for {b['items']} items at "
+                f"{b['offered_rate']:.0f} req/s offered",
+                f"{b['statuses']} unanswered {b['unanswered']}; p99 {_ms(b['p99_ms'])}; "
+                f"worker took in {b['drained']} with {b['refetch_requests']} re-fetch requests "
+                f"= {per_100:.2f} per 100 items",
+                f"<= {BURST_REQUESTS_PER_100:g} per 100 items",
+                per_100 <= BURST_REQUESTS_PER_100 and b["drained"] >= b["ok"],
+            )
+        )
+        rows.append(
+            Row(
+                "ledger equals the board afterwards (hours of every item)",
+                f"{b['ledger_items_differing']} of {b['ledger_items_compared']} items differ",
+                "0",
+                b["ledger_items_differing"] == 0,
             )
         )
     rows.append(
@@ -852,6 +993,10 @@ def main() -> None:
         "--profile", action="store_true", help="sample the kanvoice process's stacks"
     )
     parser.add_argument("--light-rate", type=float, default=50.0)
+    parser.add_argument(
+        "--burst", type=int, default=None, help="bulk-move deliveries (0: skip; quick: 0)"
+    )
+    parser.add_argument("--burst-rate", type=float, default=1000.0)
     parser.add_argument("--json", default=None)
     parser.add_argument("--logs", default=None, help="copy the servers' logs to this folder")
     # internal: the child processes

@@ -80,7 +80,10 @@ class WebhookTrigger:
     `delivery_id` is what dedupe keys on; `item_ids` are the board's own ids to
     fetch again (webhooks are triggers, never the source of billing data).
     `ignored_reason` is set for events that are valid but not acted on (ping,
-    unknown action); such triggers carry no item ids.
+    unknown action); such triggers carry no item ids. `owner` is the account the event
+    belongs to when the sender names it (GitHub: ``organization.login``), so events of
+    projects no board reads are dropped without a call; `revision` is the item
+    revision the event reports (Azure DevOps ``rev``), for the stale check.
     """
 
     source: str
@@ -90,15 +93,41 @@ class WebhookTrigger:
     board_hint: str | None
     item_ids: tuple[str, ...]
     ignored_reason: str | None = None
+    owner: str | None = None
+    revision: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PollResult:
-    """Snapshots from one poll, the number of requests made, and the new cursor."""
+    """Snapshots from one poll, the number of requests made, and the new cursor.
+
+    `complete` is True when `items` is the board's whole listing (a full sync or a
+    periodic reconcile), False for an incremental window.
+    """
 
     items: tuple[BoardItem, ...]
     requests_made: int
     cursor: str | None = None
+    complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaObservation:
+    """What the board API last said about this token's quota (None: not said).
+
+    GitHub: GraphQL points (`remaining`, `limit`, `reset_at` in epoch seconds). Azure
+    DevOps: TSTUs of the sliding 5-minute window, sent only when a request was
+    delayed or is near the limit (``X-RateLimit-Remaining`` / ``-Limit`` /
+    ``-Delay``), and ``Retry-After`` on 429/503 or even on a 200.
+    """
+
+    resource: str
+    remaining: float | None = None
+    limit: float | None = None
+    reset_at: float | None = None
+    retry_after: float | None = None
+    delay: float | None = None
+    observed_at: float = 0.0
 
 
 class BoardConnector(Protocol):

@@ -6,6 +6,7 @@ billing core reads them with the client's and board's rules and returns actions.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -99,25 +100,31 @@ class RoundingRule:
             return Decimal(0)
         minutes = hours * 60
         steps = minutes / self.increment_minutes
-        how = {
-            RoundingMode.UP: ROUND_CEILING,
-            RoundingMode.DOWN: ROUND_FLOOR,
-            RoundingMode.NEAREST: ROUND_HALF_UP,
-        }[self.mode]
-        whole_steps = steps.quantize(Decimal(1), rounding=how)
+        whole_steps = steps.quantize(_ONE, rounding=_DECIMAL_ROUNDING[self.mode])
         rounded = whole_steps * self.increment_minutes / Decimal(60)
         # Keep a tidy representation (e.g. 1.25, not 1.250000000).
         return _tidy(rounded)
 
 
+_ONE = Decimal(1)
+_MILLIONTH = Decimal("0.000001")
+_DECIMAL_ROUNDING = {
+    RoundingMode.UP: ROUND_CEILING,
+    RoundingMode.DOWN: ROUND_FLOOR,
+    RoundingMode.NEAREST: ROUND_HALF_UP,
+}
+
+
 def _tidy(value: Decimal) -> Decimal:
     # At most 6 decimals (the ledger's precision): 1/60 of an hour is not finite.
-    return tidy_decimal(value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
+    return tidy_decimal(value.quantize(_MILLIONTH, rounding=ROUND_HALF_UP))
 
 
 class RateScope(StrEnum):
     ITEM = "item"
     LABEL = "label"
+    PERSON = "person"
+    ROLE = "role"
     BOARD = "board"
     CLIENT = "client"
     DEFAULT = "default"
@@ -126,10 +133,122 @@ class RateScope(StrEnum):
 _SCOPE_PRIORITY = {
     RateScope.ITEM: 0,
     RateScope.LABEL: 1,
-    RateScope.BOARD: 2,
-    RateScope.CLIENT: 3,
-    RateScope.DEFAULT: 4,
+    RateScope.PERSON: 2,
+    RateScope.ROLE: 3,
+    RateScope.BOARD: 4,
+    RateScope.CLIENT: 5,
+    RateScope.DEFAULT: 6,
 }
+
+
+class LineGrouping(StrEnum):
+    """How a client wants time lines described on the invoice.
+
+    `item`: the item's title, hours and rate (as before people existed);
+    `item_person`: the item plus who did the work (and their role);
+    `role`: the item plus the role, not the person's name."""
+
+    ITEM = "item"
+    ITEM_PERSON = "item_person"
+    ROLE = "role"
+
+
+@dataclass(frozen=True, slots=True)
+class DatedRate:
+    """An hourly bill or cost rate in force from a date (None: from the beginning)."""
+
+    rate: Decimal
+    effective_from: date | None = None
+
+    def __post_init__(self) -> None:
+        if not self.rate.is_finite() or self.rate < 0:
+            raise ValueError(f"rate {self.rate} is negative")
+
+
+def rate_on(rates: tuple[DatedRate, ...], on: date) -> Decimal | None:
+    """The rate in force on `on`: the latest effective date not after it (undated
+    rates are in force from the beginning of time; ties keep configuration order)."""
+    best: DatedRate | None = None
+    for rate in rates:
+        if rate.effective_from is not None and rate.effective_from > on:
+            continue
+        if best is None or (rate.effective_from or date.min) > (best.effective_from or date.min):
+            best = rate
+    return best.rate if best is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """A role (senior, junior, designer…): a bill rate and a cost rate, each dated."""
+
+    key: str
+    name: str = ""
+    bill_rates: tuple[DatedRate, ...] = ()
+    cost_rates: tuple[DatedRate, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return self.name or self.key
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Someone who works on the boards: their board identities (GitHub login, Azure
+    DevOps unique name / email; matched without case), a role, and optional bill and
+    cost rates of their own (dated), which beat the role's."""
+
+    key: str
+    name: str = ""
+    identities: frozenset[str] = frozenset()
+    role: str | None = None
+    bill_rates: tuple[DatedRate, ...] = ()
+    cost_rates: tuple[DatedRate, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "identities", frozenset(i.casefold() for i in (*self.identities, self.key))
+        )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.key
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """One share of an item's hours: the person key written on the entry (a configured
+    person's key, or the board identity of someone not configured), and the person and
+    role when configured."""
+
+    key: str
+    person: Person | None = None
+    role: Role | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Staff:
+    """Everyone configured: people and roles. Empty: billing is per item, as before."""
+
+    people: tuple[Person, ...] = ()
+    roles: tuple[Role, ...] = ()
+    default_cost_rate: Decimal | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.people)
+
+    def role(self, key: str | None) -> Role | None:
+        return next((r for r in self.roles if r.key == key), None) if key else None
+
+    def person(self, key: str) -> Person | None:
+        return next((p for p in self.people if p.key == key), None)
+
+    def worker(self, identity: str) -> Worker:
+        """The worker a board identity names (unknown identities keep their own key)."""
+        folded = identity.strip().casefold()
+        for person in self.people:
+            if folded in person.identities:
+                return Worker(person.key, person, self.role(person.role))
+        return Worker(folded[:MAX_PERSON_KEY])
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +304,8 @@ class BoardPolicy:
     rate_rules: tuple[RateRule, ...] = ()
     default_rate: Decimal | None = None
     rounding: RoundingRule | None = None
+    staff: Staff = field(default_factory=Staff)
+    line_grouping: LineGrouping = LineGrouping.ITEM
 
     @property
     def effective_rounding(self) -> RoundingRule:
@@ -219,8 +340,13 @@ class BoardItem:
     rate: Decimal | None = None
     milestone_amount: Decimal | None = None
     done_at: datetime | None = None
+    # The board's "Hours by person" field, when it has one: (identity, hours) pairs.
+    hours_by_person: tuple[tuple[str, Decimal], ...] = ()
 
     def __post_init__(self) -> None:
+        for who, hours in self.hours_by_person:
+            if not hours.is_finite() or hours < 0:
+                raise ValueError(f"item {self.item_id}: hours of {who} {hours} is negative")
         if self.hours is not None:
             if not self.hours.is_finite():
                 raise ValueError(f"item {self.item_id}: hours {self.hours} is not a number")
@@ -238,7 +364,7 @@ class BoardItem:
     @property
     def key(self) -> str:
         """Globally unique item key: source, board and the board's own item id."""
-        return f"{self.source.value}:{self.board}:{self.item_id}"
+        return f"{self.source._value_}:{self.board}:{self.item_id}"
 
     @property
     def tracked_hours(self) -> Decimal:
@@ -251,7 +377,14 @@ class BillableEntry:
 
     `entry_key` is deterministic (item key, kind, sequence number): the ledger has a
     unique constraint on it, so two processes computing the same entry cannot both
-    record it, and the Stripe idempotency key is derived from it.
+    record it, and the Stripe idempotency key is derived from it. When people are
+    configured a time entry is one person's share of the item (`person`, their
+    `role` frozen with it) and its key names the person.
+
+    `cost` = hours × `cost_rate` (the person's, else the role's, else the default
+    cost rate), in the client's currency; for a milestone or non-billable entry
+    shared by several people it is the sum of each share × that person's cost rate.
+    None when no cost rate is known.
     """
 
     entry_key: str
@@ -263,11 +396,26 @@ class BillableEntry:
     rate: Decimal | None
     amount: Money | None
     description: str = ""
+    person: str | None = None
+    role: str | None = None
+    cost_rate: Decimal | None = None
+    cost: Money | None = None
 
     @property
     def counts_as_settled(self) -> bool:
         return self.state in SETTLED_STATES
 
 
-def entry_key(item_key: str, kind: EntryKind, seq: int) -> str:
-    return f"{item_key}#{kind.value}-{seq}"
+MAX_ENTRY_KEY = 450
+MAX_PERSON_KEY = 200
+
+
+def entry_key(item_key: str, kind: EntryKind, seq: int, person: str | None = None) -> str:
+    """`item#kind-seq`, plus `@person` for one person's share (the sequence number is
+    still unique per item and kind, so two shares never share a key)."""
+    base = f"{item_key}#{kind._value_}-{seq}"
+    if person is None:
+        return base
+    if len(base) + 1 + len(person) > MAX_ENTRY_KEY:  # the ledger's column: a digest then
+        person = "sha1-" + hashlib.sha1(person.encode(), usedforsecurity=False).hexdigest()
+    return f"{base}@{person}"

@@ -39,6 +39,8 @@ class UnknownCurrencyError(ValueError):
 
 def normalize_currency(code: str) -> str:
     """Upper-cased ISO code, or `UnknownCurrencyError` naming the bad value."""
+    if code in KNOWN_CURRENCIES and type(code) is str:
+        return code  # already normalized (every Money after the first)
     upper = code.strip().upper()
     if upper not in KNOWN_CURRENCIES:
         raise UnknownCurrencyError(
@@ -62,6 +64,10 @@ def stripe_minor_step(code: str) -> int:
     return 10 if normalize_currency(code) in _EXPONENT_THREE else 1
 
 
+# The smallest unit for each exponent: Decimal(1).scaleb(-exponent).
+_SMALLEST_UNIT = {0: Decimal(1), 2: Decimal("0.01"), 3: Decimal("0.001")}
+
+
 @dataclass(frozen=True, slots=True)
 class Money:
     """An amount in one currency. Arithmetic refuses to mix currencies."""
@@ -70,7 +76,9 @@ class Money:
     currency: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "currency", normalize_currency(self.currency))
+        currency = self.currency
+        if currency not in KNOWN_CURRENCIES or type(currency) is not str:
+            object.__setattr__(self, "currency", normalize_currency(currency))
         if not isinstance(self.amount, Decimal):
             object.__setattr__(self, "amount", Decimal(str(self.amount)))
 
@@ -93,9 +101,11 @@ class Money:
         the billing core and the approval desk compute goes through here, so the ledger
         holds exactly what Stripe is sent.
         """
-        step = Decimal(stripe_minor_step(self.currency)).scaleb(-self.exponent)
+        exact = _SMALLEST_UNIT[currency_exponent(self.currency)]
+        if stripe_minor_step(self.currency) == 1:
+            return Money(self.amount.quantize(exact, rounding=ROUND_HALF_UP), self.currency)
+        step = exact * 10
         rounded = (self.amount / step).quantize(Decimal(1), rounding=ROUND_HALF_UP) * step
-        exact = Decimal(1).scaleb(-self.exponent)
         return Money(rounded.quantize(exact), self.currency)
 
     def to_minor_units(self) -> int:
@@ -120,4 +130,5 @@ class Money:
         return Money(self.amount - other.amount, self.currency)
 
     def __str__(self) -> str:
-        return f"{self.quantized().amount:,} {self.currency}"
+        step = _SMALLEST_UNIT[currency_exponent(self.currency)]
+        return f"{self.amount.quantize(step, rounding=ROUND_HALF_UP):,} {self.currency}"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from mapping.domain import EntryKind, EntryState
+from mapping.domain import EntryKind, EntryState, LineGrouping, Staff
 from mapping.money import Money
 
 MAX_DESCRIPTION = 500
@@ -77,6 +77,33 @@ class LineSource:
     url: str
     created_at: datetime
     done_at: datetime | None = None
+    person: str | None = None
+    role: str | None = None
+
+
+def line_who(grouping: LineGrouping, person: str | None, role: str | None, staff: Staff) -> str:
+    """Who did the work, as the client's `line_grouping` wants it on the invoice:
+    `item_person` names the person (and role), `role` names the role only, `item`
+    nothing. Empty for an entry of the whole item (no person)."""
+    if grouping is LineGrouping.ITEM or person is None:
+        return ""
+    configured = staff.person(person)
+    role_def = staff.role(role)
+    role_text = role_def.label if role_def is not None else (role or "")
+    if grouping is LineGrouping.ROLE:
+        return role_text or "unassigned role"
+    name = configured.label if configured is not None else person
+    return f"{name} ({role_text})" if role_text else name
+
+
+def line_what(kind: EntryKind | str, hours: Decimal, rate_text: str, who: str = "") -> str:
+    """The part of a line's description that says what the money is for: the
+    milestone, or hours × rate, prefixed by who did the work when the client asks."""
+    if EntryKind(kind) is EntryKind.MILESTONE:
+        what = f"fixed price milestone ({hours} h)"
+    else:
+        what = f"{hours} h × {rate_text}"
+    return f"{who}: {what}" if who else what
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +153,17 @@ def stripe_line(
     invoice_ref: str | None = None,
     fit_description: Callable[[str, str], str] = _cut,
     fit_metadata: Callable[[Mapping[str, str]], Mapping[str, str]] = dict,
+    grouping: LineGrouping = LineGrouping.ITEM,
+    staff: Staff | None = None,
 ) -> StripeLine:
     """The invoice item for one entry: the ledger's amount in minor units, a description
     that says what the money is for (hours × rate, or the milestone), the work period,
     and metadata naming the entry (`kanvoice_entry`: what drain and reconcile search
     by), item, board and client. `fit_description(text, keep)` and `fit_metadata` are
     the hooks for Stripe's field limits (`mapping.stripe_rules` on the money branch)."""
-    if line.kind is EntryKind.MILESTONE:
-        what = f"fixed price milestone ({line.hours} h)"
-    else:
-        rate = Money(line.rate or Decimal(0), line.currency).quantized()
-        what = f"{line.hours} h × {rate}"
+    rate = Money(line.rate or Decimal(0), line.currency).quantized()
+    who = line_who(grouping, line.person, line.role, staff or Staff())
+    what = line_what(line.kind, line.hours, str(rate), who)
     # Finance may have reworded the line (Adjust): the entry's own text wins.
     keep = f" [{line.board} {line.external_id}] {what}"
     if line.url:
@@ -152,6 +179,10 @@ def stripe_line(
         "hours": str(line.hours),
         "rate": str(line.rate) if line.rate is not None else "",
     }
+    if line.person is not None:
+        metadata["person"] = line.person
+    if line.role is not None:
+        metadata["role"] = line.role
     if invoice_ref is not None:
         metadata["kanvoice_invoice"] = invoice_ref
     return StripeLine(

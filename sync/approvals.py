@@ -939,7 +939,41 @@ class ApprovalDesk:
 
     # ---- adjustments -------------------------------------------------------------------
 
-    def _adjust(self, decision: Decision) -> Reply:
+    def adjust_lines(
+        self,
+        invoice_id: int,
+        who: str,
+        version: int,
+        adjustments: tuple[LineAdjustment, ...],
+        channel: str,
+    ) -> Reply:
+        """The Adjust modal's rules for another channel (the dashboard): the same
+        checks, ledger changes, Stripe edits, audit row and Slack re-post. The caller
+        has authenticated `who`; this checks the approver list (refusal audited)."""
+        decision = Decision(
+            kind="adjust_submit",
+            invoice_id=invoice_id,
+            version=version,
+            user_id=who,
+            user_name=who,
+            team_id=None,
+            channel_id=None,
+            message_ts=None,
+            response_url=None,
+            trigger_id=None,
+            reason=None,
+            adjustments=adjustments,
+        )
+        if not self.invoicing.is_approver(who):
+            with self.ledger.engine.begin() as conn:
+                audit(
+                    conn, self.clock(), who, "adjust_refused", f"invoice:{invoice_id}",
+                    channel=channel,
+                )
+            return Reply("refused", decision, notice=f"{who} is not an approver")
+        return self._adjust(decision, channel)
+
+    def _adjust(self, decision: Decision, channel: str = CHANNEL) -> Reply:
         """Apply the Adjust modal to the draft's lines, in one ledger transaction.
 
         For each changed line (drafted entries of this invoice only):
@@ -957,14 +991,14 @@ class ApprovalDesk:
         """
         for attempt in range(3):
             try:
-                return self._adjust_once(decision)
+                return self._adjust_once(decision, channel)
             except IntegrityError:
                 # A board sync added an entry to the same item at the same moment.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _adjust_once(self, decision: Decision) -> Reply:
+    def _adjust_once(self, decision: Decision, channel: str = CHANNEL) -> Reply:
         user = decision.user_id
         now = self.clock()
         try:
@@ -984,7 +1018,7 @@ class ApprovalDesk:
                     user,
                     "adjusted",
                     f"invoice:{invoice.id}",
-                    channel=CHANNEL,
+                    channel=channel,
                     from_version=decision.version,
                     to_version=int(invoice.version),
                     changes=changes,
@@ -1101,7 +1135,9 @@ class ApprovalDesk:
         reason = f"written off by {user}"
         entry_id = conn.execute(
             insert(t.entries).values(
-                entry_key=entry_key(row.item_key, EntryKind.TIME, int(seq)),
+                entry_key=entry_key(row.item_key, EntryKind.TIME, int(seq), row.person),
+                person=row.person,  # the written-off hours stay that person's (issue 18)
+                role=row.role,
                 item_id=row.item_id,
                 client=row.client,
                 kind=EntryKind.TIME.value,

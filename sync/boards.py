@@ -5,9 +5,10 @@
   `ConfigError` naming the setting. Building is cheap: each connector (and its httpx
   client) is created on first use, in the event loop that uses it.
 * `sync_board` / `sync_all`: one poll, through `Engine.ingest`, then the cursor.
+* Webhooks do not come here directly: they are stored in the inbox and drained by
+  `sync.intake.drain_inbox`, which re-fetches through these connectors.
   They take any `BoardServices` (the composition root's `Services` is one): this
   module is built by the root and never imports it.
-* `handle_trigger`: a verified webhook → dedupe → re-fetch → ingest → claim.
 
 The ledger is synchronous (SQLAlchemy); its calls run in a worker thread so the
 event loop serving webhooks never blocks on the database. Engine listeners are
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import structlog
 
@@ -32,6 +34,7 @@ from connectors.base import (
     CallObserver,
     ConnectorError,
     PollResult,
+    QuotaObservation,
     WebhookTrigger,
 )
 from connectors.github.config import GitHubBoardConfig
@@ -125,8 +128,33 @@ class LazyBoardConnector:
     async def poll(self, cursor: str | None) -> PollResult:
         return await self.connector.poll(cursor)
 
+    @property
+    def quota(self) -> QuotaObservation | None:
+        """The board API's last quota report (None before the connector is used)."""
+        return self._real.quota if self._real is not None else None
+
+    def process_cache(self) -> dict[str, dict[str, str]] | None:
+        """Azure DevOps: the type states read so far (None for GitHub)."""
+        real = self.connector
+        return real.process_cache() if isinstance(real, AzureDevOpsConnector) else None
+
+    def prime_process_cache(self, cache: Mapping[str, Any]) -> None:
+        real = self.connector
+        if isinstance(real, AzureDevOpsConnector):
+            real.prime_process_cache(cache)
+
     async def fetch(self, item_ids: tuple[str, ...]) -> tuple[BoardItem, ...]:
         return await self.connector.fetch(item_ids)
+
+    async def resolve_project_id(self) -> str | None:
+        """GitHub: the project's node id (one small request the first time); else None."""
+        if not isinstance(self.config, GitHubBoardConfig):
+            return None
+        if self._known_project_id() is None:
+            real = self.connector
+            assert isinstance(real, GitHubProjectConnector)
+            self._project_id = await real.resolve_project_id()
+        return self._project_id
 
     def parse_webhook(
         self,
@@ -221,8 +249,11 @@ def _github_config(settings: Settings, index: int, board: BoardSettings) -> GitH
             billing_type_values=dict(board.billing_type_values),
             rate_field=board.rate_field,
             milestone_field=board.milestone_field,
+            hours_by_person_field=board.hours_by_person_field,
             api_url=section.api_url,
             rest_api_url=_rest_api_url(section.api_url),
+            full_reconcile_seconds=section.full_reconcile_seconds,
+            incremental_overlap_seconds=section.incremental_overlap_seconds,
             token=token,
             app_id=None if token else creds.app_id,
             app_private_key=None if token else private_key,
@@ -258,6 +289,7 @@ def _azure_config(settings: Settings, index: int, board: BoardSettings) -> Azure
             done_board_columns=frozenset(board.done_columns),
             rate_field=board.rate_field,
             milestone_field=board.milestone_field,
+            hours_by_person_field=board.hours_by_person_field,
             overlap_seconds=section.overlap_seconds,
             work_item_types=tuple(section.work_item_types),
             hook_username=creds.hook_username or "",
@@ -332,6 +364,9 @@ class BoardSyncReport(IngestReport):
     board: str = ""
     requests_made: int = 0
     cursor: str | None = None
+    #: After a full listing: items the ledger holds that the board no longer lists
+    #: (removed, deleted, or no longer readable). Reported, never unbilled (README).
+    missing: tuple[str, ...] = ()
 
 
 def _connector(services: BoardServices, board_key: str) -> BoardConnector:
@@ -354,6 +389,53 @@ def _store_cursor(services: BoardServices, source: str, board: str, value: str) 
         uow.set_cursor(source, board, value)
 
 
+def _board_item_ids(services: BoardServices, source: str, board: str) -> set[str]:
+    with services.ledger.read(services.clock()) as uow:
+        return uow.board_item_ids(source, board)
+
+
+#: How long a board's cached process (Azure type states) is trusted before it is read
+#: again; a state it does not know is read at once anyway.
+PROCESS_CACHE_MAX_AGE = timedelta(days=1)
+
+
+def _read_process_cache(services: BoardServices, source: str, board: str) -> Any:
+    with services.ledger.read(services.clock()) as uow:
+        found = uow.board_state_cache(source, board)
+    if found is None:
+        return None
+    value, fetched_at = found
+    now: datetime = services.clock()
+    return value if now - fetched_at <= PROCESS_CACHE_MAX_AGE else None
+
+
+def _store_process_cache(services: BoardServices, source: str, board: str, value: Any) -> None:
+    with services.ledger.unit_of_work(services.clock()) as uow:
+        uow.set_board_state_cache(source, board, value)
+
+
+async def _poll_with_process_cache(
+    services: BoardServices, connector: BoardConnector, source: str, board: str, cursor: str | None
+) -> PollResult:
+    """Poll; a connector with a process cache gets it from the ledger and leaves it there."""
+    prime = getattr(connector, "prime_process_cache", None)
+    export = getattr(connector, "process_cache", None)
+    if prime is None or export is None:
+        return await connector.poll(cursor)
+    kept = getattr(connector, "_process_cache_kept", None)
+    if not export():
+        kept = await asyncio.to_thread(_read_process_cache, services, source, board)
+        if isinstance(kept, dict):
+            prime(kept)
+    result = await connector.poll(cursor)
+    now = export()
+    if now and now != kept:
+        await asyncio.to_thread(_store_process_cache, services, source, board, now)
+        kept = now
+    connector._process_cache_kept = kept  # type: ignore[attr-defined]  # written once per change
+    return result
+
+
 async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport:
     """Poll one board since its cursor, ingest, then store the new cursor.
 
@@ -364,13 +446,23 @@ async def sync_board(services: BoardServices, board_key: str) -> BoardSyncReport
     connector = _connector(services, board_key)
     source = source_of(connector).value
     cursor = await asyncio.to_thread(_read_cursor, services, source, board_key)
-    result = await connector.poll(cursor)
+    result = await _poll_with_process_cache(services, connector, source, board_key, cursor)
     ingested = await asyncio.to_thread(services.engine.ingest, result.items)
     await settle_conflicts(services, ingested)
     if result.cursor is not None and result.cursor != cursor:
         await asyncio.to_thread(_store_cursor, services, source, board_key, result.cursor)
     report = BoardSyncReport(board=board_key, requests_made=result.requests_made)
     report.merge(ingested)
+    if result.complete:
+        known = await asyncio.to_thread(_board_item_ids, services, source, board_key)
+        report.missing = tuple(sorted(known - {i.item_id for i in result.items}))
+        if report.missing:
+            log.warning(
+                "board.items_missing",
+                board=board_key,
+                count=len(report.missing),
+                items=list(report.missing[:20]),
+            )
     report.cursor = result.cursor if result.cursor is not None else cursor
     log.info(
         "board.synced",
@@ -427,113 +519,3 @@ async def sync_all(
             log.error("board.sync_failed", board=key, error=str(exc), kind=exc.__class__.__name__)
             results[key] = exc
     return results
-
-
-# -- webhooks ---------------------------------------------------------------------------
-
-TriggerStatus = Literal["processed", "duplicate", "stale", "gone"]
-
-
-@dataclass
-class TriggerReport(IngestReport):
-    """What handling one webhook trigger did.
-
-    `status`: ``processed`` (re-fetched and ingested, delivery claimed), ``duplicate``
-    (delivery id seen before: nothing done), ``stale`` (an Azure DevOps revision not
-    newer than the ledger's: nothing done), ``gone`` (the re-fetch found no item, e.g.
-    after ``deleted``: nothing recorded).
-    """
-
-    status: TriggerStatus = "processed"
-    boards: tuple[str, ...] = ()
-    detail: str = ""
-
-
-def _azure_revision(trigger: WebhookTrigger) -> int | None:
-    """The work item revision an Azure DevOps hook names (delivery id ``id:rev``)."""
-    if trigger.source != Source.AZURE_DEVOPS.value:
-        return None
-    _, sep, rev = trigger.delivery_id.partition(":")
-    return int(rev) if sep and rev.isdigit() else None
-
-
-def _precheck(
-    services: BoardServices, connectors: Sequence[BoardConnector], trigger: WebhookTrigger
-) -> tuple[TriggerStatus, str] | None:
-    with services.ledger.read(services.clock()) as uow:
-        if uow.delivery_seen(trigger.source, trigger.delivery_id):
-            return "duplicate", f"delivery {trigger.delivery_id} was processed before"
-        rev = _azure_revision(trigger)
-        if rev is None or len(trigger.item_ids) != 1:
-            return None
-        keys = [f"{trigger.source}:{c.board_key}:{trigger.item_ids[0]}" for c in connectors]
-        held = uow.held_items(keys)
-        if len(held) == len(keys) and all(row.held.revision >= rev for row in held.values()):
-            newest = max(row.held.revision for row in held.values())
-            return "stale", f"revision {rev} is not newer than the ledger's {newest}"
-    return None
-
-
-async def handle_trigger(
-    services: BoardServices,
-    connector: BoardConnector | Sequence[BoardConnector],
-    trigger: WebhookTrigger,
-) -> TriggerReport:
-    """Act on a verified webhook: dedupe, re-fetch, ingest, then claim the delivery.
-
-    * Delivery id already claimed → ``duplicate``, nothing done.
-    * Azure DevOps revision not newer than what the ledger holds → ``stale``.
-    * Otherwise the items are fetched again (through each connector given: several
-      boards may share a project) and ingested; the delivery is claimed in the ingest's
-      own transaction, so a failed fetch or ingest leaves the redelivery to do the
-      work, and since ingest is idempotent a concurrent duplicate is harmless.
-    * Nothing found (a ``deleted`` item, or one of another project) → ``gone`` and
-      nothing recorded: the ledger keeps the item as last seen, billed entries are
-      never removed by a board deletion, and the next poll reconciles.
-
-    Raises RetriableError / FatalError from the connector, SQLAlchemy errors.
-    """
-    connectors: Sequence[BoardConnector] = (
-        [connector] if not isinstance(connector, Sequence) else connector
-    )
-    boards = tuple(c.board_key for c in connectors)
-    early = await asyncio.to_thread(_precheck, services, connectors, trigger)
-    if early is not None:
-        status, detail = early
-        log.info(
-            "webhook.skipped",
-            source=trigger.source,
-            delivery=trigger.delivery_id,
-            status=status,
-            detail=detail,
-        )
-        return TriggerReport(status=status, boards=boards, detail=detail)
-    items: list[BoardItem] = []
-    for each in connectors:
-        items.extend(await each.fetch(trigger.item_ids))
-    if not items:
-        detail = f"{trigger.event} {trigger.action}: no item found on {', '.join(boards)}"
-        log.info("webhook.item_gone", source=trigger.source, delivery=trigger.delivery_id)
-        return TriggerReport(status="gone", boards=boards, detail=detail)
-    ingested = await asyncio.to_thread(
-        services.engine.ingest, items, (trigger.source, trigger.delivery_id)
-    )
-    await settle_conflicts(services, ingested)
-    first = bool(ingested.delivery_claimed)
-    report = TriggerReport(
-        status="processed",
-        boards=tuple(dict.fromkeys(i.board for i in items)),
-        detail="" if first else "processed concurrently by another request",
-    )
-    report.merge(ingested)
-    log.info(
-        "webhook.processed",
-        source=trigger.source,
-        delivery=trigger.delivery_id,
-        hook_event=trigger.event,
-        action=trigger.action,
-        boards=list(report.boards),
-        seen=report.seen,
-        changed=report.changed,
-    )
-    return report

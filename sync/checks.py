@@ -198,6 +198,39 @@ def ledger(settings: Settings, say: Say) -> list[str]:
         store.dispose()
 
 
+@check("people without a rate")
+def people_without_a_rate(settings: Settings, say: Say) -> list[str]:
+    """Board identities that name no configured person, and people with no bill or cost
+    rate: listed (they are billed at the next rate in the precedence), not a failure."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mapping.rules import people_without_rate
+    from sync.ledger.reports import assignees_seen
+    from sync.ledger.store import Ledger
+
+    staff = settings.staff()
+    if not staff:
+        say("no [[people]] configured: hours are billed per item, not per person")
+        return []
+    seen: dict[str, set[str]] = {}
+    store = Ledger(settings.ledger.url)
+    try:
+        with store.engine.connect() as conn:
+            seen = assignees_seen(conn)
+    except SQLAlchemyError:
+        say("note: people without a rate: the ledger could not be read, configured people only")
+    finally:
+        store.dispose()
+    missing = people_without_rate(staff, seen, datetime.now(UTC).date())
+    if not missing:
+        say(f"every person has a rate ({len(staff.people)} configured)")
+    for who, why in missing:
+        say(f"note: person without a rate: {who}: {why}")
+    return []
+
+
 # -- network: GitHub -----------------------------------------------------------------
 
 
@@ -278,6 +311,7 @@ def _github_field_problems(
     field("hours_field", board.hours_field or "Hours", "NUMBER")
     field("rate_field", board.rate_field, "NUMBER")
     field("milestone_field", board.milestone_field, "NUMBER")
+    field("hours_by_person_field", board.hours_by_person_field, "TEXT")
     billing = field("billing_type_field", board.billing_type_field, "SINGLE_SELECT")
     if billing is not None:
         options = {o.get("name") for o in billing.get("options") or []}

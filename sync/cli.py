@@ -16,9 +16,11 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from mapping.domain import EntryState
 from mapping.money import Money
+from mapping.profitability import Dimension, Profit, profitability
 from sync.composition import Services, build_services
 from sync.conflicts import conflict_summary
 from sync.engine import UnknownBoardError
+from sync.ledger.reports import profit_entries
 from sync.pipeline import STAGES, ClientPipeline, client_pipelines
 from sync.settings import ConfigError, Settings, load_settings
 from sync.snapshots_file import SnapshotFileError, load_snapshot_file
@@ -152,28 +154,67 @@ def render_status(pipelines: list[ClientPipeline]) -> Table:
     return table
 
 
+def profit_dict(p: Profit) -> dict[str, Any]:
+    """One profitability row as JSON (money as decimal strings in the currency)."""
+    rate = p.effective_rate
+    pct = p.margin_percent
+    return {
+        "key": p.key,
+        "currency": p.currency,
+        "hours": str(p.hours),
+        "billable_hours": str(p.billable_hours),
+        "uncosted_hours": str(p.uncosted_hours),
+        "revenue": str(p.revenue.amount),
+        "cost": str(p.cost.amount),
+        "margin": str(p.margin.amount),
+        "margin_percent": str(pct) if pct is not None else None,
+        "effective_hourly_rate": str(rate.amount) if rate is not None else None,
+    }
+
+
 @app.command()
 def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    lines: Annotated[
+        str | None,
+        typer.Option(
+            "--lines",
+            metavar="CLIENT",
+            help="The client's open drafts line by line (as GET /api/invoices/{id}).",
+        ),
+    ] = None,
 ) -> None:
     """The billing pipeline per client: in progress, ready, drafted, invoiced, paid."""
+    if lines is not None:
+        from sync.cli_review import print_draft_lines
+
+        with _errors(), _services(config, boards=False) as services:
+            print_draft_lines(services, lines, as_json)
+        return
     with _errors(), _services(config, boards=False) as services:
         with services.ledger.read(services.clock()) as uow:
             pipelines = client_pipelines(uow, services.client_names())
             conflicts = conflict_summary(uow.conn)
+            by_client = profitability(profit_entries(uow.conn), Dimension.CLIENT)
         if as_json:
             print(
                 json.dumps(
                     {
                         "clients": [p.as_dict() for p in pipelines],
                         "snapshot_conflicts": conflicts,
+                        "profitability": [profit_dict(p) for p in by_client],
                     },
                     indent=2,
                 )
             )
         else:
-            wide_console().print(render_status(pipelines))
+            console = wide_console()
+            console.print(render_status(pipelines))
+            if by_client:
+                from sync.cli_reports import profit_table
+
+                console.print(profit_table("Profitability by client", by_client))
 
 
 @app.command()
@@ -291,4 +332,4 @@ if __name__ == "__main__":
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from sync import cli_boards, cli_invoicing, cli_run  # noqa: E402,F401
+from sync import cli_boards, cli_invoicing, cli_reports, cli_review, cli_run  # noqa: E402,F401

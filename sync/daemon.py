@@ -1,7 +1,8 @@
 """`kanvoice run`: the ASGI app under uvicorn plus the scheduler, in one process.
 
-Webhooks and the dashboard are served by every instance. Polling, drafting, the
-outbox drain and reconciliation run only on the leader (see sync/leader.py). SIGTERM
+Webhooks and the dashboard are served by every instance (a webhook is stored in the
+ledger's inbox and answered). Draining the inbox, polling, drafting, the outbox drain
+and reconciliation run only on the leader (see sync/leader.py). SIGTERM
 stops taking requests, lets running jobs finish (each ledger write is one transaction,
 so anything cut short rolls back whole), and exits 0.
 """
@@ -35,6 +36,7 @@ LEADER_SECONDS = 5
 DRAFT_SECONDS = 60
 RECONCILE_SECONDS = 3600
 CHANGE_POLL_SECONDS = 1.0
+INBOX_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 30
 
 
@@ -165,6 +167,12 @@ class Daemon:
         for row in drafts:
             await self.request_approval(int(row.id))
 
+    async def _inbox(self) -> None:
+        """Drain the webhook inbox: coalesce per item, re-fetch in batches, ingest."""
+        from sync.intake import drain_inbox
+
+        await drain_inbox(self.services)
+
     async def _poll(self, board: str) -> None:
         from sync.boards import sync_board
 
@@ -220,6 +228,14 @@ class Daemon:
                 "interval",
                 seconds=RECONCILE_SECONDS,
                 id="reconcile",
+                **common,
+            )
+        if self.services.connectors:
+            add(
+                self._job("inbox", self._inbox),
+                "interval",
+                seconds=INBOX_SECONDS,
+                id="inbox",
                 **common,
             )
         for board in settings.boards:

@@ -10,10 +10,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mapping.billing import (
@@ -28,10 +28,19 @@ from mapping.billing import (
     evolve,
     plan,
 )
-from mapping.domain import BoardItem, BoardPolicy, EntryState
+from mapping.domain import BillableEntry, BoardItem, BoardPolicy, EntryState
+from mapping.money import Money
 from sync.conflicts import AUDIT_ACTION, SNAPSHOT_CONFLICTS, SnapshotConflict, split_batch_conflicts
-from sync.ledger import schema as t
-from sync.ledger.ops import audit, queue_draft_edits
+from sync.ledger.bulk import (
+    BatchWrites,
+    EntryChange,
+    ItemState,
+    NewEntry,
+    NewEntryEvent,
+    NewItem,
+    NewTransition,
+)
+from sync.ledger.ops import audit
 from sync.ledger.store import HeldRow, Ledger, UnitOfWork, chunked
 from sync.metrics import ITEMS_SEEN
 
@@ -183,20 +192,27 @@ class Engine:
         self, uow: UnitOfWork, batch: list[BoardItem], reread: bool = False
     ) -> IngestReport:
         report = IngestReport(seen=len(batch))
-        held = uow.held_items([s.key for s in batch])
+        keys = [s.key for s in batch]
+        held = uow.held_items(keys)
         writer = _BatchWriter(uow.now, self.actor, {k: r.item_id for k, r in held.items()})
         planned, report.conflicts = (batch, []) if reread else split_batch_conflicts(batch)
         report.skipped += len(batch) - len(planned)
-        for snapshot in planned:
+        planned_keys = [s.key for s in planned]
+        # Items that come more than once: each later snapshot is planned against what the
+        # earlier ones recorded.
+        again = {k for k, n in Counter(planned_keys).items() if n > 1}
+        for snapshot, key in zip(planned, planned_keys, strict=True):
             policy = self.policies[snapshot.board]
-            row = held.get(snapshot.key)
+            row = held.get(key)
             actions = plan(snapshot, row.held if row else None, policy, reread=reread)
             if len(actions) == 1 and isinstance(actions[0], Skip):
                 report.skipped += 1
                 if isinstance(actions[0], Conflict):
                     report.conflicts.append(SnapshotConflict.of(snapshot))
                 continue
-            held[snapshot.key] = writer.record(row, actions, policy.client.currency, report)
+            after = writer.record(row, actions, policy.client.currency, report, keep=key in again)
+            if after is not None:
+                held[key] = after
         writer.flush(uow)
         for conflict in report.conflicts:
             audit(
@@ -215,8 +231,9 @@ EntryRef = str | int  # an entry key (new in this batch) or a ledger id
 
 
 class _BatchWriter:
-    """Collects one batch's ledger writes in memory, then writes them with a few
-    executemany statements (per-row statements cost more than the billing itself).
+    """Collects one batch's ledger writes in memory as typed rows; `flush` writes them
+    with one executemany per table (per-row statements, or SQLAlchemy's per-row
+    parameter processing, cost more than the billing itself: bench/RESULTS.md).
 
     Several snapshots of one item in a batch are recorded in order: a row created in the
     batch is inserted once with its final values, and every state change still gets its
@@ -226,12 +243,7 @@ class _BatchWriter:
         self.now = now
         self.actor = actor
         self.item_ids = dict(item_ids)
-        self.new_items: dict[str, dict[str, Any]] = {}
-        self.item_updates: dict[int, dict[str, Any]] = {}
-        self.transitions: list[tuple[ItemRef, dict[str, Any]]] = []
-        self.new_entries: dict[str, dict[str, Any]] = {}
-        self.entry_updates: dict[int, dict[str, Any]] = {}
-        self.events: list[tuple[EntryRef, dict[str, Any]]] = []
+        self.rows = BatchWrites()
         self.on_draft: set[int] = set()
 
     def record(
@@ -240,128 +252,146 @@ class _BatchWriter:
         actions: tuple[Action, ...],
         currency: str,
         report: IngestReport,
-    ) -> HeldRow:
+        keep: bool = True,
+    ) -> HeldRow | None:
+        """Collect the rows for one snapshot's actions. Returns what the ledger holds for
+        the item afterwards when `keep` (the item comes again later in the batch)."""
         now = self.now
-        record = next(a for a in actions if isinstance(a, RecordItem))
+        rows = self.rows
+        actor = self.actor
+        record = actions[0]
+        if not isinstance(record, RecordItem):
+            record = next(a for a in actions if isinstance(a, RecordItem))
         item = record.item
-        entry_ids = dict(row.entry_ids) if row else {}
-        entries = {e.entry_key: e for e in row.held.entries} if row else {}
-        values: dict[str, Any] = {
-            "client": record.client_key,
-            "title": item.title,
-            "url": item.url,
-            "column_name": item.column,
-            "state_category": item.state_category.value,
-            "is_done": record.done,
-            "hours": item.hours,
-            "billing_type": record.billing_type.value,
-            "labels": list(item.labels),
-            "assignees": list(item.assignees),
-            "iteration": item.iteration,
-            "rate": item.rate,
-            "milestone_amount": item.milestone_amount,
-            "revision": item.revision,
-            "fingerprint": record.fingerprint,
-            "updated_at": item.updated_at,
-            "done_at": (item.done_at or item.updated_at) if record.done else None,
-            "last_seen_at": now,
-        }
+        key = item.key
+        entry_ids = row.entry_ids if row else {}
+        held_entries: dict[str, BillableEntry] | None = None
+        created: dict[str, BillableEntry] = {}
+
+        def held_entry(entry_key: str) -> BillableEntry:
+            nonlocal held_entries
+            if entry_key in created:
+                return created[entry_key]
+            if held_entries is None:
+                held_entries = {e.entry_key: e for e in row.held.entries} if row else {}
+            return held_entries[entry_key]
+
+        done = record.done
+        state = ItemState(
+            record.client_key,
+            item.title,
+            item.url,
+            item.column,
+            item.state_category._value_,
+            done,
+            item.hours,
+            record.billing_type._value_,
+            item.labels,
+            item.assignees,
+            item.iteration,
+            item.rate,
+            item.milestone_amount,
+            item.revision,
+            record.fingerprint,
+            item.updated_at,
+            (item.done_at or item.updated_at) if done else None,
+            now,
+        )
         item_ref: ItemRef
-        if item.key in self.item_ids:
-            item_ref = self.item_ids[item.key]
-            self.item_updates[item_ref] = values
+        item_id = self.item_ids.get(key)
+        if item_id is not None:
+            item_ref = item_id
+            rows.item_updates[item_id] = state
             report.items_updated += 1
-        elif item.key in self.new_items:
-            item_ref = item.key
-            self.new_items[item.key].update(values)
+        elif key in rows.new_items:
+            item_ref = key
+            rows.new_items[key] = rows.new_items[key]._replace(state=state)
             report.items_updated += 1
         else:
-            item_ref = item.key
-            self.new_items[item.key] = {
-                **values,
-                "item_key": item.key,
-                "source": item.source.value,
-                "board": item.board,
-                "external_id": item.item_id,
-                "first_seen_at": now,
-            }
+            item_ref = key
+            rows.new_items[key] = NewItem(
+                key, item.source._value_, item.board, item.item_id, now, state
+            )
             report.items_new += 1
 
-        def entry_ref(key: str) -> EntryRef:
-            return entry_ids.get(key, key)
-
-        def change(key: str, columns: dict[str, Any]) -> None:
-            ref = entry_ref(key)
-            if isinstance(ref, int):
-                self.entry_updates.setdefault(ref, {}).update(columns, updated_at=now)
-            else:
-                self.new_entries[ref].update(columns, updated_at=now)
-
         for action in actions:
+            if isinstance(action, RecordItem):
+                continue
             if isinstance(action, RecordTransition):
-                self.transitions.append(
-                    (
+                rows.transitions.append(
+                    NewTransition(
                         item_ref,
-                        {
-                            "from_column": action.from_column,
-                            "to_column": action.to_column,
-                            "from_category": action.from_category.value
-                            if action.from_category
-                            else None,
-                            "to_category": action.to_category.value,
-                            "revision": item.revision,
-                            "at": action.at,
-                            "recorded_at": now,
-                        },
+                        action.from_column,
+                        action.to_column,
+                        action.from_category._value_ if action.from_category else None,
+                        action.to_category._value_,
+                        item.revision,
+                        action.at,
+                        now,
                     )
                 )
-            elif isinstance(action, CreateEntry):
+                continue
+            if isinstance(action, CreateEntry):
                 entry = action.entry
-                self.new_entries[entry.entry_key] = {
-                    "entry_key": entry.entry_key,
-                    "item_ref": item_ref,
-                    "client": record.client_key,
-                    "kind": entry.kind.value,
-                    "seq": entry.seq,
-                    "state": entry.state.value,
-                    "hours": entry.hours,
-                    "rate": entry.rate,
-                    "amount": entry.amount.amount if entry.amount else None,
-                    "currency": currency,
-                    "description": entry.description,
-                    "done_at": action.done_at,
-                    "review_reason": action.reason
-                    if entry.state is EntryState.NEEDS_REVIEW
-                    else None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                entries[entry.entry_key] = entry
-                self.events.append(
-                    (
+                amount = entry.amount
+                cost = entry.cost
+                entry_state = entry.state
+                rows.new_entries[entry.entry_key] = NewEntry(
+                    entry.entry_key,
+                    item_ref,
+                    record.client_key,
+                    entry.kind._value_,
+                    entry.seq,
+                    entry_state._value_,
+                    entry.hours,
+                    entry.rate,
+                    amount.amount if amount else None,
+                    currency,
+                    entry.description,
+                    entry.person,
+                    entry.role,
+                    entry.cost_rate,
+                    cost.amount if cost else None,
+                    action.done_at,
+                    action.reason if entry_state is EntryState.NEEDS_REVIEW else None,
+                    now,
+                    now,
+                )
+                created[entry.entry_key] = entry
+                rows.events.append(
+                    NewEntryEvent(
                         entry.entry_key,
-                        self._event(None, entry.state, entry.hours, entry.amount, action.reason),
+                        None,
+                        entry_state._value_,
+                        entry.hours,
+                        amount.amount if amount is not None else None,
+                        actor,
+                        action.reason,
+                        now,
                     )
                 )
                 report.entries_created += 1
                 report.changes.append(
-                    _describe(item, entry.state, entry.hours, entry.amount, action.reason)
+                    _describe(item, entry_state, entry.hours, amount, action.reason)
                 )
-            elif isinstance(action, UpdateEntry):
-                columns: dict[str, Any] = {
+                continue
+            columns: EntryChange
+            if isinstance(action, UpdateEntry):
+                columns = {
                     "hours": action.hours,
                     "rate": action.rate,
                     "amount": action.amount.amount if action.amount else None,
+                    "cost_rate": action.cost_rate,
+                    "cost": action.cost.amount if action.cost else None,
                 }
                 if action.done_at is not None:
                     columns["done_at"] = action.done_at
-                change(action.entry_key, columns)
                 report.entries_updated += 1
             elif isinstance(action, ChangeEntryState):
-                columns = {"state": action.to_state.value}
-                if action.to_state is EntryState.NEEDS_REVIEW:
+                to_state = action.to_state
+                columns = {"state": to_state._value_}
+                if to_state is EntryState.NEEDS_REVIEW:
                     columns["review_reason"] = action.reason
-                change(action.entry_key, columns)
                 report.state_changes += 1
                 current = next(
                     (
@@ -371,118 +401,53 @@ class _BatchWriter:
                     ),
                     None,
                 )
-                hours = current.hours if current else entries[action.entry_key].hours
-                amount = current.amount if current else entries[action.entry_key].amount
-                self.events.append(
-                    (
-                        entry_ref(action.entry_key),
-                        self._event(
-                            action.from_state, action.to_state, hours, amount, action.reason
-                        ),
+                if current is not None:
+                    hours, amount = current.hours, current.amount
+                else:
+                    before = held_entry(action.entry_key)
+                    hours, amount = before.hours, before.amount
+                rows.events.append(
+                    NewEntryEvent(
+                        entry_ids.get(action.entry_key, action.entry_key),
+                        action.from_state._value_,
+                        to_state._value_,
+                        hours,
+                        amount.amount if amount is not None else None,
+                        actor,
+                        action.reason,
+                        now,
                     )
                 )
-                report.changes.append(
-                    _describe(item, action.to_state, hours, amount, action.reason)
-                )
+                report.changes.append(_describe(item, to_state, hours, amount, action.reason))
+            else:
+                continue
+            columns["updated_at"] = now
+            entry_id = entry_ids.get(action.entry_key)
+            if entry_id is None:  # created earlier in this batch: inserted with these values
+                new = rows.new_entries[action.entry_key]
+                rows.new_entries[action.entry_key] = new._replace(**columns)
+                continue
+            rows.entry_updates.setdefault(entry_id, {}).update(columns)
+            # Lines already on a Stripe draft follow the board while the draft is open.
+            if held_entry(action.entry_key).state is EntryState.DRAFTED:
+                self.on_draft.add(entry_id)
 
-        # Lines already on a Stripe draft follow the board while the draft is open.
-        for a in actions:
-            if (
-                isinstance(a, UpdateEntry | ChangeEntryState)
-                and a.entry_key in entry_ids
-                and entries[a.entry_key].state is EntryState.DRAFTED
-            ):
-                self.on_draft.add(entry_ids[a.entry_key])
-
+        if not keep:
+            return None
         new_held = evolve(row.held if row else None, actions)
         assert new_held is not None
         return HeldRow(row.item_id if row else 0, new_held, entry_ids)
 
-    def _event(
-        self,
-        from_state: EntryState | None,
-        to_state: EntryState,
-        hours: Any,
-        amount: Any,
-        reason: str,
-    ) -> dict[str, Any]:
-        return {
-            "from_state": from_state.value if from_state else None,
-            "to_state": to_state.value,
-            "hours": hours,
-            "amount": amount.amount if amount is not None else None,
-            "actor": self.actor,
-            "reason": reason,
-            "at": self.now,
-        }
-
     def flush(self, uow: UnitOfWork) -> None:
-        conn = uow.conn
-        if self.new_items:
-            # Plain executemany, then one SELECT for the ids: SQLite cannot return ids
-            # of a multi-row insert in order, so RETURNING would go row by row.
-            conn.execute(insert(t.items), list(self.new_items.values()))
-            self.item_ids.update(
-                _ids_by_key(conn, t.items, t.items.c.item_key, list(self.new_items))
-            )
-        _update_many(conn, t.items, self.item_updates)
-
-        def item_id(ref: ItemRef) -> int:
-            return ref if isinstance(ref, int) else self.item_ids[ref]
-
-        entry_ids: dict[str, int] = {}
-        if self.new_entries:
-            rows = []
-            for values in self.new_entries.values():
-                row = dict(values)
-                row["item_id"] = item_id(row.pop("item_ref"))
-                rows.append(row)
-            conn.execute(insert(t.entries), rows)
-            entry_ids = _ids_by_key(conn, t.entries, t.entries.c.entry_key, list(self.new_entries))
-        _update_many(conn, t.entries, self.entry_updates)
-        if self.transitions:
-            conn.execute(
-                insert(t.transitions),
-                [{**row, "item_id": item_id(ref)} for ref, row in self.transitions],
-            )
-        if self.events:
-            conn.execute(
-                insert(t.entry_events),
-                [
-                    {**row, "entry_id": ref if isinstance(ref, int) else entry_ids[ref]}
-                    for ref, row in self.events
-                ],
-            )
+        uow.write_batch(self.rows)
         if self.on_draft:
-            queue_draft_edits(conn, sorted(self.on_draft), self.now)
+            uow.queue_draft_edits(sorted(self.on_draft))
 
 
-def _ids_by_key(conn: Any, table: Any, key_column: Any, keys: list[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        for row in conn.execute(select(table.c.id, key_column).where(key_column.in_(chunk))):
-            found[row[1]] = row[0]
-    return found
-
-
-def _update_many(conn: Any, table: Any, updates: dict[int, dict[str, Any]]) -> None:
-    """UPDATE rows by id with executemany, one statement per set of changed columns."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row_id, columns in updates.items():
-        keys = tuple(sorted(columns))
-        groups.setdefault(keys, []).append(
-            {"b_id": row_id, **{f"b_{k}": v for k, v in columns.items()}}
-        )
-    for keys, params in groups.items():
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values({k: bindparam(f"b_{k}", type_=table.c[k].type) for k in keys})
-        )
-        conn.execute(statement, params)
-
-
-def _describe(item: BoardItem, state: EntryState, hours: Any, amount: Any, reason: str) -> str:
+def _describe(
+    item: BoardItem, state: EntryState, hours: Decimal, amount: Money | None, reason: str
+) -> str:
     money = f" = {amount}" if amount is not None else ""
-    return f"{item.board} {item.item_id} {item.title!r}: {state.value} {hours} h{money} ({reason})"
+    return (
+        f"{item.board} {item.item_id} {item.title!r}: {state._value_} {hours} h{money} ({reason})"
+    )

@@ -65,6 +65,8 @@ from mapping.stripe_lines import (
     diff_lines,
     invoice_key,
     item_delete_key,
+    line_what,
+    line_who,
 )
 from mapping.stripe_rules import (
     MAX_DESCRIPTION,
@@ -94,6 +96,7 @@ from sync.ledger.outbox import (
     ops_for,
     park_entry_for_review,
 )
+from sync.ledger.review import deferred_from
 from sync.ledger.store import Ledger, claim_delivery
 from sync.outbox import BackoffPolicy, Done, Drainer, HandlerRegistry, Outcome, Park, Retry, Wait
 from sync.settings import ClientSettings, Settings
@@ -284,6 +287,10 @@ class Invoicing:
                     )
                 ).inserted_primary_key[0]  # type: ignore[index]
             )
+            audit(
+                conn, now, actor, "drafted", f"invoice:{invoice_id}", client=client.key,
+                period=period.key,
+            )
         else:
             invoice_id = int(invoice.id)
         prefix = f"kv-{ledger_id(conn)}"
@@ -294,6 +301,10 @@ class Invoicing:
         # ready (oldest first on this draft) and goes on the client's next draft.
         _, on_draft = self._invoice_total(conn, invoice_id)
         capacity = invoice_capacity(on_draft)
+        if invoice is not None:
+            # A line deferred from this draft waits for the client's next draft.
+            deferred = set(conn.execute(deferred_from(invoice_id)).scalars())
+            queued = [row for row in queued if row.id not in deferred]
         ready, left = queued[:capacity], len(queued) - min(capacity, len(queued))
         if left:
             log.info("draft.full", invoice=invoice_id, client=client.key, left_ready=left)
@@ -793,10 +804,9 @@ class Invoicing:
         keys the drain searches by (`kanvoice_entry`, `kanvoice_entry_id`,
         `kanvoice_invoice`) intact."""
         amount = Money(line.amount or Decimal(0), line.currency)
-        if line.kind == "milestone":
-            what = f"fixed price milestone ({line.hours} h)"
-        else:
-            what = f"{line.hours} h × {_rate_text(line.rate or Decimal(0), line.currency)}"
+        who = line_who(client.line_grouping, line.person, line.role, self.settings.staff())
+        rate_text = _rate_text(line.rate or Decimal(0), line.currency)
+        what = line_what(line.kind, line.hours, rate_text, who)
         # Finance may have reworded the line (Adjust): the entry's own text wins.
         keep = f" [{line.board} {line.external_id}] {what}"
         if line.url and len(keep) + len(line.url) + 1 < MAX_DESCRIPTION:
@@ -821,6 +831,8 @@ class Invoicing:
                 "client": client.key,
                 "hours": str(line.hours),
                 "rate": str(line.rate) if line.rate is not None else "",
+                **({"person": line.person} if line.person else {}),
+                **({"role": line.role} if line.role else {}),
             },
         }
         if client.tax_rate_ids:
@@ -1007,6 +1019,11 @@ class Invoicing:
         invoice = invoice_row(conn, invoice_id)
         if state_rank(invoice.state) >= InvoiceState.FINALIZED.rank:
             return
+        audit(
+            conn, now, actor, "finalized", f"invoice:{invoice_id}",
+            number=remote.get("number"), stripe_invoice_id=remote.get("id"),
+            total_minor=remote.get("total"),
+        )
         conn.execute(
             update(t.invoices)
             .where(t.invoices.c.id == invoice_id)
@@ -1043,7 +1060,7 @@ class Invoicing:
         await self.gateway.send_invoice(invoice.stripe_invoice_id, op.call_key)
 
         def record(conn: Connection) -> None:
-            conn.execute(
+            moved = conn.execute(
                 update(t.invoices)
                 .where(
                     and_(
@@ -1052,7 +1069,9 @@ class Invoicing:
                     )
                 )
                 .values(state="sent", updated_at=self.clock())
-            )
+            ).rowcount
+            if moved:
+                audit(conn, self.clock(), "kanvoice", "sent", f"invoice:{invoice.id}")
 
         return Done(record=record)
 
@@ -1121,6 +1140,8 @@ class Invoicing:
             .where(t.invoices.c.id == invoice.id)
             .values(state=target, open_slot=None, updated_at=now)
         )
+        if target != "finalized":
+            audit(conn, now, "stripe", target, f"invoice:{invoice.id}", reason=reason)
 
     # --- reconcile --------------------------------------------------------------------
 

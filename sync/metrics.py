@@ -4,7 +4,7 @@ ledger at scrape time."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from connectors.base import QuotaObservation
 from sync.ledger import schema as t
 
 ITEMS_SEEN = Counter("kanvoice_items_seen_total", "Board snapshots seen", ["board"])
@@ -99,3 +100,60 @@ def register_ledger_metrics(engine: Any) -> None:
         return
     _registered = LedgerCollector(engine)
     REGISTRY.register(_registered)
+
+
+class BoardQuotaCollector(Collector):
+    """Each board API's last quota report (GitHub points, Azure TSTUs), at scrape time."""
+
+    def __init__(self, connectors: Mapping[str, Any]) -> None:
+        self.connectors = connectors
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["board", "resource"]
+        remaining = GaugeMetricFamily(
+            "kanvoice_board_quota_remaining",
+            "Board API quota left as last reported (GitHub points, Azure TSTUs)",
+            labels=labels,
+        )
+        limit = GaugeMetricFamily(
+            "kanvoice_board_quota_limit", "Board API quota size as last reported", labels=labels
+        )
+        retry_after = GaugeMetricFamily(
+            "kanvoice_board_retry_after_seconds",
+            "Retry-After / X-RateLimit-Delay last asked by the board API",
+            labels=labels,
+        )
+        for board, quota in board_quotas(self.connectors).items():
+            key = [board, quota.resource]
+            if quota.remaining is not None:
+                remaining.add_metric(key, quota.remaining)
+            if quota.limit is not None:
+                limit.add_metric(key, quota.limit)
+            wait = max(quota.retry_after or 0.0, quota.delay or 0.0)
+            retry_after.add_metric(key, wait)
+        yield remaining
+        yield limit
+        yield retry_after
+
+
+def board_quotas(connectors: Mapping[str, Any]) -> dict[str, QuotaObservation]:
+    """The boards whose connector has reported a quota, by board key."""
+    out: dict[str, QuotaObservation] = {}
+    for board, connector in connectors.items():
+        quota = getattr(connector, "quota", None)
+        if isinstance(quota, QuotaObservation):
+            out[board] = quota
+    return out
+
+
+_quota_collector: BoardQuotaCollector | None = None
+
+
+def register_board_quota_metrics(connectors: Mapping[str, Any]) -> None:
+    """Point the quota gauges at this process's connectors (once per process)."""
+    global _quota_collector
+    if _quota_collector is not None:
+        _quota_collector.connectors = connectors
+        return
+    _quota_collector = BoardQuotaCollector(connectors)
+    REGISTRY.register(_quota_collector)

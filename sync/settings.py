@@ -43,10 +43,15 @@ from mapping.domain import (
     BillingType,
     BoardPolicy,
     Client,
+    DatedRate,
+    LineGrouping,
+    Person,
     RateRule,
     RateScope,
+    Role,
     RoundingMode,
     RoundingRule,
+    Staff,
 )
 from mapping.money import UnknownCurrencyError, normalize_currency
 
@@ -102,6 +107,61 @@ def _rules(rules: list[RateRuleSettings], own_scope: RateScope) -> tuple[RateRul
     )
 
 
+class DatedRateSettings(_Strict):
+    """A dated change of a person's or role's rate."""
+
+    rate: NonNegativeDecimal
+    effective_from: date | None = None
+
+
+def _dated(rate: Decimal | None, changes: list[DatedRateSettings]) -> tuple[DatedRate, ...]:
+    first = (DatedRate(rate),) if rate is not None else ()
+    return first + tuple(DatedRate(c.rate, c.effective_from) for c in changes)
+
+
+class RoleSettings(_Strict):
+    """A role: bill rate and cost rate per hour (in the billed client's currency)."""
+
+    key: Key
+    name: str = ""
+    rate: NonNegativeDecimal | None = None
+    cost_rate: NonNegativeDecimal | None = None
+    rates: list[DatedRateSettings] = []
+    cost_rates: list[DatedRateSettings] = []
+
+    def to_role(self) -> Role:
+        return Role(
+            self.key,
+            self.name,
+            _dated(self.rate, self.rates),
+            _dated(self.cost_rate, self.cost_rates),
+        )
+
+
+class PersonSettings(_Strict):
+    """Someone on the boards: identities are GitHub logins and Azure DevOps unique
+    names / emails (matched without case); rates beat the role's."""
+
+    key: Key
+    name: str = ""
+    identities: list[str] = []
+    role: Key | None = None
+    rate: NonNegativeDecimal | None = None
+    cost_rate: NonNegativeDecimal | None = None
+    rates: list[DatedRateSettings] = []
+    cost_rates: list[DatedRateSettings] = []
+
+    def to_person(self) -> Person:
+        return Person(
+            self.key,
+            self.name,
+            frozenset(self.identities),
+            self.role,
+            _dated(self.rate, self.rates),
+            _dated(self.cost_rate, self.cost_rates),
+        )
+
+
 class ClientSettings(_Strict):
     key: Key
     name: str = ""
@@ -117,6 +177,8 @@ class ClientSettings(_Strict):
     auto_send: bool = False
     days_until_due: int = Field(default=30, ge=0, le=365)
     tax_rate_ids: list[str] = []
+    # How time lines read on the invoice: item | item_person | role.
+    line_grouping: LineGrouping = LineGrouping.ITEM
 
     @field_validator("currency")
     @classmethod
@@ -145,6 +207,8 @@ class GitHubBoardSettings(_Strict):
     status_field: str = "Status"
     in_progress_options: list[str] = ["In progress", "In Progress", "In review"]
     api_url: HttpUrlStr = "https://api.github.com/graphql"
+    full_reconcile_seconds: int = Field(default=86_400, ge=0)
+    incremental_overlap_seconds: int = Field(default=3_600, ge=0, le=30 * 86_400)
 
 
 class AzureBoardSettings(_Strict):
@@ -169,6 +233,8 @@ class BoardSettings(_Strict):
     default_billing_type: BillingType = BillingType.TIME_AND_MATERIALS
     rate_field: str | None = None
     milestone_field: str | None = None
+    # A text field "login: hours, login: hours" that splits an item's hours by person.
+    hours_by_person_field: str | None = None
     rate: NonNegativeDecimal | None = None
     rate_rules: list[RateRuleSettings] = []
     rounding: RoundingSettings | None = None
@@ -244,8 +310,21 @@ class AzureDevOpsSettings(_Strict):
     hook_password: SecretStr | None = None
 
 
+class FinanceSettings(_Strict):
+    """How finance reads kanvoice: the time zone of every time shown (dashboard, CLI)."""
+
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return ClientSettings._timezone(value)
+
+
 class DefaultsSettings(_Strict):
     rate: NonNegativeDecimal | None = None
+    # Cost of an hour of someone with no cost rate of their own or of their role.
+    cost_rate: NonNegativeDecimal | None = None
     rounding: RoundingSettings = RoundingSettings()
 
 
@@ -264,12 +343,15 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     server: ServerSettings = ServerSettings()
     defaults: DefaultsSettings = DefaultsSettings()
+    finance: FinanceSettings = FinanceSettings()
     stripe: StripeSettings = StripeSettings()
     slack: SlackSettings = SlackSettings()
     github: GitHubSettings = GitHubSettings()
     azure_devops: AzureDevOpsSettings = AzureDevOpsSettings()
     clients: list[ClientSettings] = []
     boards: list[BoardSettings] = []
+    roles: list[RoleSettings] = []
+    people: list[PersonSettings] = []
 
     @classmethod
     def settings_customise_sources(
@@ -299,7 +381,37 @@ class Settings(BaseSettings):
                     f"boards[{index}].client = {board.client!r}: expected one of the "
                     f"configured clients {keys or '(none configured)'}"
                 )
+        role_keys = [r.key for r in self.roles]
+        for index, role in enumerate(self.roles):
+            if role_keys.index(role.key) != index:
+                raise ValueError(f"roles[{index}].key = {role.key!r} is used twice")
+        seen: dict[str, str] = {}
+        person_keys = [p.key for p in self.people]
+        for index, person in enumerate(self.people):
+            if person_keys.index(person.key) != index:
+                raise ValueError(f"people[{index}].key = {person.key!r} is used twice")
+            if person.role is not None and person.role not in role_keys:
+                raise ValueError(
+                    f"people[{index}].role = {person.role!r}: expected one of the "
+                    f"configured roles {role_keys or '(none configured)'}"
+                )
+            for identity in (person.key, *person.identities):
+                folded = identity.strip().casefold()
+                if seen.get(folded, person.key) != person.key:
+                    raise ValueError(
+                        f"people[{index}].identities: {identity!r} also names "
+                        f"{seen[folded]!r}; each board identity names one person"
+                    )
+                seen[folded] = person.key
         return self
+
+    def staff(self) -> Staff:
+        """Everyone configured (empty: billing per item, as before people existed)."""
+        return Staff(
+            tuple(p.to_person() for p in self.people),
+            tuple(r.to_role() for r in self.roles),
+            self.defaults.cost_rate,
+        )
 
     def client(self, key: str) -> ClientSettings:
         for client in self.clients:
@@ -310,6 +422,7 @@ class Settings(BaseSettings):
     def board_policies(self) -> dict[str, BoardPolicy]:
         """The billing core's view of every board, keyed by board key."""
         clients = {c.key: self._client_domain(c) for c in self.clients}
+        staff = self.staff()
         return {
             b.key: BoardPolicy(
                 key=b.key,
@@ -322,6 +435,8 @@ class Settings(BaseSettings):
                 rate_rules=_rules(b.rate_rules, RateScope.BOARD),
                 default_rate=self.defaults.rate,
                 rounding=b.rounding.to_rule() if b.rounding else None,
+                staff=staff,
+                line_grouping=self.client(b.client).line_grouping,
             )
             for b in self.boards
         }

@@ -42,6 +42,8 @@ class SnapshotIn(BaseModel):
     rate: Annotated[Decimal, Field(ge=0, allow_inf_nan=False)] | None = None
     milestone_amount: Annotated[Decimal, Field(ge=0, allow_inf_nan=False)] | None = None
     done_at: datetime | None = None
+    # Hours by person: {"alice": 3, "bob": 1.5} (only with [[people]] configured).
+    hours_by_person: dict[str, Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]] = {}
 
     @field_validator("updated_at", "done_at")
     @classmethod
@@ -72,6 +74,7 @@ class SnapshotIn(BaseModel):
             rate=self.rate,
             milestone_amount=self.milestone_amount,
             done_at=self.done_at,
+            hours_by_person=tuple(self.hours_by_person.items()),
         )
 
 

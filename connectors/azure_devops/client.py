@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
@@ -26,7 +27,13 @@ from urllib.parse import quote
 import httpx
 
 from connectors.azure_devops.config import AzureBoardConfig
-from connectors.base import CallObserver, FatalError, RetriableError, call_outcome
+from connectors.base import (
+    CallObserver,
+    FatalError,
+    QuotaObservation,
+    RetriableError,
+    call_outcome,
+)
 from connectors.retry import RetrySchedule, with_retries
 
 log = logging.getLogger(__name__)
@@ -105,6 +112,8 @@ class AzureDevOpsClient:
         self.request_counts: Counter[str] = Counter()
         self.last_as_of: str | None = None  # the server time of the last WIQL answer
         self.throttle_pauses: list[float] = []
+        #: The last rate-limit headers Azure DevOps sent (on any status), if any.
+        self.quota: QuotaObservation | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -313,7 +322,24 @@ class AzureDevOpsClient:
             )
             self._pending_pause = min(max(self._pending_pause, pause), self._max_retry_after)
 
+    def _observe_quota(self, headers: httpx.Headers) -> None:
+        """Keep the rate-limit headers as an observation (the pacing is `_note_rate_limits`)."""
+        names = ("X-RateLimit-Remaining", "X-RateLimit-Limit", "X-RateLimit-Delay", "Retry-After")
+        if not any(name in headers for name in names):
+            return
+        reset = _header_seconds(headers, "X-RateLimit-Reset")
+        self.quota = QuotaObservation(
+            resource=headers.get("X-RateLimit-Resource", "") or "tstu",
+            remaining=_header_seconds(headers, "X-RateLimit-Remaining"),
+            limit=_header_seconds(headers, "X-RateLimit-Limit"),
+            reset_at=reset,
+            retry_after=_header_seconds(headers, "Retry-After"),
+            delay=_header_seconds(headers, "X-RateLimit-Delay"),
+            observed_at=time.time(),
+        )
+
     def _handle(self, kind: str, response: httpx.Response, *, missing_ok: bool) -> Any:
+        self._observe_quota(response.headers)
         cfg = self.config
         status = response.status_code
         where = (

@@ -45,6 +45,7 @@ class AzureBoardConfig:
     done_board_columns: frozenset[str] = frozenset()
     rate_field: str | None = None
     milestone_field: str | None = None
+    hours_by_person_field: str | None = None  # a text field "unique name: hours, …"
     overlap_seconds: int = 300
     work_item_types: tuple[str, ...] = ()
     max_items_per_poll: int = 19_999

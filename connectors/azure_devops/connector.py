@@ -6,9 +6,11 @@ Completed → DONE (Agile "Closed", Scrum and Basic "Done"), Removed → REMOVED
 Resolved → RESOLVED, InProgress → IN_PROGRESS, Proposed → PROPOSED. A board may
 instead bill on board columns (``System.BoardColumn``).
 
-For Done items the time of the Done transition is read from the item's updates
-(the latest update that moved the state into a Completed state, or the column into
-a Done column), cached by revision so an unchanged item costs no further call.
+For Done items the time of the Done transition comes with the batch read
+(``Microsoft.VSTS.Common.StateChangeDate``, else ``ClosedDate``): no call per item.
+Only a board that bills on columns (or an item without either field) reads the item's
+updates (the latest one that moved the column into a Done column), cached by
+revision so an unchanged item costs no further call.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import httpx
 from connectors.azure_devops.client import AzureDevOpsClient, SleepFn
 from connectors.azure_devops.config import AzureBoardConfig
 from connectors.azure_devops.service_hook import parse_azure_service_hook
-from connectors.base import CallObserver, FatalError, PollResult, WebhookTrigger
+from connectors.base import CallObserver, FatalError, PollResult, QuotaObservation, WebhookTrigger
 from mapping.domain import BillingType, BoardItem, Source, StateCategory
+from mapping.rules import parse_hours_by_person
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,12 @@ _BILLING_WORDS: Mapping[str, BillingType] = {
     "internal": BillingType.NON_BILLABLE,
 }
 
+STATE_CHANGE_DATE = "Microsoft.VSTS.Common.StateChangeDate"
+CLOSED_DATE = "Microsoft.VSTS.Common.ClosedDate"
 _FAR_FUTURE_YEAR = 9999
 _UPDATES_CONCURRENCY = 4
+#: WIQL windows per poll (each up to `max_items_per_poll` ids): 50 x 19,999 ≈ 1 M items.
+_MAX_WINDOWS = 50
 
 
 def _norm_word(value: str) -> str:
@@ -147,6 +154,11 @@ class AzureDevOpsConnector:
         await self.aclose()
 
     @property
+    def quota(self) -> QuotaObservation | None:
+        """The last rate-limit headers seen (None: Azure sent none, i.e. not throttled)."""
+        return self.client.quota
+
+    @property
     def request_counts(self) -> Mapping[str, int]:
         """HTTP requests sent so far, by kind (wiql, batch, updates, states, work_item)."""
         return dict(self.client.request_counts)
@@ -168,9 +180,18 @@ class AzureDevOpsConnector:
             "System.TeamProject",
             "System.AssignedTo",
             "System.Tags",
+            # When the item entered its state: the Done time of a Completed item, read
+            # with the other fields instead of one `updates` call per Done item.
+            STATE_CHANGE_DATE,
+            CLOSED_DATE,
             cfg.hours_field,
         ]
-        for extra in (cfg.billing_type_field, cfg.rate_field, cfg.milestone_field):
+        for extra in (
+            cfg.billing_type_field,
+            cfg.rate_field,
+            cfg.milestone_field,
+            cfg.hours_by_person_field,
+        ):
             if extra:
                 names.append(extra)
         return list(dict.fromkeys(names))
@@ -204,16 +225,43 @@ class AzureDevOpsConnector:
                 )
             since = previous - timedelta(seconds=self.config.overlap_seconds)
         top = self.config.max_items_per_poll
-        ids = await self.client.query_ids(self.wiql(since), top=top)
-        if len(ids) >= top:
+        by_id: dict[str, BoardItem] = {}
+        window = since
+        cut_short = False
+        for _window in range(_MAX_WINDOWS):
+            # WIQL refuses answers over 20,000 ids (VS402337): ask for at most `top`,
+            # oldest change first, and when the answer is full start the next window
+            # at the last change read (>=, so items sharing that time are read again).
+            ids = await self.client.query_ids(self.wiql(window), top=top)
+            # Items of the previous window come back here only if they share its last
+            # change time or changed since: read them again, keep the newest revision.
+            raw = await self.client.get_work_items_batch(ids, self.requested_fields())
+            read = await self._snapshots(raw, check_scope=False)
+            for snapshot in read:
+                known = by_id.get(snapshot.item_id)
+                if known is None or snapshot.revision >= known.revision:
+                    by_id[snapshot.item_id] = snapshot
+            cut_short = len(ids) >= top
+            if not cut_short:
+                break
+            last = max((i.updated_at for i in read), default=None)
+            if last is None or (window is not None and last <= window):
+                log.warning(
+                    "Azure DevOps board %s: more than %d items changed at %s; the rest "
+                    "follow on the next poll",
+                    self.board_key,
+                    top,
+                    window,
+                )
+                break
+            window = last
+        else:
             log.warning(
-                "Azure DevOps board %s: %d changed items (the per-poll limit); the rest "
-                "follow on the next poll",
+                "Azure DevOps board %s: %d WIQL windows read; the rest follow on the next poll",
                 self.board_key,
-                len(ids),
+                _MAX_WINDOWS,
             )
-        raw = await self.client.get_work_items_batch(ids, self.requested_fields())
-        items = await self._snapshots(raw, check_scope=False)
+        items = list(by_id.values())
         latest = previous
         for item in items:
             if latest is None or item.updated_at > latest:
@@ -223,7 +271,7 @@ class AzureDevOpsConnector:
         # Counting the overlap back from `asOf` rather than from the last change keeps
         # a quiet board at one WIQL call per poll.
         as_of = parse_azure_datetime(self.client.last_as_of or "")
-        if as_of is not None and len(ids) < top and (latest is None or as_of > latest):
+        if as_of is not None and not cut_short and (latest is None or as_of > latest):
             latest = as_of
         new_cursor = format_cursor(latest) if latest is not None else cursor
         return PollResult(
@@ -254,6 +302,36 @@ class AzureDevOpsConnector:
         )
 
     # -- state categories ----------------------------------------------------------
+
+    def process_cache(self) -> dict[str, dict[str, str]]:
+        """The work item types' states read so far: type → state → category (lower case).
+
+        The shell keeps it in the ledger so the next run (``sync --once``) reads no
+        states; a state the cache does not know is read again (`_ensure_categories`).
+        """
+        return {
+            wit: {state: category.value for state, category in states.items()}
+            for wit, states in self._type_states.items()
+        }
+
+    def prime_process_cache(self, cache: Mapping[str, Any]) -> None:
+        """Take a `process_cache()` kept from an earlier run (types already read win)."""
+        by_value = {c.value: c for c in StateCategory}
+        for wit, states in cache.items():
+            if not isinstance(wit, str) or not isinstance(states, Mapping):
+                continue
+            key = wit.lower()
+            if key in self._type_states:
+                continue
+            mapping = {
+                str(state).lower(): by_value[category]
+                for state, category in states.items()
+                if isinstance(category, str) and category in by_value
+            }
+            self._type_states[key] = mapping
+            self._completed_states[key] = frozenset(
+                n for n, c in mapping.items() if c is StateCategory.DONE
+            )
 
     async def _load_type_states(self, work_item_type: str) -> None:
         states = await self.client.get_type_states(work_item_type)
@@ -351,6 +429,21 @@ class AzureDevOpsConnector:
             return None
         return None
 
+    def _done_time_from_fields(self, fields: Mapping[str, Any]) -> datetime | None:
+        """The Done time from the batch's own fields (None: ask the updates).
+
+        A state-based board's item is Done since it entered its (Completed) state:
+        ``StateChangeDate``, else ``ClosedDate``. A board that bills on columns cannot
+        tell from fields when the column changed, so it still reads the updates.
+        """
+        if self.config.done_board_columns:
+            return None
+        for name in (STATE_CHANGE_DATE, CLOSED_DATE):
+            moment = parse_azure_datetime(fields.get(name))
+            if moment is not None and 1 < moment.year < _FAR_FUTURE_YEAR:
+                return moment
+        return None
+
     async def _done_at(self, item_id: int, rev: int, wit: str) -> datetime | None:
         cached = self._done_at_cache.get(item_id)
         if cached is not None and cached[0] == rev:
@@ -425,6 +518,7 @@ class AzureDevOpsConnector:
 
         prepared: list[tuple[Mapping[str, Any], StateCategory]] = []
         done_jobs: dict[int, tuple[int, str]] = {}
+        done_at: dict[int, datetime | None] = {}
         for item in usable:
             fields = item["fields"]
             wit = str(fields.get("System.WorkItemType") or "")
@@ -433,10 +527,14 @@ class AzureDevOpsConnector:
             category = self._category(wit, state, column if isinstance(column, str) else None)
             prepared.append((item, category))
             if category is StateCategory.DONE:
+                known = self._done_time_from_fields(fields)
+                if known is not None:
+                    done_at[item["id"]] = known
+                    continue
                 rev = item.get("rev")
                 done_jobs[item["id"]] = (rev if isinstance(rev, int) else 0, wit)
 
-        done_at: dict[int, datetime | None] = {}
+
         semaphore = asyncio.Semaphore(_UPDATES_CONCURRENCY)
 
         async def read(item_id: int, rev: int, wit: str) -> None:
@@ -522,4 +620,9 @@ class AzureDevOpsConnector:
                 else None
             ),
             done_at=done_at if category is StateCategory.DONE else None,
+            hours_by_person=parse_hours_by_person(
+                str(fields.get(cfg.hours_by_person_field) or "")
+                if cfg.hours_by_person_field
+                else None
+            ),
         )

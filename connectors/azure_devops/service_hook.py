@@ -8,8 +8,15 @@ Checks run in this order and nothing is parsed before authentication:
 4. JSON body with the fields the event needs (400).
 
 ``workitem.updated`` / ``created`` / ``deleted`` / ``restored`` become a trigger to
-re-fetch the work item; the delivery id is ``"{work item id}:{rev}"`` so a replayed
-or re-sent revision dedupes. Other event types are valid but ignored.
+re-fetch the work item. The delivery id is the notification's own ``id`` (a GUID,
+the same on a retry of that notification), so created / deleted / restored of one
+item at one revision are three deliveries; a body without one falls back to
+``"{event}:{work item id}:{rev}"``. Other event types are valid but ignored.
+
+``workitem.updated`` names the work item in ``resource.workItemId``, except in
+Microsoft's documented sample, which is what the subscription dialog's **Test**
+button sends: there ``workItemId`` is 0 and the id is ``resource.revision.id``.
+Both are accepted.
 """
 
 from __future__ import annotations
@@ -139,22 +146,35 @@ def parse_azure_service_hook(
     if not isinstance(resource, dict):
         raise WebhookRejected(400, f"{event_type}: missing 'resource' object")
     action = event_type.split(".", 1)[1]
-    id_key = "workItemId" if event_type == "workitem.updated" else "id"
-    item_id = _positive_int(resource.get(id_key))
+    revision = resource.get("revision")
+    revision = revision if isinstance(revision, dict) else {}
+    if event_type == "workitem.updated":
+        # Only the Test button's 0 (or no workItemId at all) falls back to the revision's
+        # id; any other value must itself be a valid id.
+        named = resource.get("workItemId")
+        fallback = named is None or (named == 0 and not isinstance(named, bool))
+        item_id = _positive_int(revision.get("id")) if fallback else _positive_int(named)
+        where = "resource.workItemId' or 'resource.revision.id"
+    else:
+        item_id = _positive_int(resource.get("id"))
+        where = "resource.id"
     if item_id is None:
-        raise WebhookRejected(400, f"{event_type}: missing or invalid 'resource.{id_key}'")
-    rev = _positive_int(resource.get("rev"))
-    if rev is None:
-        revision = resource.get("revision")
-        if isinstance(revision, dict):
-            rev = _positive_int(revision.get("rev"))
+        raise WebhookRejected(400, f"{event_type}: missing or invalid '{where}'")
+    rev = _positive_int(resource.get("rev")) or _positive_int(revision.get("rev"))
     if rev is None:
         raise WebhookRejected(400, f"{event_type}: missing or invalid 'resource.rev'")
+    notification_id = payload.get("id")
+    delivery = (
+        notification_id.strip()
+        if isinstance(notification_id, str) and notification_id.strip()
+        else f"{event_type}:{item_id}:{rev}"
+    )
     return WebhookTrigger(
         source=SOURCE,
-        delivery_id=f"{item_id}:{rev}",
+        delivery_id=delivery,
         event=event_type,
         action=action,
         board_hint=_project_name(resource),
         item_ids=(str(item_id),),
+        revision=rev,
     )

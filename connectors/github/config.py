@@ -63,6 +63,12 @@ class GitHubBoardConfig:
     such as "T&M", "Fixed price", "Non-billable" are understood). Without a billing
     field, `billing_type` is None and the billing core decides from labels.
 
+    Polling: a poll lists only the items updated since the last poll (the project
+    filter ``-last-updated:Ndays``, day granularity, N covering the time since the
+    cursor plus `incremental_overlap_seconds`); every `full_reconcile_seconds` (and
+    when there is no cursor) it lists every item instead, archived ones included.
+    0 makes every poll a full listing.
+
     Credentials: either `token` (classic PAT with `read:project` and `repo`, or a
     fine-grained token with Projects/Issues/Pull requests read), or a GitHub App
     (`app_id`, `app_private_key` PEM, `app_installation_id`). `webhook_secret` checks
@@ -83,6 +89,7 @@ class GitHubBoardConfig:
     )
     rate_field: str | None = None
     milestone_field: str | None = None
+    hours_by_person_field: str | None = None  # a Text field "login: hours, …"
     iteration_field: str | None = None
     archived_as_removed: bool = False
     api_url: str = DEFAULT_GRAPHQL_URL
@@ -93,6 +100,8 @@ class GitHubBoardConfig:
     app_installation_id: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     page_size: int = MAX_PAGE_SIZE
+    full_reconcile_seconds: float = 86_400.0
+    incremental_overlap_seconds: float = 3_600.0
     max_attempts: int = 4
     low_rate_limit_remaining: int = 200
     max_rate_limit_wait: float = 300.0
@@ -142,6 +151,10 @@ class GitHubBoardConfig:
             raise ValueError(f"{where}: page_size must be 1 to {MAX_PAGE_SIZE}")
         if self.max_attempts < 1:
             raise ValueError(f"{where}: max_attempts must be >= 1")
+        if self.full_reconcile_seconds < 0:
+            raise ValueError(f"{where}: full_reconcile_seconds must be >= 0 (0: always full)")
+        if self.incremental_overlap_seconds < 0:
+            raise ValueError(f"{where}: incremental_overlap_seconds must be >= 0")
         if not self.api_url.startswith(("https://", "http://")):
             raise ValueError(f"{where}: api_url {self.api_url!r} is not an http(s) URL")
         app_parts = (self.app_id, self.app_private_key, self.app_installation_id)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, Self
@@ -14,6 +16,7 @@ from connectors.base import (
     CallObserver,
     FatalError,
     PollResult,
+    QuotaObservation,
     RetriableError,
     WebhookTrigger,
 )
@@ -35,14 +38,49 @@ log = logging.getLogger(__name__)
 
 #: Safety stop: a project holds at most 50,000 items, i.e. 500 pages of 100.
 _MAX_PAGES = 600
+_DAY = 86_400.0
+#: The filter's largest window worth asking for: beyond it a full listing is as cheap.
+_MAX_FILTER_DAYS = 365
+
+
+def incremental_filter(elapsed_seconds: float, overlap_seconds: float) -> str:
+    """The filter-bar query for items updated in the last `elapsed + overlap` (whole days)."""
+    days = max(1, math.ceil((max(elapsed_seconds, 0.0) + overlap_seconds) / _DAY))
+    return f"-last-updated:{days}days"
+
+
+def parse_poll_cursor(cursor: str | None) -> tuple[float, float] | None:
+    """(last poll start, last full listing start) in epoch seconds, None if unusable."""
+    if not cursor:
+        return None
+    try:
+        data = json.loads(cursor)
+        since, full = float(data["since"]), float(data["full"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not (math.isfinite(since) and math.isfinite(full)):
+        return None
+    return since, full
+
+
+def format_poll_cursor(since: float, full: float) -> str:
+    """The cursor a poll leaves: when it started, and when the last full listing did."""
+    return json.dumps({"v": 1, "since": round(since, 3), "full": round(full, 3)})
 
 
 class GitHubProjectConnector:
     """Reads one GitHub project (org- or user-owned) and parses its webhooks.
 
-    * `poll(cursor)` pages through every item (GitHub has no "changed since" filter):
-      ⌈N/page_size⌉ requests for N items, nothing per item. The cursor is unused
-      (always None); the engine skips unchanged snapshots by revision and content.
+    * `poll(cursor)` lists the items updated since the cursor with the project filter
+      ``-last-updated:Ndays`` (``ProjectV2.items(query:)``, GitHub changelog
+      2025-10-22): ⌈k/page_size⌉ requests (at least 1) for k items updated in that
+      many days. Without a cursor, and every `full_reconcile_seconds`, it lists every
+      item instead (⌈N/page_size⌉ requests, archived items included, `complete=True`):
+      the reconcile catches what the filter may miss (project-only field edits, if
+      GitHub does not count them as updates; archived items). The cursor is JSON
+      ``{"since", "full"}`` (epoch seconds of the poll's and the last full listing's
+      start, by the connector's clock); snapshots are de-duplicated by item id,
+      keeping the highest revision. The engine skips unchanged ones.
     * `fetch(ids)` re-reads items by ProjectV2Item node id (`node(id:)` for one,
       `nodes(ids:)` in chunks of 100 for several). Deleted items, REDACTED items and
       items of other projects are omitted.
@@ -66,6 +104,7 @@ class GitHubProjectConnector:
     ) -> None:
         self.config = config
         self.board_key = config.board_key
+        self._clock = clock
         self._own_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=config.timeout_seconds)
         if auth is None:
@@ -113,6 +152,20 @@ class GitHubProjectConnector:
         await self.aclose()
 
     @property
+    def quota(self) -> QuotaObservation | None:
+        """GraphQL points left as GitHub last reported them (None before any request)."""
+        info = self.client.rate_limit
+        if info is None:
+            return None
+        return QuotaObservation(
+            resource="graphql",
+            remaining=float(info.remaining),
+            limit=self.client.rate_limit_limit,
+            reset_at=info.reset_at,
+            observed_at=self._clock(),
+        )
+
+    @property
     def requests_made(self) -> int:
         """GraphQL HTTP requests sent so far (retries included)."""
         return self.client.requests_made
@@ -125,16 +178,66 @@ class GitHubProjectConnector:
 
     # -- polling -------------------------------------------------------------------------
 
+    async def resolve_project_id(self) -> str | None:
+        """The project's node id, asked once (one page of one item) if not yet known.
+
+        Webhooks name their project by node id: once it is known, deliveries of other
+        projects of the organization are ignored without any call.
+        """
+        if self.project_id is None:
+            document = (
+                ORGANIZATION_PROJECT_ITEMS
+                if self.config.owner_type == "organization"
+                else USER_PROJECT_ITEMS
+            )
+            data = await self.client.execute(
+                document,
+                {
+                    "login": self.config.owner,
+                    "number": self.config.project_number,
+                    "first": 1,
+                    "after": None,
+                },
+            )
+            self._project_of(data)
+        return self.project_id
+
     async def poll(self, cursor: str | None) -> PollResult:
-        """Snapshots of every item of the project (the cursor is ignored and None)."""
-        del cursor  # there is no server-side "changed since" filter
+        """Items updated since `cursor` (a filtered listing), or every item when due."""
+        started = self._clock()
+        previous = parse_poll_cursor(cursor)
+        query: str | None = None
+        last_full = started
+        if previous is not None:
+            since, full = previous
+            due = started - full >= self.config.full_reconcile_seconds
+            elapsed = started - since
+            if not due and elapsed >= 0 and elapsed < _MAX_FILTER_DAYS * _DAY:
+                query = incremental_filter(elapsed, self.config.incremental_overlap_seconds)
+                last_full = full
+        items, requests = await self._list(query)
+        new_cursor = format_poll_cursor(started, last_full)
+        # A cursor a little older than this poll only widens the next window (by less
+        # than half the overlap): keep it, and spare the ledger a write per poll.
+        half_overlap = self.config.incremental_overlap_seconds / 2
+        if query is not None and previous is not None and 0 <= started - previous[0] < half_overlap:
+            new_cursor = cursor or new_cursor
+        return PollResult(
+            items=items,
+            requests_made=requests,
+            cursor=new_cursor,
+            complete=query is None,
+        )
+
+    async def _list(self, query: str | None) -> tuple[tuple[BoardItem, ...], int]:
+        """Page through the project's items (matching `query`, or all of them)."""
         document = (
             ORGANIZATION_PROJECT_ITEMS
             if self.config.owner_type == "organization"
             else USER_PROJECT_ITEMS
         )
         before = self.client.requests_made
-        items: list[BoardItem] = []
+        items: dict[str, BoardItem] = {}
         after: str | None = None
         for _page in range(_MAX_PAGES):
             data = await self.client.execute(
@@ -144,6 +247,7 @@ class GitHubProjectConnector:
                     "number": self.config.project_number,
                     "first": min(self.config.page_size, MAX_PAGE_SIZE),
                     "after": after,
+                    "query": query,
                 },
             )
             project = self._project_of(data)
@@ -155,8 +259,12 @@ class GitHubProjectConnector:
                 raise RetriableError(f"{self._where()}: items.nodes is not a list")
             for node in nodes:
                 snapshot = self._snapshot(node)
-                if snapshot is not None:
-                    items.append(snapshot)
+                if snapshot is None:
+                    continue
+                # An item updated while we page may show up twice: keep the newest.
+                seen = items.get(snapshot.item_id)
+                if seen is None or snapshot.revision >= seen.revision:
+                    items[snapshot.item_id] = snapshot
             page_info = connection.get("pageInfo")
             if not isinstance(page_info, dict):
                 raise RetriableError(f"{self._where()}: items has no pageInfo")
@@ -168,11 +276,7 @@ class GitHubProjectConnector:
             after = next_cursor
         else:
             raise FatalError(f"{self._where()}: more than {_MAX_PAGES} pages of items")
-        return PollResult(
-            items=tuple(items),
-            requests_made=self.client.requests_made - before,
-            cursor=None,
-        )
+        return tuple(items.values()), self.client.requests_made - before
 
     def _where(self) -> str:
         return (

@@ -124,6 +124,8 @@ class GitHubGraphQLClient:
         self.requests_made = 0
         self.requests_by_operation: Counter[str] = Counter()
         self.rate_limit: RateLimitInfo | None = None
+        #: The points per hour (``x-ratelimit-limit``) once a response said.
+        self.rate_limit_limit: float | None = None
         #: Seconds spent waiting because of rate limits (pacing and secondary limits).
         self.rate_limit_wait_seconds = 0.0
         self._pending_rate_wait = 0.0
@@ -342,6 +344,9 @@ class GitHubGraphQLClient:
     def _note_rate_limit_headers(self, headers: httpx.Headers) -> None:
         if headers.get("x-ratelimit-resource", "graphql") != "graphql":
             return
+        limit = _float(headers.get("x-ratelimit-limit"))
+        if limit is not None:
+            self.rate_limit_limit = limit
         remaining = _float(headers.get("x-ratelimit-remaining"))
         reset = _float(headers.get("x-ratelimit-reset"))
         if remaining is None or reset is None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from connectors.github.config import GitHubBoardConfig, normalize_option
 from mapping.domain import BoardItem, Source, StateCategory
+from mapping.rules import parse_hours_by_person
 
 log = logging.getLogger(__name__)
 
@@ -317,4 +318,9 @@ def to_board_item(item: GitHubItem, config: GitHubBoardConfig, project_url: str)
         iteration=iteration.title if iteration is not None else None,
         rate=_number(item, config.rate_field),
         milestone_amount=_number(item, config.milestone_field),
+        hours_by_person=parse_hours_by_person(
+            item.texts.get(normalize_option(config.hours_by_person_field))
+            if config.hours_by_person_field
+            else None
+        ),
     )

@@ -86,12 +86,14 @@ fragment ProjectItemFields on ProjectV2Item {
 }
 """
 
+#: `$query` is the project filter-bar syntax (GitHub changelog 2025-10-22), e.g.
+#: ``-last-updated:2days``; null lists every item (archived ones included).
 _ITEMS_PAGE_BODY: Final = """
     projectV2(number: $number) {
       id
       title
       url
-      items(first: $first, after: $after) {
+      items(first: $first, after: $after, query: $query) {
         pageInfo { hasNextPage endCursor }
         nodes { ...ProjectItemFields }
       }
@@ -101,7 +103,8 @@ _ITEMS_PAGE_BODY: Final = """
 #: One page (up to 100) of an organization-owned project's items.
 ORGANIZATION_PROJECT_ITEMS: Final = (
     """
-query OrganizationProjectItems($login: String!, $number: Int!, $first: Int!, $after: String) {
+query OrganizationProjectItems(
+  $login: String!, $number: Int!, $first: Int!, $after: String, $query: String) {
   rateLimit { cost remaining resetAt }
   organization(login: $login) {"""
     + _ITEMS_PAGE_BODY
@@ -114,7 +117,8 @@ query OrganizationProjectItems($login: String!, $number: Int!, $first: Int!, $af
 #: One page (up to 100) of a user-owned project's items.
 USER_PROJECT_ITEMS: Final = (
     """
-query UserProjectItems($login: String!, $number: Int!, $first: Int!, $after: String) {
+query UserProjectItems(
+  $login: String!, $number: Int!, $first: Int!, $after: String, $query: String) {
   rateLimit { cost remaining resetAt }
   user(login: $login) {"""
     + _ITEMS_PAGE_BODY

@@ -204,6 +204,12 @@ def parse_github_webhook(
     project_hint: str | None = None
     if isinstance(item, dict) and _is_node_id(item.get("project_node_id")):
         project_hint = item["project_node_id"]
+    organization = payload.get("organization")
+    owner = (
+        organization["login"]
+        if isinstance(organization, dict) and isinstance(organization.get("login"), str)
+        else None
+    )
     if action not in ITEM_ACTIONS:
         log.info("github webhook %s: projects_v2_item action %r ignored", delivery_id, action)
         return WebhookTrigger(
@@ -214,6 +220,7 @@ def parse_github_webhook(
             board_hint=project_hint,
             item_ids=(),
             ignored_reason=f"projects_v2_item action {action!r} is not handled",
+            owner=owner,
         )
     if not isinstance(item, dict):
         raise WebhookRejected(400, "projects_v2_item payload has no projects_v2_item object")
@@ -242,4 +249,5 @@ def parse_github_webhook(
         action=action,
         board_hint=project_hint,
         item_ids=(node_id.strip(),),
+        owner=owner,
     )

@@ -14,6 +14,7 @@ Unique constraints, not only code, make double entries impossible:
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -40,6 +41,24 @@ SCALE = 6
 _FACTOR = Decimal(10) ** SCALE
 
 
+@lru_cache(maxsize=1 << 14)  # a pure function of the number; boards repeat a few values
+def to_scaled(value: Decimal | None) -> int | None:
+    """A Decimal as stored: an integer number of millionths (half-up beyond that)."""
+    if value is None:
+        return None
+    if type(value) is not Decimal:
+        value = Decimal(value)
+    return int((value * _FACTOR).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+@lru_cache(maxsize=1 << 14)
+def from_scaled(value: int | None) -> Decimal | None:
+    """A stored number of millionths as a tidy Decimal (1500000 -> 1.5)."""
+    if value is None:
+        return None
+    return tidy_decimal(Decimal(int(value)).scaleb(-SCALE))
+
+
 class ScaledDecimal(TypeDecorator[Decimal]):
     """A Decimal stored as an integer number of millionths (exact on every database)."""
 
@@ -47,15 +66,10 @@ class ScaledDecimal(TypeDecorator[Decimal]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        scaled = (Decimal(value) * _FACTOR).to_integral_value(rounding=ROUND_HALF_UP)
-        return int(scaled)
+        return to_scaled(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        return tidy_decimal(Decimal(int(value)).scaleb(-SCALE))
+        return from_scaled(value)
 
 
 def utc_datetime() -> DateTime:
@@ -163,6 +177,12 @@ entries = Table(
     Column("review_reason", Text, nullable=True),
     Column("created_at", utc_datetime(), nullable=False),
     Column("updated_at", utc_datetime(), nullable=False),
+    # Who did the work (0006): the person's key (NULL: the whole item), their role, and
+    # the entry's cost = hours × cost rate, in the entry's currency.
+    Column("person", String(200), nullable=True),
+    Column("role", String(100), nullable=True),
+    Column("cost_rate", ScaledDecimal(), nullable=True),
+    Column("cost", ScaledDecimal(), nullable=True),
     UniqueConstraint("item_id", "kind", "seq", name="uq_entries_item_kind_seq"),
 )
 Index("ix_entries_client_state", entries.c.client, entries.c.state)
@@ -236,6 +256,19 @@ cursors = Table(
     UniqueConstraint("source", "board", name="uq_cursors_source_board"),
 )
 
+#: What a board's connector learnt about the board's process and may reuse across
+#: runs (Azure DevOps: each work item type's states and their categories).
+board_state_cache = Table(
+    "board_state_cache",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("board", String(200), nullable=False),
+    Column("value", JSON, nullable=False),
+    Column("fetched_at", utc_datetime(), nullable=False),
+    UniqueConstraint("source", "board", name="uq_board_state_cache_source_board"),
+)
+
 seen_deliveries = Table(
     "seen_deliveries",
     metadata,
@@ -252,3 +285,33 @@ ledger_meta = Table(
     Column("key", String(100), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Every verified inbound webhook, written in one short INSERT before it is answered, and
+# drained by the worker (sync/intake.py). The unique (source, delivery_id) is the dedupe:
+# a redelivery inserts nothing and is answered "duplicate". Rows stay after processing
+# (status done / ignored) so that late redeliveries still dedupe.
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("delivery_id", String(200), nullable=False),
+    Column("event", String(100), nullable=False),
+    Column("action", String(100), nullable=False),
+    # The board's own item id to re-fetch (GitHub node id, Azure DevOps work item id);
+    # NULL for events that carry their data (Stripe).
+    Column("item_id", String(200), nullable=True),
+    Column("board_hint", String(400), nullable=True),
+    Column("revision", BigInteger, nullable=True),
+    # The raw body as received (after verification), for events processed from it.
+    Column("body", Text, nullable=True),
+    # pending, done, ignored
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("not_before", utc_datetime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("received_at", utc_datetime(), nullable=False),
+    Column("processed_at", utc_datetime(), nullable=True),
+    UniqueConstraint("source", "delivery_id", name="uq_inbox_source_delivery"),
+)
+Index("ix_inbox_status_id", inbox.c.status, inbox.c.id)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,9 +31,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from mapping.billing import HeldItem
-from mapping.domain import BillableEntry, EntryKind, EntryState, StateCategory
-from mapping.money import Money
+from mapping.domain import BillableEntry
+from sync.ledger import bulk
 from sync.ledger import schema as t
+from sync.ledger.ops import queue_draft_edits
 
 _T = TypeVar("_T")
 
@@ -40,16 +42,33 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for SQLite's write lock
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with SQLite set up for a daemon: WAL, foreign keys, a busy timeout."""
+#: The webhook intake's bounds: a hung ledger must turn into a fast 503, not a request
+#: that hangs until the sender gives up (GitHub waits 10 s).
+INTAKE_BUSY_SECONDS = 2.0
+INTAKE_CONNECT_SECONDS = 2
+INTAKE_STATEMENT_MS = 2000
+
+
+def make_engine(url: str, *, intake: bool = False) -> Engine:
+    """An engine with SQLite set up for a daemon: WAL, foreign keys, a busy timeout.
+
+    `intake=True`: the small engine the webhook intake writes through, with short
+    bounds everywhere (SQLite busy timeout; PostgreSQL connect, statement and lock
+    timeouts, TCP keepalives and user timeout; pool wait), so that a locked or hung
+    ledger fails the INSERT in about two seconds and the webhook is answered 503.
+    """
     if url.startswith("sqlite"):
         # Pooled connections: opening one costs about a millisecond (pragmas, and the WAL
         # checkpoint when the last one closes), more than a typical transaction.
         engine = create_engine(
             url,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False},
-            pool_size=5,
-            max_overflow=10,
+            connect_args={
+                "timeout": INTAKE_BUSY_SECONDS if intake else SQLITE_BUSY_TIMEOUT,
+                "check_same_thread": False,
+            },
+            pool_size=2 if intake else 5,
+            max_overflow=2 if intake else 10,
+            pool_timeout=INTAKE_BUSY_SECONDS if intake else 30,
             pool_pre_ping=True,
         )
 
@@ -77,7 +96,26 @@ def make_engine(url: str) -> Engine:
         return engine
     # No server-side prepared statements: their generic plans turn the batch lookups
     # (item_key IN (500 values)) into sequential scans (bench/RESULTS.md, section 2).
-    return create_engine(url, pool_pre_ping=True, connect_args={"prepare_threshold": None})
+    connect_args: dict[str, Any] = {"prepare_threshold": None}
+    if not intake:
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    connect_args.update(
+        connect_timeout=INTAKE_CONNECT_SECONDS,
+        options=f"-c statement_timeout={INTAKE_STATEMENT_MS} -c lock_timeout={INTAKE_STATEMENT_MS}",
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=2,
+        tcp_user_timeout=INTAKE_STATEMENT_MS,
+    )
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=2,
+        pool_timeout=INTAKE_CONNECT_SECONDS,
+        connect_args=connect_args,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,18 +125,11 @@ class HeldRow:
     entry_ids: dict[str, int]
 
 
-def _entry_from_row(row: Any) -> BillableEntry:
-    return BillableEntry(
-        entry_key=row.entry_key,
-        item_key=row.item_key,
-        kind=EntryKind(row.kind),
-        seq=row.seq,
-        state=EntryState(row.state),
-        hours=row.hours,
-        rate=row.rate,
-        amount=Money(row.amount, row.currency) if row.amount is not None else None,
-        description=row.description,
-    )
+def _aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes: they were stored in UTC."""
+    from datetime import UTC
+
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def delivery_key(delivery_id: str) -> str:
@@ -130,60 +161,49 @@ class UnitOfWork:
         self.conn = conn
         self.now = now
         self.read_only = read_only
+        # The client of each item read by held_items in this transaction.
+        self._clients: dict[int, str] = {}
 
     # --- items and entries ---------------------------------------------------------
 
     def held_items(self, item_keys: Sequence[str]) -> dict[str, HeldRow]:
-        """What the ledger holds for these items (absent keys are new items)."""
+        """What the ledger holds for these items (absent keys are new items).
+
+        In a write unit of work the item rows stay locked until commit (PostgreSQL):
+        a concurrent ingest of the same items waits, then plans against what this one
+        recorded."""
         if not item_keys:
             return {}
-        found: dict[str, HeldRow] = {}
+        keys = list(dict.fromkeys(item_keys))
+        items, entry_rows = bulk.held_item_rows(self.conn, keys, lock=not self.read_only)
+        self._clients.update((r.id, r.client) for r in items)
         entries_by_item: dict[int, list[BillableEntry]] = {}
         entry_ids: dict[int, dict[str, int]] = {}
-        keys = list(dict.fromkeys(item_keys))
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            query = (
-                select(
-                    t.items.c.id,
-                    t.items.c.item_key,
-                    t.items.c.revision,
-                    t.items.c.fingerprint,
-                    t.items.c.column_name,
-                    t.items.c.state_category,
-                )
-                .where(t.items.c.item_key.in_(chunk))
-                .order_by(t.items.c.item_key)
+        for er in entry_rows:
+            entries_by_item.setdefault(er.item_id, []).append(er.entry)
+            entry_ids.setdefault(er.item_id, {})[er.entry.entry_key] = er.id
+        return {
+            r.item_key: HeldRow(
+                r.id,
+                HeldItem(
+                    revision=r.revision,
+                    fingerprint=r.fingerprint,
+                    column=r.column_name,
+                    state_category=r.state_category,
+                    entries=tuple(entries_by_item.get(r.id, ())),
+                ),
+                entry_ids.get(r.id, {}),
             )
-            if not self.read_only:
-                # Held until commit (PostgreSQL): a concurrent ingest of the same items
-                # waits, then plans against what this one recorded.
-                query = query.with_for_update()
-            rows = self.conn.execute(query).all()
-            ids = [r.id for r in rows]
-            if ids:
-                entry_rows = self.conn.execute(
-                    select(t.entries, t.items.c.item_key)
-                    .join(t.items, t.items.c.id == t.entries.c.item_id)
-                    .where(t.entries.c.item_id.in_(ids))
-                    .order_by(t.entries.c.id)
-                ).all()
-                for er in entry_rows:
-                    entries_by_item.setdefault(er.item_id, []).append(_entry_from_row(er))
-                    entry_ids.setdefault(er.item_id, {})[er.entry_key] = er.id
-            for r in rows:
-                found[r.item_key] = HeldRow(
-                    r.id,
-                    HeldItem(
-                        revision=r.revision,
-                        fingerprint=r.fingerprint,
-                        column=r.column_name,
-                        state_category=StateCategory(r.state_category),
-                        entries=tuple(entries_by_item.get(r.id, ())),
-                    ),
-                    entry_ids.get(r.id, {}),
-                )
-        return found
+            for r in items
+        }
+
+    def write_batch(self, rows: bulk.BatchWrites) -> dict[str, int]:
+        """Insert and update one ingest batch's rows; the ids of the rows inserted."""
+        return rows.flush(self.conn, bulk.DriverValues(self.conn.dialect, self.now), self._clients)
+
+    def queue_draft_edits(self, entry_ids: list[int]) -> None:
+        """Entries on an open Stripe draft changed: queue the edits of their lines."""
+        queue_draft_edits(self.conn, entry_ids, self.now)
 
     # --- cursors and deliveries ----------------------------------------------------
 
@@ -208,6 +228,45 @@ class UnitOfWork:
                 )
             )
 
+    def board_item_ids(self, source: str, board: str) -> set[str]:
+        """The board's own ids of every item the ledger holds for it."""
+        rows = self.conn.execute(
+            select(t.items.c.external_id).where(
+                t.items.c.source == source, t.items.c.board == board
+            )
+        )
+        return {str(r[0]) for r in rows}
+
+    def board_state_cache(self, source: str, board: str) -> tuple[Any, datetime] | None:
+        """A board's cached process description and when it was read, None if none."""
+        row = self.conn.execute(
+            select(t.board_state_cache.c.value, t.board_state_cache.c.fetched_at).where(
+                t.board_state_cache.c.source == source, t.board_state_cache.c.board == board
+            )
+        ).first()
+        if row is None:
+            return None
+        fetched: datetime = row.fetched_at
+        if fetched.tzinfo is None:  # SQLite keeps no offset; the ledger writes UTC
+            fetched = fetched.replace(tzinfo=UTC)
+        return row.value, fetched
+
+    def set_board_state_cache(self, source: str, board: str, value: Any) -> None:
+        """Store a board's process description (read now) for later runs."""
+        changed = self.conn.execute(
+            update(t.board_state_cache)
+            .where(
+                t.board_state_cache.c.source == source, t.board_state_cache.c.board == board
+            )
+            .values(value=value, fetched_at=self.now)
+        ).rowcount
+        if not changed:
+            self.conn.execute(
+                insert(t.board_state_cache).values(
+                    source=source, board=board, value=value, fetched_at=self.now
+                )
+            )
+
     def claim_delivery(self, source: str, delivery_id: str) -> bool:
         """Record a webhook delivery id; False if it was seen before (a redelivery)."""
         return claim_delivery(self.conn, source, delivery_id, self.now)
@@ -221,6 +280,65 @@ class UnitOfWork:
             )
         ).first()
         return found is not None
+
+    # --- the inbox -----------------------------------------------------------------
+
+    def pending_inbox(self, limit: int) -> list[InboxRow]:
+        """Pending inbox rows due now (not backing off), oldest first."""
+        rows = self.conn.execute(
+            select(t.inbox)
+            .where(
+                t.inbox.c.status == "pending",
+                (t.inbox.c.not_before.is_(None)) | (t.inbox.c.not_before <= self.now),
+            )
+            .order_by(t.inbox.c.id)
+            .limit(limit)
+        ).all()
+        return [
+            InboxRow(
+                id=r.id,
+                source=r.source,
+                delivery_id=r.delivery_id,
+                event=r.event,
+                action=r.action,
+                item_id=r.item_id,
+                board_hint=r.board_hint,
+                revision=r.revision,
+                body=r.body,
+                attempts=r.attempts,
+                received_at=_aware(r.received_at),
+            )
+            for r in rows
+        ]
+
+    def inbox_done(self, ids: Sequence[int], status: str = "done") -> None:
+        """Mark inbox rows processed (`done`) or not acted on (`ignored`)."""
+        for start in range(0, len(ids), 500):
+            self.conn.execute(
+                update(t.inbox)
+                .where(t.inbox.c.id.in_(list(ids[start : start + 500])))
+                .values(status=status, processed_at=self.now, body=None)
+            )
+
+    def inbox_retry(self, ids: Sequence[int], not_before: datetime, error: str) -> None:
+        """Leave inbox rows pending, to be tried again from `not_before`."""
+        for start in range(0, len(ids), 500):
+            self.conn.execute(
+                update(t.inbox)
+                .where(t.inbox.c.id.in_(list(ids[start : start + 500])))
+                .values(
+                    attempts=t.inbox.c.attempts + 1, not_before=not_before, last_error=error[:2000]
+                )
+            )
+
+    def inbox_counts(self) -> dict[str, int]:
+        """Inbox rows per status (for readiness and tests)."""
+        return {
+            str(r[0]): int(r[1])
+            for r in self.conn.execute(
+                select(t.inbox.c.status, func.count()).group_by(t.inbox.c.status)
+            )
+        }
 
     # --- reading the pipeline ------------------------------------------------------
 
@@ -249,6 +367,74 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._intake_engine: Engine | None = None
+        # SQLite has one writer at a time. Writers of this process queue on this lock
+        # instead of in SQLite's busy handler, which sleeps in growing steps (up to
+        # 100 ms) and would put those sleeps on the webhook intake's answers.
+        self._sqlite_writer = threading.RLock() if url.startswith("sqlite") else None
+
+    @property
+    def intake_engine(self) -> Engine:
+        """The short-timeout engine of the webhook intake (created on first use)."""
+        if self._intake_engine is None:
+            self._intake_engine = make_engine(self.url, intake=True)
+        return self._intake_engine
+
+    def accept_deliveries(self, deliveries: Sequence[InboxDelivery], now: datetime) -> list[bool]:
+        """Write verified deliveries to the inbox in one INSERT (one transaction).
+
+        Returns, per delivery, True if it is new and False if its (source, delivery id)
+        was already in the inbox (a redelivery: nothing written). Raises SQLAlchemy
+        errors (OperationalError when the ledger is down, locked or hung).
+        """
+        if not deliveries:
+            return []
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for d in deliveries:
+            key = (d.source, delivery_key(d.delivery_id))
+            rows.setdefault(
+                key,
+                {
+                    "source": d.source,
+                    "delivery_id": key[1],
+                    "event": d.event[:100],
+                    "action": d.action[:100],
+                    "item_id": d.item_id,
+                    "board_hint": d.board_hint,
+                    "revision": d.revision,
+                    "body": d.body,
+                    "status": "pending",
+                    "attempts": 0,
+                    "received_at": now,
+                },
+            )
+        writer = self._sqlite_writer
+        if writer is not None and not writer.acquire(timeout=INTAKE_BUSY_SECONDS):
+            raise OperationalError(
+                "BEGIN IMMEDIATE", {}, TimeoutError("the ledger's write lock is busy")
+            )
+        try:
+            inserted = self._insert_inbox(list(rows.values()))
+        finally:
+            if writer is not None:
+                writer.release()
+        answers: list[bool] = []
+        for d in deliveries:
+            key = (d.source, delivery_key(d.delivery_id))
+            answers.append(key in inserted)
+            inserted.discard(key)  # the same id twice in one batch: the second is a repeat
+        return answers
+
+    def _insert_inbox(self, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        with self.intake_engine.begin() as conn:
+            return {
+                (r[0], r[1])
+                for r in conn.execute(
+                    _insert_ignoring_duplicates(conn, rows).returning(
+                        t.inbox.c.source, t.inbox.c.delivery_id
+                    )
+                )
+            }
 
     def upgrade(self) -> None:
         """Apply every Alembic migration not yet applied (safe to call on every start)."""
@@ -270,7 +456,11 @@ class Ledger:
 
     @contextmanager
     def unit_of_work(self, now: datetime) -> Iterator[UnitOfWork]:
-        with self.engine.begin() as conn:
+        if self._sqlite_writer is None:
+            with self.engine.begin() as conn:
+                yield UnitOfWork(conn, now)
+            return
+        with self._sqlite_writer, self.engine.begin() as conn:
             yield UnitOfWork(conn, now)
 
     @contextmanager
@@ -325,6 +515,49 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._intake_engine is not None:
+            self._intake_engine.dispose()
+
+
+@dataclass(frozen=True, slots=True)
+class InboxDelivery:
+    """A verified webhook as the intake writes it (see `Ledger.accept_deliveries`)."""
+
+    source: str
+    delivery_id: str
+    event: str
+    action: str
+    item_id: str | None = None
+    board_hint: str | None = None
+    revision: int | None = None
+    body: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """A pending inbox row as the worker reads it."""
+
+    id: int
+    source: str
+    delivery_id: str
+    event: str
+    action: str
+    item_id: str | None
+    board_hint: str | None
+    revision: int | None
+    body: str | None
+    attempts: int
+    received_at: datetime
+
+
+def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(t.inbox).values(rows).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(t.inbox).values(rows).on_conflict_do_nothing()
 
 
 PROBE_KEY = "readiness_probe"

@@ -23,6 +23,7 @@ from sync.web.dashboard import DashboardAuth, access_note, dashboard_router
 from sync.web.dashboard_actions import InvoicingActions
 from sync.web.events import ChangeBroker
 from sync.web.health import health_router
+from sync.web.profitability import ledger_profit_source, profitability_router
 from sync.web.slack_routes import slack_router
 from sync.web.stripe_webhook import stripe_webhook_router
 
@@ -52,8 +53,12 @@ def create_app(services: Services) -> FastAPI:
         else None,
     )
     payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
+    actions = InvoicingActions(services, desk_for(services))
+    app.include_router(dashboard_router(payload, broker, actions, auth, review=actions))
     app.include_router(
-        dashboard_router(payload, broker, InvoicingActions(services, desk_for(services)), auth)
+        profitability_router(
+            ledger_profit_source(services.ledger, services.clock), services.settings.staff(), auth
+        )
     )
     @app.get(
         "/openapi.json", include_in_schema=False, dependencies=[Depends(auth.require_user())]

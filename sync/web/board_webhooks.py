@@ -8,39 +8,36 @@ Each request is handled in this order, and nothing is written before step 4:
    with `github.webhook_secret`; Azure DevOps: basic auth with
    `azure_devops.hook_username` / `hook_password`) before parsing it; a refusal
    answers its status with ``{"error": ...}`` (401, 413, 415, 400);
-3. valid but not acted on (ping, other events, no configured board) → 202;
-4. `handle_trigger`: duplicate → 200 ``{"status": "duplicate"}``; otherwise re-fetch
-   and ingest → 200 with the counts.
+3. valid but not acted on (ping, other events, an organization or project no board
+   reads) → 202 ``{"status": "ignored"}``, decided without any call to the board;
+4. the delivery is written to the ledger's inbox (`sync.intake.IntakeWriter`: one
+   short INSERT, off the event loop, deduped on the delivery id) and answered at
+   once: 202 ``{"status": "queued"}``, or 200 ``{"status": "duplicate"}`` for a
+   delivery id already in the inbox. The leader's worker re-fetches and ingests.
 
-Failures: ledger unreachable (OperationalError) or a retriable board error → 503 so
-the sender retries (GitHub only retries by hand; Azure DevOps retries on its own);
-a fatal board error (credentials, permissions) → 500 with the message, logged.
-Secrets and bodies are never logged.
+The ledger down, locked or hung (no commit within `INTAKE_TIMEOUT_SECONDS`) → 503
+with Retry-After so the sender retries (GitHub only by hand; Azure DevOps on its
+own). Secrets and bodies are never logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
 
 from connectors.azure_devops.service_hook import parse_azure_service_hook
-from connectors.base import (
-    BoardConnector,
-    FatalError,
-    RetriableError,
-    WebhookRejected,
-    WebhookTrigger,
-)
+from connectors.base import BoardConnector, WebhookRejected, WebhookTrigger
 from connectors.github.webhook import parse_github_webhook
 from mapping.domain import Source
-from sync.boards import close_connectors, handle_trigger, source_of
+from sync.boards import close_connectors, source_of
 from sync.composition import Services
+from sync.intake import IntakeUnavailable, IntakeWriter, candidates
+from sync.ledger.store import InboxDelivery
 
 log = structlog.get_logger(__name__)
 
@@ -72,31 +69,17 @@ def _ignored(reason: str) -> JSONResponse:
     return JSONResponse({"status": "ignored", "reason": reason}, status_code=202)
 
 
-def _candidates(connectors: list[BoardConnector], hint: str | None) -> list[BoardConnector]:
-    """Boards the hint names; if none is known to match, those that might."""
-    answers = [(c, _matches(c, hint)) for c in connectors]
-    sure = [c for c, answer in answers if answer is True]
-    if sure:
-        return sure
-    return [c for c, answer in answers if answer is None]
-
-
-def _matches(connector: BoardConnector, hint: str | None) -> bool | None:
-    matches = getattr(connector, "matches_board_hint", None)
-    if matches is None:
-        return None
-    answer = matches(hint)
-    return answer if isinstance(answer, bool) else None
-
-
 def board_webhooks_router(services: Services) -> APIRouter:
     """The board webhook routes; connectors' HTTP clients are closed when the app stops."""
+
+    writer = IntakeWriter(services.ledger, services.clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await asyncio.to_thread(writer.close)
             await close_connectors(services.connectors)
 
     router = APIRouter(lifespan=lifespan)
@@ -115,32 +98,38 @@ def board_webhooks_router(services: Services) -> APIRouter:
             )
             return _ignored(trigger.ignored_reason)
         if not connectors:
-            reason = f"no configured {source.value} board matches {trigger.board_hint or 'it'}"
+            reason = (
+                f"delivery received and verified (the hook works), but no configured "
+                f"{source.value} board reads {trigger.board_hint or trigger.owner or 'it'}"
+            )
             log.info("webhook.ignored", **where, hook_event=trigger.event, reason=reason)
             return _ignored(reason)
+        delivery = InboxDelivery(
+            source=trigger.source,
+            delivery_id=trigger.delivery_id,
+            event=trigger.event,
+            action=trigger.action,
+            item_id=trigger.item_ids[0] if trigger.item_ids else None,
+            board_hint=trigger.board_hint,
+            revision=trigger.revision,
+        )
         try:
-            report = await handle_trigger(services, connectors, trigger)
-        except OperationalError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else exc.__class__.__name__
-            log.error("webhook.ledger_unavailable", **where, error=reason)
+            new = await writer.accept(delivery)
+        except IntakeUnavailable as exc:
+            log.error("webhook.ledger_unavailable", **where, error=str(exc))
             return _error(503, "the ledger is unavailable; retry later", {"Retry-After": "30"})
-        except RetriableError as exc:
-            log.warning("webhook.refetch_failed", **where, error=str(exc))
-            headers = (
-                {"Retry-After": str(max(1, round(exc.retry_after)))}
-                if exc.retry_after is not None
-                else {"Retry-After": "60"}
+        if not new:
+            return JSONResponse(
+                {
+                    "status": "duplicate",
+                    "detail": f"delivery {trigger.delivery_id} was received before",
+                },
+                status_code=200,
             )
-            return _error(503, f"could not re-fetch the item, retry later: {exc}", headers)
-        except FatalError as exc:
-            log.error("webhook.refetch_fatal", **where, error=str(exc))
-            return _error(500, f"cannot re-fetch the item: {exc}")
-        body: dict[str, Any] = {"status": report.status, "boards": list(report.boards)}
-        if report.detail:
-            body["detail"] = report.detail
-        if report.status == "processed":
-            body.update(report.as_dict())
-        return JSONResponse(body, status_code=200)
+        log.debug("webhook.queued", **where, hook_event=trigger.event)
+        return JSONResponse(
+            {"status": "queued", "boards": [c.board_key for c in connectors]}, status_code=202
+        )
 
     @router.post("/webhooks/github")
     async def github_webhook(request: Request) -> JSONResponse:
@@ -163,7 +152,7 @@ def board_webhooks_router(services: Services) -> APIRouter:
                 delivery=request.headers.get("x-github-delivery"),
             )
             return _error(exc.status, str(exc))
-        connectors = _candidates(of_source(Source.GITHUB), trigger.board_hint)
+        connectors = candidates(of_source(Source.GITHUB), trigger.board_hint, trigger.owner)
         return await dispatch(Source.GITHUB, trigger, connectors)
 
     @router.post("/webhooks/azure-devops")
@@ -182,7 +171,7 @@ def board_webhooks_router(services: Services) -> APIRouter:
             )
             return _error(exc.status, str(exc))
         azure = of_source(Source.AZURE_DEVOPS)
-        connectors = azure if trigger.board_hint is None else _candidates(azure, trigger.board_hint)
+        connectors = azure if trigger.board_hint is None else candidates(azure, trigger.board_hint)
         return await dispatch(Source.AZURE_DEVOPS, trigger, connectors)
 
     return router

@@ -18,23 +18,26 @@ import ipaddress
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Protocol
 from urllib.parse import urlencode
 
 import structlog
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from mapping.review import human_time
+from sync.review import InvalidChange
 from sync.settings import ServerSettings
 from sync.web.events import ChangeBroker, Tick
 
 log = structlog.get_logger(__name__)
 
-HERE = Path(__file__).resolve().parent
+HERE = FilePath(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
 STATIC_DIR = HERE / "static"
 STATIC_FILES: dict[str, str] = {
@@ -68,6 +71,7 @@ FORWARDING_HEADERS: tuple[str, ...] = (
     "via",
 )
 SSE_RETRY_MS = 2000
+HISTORY_ROWS = 200  # newest invoices on the page; /api/history has them all
 TERMINAL_DRAFT_STATES = frozenset(
     {"approved", "finalized", "open", "sent", "paid", "void", "voided", "deleted", "uncollectible"}
 )
@@ -112,6 +116,42 @@ class DashboardActions(Protocol):
     def list_drafts(self, client: str) -> list[dict[str, Any]]:
         """Open drafts of a client: dicts with id, client, period, total, currency, state,
         version."""
+        ...
+
+
+class ReviewActions(Protocol):
+    """Reviewing invoices (implemented by `sync.web.dashboard_actions.InvoicingActions`
+    over `sync.review.Review`). Same errors as `DashboardActions`, plus
+    `sync.review.InvalidChange` (422) for a change that cannot be applied as asked."""
+
+    def invoice(self, invoice_id: str) -> dict[str, Any]:
+        """The invoice with its lines, totals, tax and Stripe link."""
+        ...
+
+    def adjust(
+        self, invoice_id: str, who: str, version: int, changes: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The Slack Adjust rules: hours lowered, descriptions, lines written off."""
+        ...
+
+    def defer(self, invoice_id: str, who: str, version: int, entry_id: int) -> dict[str, Any]:
+        """One line off this draft, on to the client's next draft."""
+        ...
+
+    def history(self, client: str | None, query: str) -> list[dict[str, Any]]:
+        """Every invoice with who / when / why and Stripe's number."""
+        ...
+
+    def audit(self, client: str | None, since: str | None) -> list[dict[str, Any]]:
+        """The audit log's rows."""
+        ...
+
+    def audit_csv(self, client: str | None, since: str | None) -> str:
+        """The same rows as CSV."""
+        ...
+
+    def time_zone(self) -> str:
+        """The finance time zone (times on the page)."""
         ...
 
 
@@ -372,6 +412,7 @@ def dashboard_router(
     broker: ChangeBroker,
     actions: DashboardActions,
     auth: DashboardAuth,
+    review: ReviewActions | None = None,
 ) -> APIRouter:
     """The dashboard's routes: `GET /`, `GET /api/pipeline`, `GET /api/events`,
     `POST /api/clients/{client}/draft`, `POST /api/invoices/{id}/approve|reject` and the
@@ -391,6 +432,14 @@ def dashboard_router(
         for client in payload.get("clients", []):
             drafts = actions.list_drafts(client["client"])
             client["drafts"] = json.loads(json.dumps(drafts, default=str))
+        zone = review.time_zone() if review is not None else "UTC"
+        payload["time_zone"] = zone
+        generated = payload.get("generated_at")
+        if isinstance(generated, str):
+            payload["generated_at_local"] = human_time(datetime.fromisoformat(generated), zone)
+        if review is not None:
+            history = review.history(None, "")
+            payload["history"] = json.loads(json.dumps(history[:HISTORY_ROWS], default=str))
         return payload
 
     shared = _SharedView()
@@ -418,6 +467,8 @@ def dashboard_router(
         except LookupError as exc:
             message = exc.args[0] if exc.args else "not found"
             raise HTTPException(status_code=404, detail=str(message)) from None
+        except InvalidChange as exc:
+            raise HTTPException(status_code=422, detail=str(exc) or "invalid") from None
         except ValueError as exc:
             raise HTTPException(status_code=409, detail=str(exc) or "conflict") from None
         log.info(event, **where)
@@ -539,6 +590,9 @@ def dashboard_router(
             "dashboard.reject", where, actions.reject, invoice_id, identity, reason.strip()
         )
 
+    if review is not None:
+        _review_routes(router, review, User, csrf, decide)
+
     @router.get("/static/dashboard/{name}", name="dashboard_static", include_in_schema=False)
     async def static(name: str) -> FileResponse:
         media_type = STATIC_FILES.get(name)
@@ -551,3 +605,95 @@ def dashboard_router(
         )
 
     return router
+
+
+def _review_routes(
+    router: APIRouter,
+    review: ReviewActions,
+    User: Any,
+    csrf: Callable[[Request], None],
+    decide: Callable[..., Any],
+) -> None:
+    """`GET /api/invoices/{id}`, `POST .../adjust`, `POST .../lines/{entry}/defer`,
+    `GET /api/history` and `GET /api/audit` (JSON, or CSV with `format=csv`)."""
+
+    async def read(function: Callable[..., Any], *args: Any) -> Any:
+        if any(isinstance(arg, str) and "\x00" in arg for arg in args):
+            # PostgreSQL's text columns refuse it: a 422, never a server error.
+            raise HTTPException(status_code=422, detail="must not contain NUL characters")
+        try:
+            return await run_in_threadpool(function, *args)
+        except LookupError as exc:
+            message = exc.args[0] if exc.args else "not found"
+            raise HTTPException(status_code=404, detail=str(message)) from None
+        except InvalidChange as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+
+    @router.get("/api/invoices/{invoice_id}", name="dashboard_invoice")
+    async def invoice(invoice_id: str, identity: User) -> Response:
+        return _json_response(await read(review.invoice, invoice_id))
+
+    @router.post(
+        "/api/invoices/{invoice_id}/adjust",
+        name="dashboard_adjust",
+        dependencies=[Depends(csrf)],
+    )
+    async def adjust(
+        invoice_id: str,
+        identity: User,
+        version: Annotated[int, Body(ge=0, le=2**31 - 1)],
+        changes: Annotated[list[dict[str, Any]], Body(min_length=1, max_length=250)],
+    ) -> Response:
+        where = {"invoice": invoice_id, "user": identity, "lines": str(len(changes))}
+
+        def run(invoice: str, who: str) -> dict[str, Any]:
+            return review.adjust(invoice, who, version, changes)
+
+        result: Response = await decide("dashboard.adjust", where, run, invoice_id, identity)
+        return result
+
+    @router.post(
+        "/api/invoices/{invoice_id}/lines/{entry_id}/defer",
+        name="dashboard_defer",
+        dependencies=[Depends(csrf)],
+    )
+    async def defer(
+        invoice_id: str,
+        entry_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+        identity: User,
+        version: Annotated[int, Body(embed=True, ge=0, le=2**31 - 1)],
+    ) -> Response:
+        where = {"invoice": invoice_id, "entry": str(entry_id), "user": identity}
+
+        def run(invoice: str, who: str) -> dict[str, Any]:
+            return review.defer(invoice, who, version, entry_id)
+
+        result: Response = await decide("dashboard.defer", where, run, invoice_id, identity)
+        return result
+
+    @router.get("/api/history", name="dashboard_history")
+    async def history(
+        identity: User,
+        client: Annotated[str | None, Query(max_length=100)] = None,
+        q: Annotated[str, Query(max_length=200)] = "",
+    ) -> Response:
+        return _json_response({"invoices": await read(review.history, client, q)})
+
+    @router.get("/api/audit", name="dashboard_audit")
+    async def audit_log(
+        identity: User,
+        client: Annotated[str | None, Query(max_length=100)] = None,
+        since: Annotated[str | None, Query(max_length=40)] = None,
+        format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    ) -> Response:
+        if format == "csv":
+            text = await read(review.audit_csv, client, since)
+            return Response(
+                text,
+                media_type="text/csv; charset=utf-8",
+                headers={
+                    **_SECURITY_HEADERS,
+                    "Content-Disposition": 'attachment; filename="kanvoice-audit.csv"',
+                },
+            )
+        return _json_response({"rows": await read(review.audit, client, since)})

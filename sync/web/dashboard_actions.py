@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
-from mapping.domain import EntryState
-from mapping.money import Money
+from mapping.review import parse_since
 from sync.approvals import ApprovalDesk
 from sync.composition import Services
-from sync.ledger import schema as t
+from sync.review import InvalidChange, Review
 
 
 class InvoicingActions:
@@ -21,6 +18,7 @@ class InvoicingActions:
     def __init__(self, services: Services, desk: ApprovalDesk | None = None) -> None:
         self.services = services
         self.desk = desk
+        self.review = Review(desk or services.desk)
 
     def create_draft(self, client: str) -> dict[str, Any]:
         result = self.services.invoicing.create_or_refresh_draft(client, actor="dashboard")
@@ -47,44 +45,62 @@ class InvoicingActions:
         return self.services.invoicing.approve(_id(invoice_id), approver, "dashboard", force=force)
 
     def reject(self, invoice_id: str, approver: str, reason: str) -> dict[str, Any]:
-        return self.services.invoicing.reject(_id(invoice_id), approver, "dashboard", reason or "-")
+        return self.services.invoicing.reject(_id(invoice_id), approver, "dashboard", reason)
 
     def list_drafts(self, client: str) -> list[dict[str, Any]]:
-        with self.services.ledger.engine.connect() as conn:
-            invoices = conn.execute(
-                select(t.invoices)
-                .where(t.invoices.c.client == client, t.invoices.c.state == "draft")
-                .order_by(t.invoices.c.id)
-            ).all()
-            drafts = []
-            for invoice in invoices:
-                total, lines = conn.execute(
-                    select(func.coalesce(func.sum(t.entries.c.amount), 0), func.count()).where(
-                        t.entries.c.invoice_id == invoice.id,
-                        t.entries.c.state.in_(
-                            [EntryState.DRAFTED.value, EntryState.APPROVED.value]
-                        ),
-                    )
-                ).one()
-                if not lines:
-                    continue
-                approved = conn.execute(
-                    select(t.approvals.c.approver).where(t.approvals.c.invoice_id == invoice.id)
-                ).scalar()
-                drafts.append(
-                    {
-                        "id": invoice.id,
-                        "client": client,
-                        "period": invoice.period_key,
-                        "total": str(Money(Decimal(total), invoice.currency).quantized().amount),
-                        "currency": invoice.currency,
-                        "state": "approved" if approved else "draft",
-                        "version": invoice.version,
-                        "lines": int(lines),
-                        "stripe_invoice_id": invoice.stripe_invoice_id,
-                    }
-                )
+        """Open drafts with their lines (the dashboard expands them in place)."""
+        drafts = []
+        for detail in self.review.open_drafts(client):
+            drafts.append(
+                {
+                    "id": detail["id"],
+                    "client": client,
+                    "client_name": detail["client_name"],
+                    "period": detail["period"],
+                    "total": detail["total"],
+                    "currency": detail["currency"],
+                    "state": "approved" if detail["approved_by"] else "draft",
+                    "version": detail["version"],
+                    "lines": len(detail["lines"]),
+                    "auto_send": detail["auto_send"],
+                    "stripe_invoice_id": detail["stripe_invoice_id"],
+                    "detail": detail,
+                }
+            )
         return drafts
+
+    # ---- review (sync.review) --------------------------------------------------------
+
+    def invoice(self, invoice_id: str) -> dict[str, Any]:
+        return self.review.detail(_id(invoice_id))
+
+    def adjust(
+        self, invoice_id: str, who: str, version: int, changes: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return self.review.adjust(_id(invoice_id), who, version, changes, "dashboard")
+
+    def defer(self, invoice_id: str, who: str, version: int, entry_id: int) -> dict[str, Any]:
+        return self.review.defer(_id(invoice_id), who, version, entry_id, "dashboard")
+
+    def history(self, client: str | None, query: str) -> list[dict[str, Any]]:
+        return self.review.history(client, query)
+
+    def audit(self, client: str | None, since: str | None) -> list[dict[str, Any]]:
+        return self.review.audit_log(client, self._since(since))
+
+    def audit_csv(self, client: str | None, since: str | None) -> str:
+        return self.review.audit_csv(client, self._since(since))
+
+    def _since(self, since: str | None) -> datetime | None:
+        if not since:
+            return None
+        try:
+            return parse_since(since, self.review.zone)
+        except ValueError as exc:
+            raise InvalidChange(str(exc)) from None
+
+    def time_zone(self) -> str:
+        return self.review.zone
 
 
 _INVOICE_ID = re.compile(r"[1-9][0-9]{0,9}")

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync.composition import Services
-from sync.metrics import register_ledger_metrics
+from sync.metrics import board_quotas, register_board_quota_metrics, register_ledger_metrics
 
 
 def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
@@ -52,12 +52,24 @@ def _first_line(exc: SQLAlchemyError) -> str:
 def health_router(services: Services) -> APIRouter:
     router = APIRouter()
     register_ledger_metrics(services.ledger.engine)
+    register_board_quota_metrics(services.connectors)
 
     @router.get("/healthz")
     def healthz(request: Request) -> dict[str, Any]:
         """The process answers; `leader` says whether it runs the scheduled work."""
         leader = getattr(request.app.state, "leader", None)
-        return {"status": "ok", "leader": bool(leader and leader.is_leader)}
+        quotas = {
+            board: {
+                "resource": q.resource,
+                "remaining": q.remaining,
+                "limit": q.limit,
+                "reset_at": q.reset_at,
+                "retry_after": q.retry_after,
+                "delay": q.delay,
+            }
+            for board, q in board_quotas(services.connectors).items()
+        }
+        return {"status": "ok", "leader": bool(leader and leader.is_leader), "board_quota": quotas}
 
     @router.get("/readyz")
     def readyz(response: Response) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def stripe_webhook_router(services: Services) -> APIRouter:
         except ValueError:
             return JSONResponse({"error": "malformed event"}, 400)
         try:
-            # The ledger transaction runs on a worker thread, never on the event loop.
+            # In a worker thread: the event loop serving webhooks never waits on the ledger.
             outcome = await asyncio.to_thread(services.invoicing.apply_event, event)
         except OperationalError:
             return JSONResponse({"error": "ledger unavailable, retry later"}, 503)

@@ -78,6 +78,8 @@ class RecordingActions:
             "currency": "EUR",
             "state": "draft",
             "version": 1,
+            "client_name": "Acme GmbH",
+            "auto_send": False,
         }
         self.drafts[invoice_id] = draft
         return draft
@@ -249,6 +251,20 @@ def test_dashboard_in_chromium(services: Services) -> None:
             expect(testid("draft-total-in_acme_1")).to_have_text("4,510.00 EUR")
             assert actions.calls == [("create_draft", "acme")]
 
+            # Approve asks first, naming the client, the total and whether it is sent.
+            dialogs: list[str] = []
+
+            def answer(dialog: Any, accept: bool) -> None:
+                dialogs.append(dialog.message)
+                dialog.accept() if accept else dialog.dismiss()
+
+            page.once("dialog", lambda dialog: answer(dialog, False))
+            testid("approve-in_acme_1").click()
+            expect(testid("action-status")).to_contain_text("not approved (cancelled)")
+            assert actions.calls == [("create_draft", "acme")]
+            assert "Acme GmbH" in dialogs[0] and "4,510.00 EUR" in dialogs[0]
+            assert "not emailed" in dialogs[0]
+            page.once("dialog", lambda dialog: answer(dialog, True))
             testid("approve-in_acme_1").click()
             expect(testid("draft-state-in_acme_1")).to_have_text("approved", timeout=2000)
             expect(testid("approve-in_acme_1")).to_be_disabled()

@@ -344,6 +344,15 @@ class FakeProject:
         return self.org.service_hook_payload(item_id, event)
 
 
+_EVENT_CODES = {
+    "workitem.updated": 0,
+    "workitem.created": 1,
+    "workitem.deleted": 2,
+    "workitem.restored": 3,
+    "workitem.commented": 4,
+}
+
+
 class FakeAzureDevOps:
     """An in-memory Azure DevOps organization (or on-premises collection) over HTTP.
 
@@ -474,7 +483,10 @@ class FakeAzureDevOps:
                 "System.AuthorizedDate": stamp,
                 "System.RevisedDate": FAR_FUTURE,
                 "System.CommentCount": 0,
+                "Microsoft.VSTS.Common.StateChangeDate": stamp,
             }
+            if self._completed(project, values):
+                values["Microsoft.VSTS.Common.ClosedDate"] = stamp
             item = FakeWorkItem(id=item_id, project=project.name, rev=1, fields=values)
             update_fields: dict[str, Any] = {"System.Rev": {"newValue": 1}}
             for name, value in values.items():
@@ -498,6 +510,15 @@ class FakeAzureDevOps:
             new_rev = item.rev + 1
             if "System.State" in changes and changes["System.State"] != old.get("System.State"):
                 changes.setdefault("Microsoft.VSTS.Common.StateChangeDate", stamp)
+                # Like the processes' rules: ClosedDate is set on entering a Completed
+                # state and cleared on leaving one.
+                project = self.projects[item.project.lower()]
+                was = self._completed(project, old)
+                now_done = self._completed(project, {**old, **changes})
+                if now_done and not was:
+                    changes.setdefault("Microsoft.VSTS.Common.ClosedDate", stamp)
+                elif was and not now_done:
+                    changes.setdefault("Microsoft.VSTS.Common.ClosedDate", None)
             changes = {
                 **changes,
                 "System.ChangedDate": stamp,
@@ -525,6 +546,15 @@ class FakeAzureDevOps:
             item.rev = new_rev
             item.updates.append(self._update_record(item, new_rev, moment, who, update_fields))
             return new_rev
+
+    @staticmethod
+    def _completed(project: FakeProject, values: Mapping[str, Any]) -> bool:
+        try:
+            states = project.states(str(values.get("System.WorkItemType")))
+        except KeyError:
+            return False
+        state = str(values.get("System.State", "")).lower()
+        return any(n.lower() == state and c == "Completed" for n, c, _ in states)
 
     def _update_record(
         self,
@@ -621,7 +651,10 @@ class FakeAzureDevOps:
             return {
                 "subscriptionId": "00000000-0000-4000-8000-00000000cafe",
                 "notificationId": item.rev,
-                "id": f"5e1c0d2e-0000-4000-8000-{item.id:06d}{item.rev:06d}",
+                # One id per notification (as Azure DevOps gives): created, deleted and
+                # restored of one item at one revision are three notifications.
+                "id": f"5e1c0d2e-{_EVENT_CODES.get(event, 9):04d}-4000-8000-"
+                f"{item.id:06d}{item.rev:06d}",
                 "eventType": event,
                 "publisherId": "tfs",
                 "message": {"text": text, "html": text, "markdown": text},
@@ -817,6 +850,11 @@ class FakeAzureDevOps:
             if types is not None and str(item.fields["System.WorkItemType"]).lower() not in types:
                 continue
             selected.append(item)
+        top_param = request.query_params.get("$top")
+        if top_param is not None and (not top_param.isdigit() or int(top_param) > WIQL_LIMIT):
+            return self._error(
+                400, f"VS402337: $top must be a number no larger than {WIQL_LIMIT}."
+            )
         if len(selected) > WIQL_LIMIT and "$top" not in request.query_params:
             return self._error(
                 400,

@@ -124,6 +124,7 @@ class FakeGitHubProject:
         rate_limit: int = 5000,
         query_cost: int = 1,
         max_page_size: int = 100,
+        field_edits_bump_last_updated: bool = True,
     ) -> None:
         if owner_type not in ("organization", "user"):
             raise ValueError("owner_type must be 'organization' or 'user'")
@@ -139,6 +140,10 @@ class FakeGitHubProject:
         self.milestone_field = milestone_field
         self.iteration_field = iteration_field
         self.max_page_size = max_page_size
+        #: Whether a project-only field edit (Status, Hours, archive) counts for the
+        #: ``last-updated`` filter. GitHub documents the filter for issue/PR updates
+        #: only; set False to model the pessimistic answer.
+        self.field_edits_bump_last_updated = field_edits_bump_last_updated
         self.tokens: set[str] = {require_token} if require_token else set()
         self.require_auth = require_token is not None
         self.rate_limit = rate_limit
@@ -353,6 +358,17 @@ class FakeGitHubProject:
             order = list(self._items.values())
             order.insert(to_index, item)
             self._items = {i.node_id: i for i in order}
+
+    def advance(self, delta: timedelta) -> None:
+        """Time passes on the fake with no change (the ``last-updated`` filter's now)."""
+        with self._lock:
+            self._clock += delta
+
+    def last_updated(self, item: FakeItem) -> datetime:
+        """The time the ``last-updated`` filter sees for an item."""
+        if self.field_edits_bump_last_updated:
+            return item.updated_at
+        return item.content_updated_at
 
     # -- failures, limits ------------------------------------------------------------
 
@@ -711,6 +727,22 @@ class FakeGitHubProject:
                     ],
                 }
         order = list(self._items.values())
+        query_filter = variables.get("query")
+        if query_filter is not None:
+            try:
+                order = self._filtered(order, query_filter)
+            except ValueError as exc:
+                return {
+                    "data": None,
+                    "errors": [
+                        {
+                            "type": "INVALID_ARGUMENTS",
+                            "path": [root, "projectV2", "items"],
+                            "message": str(exc),
+                        }
+                    ],
+                }
+            self.requests["items_page_filtered"] += 1
         page = order[start : start + first]
         end = start + len(page)
         end_cursor = base64.b64encode(f"{_CURSOR_PREFIX}{end}".encode()).decode() if page else None
@@ -730,6 +762,39 @@ class FakeGitHubProject:
                 },
             }
         }
+
+    def _filtered(self, order: list[FakeItem], query: Any) -> list[FakeItem]:
+        """Items matching a filter-bar query (only the qualifiers below are known).
+
+        ``[-]last-updated:Ndays`` (updated within / not within the last N days, day
+        granularity), ``[-]is:archived``. Like the project view, a filtered listing
+        leaves archived items out unless ``is:archived`` asks for them (the pessimistic
+        reading; the unfiltered listing has them all). Anything else is refused.
+        """
+        if not isinstance(query, str):
+            raise ValueError("Argument 'query' on Field 'items' has an invalid value.")
+        archived: bool | None = False
+        keep: list[Any] = []
+        for token in query.split():
+            negated = token.startswith("-")
+            word = token[1:] if negated else token
+            match = re.fullmatch(r"last-updated:([1-9][0-9]{0,3})days?", word)
+            if match:
+                since = self._clock - timedelta(days=int(match.group(1)))
+                if negated:
+                    keep.append(lambda i, s=since: self.last_updated(i) >= s)
+                else:
+                    keep.append(lambda i, s=since: self.last_updated(i) < s)
+                continue
+            if word == "is:archived":
+                archived = not negated
+                continue
+            raise ValueError(f"the fake GitHub does not understand the filter {token!r}")
+        return [
+            i
+            for i in order
+            if (archived is None or i.archived == archived) and all(f(i) for f in keep)
+        ]
 
     def _node_or_error(
         self, node_id: Any, path: list[str | int]

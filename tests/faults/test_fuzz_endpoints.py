@@ -319,10 +319,13 @@ DELIVERY_ID_LIMIT = 200  # seen_deliveries.delivery_id is String(200)
 
 def ledger_state(url: str) -> dict[str, list[Any]]:
     """The whole ledger, except deliveries Stripe sent for invoices kanvoice does not
-    know: a correctly signed event is authentic, and its id is kept (to drop a
-    redelivery) even when it names someone else's invoice."""
+    know (a correctly signed event is authentic, and its id is kept to drop a
+    redelivery even when it names someone else's invoice), and the inbox: a correctly
+    signed board delivery is authentic and is stored for the worker, which re-fetches
+    the item from the board (billing never reads the delivery's body)."""
     state = dump(url)
     state["seen_deliveries"] = [r for r in state["seen_deliveries"] if "'stripe'" not in r]
+    state.pop("inbox", None)
     return state
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from sync.engine import IngestReport
 from sync.web.app import create_app
@@ -28,11 +29,13 @@ from tests.faults.world import (
     GITHUB_BOARD,
     MakeWorld,
     World,
+    drain,
     entry_rows,
     post_azure,
     post_github,
     post_stripe,
     settle,
+    taken,
 )
 from tests.ledger_support import dump
 from tests.stripe_support import API_KEY, APPROVER
@@ -115,7 +118,9 @@ async def test_ledger_unavailable_webhooks_503_nothing_half_written_then_process
 
     # A finalized invoice the client pays while the ledger is down.
     first = project.add_issue("Checkout", status="Done", hours=2).node_id
-    processed(await post_github(http, project.webhook_payload(first, "created"), "gh-a"))
+    await taken(
+        services, await post_github(http, project.webhook_payload(first, "created"), "gh-a")
+    )
     invoice_id = services.invoicing.create_or_refresh_draft("acme").invoice_id
     await settle(services, world.clock)
     services.invoicing.approve(invoice_id, APPROVER, "cli")
@@ -138,7 +143,7 @@ async def test_ledger_unavailable_webhooks_503_nothing_half_written_then_process
     outage.down()
     # Pooled connections still reach a moved SQLite file: drop them, as a lost disk
     # or a restart would.
-    services.ledger.engine.dispose()
+    services.ledger.dispose()
     try:
         unavailable(await post_github(http, github_b, "gh-b"))
         unavailable(await post_azure(http, azure_hook))
@@ -151,8 +156,9 @@ async def test_ledger_unavailable_webhooks_503_nothing_half_written_then_process
     assert (await http.get("/readyz")).status_code == 200
 
     # The senders retry: each delivery is processed once.
-    processed(await post_github(http, github_b, "gh-b"))
-    processed(await post_azure(http, azure_hook))
+    queued_b = await post_github(http, github_b, "gh-b")
+    assert (await taken(services, await post_azure(http, azure_hook))).deliveries == 2
+    assert queued_b.status_code == 202
     processed(await post_stripe(http, stripe_paid))
     duplicate(await post_github(http, github_b, "gh-b"))
     duplicate(await post_azure(http, azure_hook))
@@ -168,24 +174,28 @@ async def test_ledger_unavailable_webhooks_503_nothing_half_written_then_process
         outage.down()
         # Pooled connections still reach a moved SQLite file: drop them, as a lost disk
         # or a restart would.
-        services.ledger.engine.dispose()
+        services.ledger.dispose()
         return await fetch(item_ids)
 
+    queued_c = await post_github(http, github_c, "gh-c")
+    assert queued_c.status_code == 202  # answered before the re-fetch, as GitHub wants
     monkeypatch.setattr(connector, "fetch", fetch_during_outage)
     before = dump(outage.url)
     try:
-        unavailable(await post_github(http, github_c, "gh-c"))
+        with pytest.raises(OperationalError):
+            await drain(services)
     finally:
         monkeypatch.undo()
         outage.up()
-    assert dump(outage.url) == before
-    processed(await post_github(http, github_c, "gh-c"))
+    assert dump(outage.url) == before  # still pending in the inbox, nothing half-written
+    assert (await drain(services)).deliveries == 1
     duplicate(await post_github(http, github_c, "gh-c"))
 
-    # The ledger goes away right after an ingest committed: the delivery id was claimed
-    # in that same transaction, so the answer stands and the redelivery is a duplicate.
+    # The ledger goes away right after an ingest committed, before the inbox row was
+    # marked done: the next drain re-fetches and finds the item recorded (billed once).
     fourth = project.add_issue("Login", status="Done", hours=1.5).node_id
     github_d = project.webhook_payload(fourth, "created")
+    assert (await post_github(http, github_d, "gh-d")).status_code == 202
     armed = [True]
 
     def fail_after_commit(_report: IngestReport) -> None:
@@ -193,17 +203,20 @@ async def test_ledger_unavailable_webhooks_503_nothing_half_written_then_process
             outage.down()
             # Pooled connections still reach a moved SQLite file: drop them, as a lost disk
             # or a restart would.
-            services.ledger.engine.dispose()
+            services.ledger.dispose()
 
     services.engine.on_change(fail_after_commit)
     try:
-        processed(await post_github(http, github_d, "gh-d"))
+        with pytest.raises(OperationalError):
+            await drain(services)
     finally:
         if not armed:
             outage.up()
     assert not armed, "the ingest never committed"
     rows = entry_rows(services)
     assert [r for r in rows if r[0] == fourth] == [(fourth, "time-1", "ready", Decimal("1.5"))]
+    again = await drain(services)
+    assert (again.deliveries, again.changed) == (1, 0)
     duplicate(await post_github(http, github_d, "gh-d"))
     assert entry_rows(services) == rows
 
@@ -232,7 +245,7 @@ async def test_ledger_unavailable_dashboard_answers_503(
     transport = httpx.ASGITransport(app=create_app(world.services), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         home.rename(tmp_path / "away")
-        world.services.ledger.engine.dispose()  # pooled connections: see above
+        world.services.ledger.dispose()  # pooled connections: see above
         try:
             answers = {
                 "GET /api/pipeline": (await http.get("/api/pipeline")).status_code,

@@ -20,6 +20,8 @@ from connectors.github.webhook import sign_body
 from connectors.stripe.gateway import StripeGateway
 from sync.boards import close_connectors
 from sync.composition import Services
+from sync.intake import DrainReport as InboxReport
+from sync.intake import drain_inbox
 from sync.invoicing import DrainReport
 from sync.ledger import schema as t
 from sync.web.app import create_app
@@ -200,6 +202,18 @@ async def post_github(
 async def post_azure(http: httpx.AsyncClient, payload: dict[str, Any]) -> httpx.Response:
     body = json.dumps(payload).encode()
     return await http.post("/webhooks/azure-devops", content=body, headers=azure_headers())
+
+
+async def drain(services: Services) -> InboxReport:
+    """The leader's inbox worker, now (without waiting out the coalescing window)."""
+    return await drain_inbox(services, everything=True)
+
+
+async def taken(services: Services, response: httpx.Response) -> InboxReport:
+    """Assert a board webhook was queued (202), then drain the inbox."""
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued", response.text
+    return await drain(services)
 
 
 async def post_stripe(http: httpx.AsyncClient, event: SignedEvent) -> httpx.Response:

@@ -117,7 +117,7 @@ def stored_cursor(services: Services, board_key: str) -> str | None:
 # -- Done when: Agile (Closed) and Scrum (Done), Done time from the updates -----------------
 
 
-async def test_agile_closed_story_is_billed_with_the_done_time_from_the_updates(
+async def test_agile_closed_story_is_billed_with_the_done_time_of_its_state_change(
     fake: FakeAzureDevOps, org_url: str, ledger_url: str
 ) -> None:
     shop = fake.add_project("Web Shop", "Agile")
@@ -141,7 +141,7 @@ async def test_agile_closed_story_is_billed_with_the_done_time_from_the_updates(
         assert done["state"] == "ready"
         assert (done["hours"], done["amount"]) == (Decimal("6.5"), Decimal("650"))
         assert done["column_name"] == "Closed"
-        assert done["done_at"] == closed_at  # from the updates, not the poll or last change
+        assert done["done_at"] == closed_at  # StateChangeDate, not the poll or last change
         assert done["item_done_at"] == closed_at
         assert rows[str(bug)]["state"] == "in_progress"
         assert str(removed) not in rows  # Removed items are never billed
@@ -227,6 +227,8 @@ def test_sync_once_fetches_450_changed_items_with_1_wiql_and_3_batch_calls(
     assert again.exit_code == 0, again.output
     assert "0 new, 0 updated" in again.output
     assert fake.request_counts["wiql"] == 1
+    assert fake.request_counts["states"] == 0  # the type states were kept in the ledger
+    assert fake.request_counts["updates"] == 0
     assert dump(ledger_url) == before
 
 

@@ -1,4 +1,5 @@
-"""Board webhooks through the ASGI app: verify, dedupe, re-fetch from the fakes, ingest.
+"""Board webhooks through the ASGI app: verify, store in the inbox, answer; then the
+worker (`drain_inbox`, run here synchronously) re-fetches from the fakes and ingests.
 
 GitHub `projects_v2_item` deliveries are genuinely signed (HMAC-SHA256 of the raw
 body) and re-fetched from the fake GraphQL server; Azure DevOps service hooks carry
@@ -24,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from connectors.github.webhook import sign_body
 from sync.boards import close_connectors, sync_board
 from sync.composition import Services, build_services
+from sync.intake import DrainReport, drain_inbox
 from sync.ledger import schema as t
 from sync.settings import Settings
 from sync.web.app import create_app
@@ -79,6 +81,16 @@ async def closing() -> AsyncIterator[list[Services]]:
     for services in made:
         await close_connectors(services.connectors)
         services.close()
+
+
+def billing_state(url: str) -> dict[str, list[Any]]:
+    """Every table but the inbox (which records every accepted delivery)."""
+    return {name: rows for name, rows in dump(url).items() if name != "inbox"}
+
+
+async def drain(services: Services) -> DrainReport:
+    """What the leader's worker does, now (the coalescing window is not waited for)."""
+    return await drain_inbox(services, everything=True)
 
 
 def asgi_client(services: Services) -> httpx.AsyncClient:
@@ -162,12 +174,14 @@ async def deliver(
 async def test_projects_v2_item_all_seven_actions_leave_the_ledger_right(
     project: FakeGitHubProject, gh: tuple[Services, httpx.AsyncClient], ledger_url: str
 ) -> None:
-    _, http = gh
+    services, http = gh
     draft = project.add_draft("Spike: payment provider", status="In Progress", hours=1)
 
     created = await deliver(http, project.webhook_payload(draft.node_id, "created"))
-    assert created.status_code == 200, created.text
-    assert created.json()["status"] == "processed" and created.json()["items_new"] == 1
+    assert created.status_code == 202, created.text
+    assert created.json()["status"] == "queued"
+    assert entry_rows(ledger_url) == []  # answered before anything was fetched
+    assert (await drain(services)).changed == 1
     assert entry_rows(ledger_url) == [(draft.node_id, "in_progress", Decimal(1))]
 
     # edited, the current form: field_name, from and to.
@@ -179,24 +193,27 @@ async def test_projects_v2_item_all_seven_actions_leave_the_ledger_right(
             draft.node_id, "edited", changes=project.status_change("In Progress", "Done")
         ),
     )
-    assert edited.status_code == 200, edited.text
-    assert edited.json()["items_updated"] == 1
+    assert edited.status_code == 202, edited.text
+    assert (await drain(services)).changed == 1
     assert entry_rows(ledger_url) == [(draft.node_id, "ready", Decimal(2))]
 
     # converted: the draft becomes an issue; billing unchanged, the item's url is the issue.
     project.convert(draft.node_id, repository="acme/web")
     converted = await deliver(http, project.webhook_payload(draft.node_id, "converted"))
-    assert converted.status_code == 200, converted.text
+    assert converted.status_code == 202, converted.text
+    await drain(services)
     assert entry_rows(ledger_url) == [(draft.node_id, "ready", Decimal(2))]
 
     # edited, the older form (field_node_id and field_type only) for a second item.
     bug = project.add_issue("Login crash", status="In Progress", hours=0.5)
-    assert (await deliver(http, project.webhook_payload(bug.node_id, "created"))).status_code == 200
+    assert (await deliver(http, project.webhook_payload(bug.node_id, "created"))).status_code == 202
+    await drain(services)
     project.move(bug.node_id, "Done")
     older = project.status_change(None, None, detailed=False)
     assert "field_name" not in older["field_value"]
     edited_old = await deliver(http, project.webhook_payload(bug.node_id, "edited", changes=older))
-    assert edited_old.status_code == 200, edited_old.text
+    assert edited_old.status_code == 202, edited_old.text
+    await drain(services)
     billed = [(draft.node_id, "ready", Decimal(2)), (bug.node_id, "ready", Decimal("0.5"))]
     assert entry_rows(ledger_url) == billed
 
@@ -204,32 +221,38 @@ async def test_projects_v2_item_all_seven_actions_leave_the_ledger_right(
     project.archive(bug.node_id)
     assert (
         await deliver(http, project.webhook_payload(bug.node_id, "archived"))
-    ).status_code == 200
+    ).status_code == 202
+    await drain(services)
     project.restore(bug.node_id)
     assert (
         await deliver(http, project.webhook_payload(bug.node_id, "restored"))
-    ).status_code == 200
+    ).status_code == 202
+    await drain(services)
     assert entry_rows(ledger_url) == billed
 
     # reordered: nothing billing reads changed; only the delivery is recorded.
     project.reorder(bug.node_id, 0)
     reordered = await deliver(http, project.webhook_payload(bug.node_id, "reordered"))
-    assert reordered.status_code == 200, reordered.text
-    assert reordered.json()["skipped"] == 1 and reordered.json()["changes"] == []
+    assert reordered.status_code == 202, reordered.text
+    report = await drain(services)
+    assert (report.seen, report.changed) == (1, 0)
     assert entry_rows(ledger_url) == billed
 
     # deleted: the re-fetch finds nothing, nothing is recorded, billed entries stay.
     deleted_payload = project.webhook_payload(bug.node_id, "deleted")
     project.delete(bug.node_id)
-    before = dump(ledger_url)
+    before = billing_state(ledger_url)
     deleted = await deliver(http, deleted_payload)
-    assert deleted.status_code == 200, deleted.text
-    assert deleted.json()["status"] == "gone"
-    assert dump(ledger_url) == before
+    assert deleted.status_code == 202, deleted.text
+    report = await drain(services)
+    assert (report.deliveries, report.seen) == (1, 0)  # fetched, found nothing
+    assert billing_state(ledger_url) == before
     assert entry_rows(ledger_url) == billed
     assert count(ledger_url, t.items) == 2
-    # Each re-fetch was one node(id:) query; no page was read.
-    assert project.requests["node"] == 9 and project.requests["items_page"] == 0
+    assert count(ledger_url, t.inbox) == 9
+    # Each re-fetch was one node(id:) query; one page of one item told the project's
+    # node id (once), no other page was read.
+    assert project.requests["node"] == 9 and project.requests["items_page"] == 1
 
 
 async def test_ping_and_unknown_events_and_actions_are_202_and_change_nothing(
@@ -257,10 +280,53 @@ async def test_a_delivery_for_another_project_is_ignored(
     before = dump(ledger_url)
     payload = project.webhook_payload(item.node_id, "edited")
     payload["projects_v2_item"]["project_node_id"] = "PVT_kwDOSomebodyElse"
+    requests = project.requests["total"]
     response = await deliver(http, payload)
     assert response.status_code == 202
+    assert response.json()["status"] == "ignored"
     assert "no configured github board" in response.json()["reason"]
+    assert dump(ledger_url) == before  # not even in the inbox
+    assert project.requests["total"] == requests
+
+
+async def test_a_delivery_of_another_project_of_the_org_is_never_fetched(
+    project: FakeGitHubProject, gh: tuple[Services, httpx.AsyncClient], ledger_url: str
+) -> None:
+    """Before kanvoice knows its project's node id (no poll yet), a delivery naming
+    another project is stored; the worker asks for the project's id once (one page of
+    one item) and then drops it without re-fetching the item."""
+    services, http = gh
+    item = project.add_issue("Someone else's", status="Done", hours=1)
+    payload = project.webhook_payload(item.node_id, "edited")
+    payload["projects_v2_item"]["project_node_id"] = "PVT_kwDOOtherProject"
+    assert (await deliver(http, payload)).json()["status"] == "queued"
+    before = billing_state(ledger_url)
+    report = await drain(services)
+    assert report.deliveries == 1 and report.items_fetched == 0
+    assert project.requests["items_page"] == 1 and project.requests["total"] == 1
+    assert billing_state(ledger_url) == before
+    # From now on the intake itself tells: not even stored.
+    again = await deliver(http, payload)
+    assert (again.status_code, again.json()["status"]) == (202, "ignored")
+    assert project.requests["total"] == 1
+
+
+async def test_an_org_wide_delivery_of_another_organization_is_ignored_without_a_call(
+    project: FakeGitHubProject, gh: tuple[Services, httpx.AsyncClient], ledger_url: str
+) -> None:
+    """An organization webhook of another org (a GitHub App installed on several): the
+    `organization.login` names no configured board, so nothing is fetched or stored,
+    even before kanvoice learnt its project's node id."""
+    _, http = gh
+    item = project.add_issue("Theirs", status="Done", hours=1)
+    payload = project.webhook_payload(item.node_id, "edited")
+    payload["organization"] = {"login": "globex", "id": 99}
+    payload["projects_v2_item"]["project_node_id"] = "PVT_kwDOGlobex"
+    before = dump(ledger_url)
+    response = await deliver(http, payload)
+    assert (response.status_code, response.json()["status"]) == (202, "ignored")
     assert dump(ledger_url) == before
+    assert project.requests["total"] == 0
 
 
 async def test_the_app_closes_connector_clients_when_it_stops(
@@ -275,7 +341,8 @@ async def test_the_app_closes_connector_clients_when_it_stops(
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://k.test") as http:
                 response = await deliver(http, project.webhook_payload(item.node_id, "created"))
-            assert response.status_code == 200, response.text
+            assert response.status_code == 202, response.text
+            await drain(services)
             assert connector.built is not None  # type: ignore[attr-defined]
         assert connector.built is None  # type: ignore[attr-defined]
     finally:
@@ -290,11 +357,12 @@ async def billed_once(
     project: FakeGitHubProject, gh: tuple[Services, httpx.AsyncClient]
 ) -> tuple[str, str]:
     """One item already billed through a webhook: (node id, its delivery id)."""
-    _, http = gh
+    services, http = gh
     item = project.add_issue("Checkout", status="Done", hours=3)
     delivery = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
     response = await deliver(http, project.webhook_payload(item.node_id, "created"), delivery)
-    assert response.status_code == 200, response.text
+    assert response.status_code == 202, response.text
+    await drain(services)
     return item.node_id, delivery
 
 
@@ -327,13 +395,14 @@ async def test_replayed_delivery_id_is_200_duplicate_and_changes_nothing(
     billed_once: tuple[str, str],
     ledger_url: str,
 ) -> None:
-    _, http = gh
+    services, http = gh
     node_id, delivery = billed_once
     project.set_hours(node_id, 8)  # even though the item changed since
     before = dump(ledger_url)
     replay = await deliver(http, project.webhook_payload(node_id, "created"), delivery)
     assert replay.status_code == 200
     assert replay.json()["status"] == "duplicate"
+    assert (await drain(services)).deliveries == 0
     assert dump(ledger_url) == before
     assert project.requests["node"] == 1
 
@@ -438,13 +507,15 @@ async def test_webhook_and_poll_in_either_order_bill_once(
 
     if order == "webhook-then-poll":
         hook = await deliver(http, payload)
+        assert (await drain(services)).changed == 1
         poll = await sync_board(services, "acme-web")
-        assert hook.json()["items_updated"] == 1 and poll.skipped == 1
+        assert poll.skipped == 1
     else:
         poll = await sync_board(services, "acme-web")
         hook = await deliver(http, payload)
-        assert poll.items_updated == 1 and hook.json()["skipped"] == 1
-    assert hook.status_code == 200
+        report = await drain(services)
+        assert poll.items_updated == 1 and (report.seen, report.changed) == (1, 0)
+    assert hook.status_code == 202
     assert entry_rows(ledger_url) == [(item.node_id, "ready", Decimal(4))]
 
     before = dump(ledger_url)
@@ -455,23 +526,30 @@ async def test_webhook_and_poll_in_either_order_bill_once(
 # -- failures: the sender retries, nothing half-written --------------------------------------
 
 
-async def test_refetch_failure_is_503_and_the_redelivery_is_processed(
-    project: FakeGitHubProject, gh: tuple[Services, httpx.AsyncClient], ledger_url: str
+async def test_a_failed_refetch_keeps_the_delivery_pending_until_it_succeeds(
+    project: FakeGitHubProject,
+    gh: tuple[Services, httpx.AsyncClient],
+    ledger_url: str,
 ) -> None:
-    _, http = gh
+    services, http = gh
+    clock = services.clock
+    assert isinstance(clock, FixedClock)
+    await sync_board(services, "acme-web")  # the board knows its project's node id
     item = project.add_issue("Checkout", status="Done", hours=2)
     payload = project.webhook_payload(item.node_id, "created")
-    before = dump(ledger_url)
     project.secondary_limit_next(retry_after=900)  # longer than the connector waits
-    failed = await deliver(http, payload, "d-1")
-    assert failed.status_code == 503
-    assert failed.headers["retry-after"] == "900"
-    assert dump(ledger_url) == before  # the delivery was not claimed
+    accepted = await deliver(http, payload, "d-1")
+    assert accepted.status_code == 202  # GitHub is answered at once, whatever comes next
+    failed = await drain(services)
+    assert "acme-web" in failed.failed_boards and failed.deliveries == 0
+    assert entry_rows(ledger_url) == []
+    assert (await drain(services)).deliveries == 0  # backing off for Retry-After
 
-    redelivered = await deliver(http, payload, "d-1")
-    assert redelivered.status_code == 200
-    assert redelivered.json()["status"] == "processed"
+    clock.now += timedelta(seconds=901)
+    assert (await drain(services)).deliveries == 1
     assert entry_rows(ledger_url) == [(item.node_id, "ready", Decimal(2))]
+    redelivered = await deliver(http, payload, "d-1")  # someone pressed Redeliver
+    assert redelivered.json()["status"] == "duplicate"
 
 
 async def test_ledger_unavailable_is_503(
@@ -482,28 +560,31 @@ async def test_ledger_unavailable_is_503(
     services, http = gh
     item = project.add_issue("Checkout", status="Done", hours=2)
 
-    def down(now: datetime) -> Any:
+    def down(deliveries: Any, now: datetime) -> Any:
         raise OperationalError("BEGIN", {}, ConnectionRefusedError("connection refused"))
 
-    monkeypatch.setattr(services.ledger, "unit_of_work", down)
+    monkeypatch.setattr(services.ledger, "accept_deliveries", down)
     response = await deliver(http, project.webhook_payload(item.node_id, "created"))
     assert response.status_code == 503
     assert "ledger is unavailable" in response.json()["error"]
+    assert response.headers["retry-after"]
 
 
-async def test_rejected_board_credentials_are_500_with_a_clear_message(
+async def test_rejected_board_credentials_keep_the_delivery_with_a_clear_reason(
     project: FakeGitHubProject, api_url: str, ledger_url: str, closing: list[Services]
 ) -> None:
     services = github_services(ledger_url, api_url, token="ghp_revoked")
     closing.append(services)
     item = project.add_issue("Checkout", status="Done", hours=2)
-    before = dump(ledger_url)
+    before = billing_state(ledger_url)
     async with asgi_client(services) as http:
         response = await deliver(http, project.webhook_payload(item.node_id, "created"))
-    assert response.status_code == 500
-    assert "credentials" in response.json()["error"]
-    assert TOKEN not in response.text and "ghp_revoked" not in response.text
-    assert dump(ledger_url) == before
+    assert response.status_code == 202
+    report = await drain(services)
+    assert "credentials" in report.failed_boards["acme-web"]
+    assert TOKEN not in str(report) and "ghp_revoked" not in str(report)
+    assert billing_state(ledger_url) == before
+    assert count(ledger_url, t.inbox) == 1  # still pending: fixed credentials process it
 
 
 # == Azure DevOps =============================================================================
@@ -568,13 +649,14 @@ async def hook(
 @pytest.fixture
 async def closed_story(org: FakeAzureDevOps, az: tuple[Services, httpx.AsyncClient]) -> int:
     """A story closed with 3 h, taken in through its service hook."""
-    _, http = az
+    services, http = az
     shop = org.projects["web shop"]
     story = shop.add_item("Checkout", state="Active", hours=3, at=T0)
     shop.set_state(story, "Closed", at=T0 + timedelta(hours=2))
     response = await hook(http, shop.service_hook_payload(story))
-    assert response.status_code == 200, response.text
-    assert response.json()["status"] == "processed"
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+    assert (await drain(services)).changed == 1
     return story
 
 
@@ -582,7 +664,8 @@ async def test_service_hook_refetches_and_bills(
     org: FakeAzureDevOps, closed_story: int, ledger_url: str
 ) -> None:
     assert entry_rows(ledger_url) == [(str(closed_story), "ready", Decimal(3))]
-    assert org.request_counts["batch"] == 1 and org.request_counts["updates"] == 1
+    # the Done time comes with the batch (StateChangeDate): no updates call
+    assert org.request_counts["batch"] == 1 and org.request_counts["updates"] == 0
 
 
 async def test_hook_replay_is_200_duplicate_and_changes_nothing(
@@ -591,13 +674,14 @@ async def test_hook_replay_is_200_duplicate_and_changes_nothing(
     closed_story: int,
     ledger_url: str,
 ) -> None:
-    _, http = az
+    services, http = az
     payload = org.projects["web shop"].service_hook_payload(closed_story)
     org.reset_counts()
     before = dump(ledger_url)
     replay = await hook(http, payload)
     assert replay.status_code == 200
     assert replay.json()["status"] == "duplicate"
+    await drain(services)
     assert dump(ledger_url) == before
     assert sum(org.request_counts.values()) == 0
 
@@ -605,21 +689,23 @@ async def test_hook_replay_is_200_duplicate_and_changes_nothing(
 async def test_older_revision_after_a_newer_one_changes_nothing(
     org: FakeAzureDevOps, az: tuple[Services, httpx.AsyncClient], ledger_url: str
 ) -> None:
-    _, http = az
+    services, http = az
     shop = org.projects["web shop"]
     story = shop.add_item("Checkout", state="Active", hours=3, at=T0)
     older = shop.service_hook_payload(story)  # rev 1
     shop.set_state(story, "Closed", hours=5, at=T0 + timedelta(hours=2))
     newer = await hook(http, shop.service_hook_payload(story))  # rev 2
-    assert newer.json()["status"] == "processed"
+    assert newer.json()["status"] == "queued"
+    await drain(services)
     assert entry_rows(ledger_url) == [(str(story), "ready", Decimal(5))]
 
     org.reset_counts()
-    before = dump(ledger_url)
+    before = billing_state(ledger_url)
     late = await hook(http, older)
-    assert late.status_code == 200
-    assert late.json()["status"] == "stale"
-    assert dump(ledger_url) == before
+    assert late.status_code == 202
+    report = await drain(services)
+    assert (report.stale, report.deliveries) == (1, 1)
+    assert billing_state(ledger_url) == before
     assert sum(org.request_counts.values()) == 0  # not even re-fetched
 
 
@@ -663,10 +749,23 @@ async def test_wrong_hook_credentials_are_401_and_change_nothing(
         (b'{"resource": {"workItemId": 1, "rev": 2}}', "eventType"),
         (b'{"eventType": "workitem.updated"}', "resource"),
         (b'{"eventType": "workitem.updated", "resource": {"rev": 2}}', "workItemId"),
+        (
+            b'{"eventType": "workitem.updated", "resource": {"workItemId": 0, "rev": 2}}',
+            "revision.id",
+        ),
         (b'{"eventType": "workitem.updated", "resource": {"workItemId": 1}}', "rev"),
         (b'{"eventType": "workitem.created", "resource": {"id": "x", "rev": 1}}', "id"),
     ],
-    ids=["not-json", "not-object", "no-event", "no-resource", "no-id", "no-rev", "bad-id"],
+    ids=[
+        "not-json",
+        "not-object",
+        "no-event",
+        "no-resource",
+        "no-id",
+        "zero-id",
+        "no-rev",
+        "bad-id",
+    ],
 )
 async def test_malformed_hook_bodies_are_400_and_change_nothing(
     body: bytes,
@@ -689,17 +788,28 @@ async def test_deleted_work_item_hook_records_nothing(
     closed_story: int,
     ledger_url: str,
 ) -> None:
-    _, http = az
+    services, http = az
     shop = org.projects["web shop"]
     shop.set_hours(closed_story, 7)  # a revision the ledger has not seen, then deleted
     payload = shop.service_hook_payload(closed_story, "workitem.deleted")
     shop.delete(closed_story)
-    before = dump(ledger_url)
+    before = billing_state(ledger_url)
     response = await hook(http, payload)
-    assert response.status_code == 200
-    assert response.json()["status"] == "gone"
-    assert dump(ledger_url) == before
+    assert response.status_code == 202
+    report = await drain(services)
+    assert (report.deliveries, report.seen) == (1, 0)
+    assert billing_state(ledger_url) == before
     assert entry_rows(ledger_url) == [(str(closed_story), "ready", Decimal(3))]
+
+    # Restored at that same revision: its own notification, not a duplicate of "deleted".
+    shop.restore(closed_story)
+    restored = await hook(http, shop.service_hook_payload(closed_story, "workitem.restored"))
+    assert (restored.status_code, restored.json()["status"]) == (202, "queued")
+    assert (await drain(services)).changed == 1
+    assert entry_rows(ledger_url) == [
+        (str(closed_story), "ready", Decimal(3)),
+        (str(closed_story), "ready", Decimal(4)),  # hours added while Done: a new line
+    ]
 
 
 async def test_hook_for_an_unconfigured_project_is_ignored(
@@ -711,6 +821,24 @@ async def test_hook_for_an_unconfigured_project_is_ignored(
     before = dump(ledger_url)
     response = await hook(http, other.service_hook_payload(item, "workitem.created"))
     assert response.status_code == 202
+    assert response.json()["status"] == "ignored"
+    assert "the hook works" in response.json()["reason"]
+    assert dump(ledger_url) == before
+
+
+async def test_the_subscription_dialogs_test_notification_is_accepted(
+    az: tuple[Services, httpx.AsyncClient], ledger_url: str
+) -> None:
+    """Microsoft's documented `workitem.updated` sample (what **Test** sends): the work
+    item id is in `resource.revision.id` (`workItemId` is 0), project FabrikamCloud."""
+    _, http = az
+    sample = json.loads(SAMPLE_UPDATED)
+    before = dump(ledger_url)
+    response = await hook(http, sample)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "ignored"
+    assert "the hook works" in response.json()["reason"]
+    assert "FabrikamCloud" in response.json()["reason"]
     assert dump(ledger_url) == before
 
 
@@ -727,9 +855,52 @@ async def test_hook_and_poll_in_either_order_bill_once(
     shop.set_state(story, "Closed", at=T0 + timedelta(hours=1))
     payload = shop.service_hook_payload(story)
     if order == "hook-then-poll":
-        assert (await hook(http, payload)).json()["status"] == "processed"
+        assert (await hook(http, payload)).json()["status"] == "queued"
+        assert (await drain(services)).changed == 1
         assert (await sync_board(services, "shop")).skipped == 1
     else:
         await sync_board(services, "shop")
-        assert (await hook(http, payload)).json()["status"] == "stale"
+        assert (await hook(http, payload)).json()["status"] == "queued"
+        assert (await drain(services)).stale == 1
     assert entry_rows(ledger_url) == [(str(story), "ready", Decimal(2))]
+
+
+#: Microsoft's sample payload for `workitem.updated` (service hook events reference),
+#: trimmed of its message texts and links; the shape is as documented.
+SAMPLE_UPDATED = """
+{
+  "subscriptionId": "00000000-0000-0000-0000-000000000000",
+  "notificationId": 3,
+  "id": "27646e0e-b520-4d2b-9411-bba7524947cd",
+  "eventType": "workitem.updated",
+  "publisherId": "tfs",
+  "message": {"text": "Bug #5 (Some great new idea!) updated by Jamal Hartnett."},
+  "resource": {
+    "id": 2,
+    "workItemId": 0,
+    "rev": 2,
+    "revisedBy": null,
+    "revisedDate": "0001-01-01T00:00:00",
+    "fields": {
+      "System.Rev": {"oldValue": "1", "newValue": "2"},
+      "System.State": {"oldValue": "New", "newValue": "Approved"}
+    },
+    "url": "http://fabrikam-fiber-inc.visualstudio.com/DefaultCollection/_apis/wit/workItems/5/updates/2",
+    "revision": {
+      "id": 5,
+      "rev": 2,
+      "fields": {
+        "System.AreaPath": "FabrikamCloud",
+        "System.TeamProject": "FabrikamCloud",
+        "System.IterationPath": "FabrikamCloud",
+        "System.WorkItemType": "Bug",
+        "System.State": "Approved",
+        "System.Title": "Some great new idea!"
+      },
+      "url": "http://fabrikam-fiber-inc.visualstudio.com/DefaultCollection/_apis/wit/workItems/5/revisions/2"
+    }
+  },
+  "resourceVersion": "1.0",
+  "createdDate": "2014-07-01T21:10:18.6406117Z"
+}
+"""

@@ -163,8 +163,10 @@ def test_sync_once_reads_250_items_with_3_page_requests_and_a_second_sync_writes
     second = invoke("sync", "--once", "-c", str(cli_config))
     assert second.exit_code == 0, second.output
     assert project.requests["items_page"] == 6  # three more pages, nothing else
+    # the second poll is incremental: every item was updated "today" on the fake
+    assert project.requests["items_page_filtered"] == 3
     assert "250 items seen in 3 requests: 0 new, 0 updated, 250 unchanged" in second.output
-    assert dump(ledger_url) == before
+    assert dump(ledger_url) == before  # the cursor too: a poll soon after keeps it
 
 
 # -- Done when: Done → In progress → Done with hours 3 → 5 bills 3 then 2 -----------------
@@ -344,3 +346,26 @@ async def test_sync_all_reports_errors_per_board(
     assert isinstance(results["acme-old"], FatalError)
     good = results["acme-web"]
     assert not isinstance(good, Exception) and good.items_new == 1
+
+
+# -- the full reconcile reports items the board no longer lists ---------------------------
+
+
+async def test_the_reconcile_reports_items_gone_from_the_board_and_unbills_nothing(
+    project: FakeGitHubProject, api_url: str, ledger_url: str
+) -> None:
+    kept = project.add_issue("Kept", status="Done", hours=1)
+    gone = project.add_issue("Gone", status="Done", hours=2)
+    data = settings_data(ledger_url, api_url)
+    data["boards"][0]["github"]["full_reconcile_seconds"] = 0  # every poll is a reconcile
+    services = build_services(Settings(**data), FixedClock())
+    try:
+        first = await sync_board(services, "acme-web")
+        assert first.missing == ()
+        project.delete(gone.node_id)
+        second = await sync_board(services, "acme-web")
+        assert second.missing == (gone.node_id,)
+        assert {e["external_id"] for e in entries(ledger_url)} == {kept.node_id, gone.node_id}
+    finally:
+        await close_connectors(services.connectors)
+        services.close()

@@ -37,7 +37,7 @@ def test_health_ready_and_metrics(sqlite_url: str, clock: FixedClock) -> None:
     services.engine.ingest([snap("Done", "2", 1), snap("In progress", "1", 1, item_id="8")])
     before = dump(sqlite_url)
     with TestClient(create_app(services), base_url="http://127.0.0.1") as client:
-        assert client.get("/healthz").json() == {"status": "ok", "leader": False}
+        assert client.get("/healthz").json() == {"status": "ok", "leader": False, "board_quota": {}}
         assert client.get("/readyz").json() == {
             "status": "ready",
             "checks": {"ledger": "ok"},

@@ -75,7 +75,7 @@ async def agile(
     await connector.aclose()
 
 
-async def test_agile_project_closed_items_are_done_with_done_time_from_updates(
+async def test_agile_project_closed_items_are_done_with_done_time_from_the_batch(
     fake: FakeAzureDevOps, agile: AzureDevOpsConnector
 ) -> None:
     shop = fake.projects["web shop"]
@@ -113,8 +113,8 @@ async def test_agile_project_closed_items_are_done_with_done_time_from_updates(
     assert items[str(bug)].done_at is None
     assert items[str(task)].state_category is StateCategory.REMOVED
     assert result.cursor == "2024-05-03T09:00:00.000000Z"
-    # Updates are read for the Done item only; each type's states once.
-    assert fake.request_counts["updates"] == 1
+    # The Done time came with the batch (StateChangeDate): no updates call at all.
+    assert fake.request_counts["updates"] == 0
     assert fake.request_counts["states"] == 3
 
 
@@ -230,22 +230,36 @@ async def test_a_quiet_board_costs_one_wiql_call_per_poll(
     assert third.cursor == "2024-05-01T09:20:00.000000Z"
 
 
-async def test_done_at_reads_are_cached_until_the_revision_changes(
+async def test_done_at_comes_from_the_batch_and_follows_a_reclose(
     fake: FakeAzureDevOps, agile: AzureDevOpsConnector
 ) -> None:
     shop = fake.projects["web shop"]
     story = shop.add_item("Story", hours=1, at=T0)
     shop.set_state(story, "Closed", at=T0 + timedelta(hours=1))
-    await agile.poll(None)
-    await agile.poll(None)
-    assert fake.request_counts["updates"] == 1
+    (item,) = (await agile.poll(None)).items
+    assert item.done_at == T0 + timedelta(hours=1)
     shop.set_state(story, "Active", at=T0 + timedelta(hours=2))
     reclosed = T0 + timedelta(hours=3)
     shop.set_state(story, "Closed", at=reclosed)
     (item,) = (await agile.poll(None)).items
     assert item.done_at == reclosed
-    assert fake.request_counts["updates"] == 2
+    assert fake.request_counts["updates"] == 0
     assert fake.request_counts["states"] == 1
+
+
+async def test_column_boards_read_updates_once_per_revision(
+    fake: FakeAzureDevOps, org_url: str, sleeps: Sleeps
+) -> None:
+    shop = fake.add_project("Web Shop", "Agile")
+    config = make_config(org_url, "Web Shop", done_board_columns=frozenset({"Shipped"}))
+    async with AzureDevOpsConnector(config, sleep=sleeps) as connector:
+        story = shop.add_item("Story", hours=1, at=T0)
+        shipped = T0 + timedelta(hours=1)
+        shop.change(story, {"System.BoardColumn": "Shipped"}, at=shipped)
+        await connector.poll(None)
+        (item,) = (await connector.poll(None)).items
+        assert item.done_at == shipped
+        assert fake.request_counts["updates"] == 1  # column moves carry no date field
 
 
 async def test_new_state_added_to_the_process_is_read_again(
@@ -330,8 +344,9 @@ async def test_fetch_after_a_hook_reads_the_current_item(
         # The newer revision's hook arrives first, the older one late.
         newer = connector.parse_webhook(hook_headers, json.dumps(late_hook).encode())
         older = connector.parse_webhook(hook_headers, json.dumps(early_hook).encode())
-        assert newer.delivery_id == f"{story}:3"
-        assert older.delivery_id == f"{story}:2"
+        assert (newer.item_ids, newer.revision) == ((str(story),), 3)
+        assert (older.item_ids, older.revision) == ((str(story),), 2)
+        assert newer.delivery_id != older.delivery_id
         (from_newer,) = await connector.fetch(newer.item_ids)
         (from_older,) = await connector.fetch(older.item_ids)
     finally:
@@ -438,3 +453,58 @@ async def test_unknown_project_is_fatal(
 async def test_bad_cursor_is_fatal(agile: AzureDevOpsConnector) -> None:
     with pytest.raises(FatalError, match="cursor"):
         await agile.poll("yesterday")
+
+
+async def test_a_board_larger_than_one_wiql_answer_syncs_in_date_windows(
+    fake: FakeAzureDevOps, org_url: str, sleeps: Sleeps
+) -> None:
+    shop = fake.add_project("Web Shop", "Agile")
+    ids = [shop.add_item(f"Story {n}", hours=1) for n in range(250)]
+    config = make_config(org_url, "Web Shop", max_items_per_poll=100)
+    async with AzureDevOpsConnector(config, sleep=sleeps) as connector:
+        result = await connector.poll(None)
+        assert sorted(int(i.item_id) for i in result.items) == ids
+        # 100 + 100 + 52 ids (each later window re-reads the boundary item): 3 WIQL.
+        assert fake.request_counts["wiql"] == 3
+        assert fake.request_counts["batch"] == 3
+        assert result.cursor is not None
+        fake.reset_counts()
+        quiet = await connector.poll(result.cursor)
+        assert fake.request_counts["wiql"] == 1 and len(quiet.items) <= 6  # the overlap
+
+
+async def test_the_fake_refuses_a_top_over_the_wiql_limit(
+    fake: FakeAzureDevOps, org_url: str, sleeps: Sleeps
+) -> None:
+    fake.add_project("Web Shop", "Agile")
+    config = make_config(org_url, "Web Shop")
+    async with AzureDevOpsConnector(config, sleep=sleeps) as connector:
+        with pytest.raises(FatalError, match="VS402337"):
+            await connector.client.query_ids(connector.wiql(None), top=20_001)
+
+
+async def test_rate_limit_headers_on_a_200_become_a_quota_observation_and_a_metric(
+    fake: FakeAzureDevOps, agile: AzureDevOpsConnector, sleeps: Sleeps
+) -> None:
+    from prometheus_client import generate_latest
+
+    from sync.metrics import register_board_quota_metrics
+
+    fake.success_headers = {
+        "X-RateLimit-Resource": "ATCPU",
+        "X-RateLimit-Limit": "200",
+        "X-RateLimit-Remaining": "12",
+        "X-RateLimit-Delay": "0.5",
+        "Retry-After": "3",
+    }
+    fake.projects["web shop"].add_item("Story", at=T0)
+    await agile.poll(None)
+    quota = agile.quota
+    assert quota is not None
+    assert (quota.resource, quota.remaining, quota.limit) == ("ATCPU", 12, 200)
+    assert (quota.retry_after, quota.delay) == (3, 0.5)
+    assert 3 in sleeps.calls  # Retry-After on a 200 is honoured before the next call
+    register_board_quota_metrics({"shop": agile})
+    scraped = generate_latest().decode()
+    assert 'kanvoice_board_quota_remaining{board="shop",resource="ATCPU"} 12.0' in scraped
+    assert 'kanvoice_board_retry_after_seconds{board="shop",resource="ATCPU"} 3.0' in scraped

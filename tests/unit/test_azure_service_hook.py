@@ -39,23 +39,22 @@ def parse(hdrs: dict[str, str], body: bytes, **kwargs: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("fixture", "event", "item_id", "delivery"),
+    ("fixture", "event", "item_id", "rev"),
     [
-        ("hook_workitem_updated.json", "workitem.updated", "301", "301:8"),
-        ("hook_workitem_created.json", "workitem.created", "305", "305:1"),
-        ("hook_workitem_deleted.json", "workitem.deleted", "302", "302:3"),
-        ("hook_workitem_restored.json", "workitem.restored", "302", "302:3"),
+        ("hook_workitem_updated.json", "workitem.updated", "301", 8),
+        ("hook_workitem_created.json", "workitem.created", "305", 1),
+        ("hook_workitem_deleted.json", "workitem.deleted", "302", 3),
+        ("hook_workitem_restored.json", "workitem.restored", "302", 3),
     ],
 )
-def test_work_item_events_become_triggers(
-    fixture: str, event: str, item_id: str, delivery: str
-) -> None:
+def test_work_item_events_become_triggers(fixture: str, event: str, item_id: str, rev: int) -> None:
     trigger = parse(headers(), body_of(fixture))
     assert trigger.source == "azure_devops"
     assert trigger.event == event
     assert trigger.action == event.split(".")[1]
     assert trigger.item_ids == (item_id,)
-    assert trigger.delivery_id == delivery
+    assert trigger.delivery_id == json.loads(body_of(fixture))["id"]  # the notification's
+    assert trigger.revision == rev
     assert trigger.board_hint == "Fabrikam-Fiber"
     assert trigger.ignored_reason is None
 
@@ -63,7 +62,32 @@ def test_work_item_events_become_triggers(
 def test_replayed_delivery_has_the_same_id() -> None:
     first = parse(headers(), body_of("hook_workitem_updated.json"))
     again = parse(headers(), body_of("hook_workitem_updated.json"))
-    assert first.delivery_id == again.delivery_id == "301:8"
+    assert first.delivery_id == again.delivery_id == "27646e0e-b520-4d2b-9411-bba7524947cd"
+
+
+def test_deleted_and_restored_at_one_revision_are_two_deliveries() -> None:
+    deleted = parse(headers(), body_of("hook_workitem_deleted.json"))
+    restored = parse(headers(), body_of("hook_workitem_restored.json"))
+    assert (deleted.item_ids, deleted.revision) == (restored.item_ids, restored.revision)
+    assert deleted.delivery_id != restored.delivery_id
+
+
+def test_without_a_notification_id_the_delivery_names_event_item_and_revision() -> None:
+    payload = json.loads(body_of("hook_workitem_deleted.json"))
+    del payload["id"]
+    assert parse(headers(), json.dumps(payload).encode()).delivery_id == "workitem.deleted:302:3"
+    payload["eventType"] = "workitem.restored"
+    assert parse(headers(), json.dumps(payload).encode()).delivery_id == "workitem.restored:302:3"
+
+
+def test_microsofts_sample_with_work_item_id_zero_reads_revision_id() -> None:
+    """The documented `workitem.updated` sample (what the dialog's Test button sends)."""
+    payload = json.loads(body_of("hook_workitem_updated.json"))
+    payload["resource"]["workItemId"] = 0
+    payload["resource"]["revision"]["id"] = 5
+    trigger = parse(headers(), json.dumps(payload).encode())
+    assert trigger.item_ids == ("5",)
+    assert trigger.revision == 8
 
 
 def test_rev_read_from_revision_when_resource_has_none() -> None:
@@ -71,7 +95,7 @@ def test_rev_read_from_revision_when_resource_has_none() -> None:
     del payload["resource"]["rev"]
     payload["resource"]["revision"]["rev"] = 11
     trigger = parse(headers(), json.dumps(payload).encode())
-    assert trigger.delivery_id == "301:11"
+    assert trigger.revision == 11
 
 
 def test_header_names_are_case_insensitive() -> None:
@@ -189,7 +213,7 @@ def test_connector_delegates_with_its_configured_credentials() -> None:
     )
     connector = AzureDevOpsConnector(cfg)
     trigger = connector.parse_webhook(headers(), body_of("hook_workitem_updated.json"))
-    assert trigger.delivery_id == "301:8"
+    assert (trigger.item_ids, trigger.revision) == (("301",), 8)
     with pytest.raises(WebhookRejected) as caught:
         connector.parse_webhook(
             headers(Authorization=basic(USER, "x")), body_of("hook_workitem_updated.json")

@@ -15,7 +15,7 @@ import respx
 
 from connectors.base import BoardConnector, FatalError, RetriableError, WebhookRejected
 from connectors.github.config import GitHubBoardConfig
-from connectors.github.connector import GitHubProjectConnector
+from connectors.github.connector import GitHubProjectConnector, parse_poll_cursor
 from connectors.github.webhook import sign_body
 from mapping.domain import BillingType, Source, StateCategory
 from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
@@ -93,7 +93,9 @@ async def test_250_items_take_exactly_three_page_requests(
     assert project.requests["items_page"] == 3
     assert project.requests["total"] == 3
     assert result.requests_made == 3
-    assert result.cursor is None
+    assert result.complete  # no cursor: the whole listing
+    assert parse_poll_cursor(result.cursor) is not None
+    assert project.requests["items_page_filtered"] == 0
     assert len(result.items) == 250
     assert len({i.item_id for i in result.items}) == 250
     afters = [r["variables"].get("after") for r in project.received]

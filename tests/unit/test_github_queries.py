@@ -82,7 +82,8 @@ def test_every_document_selects_rate_limit(name: str) -> None:
 
 def test_page_documents_page_by_cursor() -> None:
     for document in (ORGANIZATION_PROJECT_ITEMS, USER_PROJECT_ITEMS):
-        assert "items(first: $first, after: $after)" in document
+        assert "items(first: $first, after: $after, query: $query)" in document
+        assert "$query: String)" in document  # nullable: null lists every item
         assert "pageInfo { hasNextPage endCursor }" in document
     assert "organization(login: $login)" in ORGANIZATION_PROJECT_ITEMS
     assert "user(login: $login)" in USER_PROJECT_ITEMS

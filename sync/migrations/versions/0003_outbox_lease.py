@@ -1,15 +1,12 @@
 """outbox lease: every row is claimed with a compare-and-set lease
 
 Revision ID: 0003_outbox_lease
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-03 10:40:00
 
 A drainer claims a row by setting `status = 'claimed'`, `lease_owner` (a token unique
 to that claim) and `lease_until`; a row whose lease has expired may be claimed again,
 so the CLI can drain beside a running daemon and a crashed drainer's rows come back.
-
-Note for merging: another branch may add a 0002 (the inbox table) that also revises
-0001; whichever lands second must re-link its `down_revision` so the chain stays linear.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_outbox_lease"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -8,6 +8,7 @@
   "use strict";
 
   const UNBILLED = ["ready", "drafted", "approved"];
+  const NARROW = "(max-width: 640px)";
   const SVG_NS = "http://www.w3.org/2000/svg";
   const body = document.body;
   const config = {
@@ -88,7 +89,7 @@
       stage.state === "non_billable"
         ? el("span", { className: "money cost", "data-testid": `${prefix}-${stage.state}-amount`, text: "cost" })
         : el("span", { className: "money", "data-testid": `${prefix}-${stage.state}-amount`, text: money(f.amount, currency) });
-    return el("td", { className: stageClass(stage.state, attention), "data-testid": `${prefix}-${stage.state}` }, [
+    return el("td", { className: stageClass(stage.state, attention), "data-label": stage.label, "data-testid": `${prefix}-${stage.state}` }, [
       el("span", { className: "hours", "data-testid": `${prefix}-${stage.state}-hours`, text: hours(f.hours) }),
       amount,
     ]);
@@ -113,8 +114,8 @@
       return el("tr", { "data-testid": `client-row-${c.client}` }, [
         head,
         ...stages.map((s) => stageCell(`cell-${c.client}`, c, s, c.currency)),
-        el("td", { className: "num gap", "data-testid": `gap-${c.client}`, text: money(c.unbilled_gap, c.currency) }),
-        el("td", {}, [
+        el("td", { className: "num gap", "data-label": "Unbilled gap", "data-testid": `gap-${c.client}`, text: money(c.unbilled_gap, c.currency) }),
+        el("td", { "data-label": "Action" }, [
           el("button", {
             type: "button",
             className: "primary",
@@ -130,7 +131,7 @@
     if (!rows.length) {
       rows.push(el("tr", {}, [el("td", { colspan: stages.length + 3, "data-testid": "no-clients", text: "No clients yet." })]));
     }
-    const table = el("table", { className: "pipeline", "data-testid": "overview-table" }, [
+    const table = el("table", { className: "pipeline cards", "data-testid": "overview-table" }, [
       el("caption", { text: "Hours and money at every stage. Ready, drafted and approved make the unbilled gap." }),
       el("thead", {}, [
         el("tr", {}, [
@@ -193,10 +194,13 @@
   }
 
   function chart(payload, measure) {
-    const labelWidth = 190;
-    const barWidth = 520;
-    const totalWidth = 150;
-    const rowHeight = 34;
+    // On a phone the labels go above the bars, on a narrow drawing (legible text).
+    const narrow = Boolean(window.matchMedia && window.matchMedia(NARROW).matches);
+    const labelWidth = narrow ? 0 : 190;
+    const barWidth = narrow ? 340 : 520;
+    const totalWidth = narrow ? 0 : 150;
+    const rowHeight = narrow ? 50 : 34;
+    const barTop = narrow ? 22 : 4;
     const width = labelWidth + barWidth + totalWidth;
     const clients = payload.clients;
     const height = Math.max(1, clients.length) * rowHeight + 8;
@@ -224,8 +228,8 @@
       const y = 4 + index * rowHeight;
       const scale = measure === "hours" ? sharedMax : totals[index];
       const group = svg("g", { "data-testid": `bar-${c.client}` });
-      group.append(svg("text", { x: 0, y: y + 18, class: "bar-label", text: c.name }));
-      group.append(svg("rect", { x: labelWidth, y: y + 4, width: barWidth, height: 20, class: "bar-track" }));
+      group.append(svg("text", { x: 0, y: y + 16, class: "bar-label", text: c.name }));
+      group.append(svg("rect", { x: labelWidth, y: y + barTop, width: barWidth, height: 20, class: "bar-track" }));
       let x = labelWidth;
       for (const s of stages) {
         const v = value(c, s);
@@ -233,7 +237,7 @@
         const w = (v / scale) * barWidth;
         const shown = measure === "hours" ? hours(c.stages[s.state].hours) : money(c.stages[s.state].amount, c.currency);
         group.append(
-          svg("rect", { x: x, y: y + 4, width: Math.max(w, 1), height: 20, class: "seg s-" + s.state, "data-testid": `bar-${c.client}-${s.state}` }, [
+          svg("rect", { x: x, y: y + barTop, width: Math.max(w, 1), height: 20, class: "seg s-" + s.state, "data-testid": `bar-${c.client}-${s.state}` }, [
             svg("title", { text: `${c.name}: ${s.label}: ${shown}` }),
           ])
         );
@@ -244,7 +248,9 @@
           ? hours(sumStrings(stages.map((s) => c.stages[s.state].hours)))
           : money(sumStrings(stages.map((s) => c.stages[s.state].amount)), c.currency);
       group.append(
-        svg("text", { x: labelWidth + barWidth + 8, y: y + 18, class: "bar-total", "data-testid": `bar-total-${c.client}`, text: total })
+        narrow
+          ? svg("text", { x: barWidth, y: y + 16, "text-anchor": "end", class: "bar-total", "data-testid": `bar-total-${c.client}`, text: total })
+          : svg("text", { x: labelWidth + barWidth + 8, y: y + 18, class: "bar-total", "data-testid": `bar-total-${c.client}`, text: total })
       );
       root.append(group);
     });
@@ -261,21 +267,27 @@
     const rows = c.drafts.map((d, i) => {
       const open = !terminalStates.has(d.state);
       const inputId = `reason-${c.client}-${i + 1}`;
+      const total = money(d.total, d.currency || c.currency);
       return el("tr", { "data-testid": `draft-${d.id}` }, [
         el("th", { scope: "row", text: d.id }),
-        el("td", { text: d.period }),
-        el("td", { className: "num", "data-testid": `draft-total-${d.id}`, text: money(d.total, d.currency || c.currency) }),
-        el("td", { "data-testid": `draft-state-${d.id}`, text: d.state }),
-        el("td", { className: "num", text: d.version }),
-        el("td", { className: "decision" }, [
-          el("button", { type: "button", className: "primary", "data-action": "approve", "data-invoice": d.id, "data-testid": `approve-${d.id}`, disabled: !open, text: "Approve" }),
+        el("td", { "data-label": "Period", text: d.period }),
+        el("td", { className: "num", "data-label": "Total", "data-testid": `draft-total-${d.id}`, text: total }),
+        el("td", { "data-label": "State", "data-testid": `draft-state-${d.id}`, text: d.state }),
+        el("td", { className: "num", "data-label": "Version", text: d.version }),
+        el("td", { className: "decision", "data-label": "Decision" }, [
+          el("button", {
+            type: "button", className: "primary", "data-action": "approve", "data-invoice": d.id,
+            "data-client-name": d.client_name || c.name, "data-total": total,
+            "data-auto-send": d.auto_send ? "yes" : "no",
+            "data-testid": `approve-${d.id}`, disabled: !open, text: "Approve",
+          }),
           el("label", { for: inputId, text: "Reason" }),
           el("input", { id: inputId, type: "text", maxlength: "1000", required: true, "data-reason-for": d.id, "data-testid": `reject-reason-${d.id}`, disabled: !open }),
           el("button", { type: "button", className: "danger", "data-action": "reject", "data-invoice": d.id, "data-testid": `reject-${d.id}`, disabled: !open, text: "Reject" }),
         ]),
       ]);
     });
-    const table = el("table", { className: "drafts", "data-testid": `drafts-${c.client}` }, [
+    const table = el("table", { className: "drafts cards", "data-testid": `drafts-${c.client}` }, [
       el("thead", {}, [
         el("tr", {}, [
           el("th", { scope: "col", text: "Invoice" }),
@@ -289,7 +301,159 @@
       el("tbody", {}, rows),
     ]);
     nodes.push(scroll(titleId, table));
+    for (const d of c.drafts) {
+      if (d.detail) nodes.push(draftDetail(d.detail, !terminalStates.has(d.state)));
+    }
     return nodes;
+  }
+
+  function external(href, text, testid) {
+    return el("a", { href, target: "_blank", rel: "noopener noreferrer", "data-testid": testid, text });
+  }
+
+  function lineAdjust(d, l, open) {
+    const cell = el("td", { className: "adjust", "data-label": "Adjust" });
+    if (!(l.editable && open)) {
+      cell.append(el("span", { className: "muted", text: "—" }));
+      return cell;
+    }
+    const common = { type: "button", "data-invoice": d.id, "data-entry": l.entry_id, "data-version": d.version };
+    if (l.kind === "time") {
+      cell.append(
+        el("label", { for: `hours-${l.entry_id}`, text: "Hours" }),
+        el("input", { id: `hours-${l.entry_id}`, type: "text", inputmode: "decimal", size: "6", value: l.hours, "data-hours-for": l.entry_id, "data-testid": `line-hours-input-${l.entry_id}` })
+      );
+    }
+    cell.append(
+      el("label", { for: `desc-${l.entry_id}`, text: "Description" }),
+      el("input", { id: `desc-${l.entry_id}`, type: "text", maxlength: "500", value: l.description, "data-desc-for": l.entry_id, "data-testid": `line-desc-input-${l.entry_id}` }),
+      el("button", { ...common, "data-action": "adjust", "data-testid": `line-save-${l.entry_id}`, text: "Save" }),
+      el("button", { ...common, className: "danger", "data-action": "write-off", "data-testid": `line-write-off-${l.entry_id}`, text: "Write off" }),
+      el("button", { ...common, "data-action": "defer", "data-testid": `line-defer-${l.entry_id}`, text: "Defer to next draft" })
+    );
+    return cell;
+  }
+
+  function rateText(d, l) {
+    if (l.rate !== null && l.rate !== undefined && l.kind === "time") return money(l.rate, d.currency) + " / h";
+    return l.kind === "milestone" ? "fixed price" : "—";
+  }
+
+  function draftDetail(d, open) {
+    const rows = d.lines.map((l) =>
+      el("tr", { "data-testid": `line-${l.entry_id}` }, [
+        el("th", { scope: "row" }, [
+          l.url ? external(l.url, l.title, `line-link-${l.entry_id}`) : l.title,
+          el("span", { className: "client-key", text: l.item }),
+          el("span", { className: "desc", "data-testid": `line-desc-${l.entry_id}`, text: l.description }),
+        ]),
+        el("td", { "data-label": "Board · sprint", text: `${l.board} · ${l.sprint || "no sprint"}` }),
+        el("td", { "data-label": "Person", text: l.people && l.people.length ? l.people.join(", ") : "—" }),
+        el("td", { className: "num", "data-label": "Hours", "data-testid": `line-hours-${l.entry_id}`, text: hours(l.hours) }),
+        el("td", { className: "num", "data-label": "Rate", text: rateText(d, l) }),
+        el("td", { className: "num", "data-label": "Amount", "data-testid": `line-amount-${l.entry_id}`, text: money(l.amount, d.currency) }),
+        el("td", { "data-label": "State", "data-testid": `line-state-${l.entry_id}`, text: l.state }),
+        el("td", { "data-label": "Flags", "data-testid": `line-flags-${l.entry_id}` }, [
+          l.flags.length ? el("span", { className: "flag", text: "⚠ " + l.flags.join(", ") }) : "none",
+        ]),
+        lineAdjust(d, l, open),
+      ])
+    );
+    const headers = ["Item", "Board · sprint", "Person", "Hours", "Rate", "Amount", "State", "Flags", "Adjust"];
+    const numeric = new Set(["Hours", "Rate", "Amount"]);
+    const table = el("table", { className: "lines cards", "data-testid": `lines-${d.id}` }, [
+      el("thead", {}, [el("tr", {}, headers.map((h) => el("th", { scope: "col", className: numeric.has(h) ? "num" : null, text: h })))]),
+      el("tbody", {}, rows),
+      el("tfoot", {}, [
+        el("tr", {}, [
+          el("th", { scope: "row", colspan: "5", text: "Total before tax" }),
+          el("td", { className: "num", "data-label": "Total before tax", "data-testid": `lines-total-${d.id}`, text: money(d.total, d.currency) }),
+          el("td", { colspan: "3" }),
+        ]),
+      ]),
+    ]);
+    const stripe = d.stripe_url
+      ? external(d.stripe_url, `Stripe draft ${d.stripe_invoice_id}`, `stripe-link-${d.id}`)
+      : el("span", { "data-testid": `stripe-link-${d.id}`, text: "not on Stripe yet" });
+    return el("details", { className: "draft-detail", "data-testid": `details-${d.id}` }, [
+      el("summary", { "data-testid": `details-summary-${d.id}`, text: `Lines of invoice ${d.id}: ${d.lines.length} lines, ${money(d.total, d.currency)}` }),
+      el("p", { className: "detail-meta" }, [
+        el("span", { text: `Version ${d.version}` }),
+        el("span", { "data-testid": `tax-${d.id}`, text: d.tax.note }),
+        el("span", {
+          "data-testid": `send-${d.id}`,
+          text: d.auto_send ? "emailed to the client once approved (auto-send)" : "not emailed on approval (auto-send off)",
+        }),
+        stripe,
+      ]),
+      el("div", { className: "scroll", role: "region", "aria-label": `Lines of invoice ${d.id}`, tabindex: "0" }, [table]),
+    ]);
+  }
+
+  function historySection(payload) {
+    const history = payload.history;
+    const tools = el("p", { className: "history-tools" }, [
+      el("label", { for: "history-search", text: "Search" }),
+      el("input", { id: "history-search", type: "search", "data-testid": "history-search", placeholder: "client, number, person, status" }),
+      el("a", { href: `${config.apiBase}/audit?format=csv`, download: true, "data-testid": "audit-csv", text: "Export the audit log (CSV)" }),
+    ]);
+    const nodes = [el("h2", { id: "history-title", text: "Invoice history" }), tools];
+    if (!history.length) {
+      nodes.push(el("p", { className: "muted", "data-testid": "history-none", text: "No invoices yet." }));
+    } else {
+      const rows = history.map((h) =>
+        el("tr", { "data-testid": `history-${h.id}` }, [
+          el("th", { scope: "row", text: h.number ? `${h.id} · ${h.number}` : String(h.id) }),
+          el("td", { "data-label": "Client", text: h.client_name }),
+          el("td", { "data-label": "Period", text: h.period }),
+          el("td", { "data-label": "Status", "data-testid": `history-status-${h.id}` }, [el("span", { className: `badge st-${h.status}`, text: h.status })]),
+          el("td", { className: "num", "data-label": "Total", text: money(h.total, h.currency) }),
+          el("td", { "data-label": "Approved", "data-testid": `history-approved-${h.id}`, text: h.approved_by ? `${h.approved_by} · ${h.approved_at}` : "—" }),
+          el("td", { "data-label": "Rejected", text: h.rejected_by ? `${h.rejected_by}: ${h.rejected_reason}` : "—" }),
+          el("td", { "data-label": "What happened" }, [
+            el(
+              "ol",
+              { className: "events" },
+              h.events.map((e) =>
+                el("li", {}, [
+                  `${e.label} · ${e.actor} · `,
+                  el("time", { datetime: e.at, text: e.at_local }),
+                  e.reason ? ` · ${e.reason}` : null,
+                ])
+              )
+            ),
+          ]),
+          el("td", { "data-label": "Stripe" }, [h.stripe_url ? el("a", { href: h.stripe_url, target: "_blank", rel: "noopener noreferrer", text: h.number || h.stripe_invoice_id }) : "—"]),
+        ])
+      );
+      const headers = ["Invoice", "Client", "Period", "Status", "Total", "Approved", "Rejected", "What happened", "Stripe"];
+      nodes.push(
+        el("div", { className: "scroll", role: "region", "aria-labelledby": "history-title", tabindex: "0" }, [
+          el("table", { className: "history cards", "data-testid": "history-table" }, [
+            el("thead", {}, [el("tr", {}, headers.map((h) => el("th", { scope: "col", className: h === "Total" ? "num" : null, text: h })))]),
+            el("tbody", {}, rows),
+          ]),
+        ]),
+        el("p", { className: "muted", "data-testid": "history-none", hidden: true, text: "No invoice matches the search." })
+      );
+    }
+    return el("section", { className: "card", "aria-labelledby": "history-title", "data-testid": "history" }, nodes);
+  }
+
+  function filterHistory() {
+    const input = document.getElementById("history-search");
+    const table = document.querySelector('[data-testid="history-table"]');
+    if (!input || !table) return;
+    const words = input.value.toLowerCase().split(/\s+/).filter(Boolean);
+    let shown = 0;
+    for (const row of table.tBodies[0].rows) {
+      const text = row.textContent.toLowerCase();
+      const match = words.every((w) => text.includes(w));
+      row.hidden = !match;
+      if (match) shown += 1;
+    }
+    const none = document.querySelector('[data-testid="history-none"]');
+    if (none) none.hidden = shown > 0;
   }
 
   function breakdown(payload, c, kind, title, rows, key) {
@@ -299,7 +463,7 @@
       nodes.push(el("p", { className: "muted", text: "No entries yet." }));
       return nodes;
     }
-    const table = el("table", { className: "breakdown", "data-testid": `${kind}-${c.client}` }, [
+    const table = el("table", { className: "breakdown cards", "data-testid": `${kind}-${c.client}` }, [
       el("thead", {}, [
         el("tr", {}, [
           el("th", { scope: "col", text: key === "board" ? "Board" : "Sprint" }),
@@ -315,7 +479,7 @@
           return el("tr", { "data-testid": prefix }, [
             el("th", { scope: "row", text: r[key] }),
             ...payload.stage_order.map((s) => stageCell(prefix, r, s, c.currency)),
-            el("td", { className: "num gap", "data-testid": `${prefix}-gap`, text: money(r.unbilled_gap, c.currency) }),
+            el("td", { className: "num gap", "data-label": "Unbilled gap", "data-testid": `${prefix}-gap`, text: money(r.unbilled_gap, c.currency) }),
           ]);
         })
       ),
@@ -345,32 +509,49 @@
     return checked ? checked.value : "money";
   }
 
+  function olderThanShown(payload) {
+    // A slow /api/pipeline answer must not undo a newer event-stream update.
+    if (!current || !current.generated_at || !payload.generated_at) return false;
+    return Date.parse(payload.generated_at) < Date.parse(current.generated_at);
+  }
+
   function render(payload) {
+    if (olderThanShown(payload)) return;
     current = payload;
     const container = document.getElementById("pipeline");
     const active = document.activeElement;
     const focusId = active && container.contains(active) ? active.getAttribute("data-testid") : null;
-    const reasons = {};
-    for (const input of container.querySelectorAll("input[data-reason-for]")) {
-      if (input.value) reasons[input.dataset.reasonFor] = input.value;
+    // Keep what the user typed and which drafts are open across live updates.
+    const typed = {};
+    for (const input of container.querySelectorAll("input[data-testid]")) {
+      if (input.type !== "radio" && input.value !== input.defaultValue) typed[input.dataset.testid] = input.value;
     }
+    const opened = new Set(
+      Array.from(container.querySelectorAll("details[open][data-testid]"), (d) => d.dataset.testid)
+    );
     const chosen = measure();
-    container.replaceChildren(
+    const sections = [
       overview(payload),
       chartSection(payload, chosen),
-      ...payload.clients.map((c) => clientSection(payload, c))
-    );
-    for (const input of container.querySelectorAll("input[data-reason-for]")) {
-      const kept = reasons[input.dataset.reasonFor];
-      if (kept) input.value = kept;
+      ...payload.clients.map((c) => clientSection(payload, c)),
+    ];
+    if (payload.history !== undefined) sections.push(historySection(payload));
+    container.replaceChildren(...sections);
+    for (const input of container.querySelectorAll("input[data-testid]")) {
+      const kept = typed[input.dataset.testid];
+      if (kept !== undefined) input.value = kept;
     }
+    for (const details of container.querySelectorAll("details[data-testid]")) {
+      if (opened.has(details.dataset.testid)) details.open = true;
+    }
+    filterHistory();
     if (focusId) {
       const again = container.querySelector(`[data-testid="${CSS.escape(focusId)}"]`);
       if (again) again.focus();
     }
     const stamp = document.querySelector('[data-testid="generated-at"]');
     if (stamp) {
-      stamp.textContent = payload.generated_at;
+      stamp.textContent = payload.generated_at_local || payload.generated_at;
       stamp.setAttribute("datetime", payload.generated_at);
     }
   }
@@ -417,6 +598,9 @@
 
   function describe(result) {
     if (result && typeof result.message === "string") return result.message;
+    if (result && Array.isArray(result.lines) && result.total !== undefined) {
+      return `invoice ${result.id} is now version ${result.version}, ${money(result.total, result.currency)}`;
+    }
     if (result && result.id !== undefined) {
       const parts = [`invoice ${result.id}`];
       if (result.state) parts.push(result.state);
@@ -438,6 +622,16 @@
       const id = button.dataset.invoice;
       label = `Approve ${id}`;
       const path = `/invoices/${encodeURIComponent(id)}/approve`;
+      const sending =
+        button.dataset.autoSend === "yes"
+          ? "It will be finalized on Stripe and emailed to the client now."
+          : "It will be finalized on Stripe; it is not emailed (auto-send is off).";
+      const who = button.dataset.clientName || "this client";
+      const total = button.dataset.total ? ` for ${button.dataset.total}` : "";
+      if (!window.confirm(`Approve invoice ${id} of ${who}${total}?\n\n${sending}`)) {
+        say(`${label}: not approved (cancelled)`);
+        return;
+      }
       request = async () => {
         try {
           return await post(path);
@@ -460,6 +654,34 @@
         return;
       }
       request = () => post(`/invoices/${encodeURIComponent(id)}/reject`, { reason });
+    } else if (action === "adjust" || action === "write-off" || action === "defer") {
+      const id = button.dataset.invoice;
+      const entry = button.dataset.entry;
+      const version = Number(button.dataset.version);
+      const base = `/invoices/${encodeURIComponent(id)}`;
+      if (action === "defer") {
+        label = `Defer line ${entry} of ${id}`;
+        request = () => post(`${base}/lines/${encodeURIComponent(entry)}/defer`, { version });
+      } else if (action === "write-off") {
+        label = `Write off line ${entry} of ${id}`;
+        if (!window.confirm(`Write off line ${entry}? It leaves the invoice and is never billed.`)) {
+          say(`${label}: cancelled`);
+          return;
+        }
+        request = () => post(`${base}/adjust`, { version, changes: [{ entry_id: Number(entry), write_off: true }] });
+      } else {
+        label = `Adjust line ${entry} of ${id}`;
+        const hoursInput = document.querySelector(`input[data-hours-for="${CSS.escape(entry)}"]`);
+        const descInput = document.querySelector(`input[data-desc-for="${CSS.escape(entry)}"]`);
+        const change = { entry_id: Number(entry) };
+        if (hoursInput && hoursInput.value.trim() !== hoursInput.defaultValue) change.hours = hoursInput.value.trim();
+        if (descInput && descInput.value.trim() !== descInput.defaultValue) change.description = descInput.value.trim();
+        if (change.hours === undefined && change.description === undefined) {
+          say(`${label}: change the hours or the description first`);
+          return;
+        }
+        request = () => post(`${base}/adjust`, { version, changes: [change] });
+      }
     } else {
       return;
     }
@@ -514,6 +736,11 @@
     document.addEventListener("change", (event) => {
       if (event.target.matches('input[name="measure"]')) redrawChart();
     });
+    document.addEventListener("input", (event) => {
+      if (event.target.id === "history-search") filterHistory();
+    });
+    if (window.matchMedia) window.matchMedia(NARROW).addEventListener("change", redrawChart);
+    filterHistory();
     if (window.EventSource) connect();
   }
 

@@ -1,0 +1,549 @@
+"""Bulk reads and writes of items and entries for the engine, at the driver level.
+
+`Engine.ingest` writes up to four rows per changed snapshot. Through SQLAlchemy Core
+every one of those rows is turned into a dict of bind parameters and passed through
+the column types' bind processors in Python, which cost several times what the
+driver's own `executemany` costs. Here the statements are plain SQL strings built
+once per dialect (`exec_driver_sql`), the rows are tuples in a fixed column order, and
+the values are converted to what the driver takes by `DriverValues`, which gives the
+same values SQLAlchemy's types would bind (tests/integration/test_bulk.py compares
+them), so rows written here read back through the ordinary schema unchanged.
+
+Records come in and go out typed (`NewItem`, `NewEntry`, …); nothing here decides
+anything: what to write is the billing core's plan, as the engine collected it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Literal, NamedTuple
+
+from sqlalchemy import Connection, Dialect
+
+from mapping.domain import BillableEntry, EntryKind, EntryState, StateCategory
+from mapping.money import Money
+from sync.ledger import schema as t
+
+# Rows per IN (...) list (SQLite's default limit on bound parameters is far higher).
+CHUNK = 500
+
+
+# --- typed records -----------------------------------------------------------------
+
+
+class ItemState(NamedTuple):
+    """The columns of `items` that each recorded snapshot sets."""
+
+    client: str
+    title: str
+    url: str
+    column_name: str
+    state_category: str
+    is_done: bool
+    hours: Decimal | None
+    billing_type: str
+    labels: tuple[str, ...]
+    assignees: tuple[str, ...]
+    iteration: str | None
+    rate: Decimal | None
+    milestone_amount: Decimal | None
+    revision: int
+    fingerprint: str
+    updated_at: datetime
+    done_at: datetime | None
+    last_seen_at: datetime
+
+
+class NewItem(NamedTuple):
+    """An `items` row to insert: the item's identity, then its state."""
+
+    item_key: str
+    source: str
+    board: str
+    external_id: str
+    first_seen_at: datetime
+    state: ItemState
+
+
+class NewEntry(NamedTuple):
+    """An `entries` row to insert; `item_id` is resolved by `BatchWrites.flush`."""
+
+    entry_key: str
+    item_ref: str | int  # the key of an item inserted in the same batch, or its id
+    client: str
+    kind: str
+    seq: int
+    state: str
+    hours: Decimal
+    rate: Decimal | None
+    amount: Decimal | None
+    currency: str
+    description: str
+    person: str | None  # 0006: who did the work (None: the whole item), their role,
+    role: str | None  # the cost rate and cost (hours × cost rate, in `currency`)
+    cost_rate: Decimal | None
+    cost: Decimal | None
+    done_at: datetime | None
+    review_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class NewTransition(NamedTuple):
+    item_ref: str | int
+    from_column: str | None
+    to_column: str
+    from_category: str | None
+    to_category: str
+    revision: int
+    at: datetime
+    recorded_at: datetime
+
+
+class NewEntryEvent(NamedTuple):
+    """An audit row of one entry's change of state."""
+
+    entry_ref: str | int  # the key of an entry inserted in the same batch, or its id
+    from_state: str | None
+    to_state: str
+    hours: Decimal
+    amount: Decimal | None
+    actor: str
+    reason: str
+    at: datetime
+
+
+# Entry columns an update may set (the billing core's UpdateEntry / ChangeEntryState).
+EntryColumn = Literal[
+    "hours",
+    "rate",
+    "amount",
+    "cost_rate",
+    "cost",
+    "done_at",
+    "state",
+    "review_reason",
+    "updated_at",
+]
+EntryChange = dict[EntryColumn, Any]
+
+
+class HeldItemRow(NamedTuple):
+    id: int
+    item_key: str
+    client: str
+    revision: int
+    fingerprint: str
+    column_name: str
+    state_category: StateCategory
+
+
+class HeldEntryRow(NamedTuple):
+    id: int
+    item_id: int
+    entry: BillableEntry
+
+
+# --- driver values -----------------------------------------------------------------
+
+
+class DriverValues:
+    """Values as this dialect's driver takes them: what SQLAlchemy's column types would
+    bind, without building a parameter dict per row. `now` (the batch's time, on most
+    rows) is converted once."""
+
+    def __init__(self, dialect: Dialect, now: datetime) -> None:
+        self.dialect = dialect
+        self._datetime = _datetime_encoder(dialect)
+        self._now = now
+        self._now_value = self._datetime(now)
+        self._last = now
+        self._last_value = self._now_value
+        json_process = t.items.c.labels.type._cached_bind_processor(dialect)
+        self._json: Callable[[Any], Any] = json_process or (lambda v: v)
+        self._json_cache: dict[tuple[str, ...], Any] = {}
+
+    def timestamp(self, value: datetime) -> Any:
+        # Most rows repeat `now`, or the datetime object the row before used (an item's
+        # update time is also its transition's and its entry's time): by identity, not
+        # equality, since equal instants in two zones are stored as different text.
+        if value is self._now:
+            return self._now_value
+        if value is not self._last:
+            self._last = value
+            self._last_value = self._datetime(value)
+        return self._last_value
+
+    def optional_timestamp(self, value: datetime | None) -> Any:
+        return None if value is None else self.timestamp(value)
+
+    def string_list(self, values: tuple[str, ...]) -> Any:
+        """A tuple of strings as a JSON list (boards reuse a few label sets: cached)."""
+        found = self._json_cache.get(values)
+        if found is None:
+            found = self._json_cache[values] = self._json(list(values))
+        return found
+
+
+def _datetime_encoder(dialect: Dialect) -> Callable[[datetime], Any]:
+    process = t.items.c.updated_at.type._cached_bind_processor(dialect)
+    if process is None:
+        return lambda value: value
+
+    def fast(value: datetime) -> str:
+        # SQLite's default storage format: local fields, no zone (as SQLAlchemy
+        # stores them), from one C call instead of a dict and %-formatting.
+        return value.isoformat(" ", "microseconds")[:26]
+
+    if all(process(d) == fast(d) for d in _DATETIME_SAMPLES):
+        return fast
+    return process
+
+
+_DATETIME_SAMPLES = (
+    datetime(1, 1, 1),
+    datetime(2001, 2, 3, 4, 5, 6, 7),
+    datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
+    datetime(2026, 11, 2, 9, 0, 0, 250, tzinfo=timezone(timedelta(hours=-5))),
+    datetime(999, 12, 31, 23, 59, 59, 999999),
+    datetime(2026, 11, 2, 9, 0),
+    datetime(9999, 12, 31, 23, 59, 59, 1),
+)
+
+
+# --- statements --------------------------------------------------------------------
+
+
+_ITEM_STATE_COLUMNS = ItemState._fields
+_ITEM_COLUMNS = (*NewItem._fields[:-1], *_ITEM_STATE_COLUMNS)
+_ENTRY_COLUMNS = tuple("item_id" if f == "item_ref" else f for f in NewEntry._fields)
+_TRANSITION_COLUMNS = tuple("item_id" if f == "item_ref" else f for f in NewTransition._fields)
+_EVENT_COLUMNS = tuple("entry_id" if f == "entry_ref" else f for f in NewEntryEvent._fields)
+
+
+def _placeholder(dialect: Dialect) -> str:
+    if dialect.paramstyle == "qmark":
+        return "?"
+    if dialect.paramstyle in ("format", "pyformat"):
+        return "%s"
+    raise NotImplementedError(f"bulk writes: paramstyle {dialect.paramstyle!r}")
+
+
+def _quote(dialect: Dialect, name: str) -> str:
+    return str(dialect.identifier_preparer.quote(name))
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(dialect: Dialect, table: str, columns: tuple[str, ...]) -> str:
+    mark = _placeholder(dialect)
+    names = ", ".join(_quote(dialect, c) for c in columns)
+    values = ", ".join(mark for _ in columns)
+    return f"INSERT INTO {_quote(dialect, table)} ({names}) VALUES ({values})"  # noqa: S608
+
+
+@lru_cache(maxsize=64)
+def _update_sql(dialect: Dialect, table: str, columns: tuple[str, ...]) -> str:
+    mark = _placeholder(dialect)
+    sets = ", ".join(f"{_quote(dialect, c)} = {mark}" for c in columns)
+    return f"UPDATE {_quote(dialect, table)} SET {sets} WHERE id = {mark}"  # noqa: S608
+
+
+@lru_cache(maxsize=64)
+def _in_list(dialect: Dialect, count: int) -> str:
+    mark = _placeholder(dialect)
+    return ", ".join(mark for _ in range(count))
+
+
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+def _write_many(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    driver: Any = conn.connection.driver_connection
+    if conn.dialect.name != "postgresql" or not hasattr(driver, "prepare_threshold"):
+        conn.exec_driver_sql(sql, rows)
+        return
+    # The ledger's engine turns psycopg's server-side prepared statements off (their
+    # generic plans made the `IN (...)` reads scan: store.make_engine). These writes
+    # have one plan whatever the values: prepared once, they skip a parse and plan per
+    # row.
+    previous = driver.prepare_threshold
+    driver.prepare_threshold = 0
+    try:
+        conn.exec_driver_sql(sql, rows)
+    finally:
+        driver.prepare_threshold = previous
+
+
+# --- reads -------------------------------------------------------------------------
+
+
+_KINDS = {k.value: k for k in EntryKind}
+_STATES = {s.value: s for s in EntryState}
+_CATEGORIES = {c.value: c for c in StateCategory}
+
+
+def held_item_rows(
+    conn: Connection, item_keys: Sequence[str], lock: bool
+) -> tuple[list[HeldItemRow], list[HeldEntryRow]]:
+    """The items with these keys and all their entries (in id order); `lock` holds the
+    item rows until commit (FOR UPDATE on PostgreSQL; SQLite's write lock is already
+    held by the transaction)."""
+    dialect = conn.dialect
+    items: list[HeldItemRow] = []
+    entries: list[HeldEntryRow] = []
+    suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
+    from_scaled = t.from_scaled
+    kinds, states, categories = _KINDS, _STATES, _CATEGORIES
+    for chunk in _chunks(item_keys):
+        sql = (
+            "SELECT id, item_key, client, revision, fingerprint, column_name, state_category "  # noqa: S608
+            f"FROM items WHERE item_key IN ({_in_list(dialect, len(chunk))}) "
+            f"ORDER BY item_key{suffix}"
+        )
+        rows = [
+            HeldItemRow(r[0], r[1], r[2], r[3], r[4], r[5], categories[r[6]])
+            for r in conn.exec_driver_sql(sql, tuple(chunk)).all()
+        ]
+        items.extend(rows)
+        if not rows:
+            continue
+        keys = {r.id: r.item_key for r in rows}
+        sql = (
+            "SELECT id, item_id, entry_key, kind, seq, state, hours, rate, amount, "  # noqa: S608
+            "currency, description, person, role, cost_rate, cost FROM entries "
+            f"WHERE item_id IN ({_in_list(dialect, len(keys))}) ORDER BY id"
+        )
+        for r in conn.exec_driver_sql(sql, tuple(keys)).all():
+            amount = from_scaled(r[8])
+            cost = from_scaled(r[14])
+            entry = BillableEntry(
+                r[2],
+                keys[r[1]],
+                kinds[r[3]],
+                r[4],
+                states[r[5]],
+                from_scaled(r[6]) or _ZERO,  # NOT NULL
+                from_scaled(r[7]),
+                Money(amount, r[9]) if amount is not None else None,
+                r[10],
+                r[11],
+                r[12],
+                from_scaled(r[13]),
+                Money(cost, r[9]) if cost is not None else None,
+            )
+            entries.append(HeldEntryRow(r[0], r[1], entry))
+    return items, entries
+
+
+_ZERO = Decimal(0)
+
+
+# --- writes ------------------------------------------------------------------------
+
+
+def reserve_ids(conn: Connection, table: Literal["items", "entries"], count: int) -> list[int]:
+    """`count` new ids for rows of `table`, ascending, so that an insert needs no SELECT
+    afterwards to learn them.
+
+    PostgreSQL: taken from the column's sequence (safe with concurrent writers).
+    SQLite: the next ids after the largest one (SQLite's own choice for an INTEGER
+    PRIMARY KEY without AUTOINCREMENT); safe because a write transaction holds the
+    database's write lock from BEGIN IMMEDIATE (store.make_engine) until commit."""
+    if count <= 0:
+        return []
+    name = conn.dialect.name
+    if name == "postgresql":
+        rows = conn.exec_driver_sql(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            (table, count),
+        ).all()
+        return sorted(int(r[0]) for r in rows)
+    if name == "sqlite":
+        if not conn.in_transaction():
+            raise RuntimeError("reserve_ids needs the write transaction")
+        top = conn.exec_driver_sql(f"SELECT MAX(id) FROM {table}").scalar()  # noqa: S608
+        first = int(top or 0) + 1
+        return list(range(first, first + count))
+    raise NotImplementedError(f"reserve_ids: {name}")
+
+
+class BatchWrites:
+    """One batch's rows, collected by the engine and written by `flush` with one
+    executemany per table (and per set of changed entry columns)."""
+
+    def __init__(self) -> None:
+        self.new_items: dict[str, NewItem] = {}
+        self.item_updates: dict[int, ItemState] = {}
+        self.new_entries: dict[str, NewEntry] = {}
+        self.entry_updates: dict[int, EntryChange] = {}
+        self.transitions: list[NewTransition] = []
+        self.events: list[NewEntryEvent] = []
+
+    def flush(
+        self, conn: Connection, values: DriverValues, held_clients: Mapping[int, str]
+    ) -> dict[str, int]:
+        """Write everything; returns the ids of the items and entries inserted.
+
+        `held_clients`: the client of each item as read in this transaction. An item
+        whose client is unchanged is updated without setting `client`: setting an
+        indexed column costs an index update even when the value stays the same."""
+        dialect = conn.dialect
+        dt = values.timestamp
+        odt = values.optional_timestamp
+        strings = values.string_list
+        scaled = t.to_scaled
+
+        def item_state(s: ItemState) -> tuple[Any, ...]:  # every column but `client`
+            return (
+                s.title,
+                s.url,
+                s.column_name,
+                s.state_category,
+                s.is_done,
+                scaled(s.hours),
+                s.billing_type,
+                strings(s.labels),
+                strings(s.assignees),
+                s.iteration,
+                scaled(s.rate),
+                scaled(s.milestone_amount),
+                s.revision,
+                s.fingerprint,
+                dt(s.updated_at),
+                odt(s.done_at),
+                dt(s.last_seen_at),
+            )
+
+        ids: dict[str, int] = {}
+        if self.new_items:
+            item_ids = reserve_ids(conn, "items", len(self.new_items))
+            _write_many(
+                conn,
+                _insert_sql(dialect, "items", ("id", *_ITEM_COLUMNS)),
+                [
+                    (
+                        item_id,
+                        i.item_key,
+                        i.source,
+                        i.board,
+                        i.external_id,
+                        dt(i.first_seen_at),
+                        i.state.client,
+                        *item_state(i.state),
+                    )
+                    for item_id, i in zip(item_ids, self.new_items.values(), strict=True)
+                ],
+            )
+            ids.update(zip(self.new_items, item_ids, strict=True))
+        same_client: list[tuple[Any, ...]] = []
+        new_client: list[tuple[Any, ...]] = []
+        for item_id, s in self.item_updates.items():
+            if held_clients.get(item_id) == s.client:
+                same_client.append((*item_state(s), item_id))
+            else:
+                new_client.append((s.client, *item_state(s), item_id))
+        _write_many(conn, _update_sql(dialect, "items", _ITEM_STATE_COLUMNS[1:]), same_client)
+        _write_many(conn, _update_sql(dialect, "items", _ITEM_STATE_COLUMNS), new_client)
+
+        def ref(value: str | int) -> int:
+            return value if isinstance(value, int) else ids[value]
+
+        if self.new_entries:
+            entry_ids = reserve_ids(conn, "entries", len(self.new_entries))
+            _write_many(
+                conn,
+                _insert_sql(dialect, "entries", ("id", *_ENTRY_COLUMNS)),
+                [
+                    (
+                        entry_id,
+                        e.entry_key,
+                        ref(e.item_ref),
+                        e.client,
+                        e.kind,
+                        e.seq,
+                        e.state,
+                        scaled(e.hours),
+                        scaled(e.rate),
+                        scaled(e.amount),
+                        e.currency,
+                        e.description,
+                        e.person,
+                        e.role,
+                        scaled(e.cost_rate),
+                        scaled(e.cost),
+                        odt(e.done_at),
+                        e.review_reason,
+                        dt(e.created_at),
+                        dt(e.updated_at),
+                    )
+                    for entry_id, e in zip(entry_ids, self.new_entries.values(), strict=True)
+                ],
+            )
+            ids.update(zip(self.new_entries, entry_ids, strict=True))
+        self._update_entries(conn, values)
+        _write_many(
+            conn,
+            _insert_sql(dialect, "transitions", _TRANSITION_COLUMNS),
+            [
+                (
+                    ref(r.item_ref),
+                    r.from_column,
+                    r.to_column,
+                    r.from_category,
+                    r.to_category,
+                    r.revision,
+                    dt(r.at),
+                    dt(r.recorded_at),
+                )
+                for r in self.transitions
+            ],
+        )
+        _write_many(
+            conn,
+            _insert_sql(dialect, "entry_events", _EVENT_COLUMNS),
+            [
+                (
+                    ref(r.entry_ref),
+                    r.from_state,
+                    r.to_state,
+                    scaled(r.hours),
+                    scaled(r.amount),
+                    r.actor,
+                    r.reason,
+                    dt(r.at),
+                )
+                for r in self.events
+            ],
+        )
+        return ids
+
+    def _update_entries(self, conn: Connection, values: DriverValues) -> None:
+        """UPDATE entries by id, one executemany per set of changed columns."""
+        encode: Mapping[str, Callable[[Any], Any]] = {
+            "hours": t.to_scaled,
+            "rate": t.to_scaled,
+            "amount": t.to_scaled,
+            "cost_rate": t.to_scaled,
+            "cost": t.to_scaled,
+            "done_at": values.optional_timestamp,
+            "updated_at": values.optional_timestamp,
+        }
+        # Grouped by the columns set, in the order they were set (the same for every
+        # entry the same kind of action changed).
+        groups: dict[tuple[EntryColumn, ...], list[tuple[int, EntryChange]]] = {}
+        for entry_id, change in self.entry_updates.items():
+            groups.setdefault(tuple(change), []).append((entry_id, change))
+        for columns, changes in groups.items():
+            coders = [(c, encode.get(c)) for c in columns]
+            rows = [
+                (*[change[c] if f is None else f(change[c]) for c, f in coders], entry_id)
+                for entry_id, change in changes
+            ]
+            _write_many(conn, _update_sql(conn.dialect, "entries", columns), rows)

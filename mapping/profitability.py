@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from typing import Any
 
 from mapping.domain import EntryKind, EntryState
 from mapping.money import Money
@@ -230,3 +231,21 @@ def csv_row(profit: Profit, dimension: str | None = None) -> tuple[str, ...]:
         str(rate.amount) if rate is not None else "",
         "made money" if profit.made_money else "lost money",
     )
+
+
+def profit_json(p: Profit) -> dict[str, Any]:
+    """One profitability row as JSON: money as decimal strings in its currency."""
+    rate = p.effective_rate
+    pct = p.margin_percent
+    return {
+        "key": p.key,
+        "currency": p.currency,
+        "hours": str(p.hours),
+        "billable_hours": str(p.billable_hours),
+        "uncosted_hours": str(p.uncosted_hours),
+        "revenue": str(p.revenue.amount),
+        "cost": str(p.cost.amount),
+        "margin": str(p.margin.amount),
+        "margin_percent": str(pct) if pct is not None else None,
+        "effective_hourly_rate": str(rate.amount) if rate is not None else None,
+    }

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from mapping.domain import EntryState
 from mapping.money import Money
-from mapping.profitability import Dimension, Profit, profitability
+from mapping.profitability import Dimension, profit_json, profitability
 from sync.composition import Services, build_services
 from sync.conflicts import conflict_summary
 from sync.engine import UnknownBoardError
@@ -154,24 +154,6 @@ def render_status(pipelines: list[ClientPipeline]) -> Table:
     return table
 
 
-def profit_dict(p: Profit) -> dict[str, Any]:
-    """One profitability row as JSON (money as decimal strings in the currency)."""
-    rate = p.effective_rate
-    pct = p.margin_percent
-    return {
-        "key": p.key,
-        "currency": p.currency,
-        "hours": str(p.hours),
-        "billable_hours": str(p.billable_hours),
-        "uncosted_hours": str(p.uncosted_hours),
-        "revenue": str(p.revenue.amount),
-        "cost": str(p.cost.amount),
-        "margin": str(p.margin.amount),
-        "margin_percent": str(pct) if pct is not None else None,
-        "effective_hourly_rate": str(rate.amount) if rate is not None else None,
-    }
-
-
 @app.command()
 def status(
     config: ConfigOption = None,
@@ -203,7 +185,7 @@ def status(
                     {
                         "clients": [p.as_dict() for p in pipelines],
                         "snapshot_conflicts": conflicts,
-                        "profitability": [profit_dict(p) for p in by_client],
+                        "profitability": [profit_json(p) for p in by_client],
                     },
                     indent=2,
                 )

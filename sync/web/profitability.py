@@ -24,6 +24,7 @@ from mapping.profitability import (
     ProfitEntry,
     ProfitFilter,
     milestones,
+    profit_json,
     profitability,
 )
 from mapping.rules import people_without_rate
@@ -51,21 +52,7 @@ def ledger_profit_source(ledger: Ledger, clock: Callable[[], datetime]) -> Calla
 
 
 def _profit(p: Profit) -> dict[str, Any]:
-    rate = p.effective_rate
-    pct = p.margin_percent
-    return {
-        "key": p.key,
-        "currency": p.currency,
-        "hours": str(p.hours),
-        "billable_hours": str(p.billable_hours),
-        "uncosted_hours": str(p.uncosted_hours),
-        "revenue": str(p.revenue.amount),
-        "cost": str(p.cost.amount),
-        "margin": str(p.margin.amount),
-        "margin_percent": str(pct) if pct is not None else None,
-        "effective_hourly_rate": str(rate.amount) if rate is not None else None,
-        "made_money": p.made_money,
-    }
+    return {**profit_json(p), "made_money": p.made_money}
 
 
 def _milestone(m: MilestoneResult) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def enqueue(
             entry_id=entry_id,
             invoice_id=invoice_id,
             payload=payload or {},
-            status="pending",
+            status="pending",  # OutboxStatus.PENDING (sync.ledger.outbox)
             attempts=0,
             created_at=now,
         )
@@ -164,18 +164,6 @@ def audit(
             at=now, actor=actor, action=action, subject=subject, detail=detail
         )
     )
-
-
-def park_op(
-    conn: Connection, op: Any, actor: str, error: str, now: datetime, **values: Any
-) -> None:
-    """An outbox call the other side refused: parked for a person, never retried."""
-    conn.execute(
-        update(t.outbox)
-        .where(t.outbox.c.id == op.id)
-        .values(status="parked", last_error=error[:2000], completed_at=now, **values)
-    )
-    audit(conn, now, actor, "outbox_parked", f"outbox:{op.id}", operation=op.operation, error=error)
 
 
 def invoice_row(conn: Connection, invoice_id: int, lock: bool = False) -> Any:

@@ -27,10 +27,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.engine import Row
 
 from mapping.domain import EntryState
+from sync.ledger import ops
 from sync.ledger import schema as t
 from sync.ledger.ops import audit, move_entry
 
@@ -161,22 +162,15 @@ def enqueue(
 
     Call it in the transaction that decided the side effect: the intent and the
     decision commit together or not at all."""
-    exists = conn.execute(select(t.outbox.c.id).where(t.outbox.c.idempotency_key == key)).first()
-    if exists:
-        return False
-    conn.execute(
-        insert(t.outbox).values(
-            idempotency_key=key,
-            operation=operation.value,
-            entry_id=entry_id,
-            invoice_id=invoice_id,
-            payload=dict(payload or {}),
-            status=OutboxStatus.PENDING.value,
-            attempts=0,
-            created_at=now,
-        )
+    return ops.enqueue(
+        conn,
+        operation.value,
+        key,
+        now,
+        entry_id=entry_id,
+        invoice_id=invoice_id,
+        payload=dict(payload or {}),
     )
-    return True
 
 
 def get_op(conn: Connection, op_id: int) -> OutboxOp | None:

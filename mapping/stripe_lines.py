@@ -100,7 +100,8 @@ def line_what(kind: EntryKind | str, hours: Decimal, rate_text: str, who: str = 
     """The part of a line's description that says what the money is for: the
     milestone, or hours × rate, prefixed by who did the work when the client asks."""
     if EntryKind(kind) is EntryKind.MILESTONE:
-        what = f"fixed price milestone ({hours} h)"
+        # A milestone without hours (a retainer's fixed line) says only what it is.
+        what = f"fixed price milestone ({hours} h)" if hours else "fixed price"
     else:
         what = f"{hours} h × {rate_text}"
     return f"{who}: {what}" if who else what

@@ -99,6 +99,7 @@ from sync.ledger.outbox import (
 from sync.ledger.review import deferred_from
 from sync.ledger.store import Ledger, claim_delivery
 from sync.outbox import BackoffPolicy, Done, Drainer, HandlerRegistry, Outcome, Park, Retry, Wait
+from sync.retainers import apply_retainer
 from sync.settings import ClientSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -258,6 +259,8 @@ class Invoicing:
         actor: str,
     ) -> DraftResult:
         invoice = conn.execute(select(t.invoices).where(t.invoices.c.open_slot == slot)).first()
+        # Retainer (issue 19): the period's fixed line, covered and overage hours.
+        apply_retainer(conn, client, period, now, actor)
         queued = conn.execute(
             select(t.entries.c.id)
             .where(

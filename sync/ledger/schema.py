@@ -315,3 +315,51 @@ inbox = Table(
     UniqueConstraint("source", "delivery_id", name="uq_inbox_source_delivery"),
 )
 Index("ix_inbox_status_id", inbox.c.status, inbox.c.id)
+
+# Retainers (0009): one row per client and billing period with a retainer. Hours are
+# T&M hours placed on the period's drafts (`counted_hours`), those the retainer covered
+# (`covered_hours`) and those rolled in from the previous period; `line_entry_id` is the
+# period's fixed retainer line (one per period: the unique constraint).
+retainer_periods = Table(
+    "retainer_periods",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client", String(100), nullable=False),
+    Column("period_key", String(64), nullable=False),
+    Column("period_start", utc_datetime(), nullable=True),
+    Column("counted_hours", ScaledDecimal(), nullable=False),
+    Column("covered_hours", ScaledDecimal(), nullable=False),
+    Column("rollover_in", ScaledDecimal(), nullable=False),
+    Column("line_entry_id", Integer, ForeignKey("entries.id"), nullable=True, unique=True),
+    Column("created_at", utc_datetime(), nullable=False),
+    Column("updated_at", utc_datetime(), nullable=False),
+    UniqueConstraint("client", "period_key", name="uq_retainer_periods_client_period"),
+)
+
+# Each T&M entry the retainer placed, once (a line released and drafted again keeps
+# its allocation): covered hours (billed by the retainer line) and overage hours.
+retainer_allocations = Table(
+    "retainer_allocations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", Integer, ForeignKey("entries.id"), nullable=False, unique=True),
+    Column("client", String(100), nullable=False),
+    Column("period_key", String(64), nullable=False),
+    Column("covered_hours", ScaledDecimal(), nullable=False),
+    Column("overage_hours", ScaledDecimal(), nullable=False),
+    Column("created_at", utc_datetime(), nullable=False),
+)
+
+# Budget alerts queued to Slack: the unique `dedupe_key` (scope, period, threshold)
+# makes each alert once per threshold per period, whatever runs the check.
+budget_alerts = Table(
+    "budget_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(300), nullable=False, unique=True),
+    Column("scope", String(200), nullable=False),
+    Column("period_key", String(64), nullable=False),
+    Column("threshold", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", utc_datetime(), nullable=False),
+)

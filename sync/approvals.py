@@ -68,6 +68,7 @@ from connectors.slack.messages import line_block_id, mention
 from connectors.slack.port import SlackPort
 from mapping.domain import EntryKind, EntryState, entry_key
 from mapping.money import Money
+from sync.budgets import draft_budget
 from sync.engine import Clock
 from sync.invoicing import (
     BelowMinimumCharge,
@@ -169,9 +170,11 @@ def summary_to_json(summary: DraftSummary) -> dict[str, Any]:
                 "amount": str(line.amount),
                 "kind": line.kind,
                 "description": line.description,
+                "flags": list(line.flags),
             }
             for line in summary.lines
         ],
+        "flags": list(summary.flags),
     }
 
 
@@ -192,12 +195,14 @@ def summary_from_json(data: dict[str, Any]) -> DraftSummary:
                 amount=Decimal(line["amount"]),
                 kind=str(line["kind"]),
                 description=str(line["description"]),
+                flags=tuple(line.get("flags") or ()),
             )
             for line in data["lines"]
         ),
         total=Decimal(data["total"]),
         stripe_url=data.get("stripe_url"),
         version=int(data["version"]),
+        flags=tuple(data.get("flags") or ()),
     )
 
 
@@ -338,6 +343,8 @@ class ApprovalDesk:
             .where(t.entries.c.invoice_id == invoice.id, t.entries.c.state.in_(SHOWN_STATES))
             .order_by(t.entries.c.id)
         ).all()
+        # Over budget (issue 19): flagged so finance sees it before approving.
+        budget = draft_budget(conn, self.settings, invoice)
         lines = tuple(
             DraftLine(
                 entry_id=int(r.id),
@@ -348,6 +355,7 @@ class ApprovalDesk:
                 amount=Money(r.amount or Decimal(0), invoice.currency).quantized().amount,
                 kind=r.kind if r.kind in _LINE_KINDS else "time",
                 description=str(r.description or ""),
+                flags=budget.lines.get(int(r.id), ()),
             )
             for r in rows
         )
@@ -365,6 +373,7 @@ class ApprovalDesk:
             total=sum((line.amount for line in lines), Decimal(0)),
             stripe_url=stripe_dashboard_url(self.settings, invoice.stripe_invoice_id),
             version=int(invoice.version),
+            flags=budget.flags,
         )
 
     # ---- asking for approval -----------------------------------------------------------
@@ -515,6 +524,7 @@ class ApprovalDesk:
             registry = HandlerRegistry()
             registry.register(Operation.SLACK_POST_DRAFT, self._slack_call)
             registry.register(Operation.SLACK_UPDATE_DECIDED, self._slack_call)
+            registry.register(Operation.SLACK_BUDGET_ALERT, self._slack_call)
             self._slack_drainer = Drainer(
                 self.ledger,
                 registry,
@@ -534,6 +544,8 @@ class ApprovalDesk:
         try:
             if op.operation is Operation.SLACK_POST_DRAFT:
                 status, result = await self._perform_post(slack, op)
+            elif op.operation is Operation.SLACK_BUDGET_ALERT:
+                status, result = await self._perform_alert(slack, op)
             else:
                 status, result = await self._perform_decided(slack, op)
         except SlackUnavailable as exc:
@@ -639,6 +651,24 @@ class ApprovalDesk:
             channel, ts = await slack.post_draft(plan.channel, summary)
         log.info("slack.draft_posted", invoice=summary.invoice_id, version=summary.version, ts=ts)
         return "done", {"version": summary.version, "channel": channel, "ts": ts}
+
+    async def _perform_alert(self, slack: SlackPort, op: Any) -> tuple[str, dict[str, Any]]:
+        """A budget alert (`sync.budgets.queue_budget_alerts` queued it once per scope,
+        period and threshold): posted to `slack.channel`."""
+        payload = dict(op.payload or {})
+        channel = self.settings.slack.channel
+        if not channel:
+            raise FatalError("slack.channel is not set: nowhere to post the budget alert")
+        client = str(payload.get("client") or "")
+        try:
+            name = self.settings.client(client).name or client
+        except KeyError:
+            name = client
+        posted_channel, ts = await slack.post_alert(
+            channel, str(payload["text"]), bool(payload.get("over")), name
+        )
+        log.info("slack.budget_alert_posted", scope=payload.get("scope"), ts=ts)
+        return "done", {"channel": posted_channel, "ts": ts}
 
     async def _perform_decided(self, slack: SlackPort, op: Any) -> tuple[str, dict[str, Any]]:
         payload = dict(op.payload or {})

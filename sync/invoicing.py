@@ -76,6 +76,7 @@ from mapping.stripe_rules import (
     fit_metadata_value,
     invoice_capacity,
 )
+from sync.budgets import queue_budget_alerts
 from sync.engine import Clock
 from sync.failpoints import failpoint
 from sync.ledger import schema as t
@@ -341,6 +342,8 @@ class Invoicing:
             )
         if ready:
             bump_version(conn, invoice_id, now)
+        # Budgets (issue 19): thresholds newly reached go to Slack, once per period.
+        queue_budget_alerts(conn, self.settings, client, period, now)
         total, lines = self._invoice_total(conn, invoice_id)
         return DraftResult(
             invoice_id,

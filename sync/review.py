@@ -31,6 +31,7 @@ from mapping.review import (
     matches,
 )
 from sync.approvals import ApprovalDesk, stripe_dashboard_url
+from sync.budgets import draft_budget
 from sync.invoicing import NotAnApprover
 from sync.ledger import review as q
 from sync.ledger import schema as t
@@ -80,6 +81,8 @@ class Review:
             invoice = invoice_row(conn, invoice_id)
             rows = q.draft_lines(conn, invoice_id)
             approval = q.approvals(conn).get(invoice_id)
+            # Over budget (issue 19): the draft's flags and the lines past the cap.
+            budget = draft_budget(conn, self.settings, invoice)
         currency = str(invoice.currency)
         lines = []
         subtotal = Decimal(0)
@@ -102,7 +105,8 @@ class Review:
                     "amount": str(amount),
                     "state": str(r.state),
                     "description": str(r.description or ""),
-                    "flags": line_flags(str(r.state), str(r.kind), r.rate, r.review_reason),
+                    "flags": line_flags(str(r.state), str(r.kind), r.rate, r.review_reason)
+                    + list(budget.lines.get(int(r.id), ())),
                     "on_stripe": bool(r.stripe_invoice_item_id),
                     "editable": invoice.state == "draft"
                     and approval is None
@@ -133,6 +137,9 @@ class Review:
             "approved_by": approval.approver if approval is not None else None,
             "approved": self._when(approval.decided_at) if approval is not None else None,
             "updated": self._when(invoice.updated_at),
+            "over_budget": budget.over,
+            "budget_flags": list(budget.flags),
+            "budgets": list(budget.budgets),
         }
 
     def _client_tax(self, key: str) -> dict[str, Any]:

@@ -371,6 +371,22 @@ class SlackApprovals:
         )
         return str(resp["channel"]), str(resp["ts"])
 
+    async def post_alert(
+        self, channel: str, text: str, over: bool, client_name: str
+    ) -> tuple[str, str]:
+        """Post a budget alert; returns Slack's (channel id, message ts)."""
+        resp = await self._call(
+            "chat.postMessage",
+            lambda: self.web.chat_postMessage(
+                channel=channel,
+                text=messages.budget_alert_text(text, over),
+                blocks=messages.budget_alert_blocks(text, over, client_name),
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
+        return str(resp["channel"]), str(resp["ts"])
+
     async def update_decided(
         self,
         channel: str,

@@ -109,6 +109,19 @@ class InMemorySlack:
         await self.update_decided(channel, ts, previous or summary, "adjusted", user, at)
         return await self.post_draft(channel, summary)
 
+    async def post_alert(
+        self, channel: str, text: str, over: bool, client_name: str
+    ) -> tuple[str, str]:
+        cid, ts = self._channel(channel), self._ts()
+        self.messages[(cid, ts)] = PostedMessage(
+            cid,
+            ts,
+            messages.budget_alert_text(text, over),
+            messages.budget_alert_blocks(text, over, client_name),
+            0,
+        )
+        return cid, ts
+
     async def post_ephemeral(self, channel: str, user: str, text: str) -> None:
         self.notices.append((self._channel(channel, "chat.postEphemeral"), user, text))
 

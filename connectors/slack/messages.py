@@ -118,9 +118,7 @@ def decode_ref(text: str) -> DraftRef:
     invoice_id, version = data.get("invoice_id"), data.get("version")
     for name, value in (("invoice_id", invoice_id), ("version", version)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_REF:
-            raise ValueError(
-                f"draft reference: {name} must be an integer from 0 to {MAX_REF - 1}"
-            )
+            raise ValueError(f"draft reference: {name} must be an integer from 0 to {MAX_REF - 1}")
     channel_id, message_ts = data.get("channel_id"), data.get("message_ts")
     for name, value in (("channel_id", channel_id), ("message_ts", message_ts)):
         if value is not None and not isinstance(value, str):
@@ -222,6 +220,8 @@ def _line_text(line: DraftLine, currency: str, number: int | None = None) -> str
     if label:
         head = f"`{label}` {head}"
     text = f"{head}\n{_line_figures(line, currency)}"
+    if line.flags:
+        text += "\n:warning: " + escape_mrkdwn(", ".join(line.flags))
     description = line.description.strip()
     if description and description != line.title.strip():
         text += "\n" + escape_mrkdwn(_truncate(description, 300))
@@ -276,8 +276,45 @@ def approval_text(summary: DraftSummary) -> str:
     return (
         f"Invoice draft for {summary.client_name} ({summary.period_label}): "
         f"{format_money(summary.total, summary.currency)} in {len(summary.lines)} lines. "
-        "Approval needed."
+        "Approval needed." + (" Over budget: check before approving." if summary.flags else "")
     )
+
+
+def _flags_block(summary: DraftSummary) -> SectionBlock:
+    """The draft's warnings (over budget…), above the lines: seen before approving."""
+    text = "\n".join(f"• {escape_mrkdwn(flag)}" for flag in summary.flags)
+    return SectionBlock(
+        block_id=f"kv_flags:{summary.version}",
+        text=MarkdownTextObject(
+            text=_truncate(f":warning: *Check before approving*\n{text}", _SECTION_MAX)
+        ),
+    )
+
+
+def budget_alert_text(text: str, over: bool) -> str:
+    """Notification / fallback text of a budget alert."""
+    return (":rotating_light: " if over else ":warning: ") + text
+
+
+def budget_alert_blocks(text: str, over: bool, client_name: str) -> list[Block]:
+    """A budget threshold alert: what was reached and what happens next."""
+    follow = (
+        "Work past the cap still queues; its draft is flagged *over budget* for review."
+        if over
+        else "Nothing is held back; drafts are flagged once the cap is passed."
+    )
+    return [
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=_truncate(
+                    f"{budget_alert_text('*' + escape_mrkdwn(text) + '*', over)}\n"
+                    f"Client: {escape_mrkdwn(client_name)}",
+                    _SECTION_MAX,
+                )
+            )
+        ),
+        ContextBlock(elements=[MarkdownTextObject(text=follow)]),
+    ]
 
 
 def _confirm_text(text: str) -> str:
@@ -339,6 +376,8 @@ def approval_blocks(summary: DraftSummary) -> list[Block]:
         ),
         DividerBlock(),
     ]
+    if summary.flags:
+        blocks.insert(2, _flags_block(summary))
     shown = summary.lines
     if len(summary.lines) > MAX_LINES_SHOWN:
         shown = summary.lines[:MAX_LINES_SHOWN]

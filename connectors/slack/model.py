@@ -31,6 +31,8 @@ class DraftLine:
     amount: Decimal
     kind: str  # "time" | "milestone" | "adjustment"
     description: str
+    # What finance should see before approving (e.g. "over budget (client:acme)").
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,8 @@ class DraftSummary:
     total: Decimal
     stripe_url: str | None
     version: int
+    # Draft-wide warnings shown above the lines (e.g. "over budget: client:acme: …").
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,12 @@ class SlackPort(Protocol):
         """Mark the old message adjusted (`previous` figures), then post `summary` anew."""
         ...
 
+    async def post_alert(
+        self, channel: str, text: str, over: bool, client_name: str
+    ) -> tuple[str, str]:
+        """Post a budget alert (no buttons); returns (channel id, ts)."""
+        ...
+
     async def post_ephemeral(self, channel: str, user: str, text: str) -> None:
         """A notice only `user` sees in `channel` (refusals, stale clicks)."""
         ...

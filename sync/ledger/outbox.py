@@ -60,6 +60,7 @@ class Operation(StrEnum):
     SEND_INVOICE = "send_invoice"
     SLACK_POST_DRAFT = "slack_post_draft"
     SLACK_UPDATE_DECIDED = "slack_update_decided"
+    SLACK_BUDGET_ALERT = "slack_budget_alert"
 
     @property
     def service(self) -> Service:

@@ -386,6 +386,9 @@
         }),
         stripe,
       ]),
+      d.over_budget
+        ? el("p", { className: "flag budget-flag", role: "note", "data-testid": `budget-flags-${d.id}`, text: "⚠ Check before approving: " + d.budget_flags.join("; ") })
+        : null,
       el("div", { className: "scroll", role: "region", "aria-label": `Lines of invoice ${d.id}`, tabindex: "0" }, [table]),
     ]);
   }

@@ -12,6 +12,7 @@ it was. Money exact to the currency's minor unit (`Money.quantized`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from mapping.domain import BillingType, EntryKind, EntryState, StateCategory, entry_key
-from mapping.invoices import BillingPeriod
+from mapping.invoices import BillingPeriod, Cadence, billing_period
 from mapping.money import Money
 from mapping.retainers import (
     RetainerPeriod,
@@ -32,6 +33,7 @@ from mapping.retainers import (
     usage,
 )
 from sync.ledger import schema as t
+from sync.ledger.store import Ledger
 from sync.settings import ClientSettings, Settings
 
 RETAINER_SOURCE = "retainer"
@@ -363,3 +365,52 @@ def retainer_usage(
     ).first()
     start = next_period(terms, _period_of(last) if last is not None else None, period_key)
     return usage(terms, start)
+
+
+def retainer_view(
+    conn: Connection, settings: Settings, client_key: str, now: datetime
+) -> dict[str, Any] | None:
+    """The dashboard's used / included for the client's current period (JSON-ready)."""
+    client = settings.client(client_key)
+    if client.retainer is None:
+        return None
+    period = billing_period(
+        Cadence(client.cadence.value), now, client.timezone, client.week_starts_on
+    )
+    seen = retainer_usage(conn, settings, client_key, period.key)
+    assert seen is not None
+    return {
+        "period": period.label,
+        "period_key": period.key,
+        "used_hours": f"{seen.used_hours.normalize():f}",
+        "available_hours": f"{seen.available_hours.normalize():f}",
+        "included_hours": f"{seen.included_hours.normalize():f}",
+        "rollover_hours": f"{seen.rollover_in.normalize():f}",
+        "overage_hours": f"{seen.overage_hours.normalize():f}",
+        "percent": str(seen.percent),
+        "amount": str(seen.amount.amount),
+        "value_used": str(seen.value_used.amount),
+    }
+
+
+def with_retainers(
+    get_payload: Callable[[], dict[str, Any]],
+    ledger: Ledger,
+    settings: Settings,
+    clock: Callable[[], datetime],
+) -> Callable[[], dict[str, Any]]:
+    """The dashboard's payload plus `retainer` (used / included) on each client that
+    has one."""
+    keys = {c.key for c in settings.clients if c.retainer is not None}
+
+    def payload() -> dict[str, Any]:
+        data = get_payload()
+        if not keys:
+            return data
+        with ledger.engine.connect() as conn:
+            for client in data.get("clients", []):
+                if client.get("client") in keys:
+                    client["retainer"] = retainer_view(conn, settings, client["client"], clock())
+        return data
+
+    return payload

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sync.approvals import desk_for
 from sync.composition import Services
 from sync.metrics import WEBHOOK_LATENCY
+from sync.retainers import with_retainers
 from sync.web.board_webhooks import board_webhooks_router
 from sync.web.breakdown import ledger_payload_source
 from sync.web.dashboard import DashboardAuth, access_note, dashboard_router
@@ -52,7 +53,12 @@ def create_app(services: Services) -> FastAPI:
         if server.dashboard_password
         else None,
     )
-    payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
+    payload = with_retainers(
+        ledger_payload_source(services.ledger, services.client_names(), services.clock),
+        services.ledger,
+        services.settings,
+        services.clock,
+    )
     actions = InvoicingActions(services, desk_for(services))
     app.include_router(dashboard_router(payload, broker, actions, auth, review=actions))
     app.include_router(

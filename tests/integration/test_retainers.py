@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from sync.composition import Services
 from sync.ledger import schema as t
 from sync.retainers import retainer_usage
+from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
 from tests.stripe_support import StripeWorld, drain, fake_stripe, fast_retries, services_for
@@ -149,3 +151,30 @@ def test_a_client_on_a_retainer_gets_its_line_even_without_work(
 ) -> None:
     assert draft(services, "acme") is not None
     assert invoice_totals(world, "acme") == [150000]
+
+
+async def test_the_dashboard_shows_retainer_used_of_included(
+    services: Services, world: StripeWorld
+) -> None:
+    services.engine.ingest([snap("Done", "12", 1, item_id="A1", board="acme-board")])
+    services.invoicing.create_or_refresh_draft("acme")
+    transport = httpx.ASGITransport(app=create_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        response = await http.get("/api/pipeline")
+    assert response.status_code == 200, response.text
+    clients = {c["client"]: c for c in response.json()["clients"]}
+    assert clients["acme"]["retainer"] == {
+        "period": "November 2026",
+        "period_key": "2026-11",
+        "used_hours": "10",
+        "available_hours": "10",
+        "included_hours": "10",
+        "rollover_hours": "0",
+        "overage_hours": "2",
+        "percent": "100",
+        "amount": "1500.00",
+        "value_used": "1500.00",
+    }
+    # kaiju has a retainer too, nothing drafted yet: 0 of 10 h
+    assert clients["kaiju"]["retainer"]["used_hours"] == "0"
+    assert clients["kaiju"]["retainer"]["amount"] == "500000"

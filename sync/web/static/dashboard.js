@@ -491,6 +491,18 @@
     return nodes;
   }
 
+  function retainerLine(c) {
+    const r = c.retainer;
+    if (!r) return null;
+    const rolled = r.rollover_hours !== "0" ? ` (incl. ${hours(r.rollover_hours)} rolled over)` : "";
+    const over = r.overage_hours !== "0" ? ` · ${hours(r.overage_hours)} overage` : "";
+    return el("p", { className: "retainer", "data-testid": `retainer-${c.client}` }, [
+      `Retainer, ${r.period}: `,
+      el("strong", { text: `${hours(r.used_hours)} of ${hours(r.available_hours)} used (${r.percent} %)` }),
+      `${rolled} · ${money(r.value_used, c.currency)} of ${money(r.amount, c.currency)}${over}`,
+    ]);
+  }
+
   function clientSection(payload, c) {
     const titleId = `client-${c.client}-title`;
     return el("section", { className: "card client", "aria-labelledby": titleId, "data-testid": `client-${c.client}` }, [
@@ -499,6 +511,7 @@
         "Unbilled gap ",
         el("strong", { "data-testid": `client-gap-${c.client}`, text: money(c.unbilled_gap, c.currency) }),
       ]),
+      retainerLine(c),
       ...draftsTable(c),
       ...breakdown(payload, c, "boards", "By board", c.boards, "board"),
       ...breakdown(payload, c, "sprints", "By sprint", c.sprints, "iteration"),

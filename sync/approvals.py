@@ -99,7 +99,8 @@ log = structlog.get_logger(__name__)
 CHANNEL = "slack"
 OP_POST = "slack_post_draft"
 OP_DECIDED = "slack_update_decided"
-SLACK_OPERATIONS = (OP_POST, OP_DECIDED)
+OP_BUDGET_ALERT = "slack_budget_alert"
+SLACK_OPERATIONS = (OP_POST, OP_DECIDED, OP_BUDGET_ALERT)
 # A claimed Slack operation is retried after this long if its instance died mid-call.
 # A claimed Slack row is another drain's after this long: longer than a Slack call
 # with its retries (`DESK_RETRY`'s deadline).

@@ -266,6 +266,15 @@ class ClientSettings(_Strict):
         except UnknownCurrencyError as exc:
             raise ValueError(str(exc)) from None
 
+    @model_validator(mode="after")
+    def _retainer_period(self) -> ClientSettings:
+        if self.retainer is not None and self.cadence is Cadence.ON_DEMAND:
+            raise ValueError(
+                'a retainer is per billing period: set cadence = "monthly" or "weekly" '
+                "(on_demand has no periods)"
+            )
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:

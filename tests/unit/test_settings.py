@@ -141,6 +141,10 @@ def test_retainer_terms_from_two_of_hours_amount_rate(
         ("[clients.budget]\nhours = 10\nalert_thresholds = [0]\n", "alert_thresholds[0] = 0"),
         ('[clients.budget]\nhours = 10\nper = "year"\n', "clients[0].budget.per = 'year'"),
         ("[clients.budget]\nhour = 10\n", "did you mean hours?"),
+        (
+            'cadence = "on_demand"\n[clients.retainer]\nhours = 4\namount = "1"\n',
+            "a retainer is per billing period",
+        ),
     ],
 )
 def test_retainer_and_budget_errors_name_the_setting(

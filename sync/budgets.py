@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select
+from sqlalchemy import Connection, and_, case, func, insert, literal, or_, select
 
 from mapping.budgets import (
     Budget,
@@ -34,6 +34,7 @@ from mapping.money import Money
 from sync.ledger import schema as t
 from sync.ledger.ops import enqueue, ledger_id
 from sync.ledger.outbox import Operation
+from sync.ledger.schema import ScaledDecimal
 from sync.settings import ClientSettings, Settings
 
 # Entries whose hours and money count against a budget.
@@ -47,19 +48,15 @@ SPENT_STATES = (
 _HOUR_KINDS = (EntryKind.TIME.value, EntryKind.MILESTONE.value)
 
 
-def _spend_rows(
-    conn: Connection, budget: Budget, client: str, period_key: str, exclude_invoice: int | None
-) -> list[Any]:
+def _scope(query: Any, budget: Budget, client: str, period_key: str) -> Any:
+    """`query` (over entries ⋈ items ⟕ invoices) limited to what counts against the budget."""
     e, i, inv = t.entries, t.items, t.invoices
-    query = (
-        select(e.c.id, e.c.kind, e.c.hours, e.c.amount, e.c.invoice_id)
-        .select_from(e.join(i, i.c.id == e.c.item_id).outerjoin(inv, inv.c.id == e.c.invoice_id))
-        .where(
-            e.c.client == client,
-            e.c.state.in_(SPENT_STATES),
-            e.c.currency == budget.currency,
-        )
-        .order_by(e.c.id)
+    query = query.select_from(
+        e.join(i, i.c.id == e.c.item_id).outerjoin(inv, inv.c.id == e.c.invoice_id)
+    ).where(
+        e.c.client == client,
+        e.c.state.in_(SPENT_STATES),
+        e.c.currency == budget.currency,
     )
     if budget.scope.startswith("board:"):
         query = query.where(i.c.board == budget.scope.removeprefix("board:"))
@@ -70,6 +67,16 @@ def _spend_rows(
                 and_(e.c.invoice_id.is_(None), e.c.state == EntryState.READY.value),
             )
         )
+    return query
+
+
+def _spend_rows(
+    conn: Connection, budget: Budget, client: str, period_key: str, exclude_invoice: int | None
+) -> list[Any]:
+    e = t.entries
+    query = _scope(
+        select(e.c.id, e.c.kind, e.c.hours, e.c.amount, e.c.invoice_id), budget, client, period_key
+    ).order_by(e.c.id)
     if exclude_invoice is not None:
         query = query.where(or_(e.c.invoice_id.is_(None), e.c.invoice_id != exclude_invoice))
     return list(conn.execute(query).all())
@@ -87,8 +94,22 @@ def _hours(row: Any) -> Decimal:
 
 
 def spend(conn: Connection, budget: Budget, client: str, period_key: str) -> Spend:
-    """What the budget's scope has spent in the period (see module)."""
-    return _spend_of(_spend_rows(conn, budget, client, period_key, None), budget.currency)
+    """What the budget's scope has spent in the period (see module): one aggregate
+    query (sums of the ledger's exact scaled integers)."""
+    e = t.entries
+    hours = case((e.c.kind.in_(_HOUR_KINDS), e.c.hours), else_=literal(0, ScaledDecimal()))
+    row = conn.execute(
+        _scope(
+            select(
+                func.coalesce(func.sum(hours), literal(0, ScaledDecimal())),
+                func.coalesce(func.sum(e.c.amount), literal(0, ScaledDecimal())),
+            ),
+            budget,
+            client,
+            period_key,
+        )
+    ).one()
+    return Spend(Decimal(row[0] or 0), Money(Decimal(row[1] or 0), budget.currency))
 
 
 def queue_budget_alerts(

@@ -40,8 +40,10 @@ RETAINER_SOURCE = "retainer"
 RETAINER_BOARD = "retainer"
 
 
-def retainer_item_key(client_key: str) -> str:
-    return f"{RETAINER_SOURCE}:{RETAINER_BOARD}:{client_key}"
+def retainer_item_key(client_key: str, period_key: str) -> str:
+    """One item per client and period: the period's retainer, billed once (one
+    milestone entry, like any fixed-price item)."""
+    return f"{RETAINER_SOURCE}:{RETAINER_BOARD}:{client_key}:{period_key}"
 
 
 def _period_of(row: Any) -> RetainerPeriod:
@@ -90,8 +92,10 @@ def _period_row(
     return conn.execute(query).one()
 
 
-def _retainer_item(conn: Connection, client: ClientSettings, now: datetime) -> int:
-    key = retainer_item_key(client.key)
+def _retainer_item(
+    conn: Connection, client: ClientSettings, period: BillingPeriod, now: datetime
+) -> int:
+    key = retainer_item_key(client.key, period.key)
     found = conn.execute(select(t.items.c.id).where(t.items.c.item_key == key)).scalar()
     if found is not None:
         return int(found)
@@ -101,9 +105,9 @@ def _retainer_item(conn: Connection, client: ClientSettings, now: datetime) -> i
                 item_key=key,
                 source=RETAINER_SOURCE,
                 board=RETAINER_BOARD,
-                external_id=client.key,
+                external_id=f"{client.key}:{period.key}",
                 client=client.key,
-                title="Retainer",
+                title=f"Retainer, {period.label}",
                 url="",
                 column_name="Retainer",
                 state_category=StateCategory.DONE.value,
@@ -300,14 +304,16 @@ def apply_retainer(
             allocate(int(entry.id), Decimal(0), allocation.overage_hours)
     line_entry_id = row.line_entry_id
     if plan.retainer_line is not None:
-        item_id = _retainer_item(conn, client, now)
+        item_id = _retainer_item(conn, client, period, now)
         seq = _next_seq(conn, item_id, EntryKind.MILESTONE)
         line_entry_id = _insert_entry(
             conn,
             now,
             actor,
             f"retainer line for {period.label}",
-            entry_key=entry_key(retainer_item_key(client.key), EntryKind.MILESTONE, seq),
+            entry_key=entry_key(
+                retainer_item_key(client.key, period.key), EntryKind.MILESTONE, seq
+            ),
             item_id=item_id,
             client=client.key,
             kind=EntryKind.MILESTONE.value,

@@ -191,12 +191,20 @@ class SpendLine:
 def over_budget_lines(
     budget: Budget, spent_before: Spend, lines: Iterable[SpendLine]
 ) -> tuple[int, ...]:
-    """Entry ids of the lines that take the spend over the cap (and every line after):
-    `spent_before` is what the period had spent before these lines, in order."""
+    """Entry ids of the lines that add to a measure already past its cap, in order:
+    `spent_before` is what the period had spent before these lines. A line that adds
+    nothing to the exceeded measure (a 0-hour retainer line on an hours budget) is not
+    flagged."""
     running = spent_before
     flagged: list[int] = []
     for line in lines:
         running = running + Spend(line.hours, line.amount)
-        if status(budget, running).over:
+        over_hours = budget.hours is not None and running.hours > budget.hours and line.hours > 0
+        over_amount = (
+            budget.amount is not None
+            and running.amount.amount > budget.amount
+            and line.amount.amount > 0
+        )
+        if over_hours or over_amount:
             flagged.append(line.entry_id)
     return tuple(flagged)

@@ -115,6 +115,11 @@ def test_over_budget_lines_are_those_past_the_cap() -> None:
     assert over_budget_lines(budget, spend("4"), lines) == (3,)
     assert over_budget_lines(budget, spend("5"), lines) == (2, 3)
     assert over_budget_lines(budget, spend("0"), lines) == ()
+    # a line adding nothing to the exceeded measure (a 0 h retainer line) is not flagged
+    retainer = SpendLine(4, D(0), Money(D(1500), "EUR"))
+    assert over_budget_lines(budget, spend("5"), [*lines, retainer]) == (2, 3)
+    by_money = Budget("client:acme", "EUR", amount=D(1000))
+    assert over_budget_lines(by_money, spend("0"), [*lines, retainer]) == (4,)
 
 
 @pytest.mark.parametrize(

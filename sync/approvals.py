@@ -68,6 +68,7 @@ from connectors.slack.messages import line_block_id, mention
 from connectors.slack.port import SlackPort
 from mapping.domain import EntryKind, EntryState, entry_key
 from mapping.money import Money
+from sync.draft_all import DraftAllReport, draft_all
 from sync.engine import Clock
 from sync.invoicing import (
     BelowMinimumCharge,
@@ -126,6 +127,7 @@ _REFUSED_ACTION = {
     "reject": "reject_refused",
     "adjust_open": "adjust_refused",
     "adjust_submit": "adjust_refused",
+    "draft_all": "draft_all_refused",
 }
 
 SlackFactory = Callable[[], SlackPort]
@@ -706,7 +708,7 @@ class ApprovalDesk:
                 self.clock(),
                 decision.user_id,
                 _REFUSED_ACTION[decision.kind],
-                f"invoice:{decision.invoice_id}",
+                "drafts:all" if decision.kind == "draft_all" else f"invoice:{decision.invoice_id}",
                 **detail,
             )
         log.warning(
@@ -754,6 +756,8 @@ class ApprovalDesk:
                     f"({problem}). Nothing was changed; try again in a minute."
                 )
             return Reply("refused", decision, notice=notice)
+        if decision.kind == "draft_all":
+            return await asyncio.to_thread(self._draft_all, decision)
         if decision.kind in ("approve", "approve_force"):
             return await asyncio.to_thread(self._approve, decision)
         if decision.kind == "reject":
@@ -778,6 +782,13 @@ class ApprovalDesk:
                 await self._open_modal(slack, reply)
             if reply.notice:
                 await self._tell(slack, decision, reply.notice)
+            if reply.drain and decision.kind == "draft_all":
+                # The drafts on Stripe first, so that each approval message links to its
+                # Stripe draft (a Stripe problem leaves the rows to the daemon's drain).
+                try:
+                    await self.invoicing.drain()
+                except Exception:
+                    log.exception("slack.draft_all_stripe_drain_failed")
             if reply.drain:
                 await self.drain_slack()
         except Exception:
@@ -879,6 +890,23 @@ class ApprovalDesk:
                 return Reply("not_applicable", decision, notice=str(exc))
             summary = self._summary(conn, invoice)
         return Reply("asked", decision, modal=modal, summary=summary)
+
+    def draft_all(self, actor: str) -> DraftAllReport:
+        """"Draft all due": every client with ready work drafted, and one approval
+        request queued per draft version (`sync.draft_all`). Ledger only: the Stripe
+        and Slack calls are left to the outbox drains."""
+        return draft_all(self.invoicing, self.request_approval, actor)
+
+    def _draft_all(self, decision: Decision) -> Reply:
+        """The Slack *Draft all due* button (the approver check is done): draft, then
+        tell the clicker what happened and post the approval requests."""
+        report = self.draft_all(CHANNEL)
+        return Reply(
+            "drafted_all",
+            decision,
+            notice=f"Draft all due: {report.summary()}.",
+            drain=True,
+        )
 
     def _approve(self, decision: Decision) -> Reply:
         user = decision.user_id

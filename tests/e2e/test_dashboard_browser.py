@@ -67,6 +67,11 @@ class RecordingActions:
         self.calls: list[tuple[str, ...]] = []
         self.drafts: dict[str, dict[str, Any]] = {}
 
+    def draft_all(self) -> dict[str, Any]:
+        self.calls.append(("draft_all",))
+        drafted = sorted(self.drafts)
+        return {"drafted": drafted, "message": f"Draft all due: {len(drafted)} drafted"}
+
     def create_draft(self, client: str) -> dict[str, Any]:
         self.calls.append(("create_draft", client))
         invoice_id = f"in_{client}_1"

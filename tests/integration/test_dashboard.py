@@ -126,6 +126,11 @@ class FakeActions:
         if name in self.fail:
             raise self.fail[name]
 
+    def draft_all(self) -> dict[str, Any]:
+        self.calls.append(("draft_all",))
+        self._maybe_fail("draft_all")
+        return {"drafted": [], "unchanged": [], "skipped": [], "failed": [], "clients": []}
+
     def create_draft(self, client: str) -> dict[str, Any]:
         self.calls.append(("create_draft", client))
         self._maybe_fail("create_draft")

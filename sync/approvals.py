@@ -782,13 +782,6 @@ class ApprovalDesk:
                 await self._open_modal(slack, reply)
             if reply.notice:
                 await self._tell(slack, decision, reply.notice)
-            if reply.drain and decision.kind == "draft_all":
-                # The drafts on Stripe first, so that each approval message links to its
-                # Stripe draft (a Stripe problem leaves the rows to the daemon's drain).
-                try:
-                    await self.invoicing.drain()
-                except Exception:
-                    log.exception("slack.draft_all_stripe_drain_failed")
             if reply.drain:
                 await self.drain_slack()
         except Exception:
@@ -899,7 +892,8 @@ class ApprovalDesk:
 
     def _draft_all(self, decision: Decision) -> Reply:
         """The Slack *Draft all due* button (the approver check is done): draft, then
-        tell the clicker what happened and post the approval requests."""
+        tell the clicker what happened and post the approval requests (the Stripe calls
+        are the daemon's outbox drain, as for an approval)."""
         report = self.draft_all(CHANNEL)
         return Reply(
             "drafted_all",

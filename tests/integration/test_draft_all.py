@@ -246,7 +246,9 @@ def test_new_work_after_draft_all_is_drafted_and_asked_about_again(world_lite: W
 
 
 @pytest.mark.parametrize("drafts", ["no drafts yet", "open drafts"])
-def test_two_instances_drafting_all_at_once_draft_and_ask_once(world: World, drafts: str) -> None:
+def test_two_instances_drafting_all_at_once_draft_and_ask_once(
+    world: World, drafts: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two instances on one ledger (or the CLI racing the dashboard), each click
     entering every client's drafting at the same moment as the other: when the drafts
     are yet to be opened, and when both clients already have an open draft (drafted
@@ -271,7 +273,7 @@ def test_two_instances_drafting_all_at_once_draft_and_ask_once(world: World, dra
             barrier.wait()
             return refresh(key, actor)
 
-        services.invoicing.create_or_refresh_draft = together  # type: ignore[method-assign]
+        monkeypatch.setattr(services.invoicing, "create_or_refresh_draft", together)
     reports: list[DraftAllReport] = []
     errors: list[BaseException] = []
 
@@ -330,7 +332,8 @@ def post_digest(w: World) -> str:
 def click(w: World, http: TestClient, ts: str, user: str) -> httpx.Response:
     payload = w.slack.click(CHANNEL, ts, ACTION_DRAFT_ALL, user)
     headers, body = signed_interaction_request(SECRET, payload, int(time.time()))
-    return http.post("/slack/interactions", content=body, headers=headers)
+    response: httpx.Response = http.post("/slack/interactions", content=body, headers=headers)
+    return response
 
 
 def ephemerals_for(w: World, user: str) -> list[str]:

@@ -250,6 +250,14 @@ def test_dashboard_in_chromium(services: Services) -> None:
             assert actions.calls[-1] == ("approve", "in_acme_1", "dashboard")
             assert page.evaluate("window.__kanvoiceNoReload") is True
 
+            # "Draft all due": a double click asks once and posts once.
+            page.on("dialog", lambda dialog: answer(dialog, True))
+            testid("draft-all").dblclick()
+            expect(testid("action-status")).to_contain_text("Draft all due: 1 drafted")
+            expect(testid("draft-all")).to_be_enabled()
+            assert actions.calls.count(("draft_all",)) == 1
+            assert "ask approval for each draft" in dialogs[-1]
+
             # The chart: money per client; switching to hours needs no request.
             expect(testid("bar-total-acme")).to_have_text("4,510.00 EUR")
             expect(testid("bar-total-kaiju")).to_have_text("165,000 JPY")

@@ -616,7 +616,9 @@
     let request;
     if (action === "draft-all") {
       label = "Draft all due";
+      button.disabled = true; // a second click while the question is open does nothing
       if (!window.confirm("Draft every client with ready lines and ask approval for each draft?\n\nNothing is finalized until it is approved.")) {
+        button.disabled = false;
         say(`${label}: cancelled`);
         return;
       }

@@ -258,8 +258,11 @@ def dashboard_requests(draw: st.DrawFn) -> dict[str, Any]:
     extra = draw(headers)
     if draw(st.booleans()):
         extra["X-Kanvoice-Dashboard"] = "1"
-    action = draw(st.sampled_from(["draft", "approve", "reject"]))
-    if action == "draft":
+    action = draw(st.sampled_from(["draft", "draft-all", "approve", "reject"]))
+    if action == "draft-all":
+        # Everything ready is already on acme's draft: drafting all changes nothing.
+        path = "/api/draft-all"
+    elif action == "draft":
         client = draw(st.text(max_size=20).filter(lambda c: c not in CLIENTS))
         path = f"/api/clients/{quote(client, safe='')}/draft"
     else:

@@ -45,7 +45,8 @@ def _print_drain(services: Services) -> bool:
 @app.command()
 def invoice(
     client: Annotated[
-        str | None, typer.Argument(help="Client key from the settings (or --all).")
+        str | None,
+        typer.Argument(metavar="CLIENT", help="Client key from the settings (or --all)."),
     ] = None,
     config: ConfigOption = None,
     no_stripe: Annotated[
@@ -60,7 +61,8 @@ def invoice(
         ),
     ] = False,
 ) -> None:
-    """Create or refresh the client's draft invoice (every ready line) on Stripe."""
+    """Create or refresh the client's draft invoice (every ready line) on Stripe; with
+    --all, every client's that has ready lines, each draft sent for approval once."""
     if every and client is not None:
         with _errors():
             raise CliError(

@@ -69,6 +69,7 @@ from connectors.slack.port import SlackPort
 from mapping.domain import EntryKind, EntryState, entry_key
 from mapping.money import Money
 from sync.budgets import draft_budget
+from sync.draft_all import DraftAllReport, draft_all
 from sync.engine import Clock
 from sync.invoicing import (
     BelowMinimumCharge,
@@ -128,6 +129,7 @@ _REFUSED_ACTION = {
     "reject": "reject_refused",
     "adjust_open": "adjust_refused",
     "adjust_submit": "adjust_refused",
+    "draft_all": "draft_all_refused",
 }
 
 SlackFactory = Callable[[], SlackPort]
@@ -737,7 +739,7 @@ class ApprovalDesk:
                 self.clock(),
                 decision.user_id,
                 _REFUSED_ACTION[decision.kind],
-                f"invoice:{decision.invoice_id}",
+                "drafts:all" if decision.kind == "draft_all" else f"invoice:{decision.invoice_id}",
                 **detail,
             )
         log.warning(
@@ -785,6 +787,8 @@ class ApprovalDesk:
                     f"({problem}). Nothing was changed; try again in a minute."
                 )
             return Reply("refused", decision, notice=notice)
+        if decision.kind == "draft_all":
+            return await asyncio.to_thread(self._draft_all, decision)
         if decision.kind in ("approve", "approve_force"):
             return await asyncio.to_thread(self._approve, decision)
         if decision.kind == "reject":
@@ -910,6 +914,24 @@ class ApprovalDesk:
                 return Reply("not_applicable", decision, notice=str(exc))
             summary = self._summary(conn, invoice)
         return Reply("asked", decision, modal=modal, summary=summary)
+
+    def draft_all(self, actor: str) -> DraftAllReport:
+        """"Draft all due": every client with ready work drafted, and one approval
+        request queued per draft version (`sync.draft_all`). Ledger only: the Stripe
+        and Slack calls are left to the outbox drains."""
+        return draft_all(self.invoicing, self.request_approval, actor)
+
+    def _draft_all(self, decision: Decision) -> Reply:
+        """The Slack *Draft all due* button (the approver check is done): draft, then
+        tell the clicker what happened and post the approval requests (the Stripe calls
+        are the daemon's outbox drain, as for an approval)."""
+        report = self.draft_all(CHANNEL)
+        return Reply(
+            "drafted_all",
+            decision,
+            notice=f"Draft all due: {report.summary()}.",
+            drain=True,
+        )
 
     def _approve(self, decision: Decision) -> Reply:
         user = decision.user_id

@@ -44,13 +44,36 @@ def _print_drain(services: Services) -> bool:
 
 @app.command()
 def invoice(
-    client: Annotated[str, typer.Argument(help="Client key from the settings.")],
+    client: Annotated[
+        str | None,
+        typer.Argument(metavar="CLIENT", help="Client key from the settings (or --all)."),
+    ] = None,
     config: ConfigOption = None,
     no_stripe: Annotated[
         bool, typer.Option("--no-stripe", help="Only queue the Stripe calls.")
     ] = False,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Every client with ready lines: draft each and ask approval for each draft "
+            "(safe to repeat: nothing is drafted or asked twice).",
+        ),
+    ] = False,
 ) -> None:
-    """Create or refresh the client's draft invoice (every ready line) on Stripe."""
+    """Create or refresh the client's draft invoice (every ready line) on Stripe; with
+    --all, every client's that has ready lines, each draft sent for approval once."""
+    if every and client is not None:
+        with _errors():
+            raise CliError(
+                f"give a client key or --all, not both (--all drafts every client; got {client!r})"
+            )
+    if every:
+        _invoice_all(config, no_stripe)
+        return
+    if client is None:
+        with _errors():
+            raise CliError("missing CLIENT: give a client key from the settings, or --all")
     with _errors(), _services(config) as services:
         try:
             result = services.invoicing.create_or_refresh_draft(client, actor="cli")
@@ -78,6 +101,46 @@ def invoice(
         desk = desk_for(services)
         if result.lines and desk.request_approval(result.invoice_id, actor="cli"):
             _post_to_slack(services)
+
+
+def _invoice_all(config: Path | None, no_stripe: bool) -> None:
+    """`kanvoice invoice --all`: `sync.draft_all` then the Stripe and Slack drains."""
+    with _errors(), _services(config) as services:
+        desk = desk_for(services)
+        report = desk.draft_all(actor="cli")
+        table = Table(title="Draft all due")
+        for column in ("Client", "Outcome", "Draft", "Added", "Lines", "Total", "Approval"):
+            table.add_column(column)
+        for c in report.clients:
+            approval = "asked" if c.approval_requested else "-"
+            if c.outcome in ("drafted", "unchanged") and not c.approval_requested:
+                approval = "already asked" if desk.can_post else "no Slack"
+            table.add_row(
+                c.client,
+                c.outcome if c.outcome != "failed" else f"failed: {c.message}",
+                str(c.invoice_id) if c.invoice_id is not None else "-",
+                str(c.added),
+                str(c.lines),
+                str(c.total) if c.total is not None and c.lines else "-",
+                approval,
+            )
+        out.print(table)
+        out.print(report.summary(), highlight=False)
+        for c in report.clients:
+            if c.left:
+                out.print(
+                    f"{c.client}: {c.left} ready lines did not fit (Stripe takes at most 250 "
+                    "lines per invoice): they stay ready for the client's next draft",
+                    highlight=False,
+                )
+        drafts = [c for c in report.clients if c.invoice_id is not None and c.lines]
+        stripe_ok = True
+        if drafts and not no_stripe:
+            stripe_ok = _drain_or_explain(services)
+        if stripe_ok and drafts and desk.can_post:
+            _post_to_slack(services)
+        if report.failed or not stripe_ok:
+            raise typer.Exit(1)
 
 
 def _drain_or_explain(services: Services) -> bool:

@@ -259,7 +259,12 @@ class Invoicing:
         now: datetime,
         actor: str,
     ) -> DraftResult:
-        invoice = conn.execute(select(t.invoices).where(t.invoices.c.open_slot == slot)).first()
+        # Held until commit (FOR UPDATE on PostgreSQL; SQLite's write lock is taken at
+        # BEGIN): two refreshes of one draft (a double click, two instances) take turns,
+        # and the second reads the entries the first moved, so no entry is added twice.
+        invoice = conn.execute(
+            select(t.invoices).where(t.invoices.c.open_slot == slot).with_for_update()
+        ).first()
         # Retainer (issue 19): the period's fixed line, covered and overage hours.
         apply_retainer(conn, client, period, now, actor)
         queued = conn.execute(

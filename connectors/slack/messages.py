@@ -56,7 +56,12 @@ ACTION_ADJUST = "kanvoice_adjust"
 ACTION_REJECT = "kanvoice_reject"
 # Shown only on a draft whose total is under Stripe's minimum charge.
 ACTION_APPROVE_FORCE = "kanvoice_approve_force"
-ACTION_IDS = frozenset({ACTION_APPROVE, ACTION_APPROVE_FORCE, ACTION_ADJUST, ACTION_REJECT})
+# "Draft all due" (any message may carry it, e.g. a digest): names no invoice.
+ACTION_DRAFT_ALL = "draft_all"
+DRAFT_ALL_VALUE = "all"
+ACTION_IDS = frozenset(
+    {ACTION_APPROVE, ACTION_APPROVE_FORCE, ACTION_ADJUST, ACTION_REJECT, ACTION_DRAFT_ALL}
+)
 CALLBACK_ADJUST = "kanvoice_adjust"
 CALLBACK_REJECT = "kanvoice_reject"
 INPUT_ACTION_ID = "value"
@@ -727,3 +732,22 @@ def already_decided_text(invoice_id: int, outcome: str) -> str:
 def blocks_as_dicts(blocks: Sequence[Block]) -> list[dict[str, Any]]:
     """Validated JSON-ready dicts (raises `SlackObjectFormationError` on a limit breach)."""
     return [dict(block.to_dict()) for block in blocks]
+
+
+def draft_all_button() -> ButtonElement:
+    """The *Draft all due* button (for a digest or any message that lists what is due):
+    drafts every client with ready work and asks approval for each draft, once."""
+    return ButtonElement(
+        text=PlainTextObject(text="Draft all due", emoji=False),
+        action_id=ACTION_DRAFT_ALL,
+        value=DRAFT_ALL_VALUE,
+        confirm=ConfirmObject(
+            title="Draft every client with ready work?",
+            text=_confirm_text(
+                "Every client with ready lines gets its draft refreshed on Stripe, and "
+                "finance is asked to approve each draft here. Nothing is finalized."
+            ),
+            confirm="Draft all",
+            deny="Cancel",
+        ),
+    )

@@ -11,7 +11,9 @@ from decimal import Decimal
 from typing import Literal
 
 LineKind = Literal["time", "milestone", "adjustment"]
-DecisionKind = Literal["approve", "approve_force", "reject", "adjust_open", "adjust_submit"]
+DecisionKind = Literal[
+    "approve", "approve_force", "reject", "adjust_open", "adjust_submit", "draft_all"
+]
 Outcome = Literal["approved", "rejected", "adjusted"]
 
 
@@ -78,6 +80,9 @@ class Decision:
     - ``adjust_open``: the Adjust button; open the modal with ``trigger_id`` (valid 3 s).
     - ``adjust_submit``: the Adjust modal was submitted; ``adjustments`` holds the
       lines that changed.
+    - ``draft_all``: the *Draft all due* button (action ``draft_all``, value ``"all"``):
+      draft every client with ready work and ask approval for each draft. It names no
+      invoice: ``invoice_id`` and ``version`` are 0.
 
     ``channel_id`` / ``message_ts`` locate the approval message (for modals they are
     carried through the view's private_metadata). Authorization is not decided here.

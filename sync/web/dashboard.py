@@ -104,6 +104,13 @@ class DashboardActions(Protocol):
         """Create or refresh the client's draft invoice now and ask for approval."""
         ...
 
+    def draft_all(self) -> dict[str, Any]:
+        """"Draft all due": draft every client with ready work and ask approval for each
+        draft, once however often it is asked (`sync.draft_all`). A dict with the lists
+        of client keys `drafted`, `unchanged`, `skipped`, `failed`, the per-client
+        `clients` and a `message` for people."""
+        ...
+
     def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
         """Approve the draft (the only path to finalize); `force` finalizes a total under
         Stripe's minimum charge (otherwise refused with a ValueError saying so)."""
@@ -415,7 +422,8 @@ def dashboard_router(
     review: ReviewActions | None = None,
 ) -> APIRouter:
     """The dashboard's routes: `GET /`, `GET /api/pipeline`, `GET /api/events`,
-    `POST /api/clients/{client}/draft`, `POST /api/invoices/{id}/approve|reject` and the
+    `POST /api/clients/{client}/draft`, `POST /api/draft-all`,
+    `POST /api/invoices/{id}/approve|reject` and the
     page's static files under `/static/dashboard/`."""
     router = APIRouter()
     User = Annotated[str, Depends(auth.require_user())]
@@ -550,6 +558,15 @@ def dashboard_router(
     async def create_draft(client: str, identity: User) -> Response:
         where = {"client": client, "user": identity}
         return await decide("dashboard.create_draft", where, actions.create_draft, client)
+
+    @router.post(
+        "/api/draft-all",
+        name="dashboard_draft_all",
+        dependencies=[Depends(csrf)],
+    )
+    async def draft_all(identity: User) -> Response:
+        where = {"user": identity}
+        return await decide("dashboard.draft_all", where, actions.draft_all)
 
     @router.post(
         "/api/invoices/{invoice_id}/approve",

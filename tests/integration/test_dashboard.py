@@ -7,17 +7,14 @@ import base64
 import dataclasses
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
@@ -38,6 +35,7 @@ from sync.web.dashboard import (
 from sync.web.events import ChangeBroker, Tick
 from tests.builders import client, policy, snap
 from tests.conftest import FixedClock
+from tests.net import serve_app as serve
 
 CLIENTS = {"acme": ("Acme", "EUR"), "kaiju": ("Kaiju K.K.", "JPY")}
 LOCAL = "http://127.0.0.1"
@@ -125,6 +123,11 @@ class FakeActions:
     def _maybe_fail(self, name: str) -> None:
         if name in self.fail:
             raise self.fail[name]
+
+    def draft_all(self) -> dict[str, Any]:
+        self.calls.append(("draft_all",))
+        self._maybe_fail("draft_all")
+        return {"drafted": [], "unchanged": [], "skipped": [], "failed": [], "clients": []}
 
     def create_draft(self, client: str) -> dict[str, Any]:
         self.calls.append(("create_draft", client))
@@ -473,32 +476,6 @@ async def test_broker_forgets_subscribers_that_leave() -> None:
 
 
 # --- server-sent events over a real server ---------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Uvicorn in a thread on a free loopback port; yields the base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 async def next_event(lines: Any) -> tuple[str, dict[str, Any]]:

@@ -630,7 +630,16 @@
     const action = button.dataset.action;
     let label;
     let request;
-    if (action === "create-draft") {
+    if (action === "draft-all") {
+      label = "Draft all due";
+      button.disabled = true; // a second click while the question is open does nothing
+      if (!window.confirm("Draft every client with ready lines and ask approval for each draft?\n\nNothing is finalized until it is approved.")) {
+        button.disabled = false;
+        say(`${label}: cancelled`);
+        return;
+      }
+      request = () => post("/draft-all");
+    } else if (action === "create-draft") {
       const client = button.dataset.client;
       label = `Create draft for ${client}`;
       request = () => post(`/clients/${encodeURIComponent(client)}/draft`);
@@ -713,6 +722,8 @@
       button.disabled = false;
     } finally {
       button.removeAttribute("aria-busy");
+      // The page's own button (not redrawn by refresh): usable again once answered.
+      if (action === "draft-all") button.disabled = false;
     }
   }
 

@@ -298,7 +298,7 @@ def release(
 ) -> bool:
     """Give a claimed row back as pending, due at `not_before`; False if the lease was
     lost. `refund_attempt`: the claim did not try the call (it had to wait)."""
-    values: dict[str, Any] = {
+    values: dict[str, object] = {
         "status": OutboxStatus.PENDING.value,
         "not_before": not_before,
         "lease_owner": None,

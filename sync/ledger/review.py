@@ -33,38 +33,48 @@ def deferred_from(invoice_id: int) -> Select[tuple[int]]:
     )
 
 
+def _lines(invoice_id: int) -> Select[tuple[object, ...]]:
+    e, i = t.entries, t.items
+    return (
+        select(
+            e.c.id,
+            e.c.kind,
+            e.c.state,
+            e.c.hours,
+            e.c.rate,
+            e.c.amount,
+            e.c.currency,
+            e.c.description,
+            e.c.review_reason,
+            e.c.stripe_invoice_item_id,
+            e.c.done_at,
+            i.c.title,
+            i.c.url,
+            i.c.board,
+            i.c.iteration,
+            i.c.assignees,
+            i.c.external_id,
+            i.c.milestone_amount,
+        )
+        .join(i, i.c.id == e.c.item_id)
+        .where(e.c.invoice_id == invoice_id, e.c.state != EntryState.VOIDED.value)
+        .order_by(e.c.id)
+    )
+
+
 def draft_lines(conn: Connection, invoice_id: int) -> list[DraftLineRecord]:
     """The entries on an invoice with their board item, oldest first (every state the
     invoice still holds: drafted, approved, invoiced, paid, needs review)."""
-    e, i = t.entries, t.items
-    return [
-        DraftLineRecord.from_row(row)
-        for row in conn.execute(
-            select(
-                e.c.id,
-                e.c.kind,
-                e.c.state,
-                e.c.hours,
-                e.c.rate,
-                e.c.amount,
-                e.c.currency,
-                e.c.description,
-                e.c.review_reason,
-                e.c.stripe_invoice_item_id,
-                e.c.done_at,
-                i.c.title,
-                i.c.url,
-                i.c.board,
-                i.c.iteration,
-                i.c.assignees,
-                i.c.external_id,
-                i.c.milestone_amount,
-            )
-            .join(i, i.c.id == e.c.item_id)
-            .where(e.c.invoice_id == invoice_id, e.c.state != EntryState.VOIDED.value)
-            .order_by(e.c.id)
-        ).mappings()
-    ]
+    return [DraftLineRecord.from_row(row) for row in conn.execute(_lines(invoice_id)).mappings()]
+
+
+def drafted_line(conn: Connection, invoice_id: int, entry_id: int) -> DraftLineRecord | None:
+    """The entry as a line of this draft, if it is on it and still only drafted."""
+    query = _lines(invoice_id).where(
+        t.entries.c.id == entry_id, t.entries.c.state == EntryState.DRAFTED.value
+    )
+    row = conn.execute(query).mappings().first()
+    return None if row is None else DraftLineRecord.from_row(row)
 
 
 def invoices(conn: Connection, client: str | None = None) -> list[InvoiceRecord]:

@@ -29,9 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from mapping.billing import HeldItem
 from mapping.domain import BillableEntry

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from sync.cli import CliError, ConfigOption, _errors, _settings, app
+from sync.cli_common import CliError, ConfigOption, open_services, run_command, settings_from
+
+commands = typer.Typer()
 
 
-@app.command()
+@commands.command()
 def run(
     config: ConfigOption = None,
     without_stripe: Annotated[
@@ -23,47 +25,46 @@ def run(
     ] = False,
 ) -> None:
     """The daemon: pollers, webhooks, approvals, dashboard, metrics (until SIGTERM)."""
+    # The daemon's stack (uvicorn, the web app, Socket Mode) only for this command.
     from connectors.slack import run_socket_mode
-    from sync.approvals import desk_for
-    from sync.composition import build_services
     from sync.daemon import Daemon
     from sync.logs import configure_logging
     from sync.web.app import create_app
 
-    with _errors():
-        settings = _settings(config)  # no config, no daemon: one line, exit 2
+    async def main() -> None:
+        settings = settings_from(config)  # no config, no daemon: one line, exit 2
         if settings.stripe.api_key is None and not without_stripe:
             raise CliError(
                 "stripe.api_key: not set (KANVOICE_STRIPE__API_KEY or the stripe__api_key "
                 "file): kanvoice run would track hours but never invoice; set it, or pass "
                 "--without-stripe to run tracking only"
             )
-        services = build_services(settings)  # every board's missing credential: exit 2
-        configure_logging()
-        web = create_app(services)
-        desk = desk_for(services)
-        slack = services.settings.slack
-        background: list[Callable[[asyncio.Event], Coroutine[Any, Any, Any]]] = []
-        if slack.socket_mode and slack.app_token is not None:
-            app_token = slack.app_token.get_secret_value()
+        # Every board's missing credential: exit 2, before anything starts.
+        async with open_services(settings) as services:
+            configure_logging()
+            web = create_app(services)
+            desk = services.desk
+            slack = services.settings.slack
+            background: list[Callable[[asyncio.Event], Coroutine[Any, Any, Any]]] = []
+            if slack.socket_mode and slack.app_token is not None:
+                app_token = slack.app_token.get_secret_value()
 
-            async def socket_mode(stop: asyncio.Event) -> None:
-                # Installs with no public URL: the same handler as /slack/interactions.
-                await run_socket_mode(
-                    app_token, desk.handle_payload, stop=stop, base_url=slack.api_url
-                )
+                async def socket_mode(stop: asyncio.Event) -> None:
+                    # Installs with no public URL: the same handler as /slack/interactions.
+                    await run_socket_mode(
+                        app_token, desk.handle_payload, stop=stop, base_url=slack.api_url
+                    )
 
-            background.append(socket_mode)
-        daemon = Daemon(
-            services,
-            web,
-            notify=web.state.notify,
-            on_stop=[web.state.broker.close],
-            request_approval=desk.post_for_approval,
-            extra_jobs=[("slack", desk.drain_slack, 10)] if desk.can_post else [],
-            background=background,
-        )
-        try:
-            asyncio.run(daemon.run())
-        finally:
-            services.close()
+                background.append(socket_mode)
+            daemon = Daemon(
+                services,
+                web,
+                notify=web.state.notify,
+                on_stop=[web.state.broker.close],
+                request_approval=desk.post_for_approval,
+                extra_jobs=[("slack", desk.drain_slack, 10)] if desk.can_post else [],
+                background=background,
+            )
+            await daemon.run()
+
+    run_command(main)

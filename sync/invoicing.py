@@ -875,6 +875,7 @@ class Invoicing:
             return Done({"id": step.stripe_item_id})
         if isinstance(step, WaitForDraft):
             return Wait(reason="the draft is not on Stripe yet")
+        assert invoice.stripe_invoice_id is not None  # else before_create waits
         client = self._client(invoice.client)
         params = self._item_params(line, client)
         params.update(customer=client.stripe_customer_id, invoice=invoice.stripe_invoice_id)
@@ -1068,6 +1069,7 @@ class Invoicing:
         invoice = await self._read(lambda conn: invoice_row(conn, invoice_id))
         if invoice.state not in ("finalized",):
             return Done({"reason": f"invoice is {invoice.state}"}, cancelled=True)
+        assert invoice.stripe_invoice_id is not None  # finalized on Stripe, so it has an id
         await self.gateway.send_invoice(invoice.stripe_invoice_id, op.call_key)
 
         def record(conn: Connection) -> None:

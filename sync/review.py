@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection
 
 from connectors.slack import LineAdjustment
 from mapping.domain import EntryState
@@ -34,7 +34,6 @@ from sync.approvals import ApprovalDesk, stripe_dashboard_url
 from sync.budgets import draft_budget
 from sync.invoicing import NotAnApprover
 from sync.ledger import review as q
-from sync.ledger import schema as t
 from sync.ledger.ops import audit, bump_version, invoice_row
 
 MAX_DESCRIPTION = 500
@@ -202,12 +201,8 @@ class Review:
                     f"invoice {invoice_id} changed since you opened it (version {version} → "
                     f"{invoice.version}); review the new version"
                 )
-            line = conn.execute(select(t.entries).where(t.entries.c.id == entry_id)).first()
-            if (
-                line is None
-                or line.invoice_id != invoice_id
-                or line.state != EntryState.DRAFTED.value
-            ):
+            line = q.drafted_line(conn, invoice_id, entry_id)
+            if line is None:
                 raise InvalidChange(f"line {entry_id} is not on draft {invoice_id}")
             q.defer_entry(conn, entry_id, invoice_id, line.stripe_invoice_item_id, who, now)
             bump_version(conn, invoice_id, now)
@@ -342,7 +337,7 @@ class Review:
         return result
 
     @staticmethod
-    def _open_total(conn: Any, invoice_id: int, currency: str) -> tuple[Decimal, int]:
+    def _open_total(conn: Connection, invoice_id: int, currency: str) -> tuple[Decimal, int]:
         amounts = [
             Money(r.amount or Decimal(0), currency).quantized().amount
             for r in q.draft_lines(conn, invoice_id)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
 from mapping.domain import EntryState
 from sync.ledger import schema as t
+from sync.ledger.records import InvoiceRecord, Operation, OutboxStatus
 
 
 def _entry_event(
@@ -44,7 +45,7 @@ def move_entry(
     actor: str,
     reason: str,
     now: datetime,
-    **values: Any,
+    **values: object,
 ) -> None:
     """Change an entry's state (and other columns) with its audit row."""
     current = conn.execute(select(t.entries.c.state).where(t.entries.c.id == entry_id)).scalar_one()
@@ -66,26 +67,31 @@ def ledger_id(conn: Connection) -> str:
 
 def enqueue(
     conn: Connection,
-    operation: str,
+    operation: Operation | str,
     key: str,
     now: datetime,
     *,
     entry_id: int | None = None,
     invoice_id: int | None = None,
-    payload: dict[str, Any] | None = None,
+    payload: Mapping[str, object] | None = None,
 ) -> bool:
-    """Add an outbox row unless one with the same key exists (returns whether added)."""
+    """Add an outbox row unless one with the same key exists (returns whether added).
+
+    The key is the idempotency key of the external call: the same decision made twice
+    queues one call. `operation` is an `Operation` (its value is accepted too; any other
+    name is refused before anything is written)."""
+    operation = Operation(operation)
     exists = conn.execute(select(t.outbox.c.id).where(t.outbox.c.idempotency_key == key)).first()
     if exists:
         return False
     conn.execute(
         insert(t.outbox).values(
             idempotency_key=key,
-            operation=operation,
+            operation=operation.value,
             entry_id=entry_id,
             invoice_id=invoice_id,
-            payload=payload or {},
-            status="pending",  # OutboxStatus.PENDING (sync.ledger.outbox)
+            payload=dict(payload or {}),
+            status=OutboxStatus.PENDING.value,
             attempts=0,
             created_at=now,
         )
@@ -124,12 +130,13 @@ def queue_draft_edits(conn: Connection, entry_ids: list[int], now: datetime) -> 
         if row.state == EntryState.DRAFTED.value:
             count = conn.execute(
                 select(t.outbox.c.id).where(
-                    t.outbox.c.entry_id == row.id, t.outbox.c.operation == "update_invoice_item"
+                    t.outbox.c.entry_id == row.id,
+                    t.outbox.c.operation == Operation.UPDATE_INVOICE_ITEM.value,
                 )
             ).all()
             enqueue(
                 conn,
-                "update_invoice_item",
+                Operation.UPDATE_INVOICE_ITEM,
                 f"{prefix}-e{row.id}-inv{row.invoice_id}-update{len(count) + 1}",
                 now,
                 entry_id=row.id,
@@ -145,7 +152,7 @@ def queue_draft_edits(conn: Connection, entry_ids: list[int], now: datetime) -> 
             if row.stripe_invoice_item_id:
                 enqueue(
                     conn,
-                    "delete_invoice_item",
+                    Operation.DELETE_INVOICE_ITEM,
                     f"{prefix}-e{row.id}-inv{row.invoice_id}-delete-{row.stripe_invoice_item_id}",
                     now,
                     entry_id=row.id,
@@ -156,7 +163,7 @@ def queue_draft_edits(conn: Connection, entry_ids: list[int], now: datetime) -> 
 
 
 def audit(
-    conn: Connection, now: datetime, actor: str, action: str, subject: str, **detail: Any
+    conn: Connection, now: datetime, actor: str, action: str, subject: str, **detail: object
 ) -> None:
     """One row of the audit log (decisions, refusals, anything a person may ask about)."""
     conn.execute(
@@ -166,13 +173,13 @@ def audit(
     )
 
 
-def invoice_row(conn: Connection, invoice_id: int, lock: bool = False) -> Any:
+def invoice_row(conn: Connection, invoice_id: int, lock: bool = False) -> InvoiceRecord:
     """The invoice row, or LookupError; `lock` holds it (FOR UPDATE on PostgreSQL) until
     the transaction ends, so decisions on one draft never interleave."""
     query = select(t.invoices).where(t.invoices.c.id == invoice_id)
     if lock:
         query = query.with_for_update()
-    invoice = conn.execute(query).first()
+    invoice = conn.execute(query).mappings().first()
     if invoice is None:
         raise LookupError(f"no invoice {invoice_id}")
-    return invoice
+    return InvoiceRecord.from_row(invoice)

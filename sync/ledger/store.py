@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,13 +28,17 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.dml import Insert
 
 from mapping.billing import HeldItem
 from mapping.domain import BillableEntry
 from sync.ledger import bulk
 from sync.ledger import schema as t
 from sync.ledger.ops import queue_draft_edits
+from sync.ledger.records import JsonObject, PipelineRow
 
 _T = TypeVar("_T")
 
@@ -73,7 +77,9 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        def _sqlite_pragmas(
+            dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
+        ) -> None:
             # Let SQLAlchemy own the transaction boundaries (pysqlite's legacy mode
             # would otherwise defer BEGIN and break SAVEPOINTs).
             dbapi_connection.isolation_level = None
@@ -96,7 +102,7 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
         return engine
     # No server-side prepared statements: their generic plans turn the batch lookups
     # (item_key IN (500 values)) into sequential scans (bench/RESULTS.md, section 2).
-    connect_args: dict[str, Any] = {"prepare_threshold": None}
+    connect_args: dict[str, object] = {"prepare_threshold": None}
     if not intake:
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     connect_args.update(
@@ -237,7 +243,7 @@ class UnitOfWork:
         )
         return {str(r[0]) for r in rows}
 
-    def board_state_cache(self, source: str, board: str) -> tuple[Any, datetime] | None:
+    def board_state_cache(self, source: str, board: str) -> tuple[JsonObject, datetime] | None:
         """A board's cached process description and when it was read, None if none."""
         row = self.conn.execute(
             select(t.board_state_cache.c.value, t.board_state_cache.c.fetched_at).where(
@@ -249,15 +255,14 @@ class UnitOfWork:
         fetched: datetime = row.fetched_at
         if fetched.tzinfo is None:  # SQLite keeps no offset; the ledger writes UTC
             fetched = fetched.replace(tzinfo=UTC)
-        return row.value, fetched
+        value = row.value
+        return (value if isinstance(value, Mapping) else {}), fetched
 
-    def set_board_state_cache(self, source: str, board: str, value: Any) -> None:
+    def set_board_state_cache(self, source: str, board: str, value: JsonObject) -> None:
         """Store a board's process description (read now) for later runs."""
         changed = self.conn.execute(
             update(t.board_state_cache)
-            .where(
-                t.board_state_cache.c.source == source, t.board_state_cache.c.board == board
-            )
+            .where(t.board_state_cache.c.source == source, t.board_state_cache.c.board == board)
             .values(value=value, fetched_at=self.now)
         ).rowcount
         if not changed:
@@ -342,10 +347,11 @@ class UnitOfWork:
 
     # --- reading the pipeline ------------------------------------------------------
 
-    def pipeline_rows(self) -> list[Any]:
+    def pipeline_rows(self) -> list[PipelineRow]:
         """Hours and amounts (exact Decimals) summed per client, state, kind, currency."""
-        return list(
-            self.conn.execute(
+        return [
+            PipelineRow.from_row(row)
+            for row in self.conn.execute(
                 select(
                     t.entries.c.client,
                     t.entries.c.state,
@@ -357,8 +363,8 @@ class UnitOfWork:
                 ).group_by(
                     t.entries.c.client, t.entries.c.state, t.entries.c.kind, t.entries.c.currency
                 )
-            ).all()
-        )
+            ).mappings()
+        ]
 
 
 class Ledger:
@@ -389,7 +395,7 @@ class Ledger:
         """
         if not deliveries:
             return []
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        rows: dict[tuple[str, str], dict[str, object]] = {}
         for d in deliveries:
             key = (d.source, delivery_key(d.delivery_id))
             rows.setdefault(
@@ -425,7 +431,7 @@ class Ledger:
             inserted.discard(key)  # the same id twice in one batch: the second is a repeat
         return answers
 
-    def _insert_inbox(self, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    def _insert_inbox(self, rows: list[dict[str, object]]) -> set[tuple[str, str]]:
         with self.intake_engine.begin() as conn:
             return {
                 (r[0], r[1])
@@ -550,7 +556,7 @@ class InboxRow:
     received_at: datetime
 
 
-def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> Any:
+def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, object]]) -> Insert:
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

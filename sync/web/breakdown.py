@@ -14,11 +14,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
 from mapping.domain import EntryState
 from mapping.money import currency_exponent
-from sync.ledger import schema as t
+from sync.ledger.records import BreakdownRow
+from sync.ledger.reports import breakdown_rows
 from sync.ledger.store import Ledger, UnitOfWork
 from sync.pipeline import STAGES, client_pipelines, pipelines_from_rows
 
@@ -36,29 +35,7 @@ STAGE_LABELS: dict[str, str] = {
 }
 
 
-def _breakdown_rows(uow: UnitOfWork) -> list[Any]:
-    """Entries summed per client, board, iteration, state, kind and currency."""
-    e, i = t.entries, t.items
-    return list(
-        uow.conn.execute(
-            select(
-                e.c.client,
-                i.c.board,
-                i.c.iteration,
-                e.c.state,
-                e.c.kind,
-                e.c.currency,
-                func.count().label("entries"),
-                func.coalesce(func.sum(e.c.hours), 0).label("hours"),
-                func.coalesce(func.sum(e.c.amount), 0).label("amount"),
-            )
-            .select_from(e.join(i, i.c.id == e.c.item_id))
-            .group_by(e.c.client, i.c.board, i.c.iteration, e.c.state, e.c.kind, e.c.currency)
-        ).all()
-    )
-
-
-def _natural_key(text: str) -> tuple[Any, ...]:
+def _natural_key(text: str) -> tuple[bool, tuple[tuple[int, int, str], ...]]:
     """'Sprint 2' before 'Sprint 10'; the no-sprint group last."""
     parts = re.split(r"(\d+)", text.casefold())
     return (
@@ -67,7 +44,9 @@ def _natural_key(text: str) -> tuple[Any, ...]:
     )
 
 
-def _group_figures(rows: list[Any], client: str, name: str, currency: str) -> dict[str, Any]:
+def _group_figures(
+    rows: list[BreakdownRow], client: str, name: str, currency: str
+) -> dict[str, Any]:
     """The stages of one group of rows, computed by the same code as the client totals."""
     (pipeline,) = pipelines_from_rows(rows, {client: (name, currency)})
     figures = pipeline.as_dict()
@@ -89,9 +68,9 @@ def pipeline_payload(
     (amounts quantized to the currency's decimals), exactly as `kanvoice status --json`.
     """
     pipelines = client_pipelines(uow, clients)
-    rows = _breakdown_rows(uow)
-    by_board: dict[tuple[str, str], list[Any]] = {}
-    by_sprint: dict[tuple[str, str], list[Any]] = {}
+    rows = breakdown_rows(uow.conn)
+    by_board: dict[tuple[str, str], list[BreakdownRow]] = {}
+    by_sprint: dict[tuple[str, str], list[BreakdownRow]] = {}
     for row in rows:
         by_board.setdefault((row.client, row.board), []).append(row)
         sprint = row.iteration or NO_SPRINT

@@ -66,7 +66,7 @@ from connectors.slack import (
 )
 from connectors.slack.messages import line_block_id, mention
 from connectors.slack.port import SlackPort
-from mapping.domain import EntryKind, EntryState, entry_key
+from mapping.domain import EntryKind, EntryState, Staff, entry_key
 from mapping.money import Money
 from sync.engine import Clock
 from sync.invoicing import (
@@ -169,6 +169,8 @@ def summary_to_json(summary: DraftSummary) -> dict[str, Any]:
                 "amount": str(line.amount),
                 "kind": line.kind,
                 "description": line.description,
+                "person": line.person,
+                "role": line.role,
             }
             for line in summary.lines
         ],
@@ -192,6 +194,8 @@ def summary_from_json(data: dict[str, Any]) -> DraftSummary:
                 amount=Decimal(line["amount"]),
                 kind=str(line["kind"]),
                 description=str(line["description"]),
+                person=line.get("person"),
+                role=line.get("role"),
             )
             for line in data["lines"]
         ),
@@ -322,6 +326,19 @@ class ApprovalDesk:
         period = billing_period(client, _utc(invoice.period_start))
         return period.label if period.key == invoice.period_key else str(invoice.period_key)
 
+    @staticmethod
+    def _who(staff: Staff, person: str | None, role: str | None) -> tuple[str | None, str | None]:
+        """The person (configured name, else the board identity) and role label of a
+        per-person entry, for the Slack line; nothing for an entry of the whole item."""
+        if person is None:
+            return None, None
+        configured = staff.person(person)
+        role_def = staff.role(role)
+        return (
+            configured.label if configured is not None else person,
+            role_def.label if role_def is not None else role,
+        )
+
     def _summary(self, conn: Connection, invoice: Any) -> DraftSummary:
         rows = conn.execute(
             select(
@@ -331,6 +348,8 @@ class ApprovalDesk:
                 t.entries.c.rate,
                 t.entries.c.amount,
                 t.entries.c.description,
+                t.entries.c.person,
+                t.entries.c.role,
                 t.items.c.title,
                 t.items.c.url,
             )
@@ -338,6 +357,7 @@ class ApprovalDesk:
             .where(t.entries.c.invoice_id == invoice.id, t.entries.c.state.in_(SHOWN_STATES))
             .order_by(t.entries.c.id)
         ).all()
+        staff = self.settings.staff()
         lines = tuple(
             DraftLine(
                 entry_id=int(r.id),
@@ -348,8 +368,11 @@ class ApprovalDesk:
                 amount=Money(r.amount or Decimal(0), invoice.currency).quantized().amount,
                 kind=r.kind if r.kind in _LINE_KINDS else "time",
                 description=str(r.description or ""),
+                person=who[0],
+                role=who[1],
             )
             for r in rows
+            for who in (self._who(staff, r.person, r.role),)
         )
         try:
             name = self.settings.client(invoice.client).name or invoice.client

@@ -31,6 +31,10 @@ class DraftLine:
     amount: Decimal
     kind: str  # "time" | "milestone" | "adjustment"
     description: str
+    #: Who did the work (a per-person entry, issue 18): the person's name and role
+    #: as finance reads them; None for an entry of the whole item.
+    person: str | None = None
+    role: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,6 +159,16 @@ def test_github_and_azure_items_become_one_stripe_line_per_person(
         texts = " | ".join(d for _, _, d in described)
         assert "Alice Senior (Senior developer): 2 h × 160.00" in texts
         assert "Bob Junior (Junior developer): 2.5 h × 90.00" in texts
+        # The Slack approval lines name who did the work, with the role.
+        with services.ledger.engine.connect() as conn:
+            invoice_id = conn.execute(select(t.invoices.c.id)).scalar_one()
+        slack_lines = services.desk.summary(invoice_id).lines
+        assert sorted((ln.person, ln.role, str(ln.hours)) for ln in slack_lines) == [
+            ("Alice Senior", "Senior developer", "1"),
+            ("Alice Senior", "Senior developer", "2"),
+            ("Bob Junior", "Junior developer", "2"),
+            ("Bob Junior", "Junior developer", "2.5"),
+        ]
         # A second sync bills nothing again.
         asyncio.run(sync())
         with services.ledger.engine.connect() as conn:

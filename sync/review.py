@@ -32,6 +32,7 @@ from mapping.review import (
 )
 from sync.approvals import ApprovalDesk, stripe_dashboard_url
 from sync.invoicing import NotAnApprover
+from sync.ledger import lines as line_links
 from sync.ledger import review as q
 from sync.ledger import schema as t
 from sync.ledger.ops import audit, bump_version, invoice_row
@@ -80,6 +81,8 @@ class Review:
             invoice = invoice_row(conn, invoice_id)
             rows = q.draft_lines(conn, invoice_id)
             approval = q.approvals(conn).get(invoice_id)
+            leads = line_links.leads_on(conn, invoice_id)
+        linked = {int(r.id) for r in rows if r.stripe_invoice_item_id}
         currency = str(invoice.currency)
         lines = []
         subtotal = Decimal(0)
@@ -103,7 +106,8 @@ class Review:
                     "state": str(r.state),
                     "description": str(r.description or ""),
                     "flags": line_flags(str(r.state), str(r.kind), r.rate, r.review_reason),
-                    "on_stripe": bool(r.stripe_invoice_item_id),
+                    # On a merged line: on Stripe once the line (its lead's) is.
+                    "on_stripe": leads.get(int(r.id), int(r.id)) in linked,
                     "editable": invoice.state == "draft"
                     and approval is None
                     and r.state == EntryState.DRAFTED.value,

@@ -272,6 +272,14 @@ def test_role_grouping_merges_same_rate_entries_into_one_stripe_line(
         assert stripe_lines(world) == [(18000, "2", str(bob)), (60000, "4", f"{alice},{carol}")]
         senior = next(i for i in world.fake.list_objects("invoiceitem") if i["amount"] == 60000)
         assert "Senior developer: 4 h × 150.00" in senior["description"]
+        # Reconcile sees no drift: the lead's line bills the merged entries.
+        assert asyncio.run(services.invoicing.reconcile("acme", repair=False)) == []
+        # The review shows every entry of the merged line as on Stripe.
+        from sync.review import Review
+
+        assert draft.invoice_id is not None
+        detail = Review(services.desk).detail(draft.invoice_id)
+        assert all(line["on_stripe"] for line in detail["lines"])
         # Stripe's total is the ledger's: every entry billed once.
         rows = entry_rows(services)
         assert {r.state for r in rows} == {"drafted"}

@@ -66,7 +66,7 @@ from connectors.slack import (
 )
 from connectors.slack.messages import line_block_id, mention
 from connectors.slack.port import SlackPort
-from mapping.domain import EntryKind, EntryState, entry_key
+from mapping.domain import EntryKind, EntryState, Staff, entry_key
 from mapping.money import Money
 from sync.budgets import draft_budget
 from sync.draft_all import DraftAllReport, draft_all
@@ -174,6 +174,8 @@ def summary_to_json(summary: DraftSummary) -> dict[str, Any]:
                 "kind": line.kind,
                 "description": line.description,
                 "flags": list(line.flags),
+                "person": line.person,
+                "role": line.role,
             }
             for line in summary.lines
         ],
@@ -199,6 +201,8 @@ def summary_from_json(data: dict[str, Any]) -> DraftSummary:
                 kind=str(line["kind"]),
                 description=str(line["description"]),
                 flags=tuple(line.get("flags") or ()),
+                person=line.get("person"),
+                role=line.get("role"),
             )
             for line in data["lines"]
         ),
@@ -330,6 +334,19 @@ class ApprovalDesk:
         period = billing_period(client, _utc(invoice.period_start))
         return period.label if period.key == invoice.period_key else str(invoice.period_key)
 
+    @staticmethod
+    def _who(staff: Staff, person: str | None, role: str | None) -> tuple[str | None, str | None]:
+        """The person (configured name, else the board identity) and role label of a
+        per-person entry, for the Slack line; nothing for an entry of the whole item."""
+        if person is None:
+            return None, None
+        configured = staff.person(person)
+        role_def = staff.role(role)
+        return (
+            configured.label if configured is not None else person,
+            role_def.label if role_def is not None else role,
+        )
+
     def _summary(self, conn: Connection, invoice: Any) -> DraftSummary:
         rows = conn.execute(
             select(
@@ -339,6 +356,8 @@ class ApprovalDesk:
                 t.entries.c.rate,
                 t.entries.c.amount,
                 t.entries.c.description,
+                t.entries.c.person,
+                t.entries.c.role,
                 t.items.c.title,
                 t.items.c.url,
             )
@@ -348,6 +367,7 @@ class ApprovalDesk:
         ).all()
         # Over budget (issue 19): flagged so finance sees it before approving.
         budget = draft_budget(conn, self.settings, invoice)
+        staff = self.settings.staff()
         lines = tuple(
             DraftLine(
                 entry_id=int(r.id),
@@ -359,8 +379,11 @@ class ApprovalDesk:
                 kind=r.kind if r.kind in _LINE_KINDS else "time",
                 description=str(r.description or ""),
                 flags=budget.lines.get(int(r.id), ()),
+                person=who[0],
+                role=who[1],
             )
             for r in rows
+            for who in (self._who(staff, r.person, r.role),)
         )
         try:
             name = self.settings.client(invoice.client).name or invoice.client

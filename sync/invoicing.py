@@ -22,12 +22,12 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import FatalError, RetriableError
 from connectors.stripe.port import StripePort, StripeRejected
-from mapping.domain import EntryKind, EntryState
+from mapping.domain import EntryKind, EntryState, LineGrouping
 from mapping.invoices import (
     Approve,
     BillingPeriod,
@@ -45,6 +45,7 @@ from mapping.invoices import (
     state_rank,
 )
 from mapping.invoices import billing_period as core_billing_period
+from mapping.line_groups import GroupEntry, group_lines
 from mapping.money import Money
 from mapping.stripe_lines import (
     AlreadyLinked,
@@ -79,6 +80,7 @@ from mapping.stripe_rules import (
 from sync.budgets import queue_budget_alerts
 from sync.engine import Clock
 from sync.failpoints import failpoint
+from sync.ledger import lines as line_links
 from sync.ledger import schema as t
 from sync.ledger.ops import (
     audit,
@@ -87,6 +89,7 @@ from sync.ledger.ops import (
     invoice_row,
     ledger_id,
     move_entry,
+    queue_line_update,
 )
 from sync.ledger.outbox import (
     LINE_OPERATIONS,
@@ -317,6 +320,7 @@ class Invoicing:
         ready, left = queued[:capacity], len(queued) - min(capacity, len(queued))
         if left:
             log.info("draft.full", invoice=invoice_id, client=client.key, left_ready=left)
+        placed, grown = self._plan_lines(conn, client, invoice_id, [row.id for row in ready])
         for row in ready:
             move_entry(
                 conn,
@@ -327,6 +331,11 @@ class Invoicing:
                 now,
                 invoice_id=invoice_id,
             )
+            lead = placed.get(row.id, row.id)
+            if lead != row.id:
+                # Merged into the lead's line (`line_grouping`): no line of its own.
+                line_links.link(conn, lead, [row.id], invoice_id)
+                continue
             # An entry taken off a draft (rejected) and put back needs a new key.
             attached = conn.execute(
                 select(func.count())
@@ -345,19 +354,74 @@ class Invoicing:
                 entry_id=row.id,
                 invoice_id=invoice_id,
             )
+        for lead in grown:
+            # A line already on the draft bills the new entries too: update it.
+            queue_line_update(conn, lead, invoice_id, now)
         if ready:
             bump_version(conn, invoice_id, now)
         # Budgets (issue 19): thresholds newly reached go to Slack, once per period.
         queue_budget_alerts(conn, self.settings, client, period, now)
-        total, lines = self._invoice_total(conn, invoice_id)
+        total, count = self._invoice_total(conn, invoice_id)
         return DraftResult(
             invoice_id,
             period.key,
             len(ready),
             Money(total, client.currency).quantized(),
-            lines,
+            count,
             left,
         )
+
+    @staticmethod
+    def _plan_lines(
+        conn: Connection, client: ClientSettings, invoice_id: int, ready: list[int]
+    ) -> tuple[dict[int, int], list[int]]:
+        """Which line each entry joining the draft goes on (`mapping.line_groups`, the
+        client's `line_grouping`): entry → lead for the entries that merge into another
+        entry's line, and the leads of lines already on the draft that gain entries."""
+        if client.line_grouping is LineGrouping.ITEM or not ready:
+            return {}, []
+        on_draft = line_links.leads_on(conn, invoice_id)
+        rows = conn.execute(
+            select(t.entries, t.items.c.item_key)
+            .join(t.items, t.items.c.id == t.entries.c.item_id)
+            .where(
+                or_(
+                    t.entries.c.id.in_(ready),
+                    and_(
+                        t.entries.c.invoice_id == invoice_id,
+                        t.entries.c.state == EntryState.DRAFTED.value,
+                    ),
+                )
+            )
+        ).all()
+        joining = set(ready)
+        plans = group_lines(
+            (
+                GroupEntry(
+                    entry_id=int(r.id),
+                    item_key=str(r.item_key),
+                    kind=EntryKind(r.kind),
+                    hours=r.hours,
+                    amount=r.amount or Decimal(0),
+                    rate=r.rate,
+                    currency=str(r.currency),
+                    person=r.person,
+                    role=r.role,
+                    line=None if r.id in joining else on_draft.get(int(r.id), int(r.id)),
+                )
+                for r in rows
+            ),
+            client.line_grouping,
+        )
+        placed: dict[int, int] = {}
+        grown: list[int] = []
+        for plan in plans:
+            for entry_id in plan.entries:
+                if entry_id in joining and entry_id != plan.lead:
+                    placed[entry_id] = plan.lead
+            if plan.lead not in joining and any(e in joining for e in plan.entries):
+                grown.append(plan.lead)
+        return placed, grown
 
     @staticmethod
     def _invoice_total(conn: Connection, invoice_id: int) -> tuple[Decimal, int]:
@@ -586,6 +650,8 @@ class Invoicing:
         """Apply `decide_reject`'s releases: each entry back to ready, its Stripe line (if
         it has one yet) deleted through the outbox."""
         prefix = f"kv-{ledger_id(conn)}"
+        # Every entry of a merged line goes back; only the lead's Stripe line exists.
+        line_links.unlink(conn, [release.entry_id for release in releases])
         for release in releases:
             move_entry(
                 conn,
@@ -632,6 +698,7 @@ class Invoicing:
             .with_for_update()
         ).all()
         prefix = f"kv-{ledger_id(conn)}"
+        line_links.unlink(conn, [row.id for row in rows])
         for row in rows:
             move_entry(
                 conn,
@@ -806,18 +873,25 @@ class Invoicing:
             .where(t.entries.c.id == entry_id)
         ).one()
 
-    def _item_params(self, line: Any, client: ClientSettings) -> dict[str, Any]:
-        """The invoice item for one entry, within Stripe's field limits.
+    def _item_params(
+        self, line: Any, client: ClientSettings, merged: line_links.LineTotals | None = None
+    ) -> dict[str, Any]:
+        """The invoice item for one entry (or the merged line it leads: `merged`), within
+        Stripe's field limits.
 
         `amount` is the ledger's amount in minor units (already a multiple of ten for the
-        three-decimal currencies, see `Money.quantized`). The description keeps its
+        three-decimal currencies, see `Money.quantized`); a merged line's is the sum of
+        its entries' amounts, for the sum of their hours. The description keeps its
         reference and hours × rate whole and cuts the title; the metadata keeps the
         keys the drain searches by (`kanvoice_entry`, `kanvoice_entry_id`,
-        `kanvoice_invoice`) intact."""
-        amount = Money(line.amount or Decimal(0), line.currency)
+        `kanvoice_invoice`) intact, and a merged line names its entries (`entries`)."""
+        hours = merged.hours if merged is not None else line.hours
+        amount = Money(
+            merged.amount if merged is not None else (line.amount or Decimal(0)), line.currency
+        )
         who = line_who(client.line_grouping, line.person, line.role, self.settings.staff())
         rate_text = _rate_text(line.rate or Decimal(0), line.currency)
-        what = line_what(line.kind, line.hours, rate_text, who)
+        what = line_what(line.kind, hours, rate_text, who)
         # Finance may have reworded the line (Adjust): the entry's own text wins.
         keep = f" [{line.board} {line.external_id}] {what}"
         if line.url and len(keep) + len(line.url) + 1 < MAX_DESCRIPTION:
@@ -840,10 +914,15 @@ class Invoicing:
                 "item": line.item_key,
                 "board": line.board,
                 "client": client.key,
-                "hours": str(line.hours),
+                "hours": str(hours),
                 "rate": str(line.rate) if line.rate is not None else "",
                 **({"person": line.person} if line.person else {}),
                 **({"role": line.role} if line.role else {}),
+                **(
+                    {"entries": ",".join(str(e) for e in merged.entries)}
+                    if merged is not None
+                    else {}
+                ),
             },
         }
         if client.tax_rate_ids:
@@ -861,11 +940,12 @@ class Invoicing:
         flight) is never linked: its deletion is queued in the same transaction."""
         assert op.entry_id is not None and op.invoice_id is not None
         entry_id, invoice_id = op.entry_id, op.invoice_id
-        line, invoice, lid = await self._read(
+        line, invoice, lid, merged = await self._read(
             lambda conn: (
                 self._line(conn, entry_id),
                 invoice_row(conn, invoice_id),
                 ledger_id(conn),
+                line_links.line_totals(conn, entry_id, invoice_id),
             )
         )
         step = before_create(_on_draft(line), invoice_id, bool(invoice.stripe_invoice_id))
@@ -877,7 +957,7 @@ class Invoicing:
             return Wait(reason="the draft is not on Stripe yet")
         assert invoice.stripe_invoice_id is not None  # else before_create waits
         client = self._client(invoice.client)
-        params = self._item_params(line, client)
+        params = self._item_params(line, client, merged)
         params.update(customer=client.stripe_customer_id, invoice=invoice.stripe_invoice_id)
         params["metadata"]["kanvoice_invoice"] = f"{lid}:{invoice.id}"
         self._fit_metadata(params)
@@ -931,7 +1011,7 @@ class Invoicing:
     async def _op_update_invoice_item(self, op: OutboxOp) -> Outcome:
         assert op.entry_id is not None and op.invoice_id is not None
         entry_id, invoice_id = op.entry_id, op.invoice_id
-        line, invoice, creating = await self._read(
+        line, invoice, creating, merged = await self._read(
             lambda conn: (
                 self._line(conn, entry_id),
                 invoice_row(conn, invoice_id),
@@ -942,6 +1022,7 @@ class Invoicing:
                     operations={Operation.CREATE_INVOICE_ITEM},
                     statuses={OutboxStatus.CLAIMED},
                 ),
+                line_links.line_totals(conn, entry_id, invoice_id),
             )
         )
         if line.invoice_id == invoice_id and not line.stripe_invoice_item_id and creating:
@@ -957,9 +1038,11 @@ class Invoicing:
                 "finalization"
             )
         client = self._client(invoice.client)
-        params = self._item_params(line, client)
+        params = self._item_params(line, client, merged)
         params.pop("currency")
         self._fit_metadata(params)
+        # A line that billed several entries and now bills one: Stripe drops the key.
+        params["metadata"].setdefault("entries", "")
         result = await self.gateway.update_invoice_item(
             line.stripe_invoice_item_id, params, op.call_key
         )
@@ -1215,7 +1298,7 @@ class Invoicing:
         ]
         item_ids = [item.item_id for item in items]
 
-        def read(conn: Connection) -> tuple[list[Any], set[int], list[Any]]:
+        def read(conn: Connection) -> tuple[list[Any], set[int], list[Any], dict[int, int]]:
             lines = conn.execute(
                 select(t.entries)
                 .where(
@@ -1238,20 +1321,27 @@ class Invoicing:
                 if item_ids
                 else []
             )
-            return list(lines), pending, list(linked)
+            return list(lines), pending, list(linked), line_links.leads_on(conn, invoice.id)
 
-        lines, pending, linked = await self._read(read)
+        lines, pending, linked, leads = await self._read(read)
         keys = {line.id: line.entry_key for line in lines}
+        # A merged line is its lead's: the others have no Stripe line of their own, and
+        # the lead's bills the sum of them all.
+        billed: dict[int, Decimal] = {}
+        for line in lines:
+            lead = leads.get(int(line.id), int(line.id))
+            billed[lead] = billed.get(lead, Decimal(0)) + (line.amount or Decimal(0))
         repairs = diff_lines(
             [
                 LedgerLine(
                     entry_id=int(line.id),
                     entry_key=line.entry_key,
-                    amount_minor=Money(line.amount or Decimal(0), line.currency).to_minor_units(),
+                    amount_minor=Money(billed[int(line.id)], line.currency).to_minor_units(),
                     stripe_item_id=line.stripe_invoice_item_id,
                     pending=line.id in pending,
                 )
                 for line in lines
+                if leads.get(int(line.id), int(line.id)) == int(line.id)
             ],
             items,
             [LinkedEntry(int(r.id), str(r.stripe_invoice_item_id)) for r in linked],

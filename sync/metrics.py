@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -144,6 +144,51 @@ def board_quotas(connectors: Mapping[str, Any]) -> dict[str, QuotaObservation]:
         if isinstance(quota, QuotaObservation):
             out[board] = quota
     return out
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def board_quota_rows(connectors: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per polled board for the dashboard: the board API's last quota report
+    (`reported` False when it sent none: Azure DevOps only sends its headers when a
+    request is delayed or near the limit) and the requests made in the last hour.
+
+    `{"board", "source", "reported", "resource", "remaining", "limit", "reset_at",
+    "retry_after", "observed_at", "calls_last_hour"}`; times are ISO 8601 UTC, figures
+    numbers or None."""
+    rows: list[dict[str, Any]] = []
+    for board, connector in sorted(connectors.items()):
+        count = getattr(connector, "calls_last_hour", None)
+        if not callable(count):
+            continue  # not a polled board (simulated, file)
+        source = getattr(connector, "source", None)
+        row: dict[str, Any] = {
+            "board": board,
+            "source": str(getattr(source, "value", source or "")),
+            "reported": False,
+            "resource": None,
+            "remaining": None,
+            "limit": None,
+            "reset_at": None,
+            "retry_after": None,
+            "observed_at": None,
+            "calls_last_hour": int(count()),
+        }
+        quota = getattr(connector, "quota", None)
+        if isinstance(quota, QuotaObservation):
+            row.update(
+                reported=True,
+                resource=quota.resource,
+                remaining=quota.remaining,
+                limit=quota.limit,
+                reset_at=_iso(quota.reset_at),
+                retry_after=max(quota.retry_after or 0.0, quota.delay or 0.0) or None,
+                observed_at=_iso(quota.observed_at) if quota.observed_at else None,
+            )
+        rows.append(row)
+    return rows
 
 
 _quota_collector: BoardQuotaCollector | None = None

@@ -33,6 +33,7 @@ from mapping.review import (
 from sync.approvals import ApprovalDesk, stripe_dashboard_url
 from sync.budgets import draft_budget
 from sync.invoicing import NotAnApprover
+from sync.ledger import lines as line_links
 from sync.ledger import review as q
 from sync.ledger.ops import audit, bump_version, invoice_row
 
@@ -82,6 +83,8 @@ class Review:
             approval = q.approvals(conn).get(invoice_id)
             # Over budget (issue 19): the draft's flags and the lines past the cap.
             budget = draft_budget(conn, self.settings, invoice)
+            leads = line_links.leads_on(conn, invoice_id)
+        linked = {int(r.id) for r in rows if r.stripe_invoice_item_id}
         currency = str(invoice.currency)
         lines = []
         subtotal = Decimal(0)
@@ -106,7 +109,8 @@ class Review:
                     "description": str(r.description or ""),
                     "flags": line_flags(str(r.state), str(r.kind), r.rate, r.review_reason)
                     + list(budget.lines.get(int(r.id), ())),
-                    "on_stripe": bool(r.stripe_invoice_item_id),
+                    # On a merged line: on Stripe once the line (its lead's) is.
+                    "on_stripe": leads.get(int(r.id), int(r.id)) in linked,
                     "editable": invoice.state == "draft"
                     and approval is None
                     and r.state == EntryState.DRAFTED.value,

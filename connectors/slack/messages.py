@@ -218,12 +218,27 @@ def _line_figures(line: DraftLine, currency: str) -> str:
     return f"*{amount}*"
 
 
+def line_who(line: DraftLine) -> str:
+    """Who did the work on a per-person line: "Alice (senior)", "Alice", "(senior)";
+    empty for a line of the whole item."""
+    person = (line.person or "").strip()
+    role = (line.role or "").strip()
+    if person and role:
+        return f"{person} ({role})"
+    if person:
+        return person
+    return f"({role})" if role else ""
+
+
 def _line_text(line: DraftLine, currency: str, number: int | None = None) -> str:
     label = _kind_label(line.kind)
     prefix = f"{number}. " if number is not None else ""
     head = f"*{prefix}{link(line.url, line.title)}*"
     if label:
         head = f"`{label}` {head}"
+    who = line_who(line)
+    if who:
+        head += f" · {escape_mrkdwn(_truncate(who, 200))}"
     text = f"{head}\n{_line_figures(line, currency)}"
     if line.flags:
         text += "\n:warning: " + escape_mrkdwn(", ".join(line.flags))

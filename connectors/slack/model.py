@@ -35,6 +35,10 @@ class DraftLine:
     description: str
     # What finance should see before approving (e.g. "over budget (client:acme)").
     flags: tuple[str, ...] = ()
+    #: Who did the work (a per-person entry, issue 18): the person's name and role
+    #: as finance reads them; None for an entry of the whole item.
+    person: str | None = None
+    role: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

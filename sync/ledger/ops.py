@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Connection, insert, select, update
 
 from mapping.domain import EntryState
+from sync.ledger import lines
 from sync.ledger import schema as t
 from sync.ledger.records import InvoiceRecord, Operation, OutboxStatus
 
@@ -112,9 +113,11 @@ def queue_draft_edits(conn: Connection, entry_ids: list[int], now: datetime) -> 
     """Entries on a draft changed on the board: queue the matching Stripe edits.
 
     Called by the engine in the transaction that changed them. A drafted entry with new
-    hours gets an update of its line; a drafted entry voided (hours gone before
-    invoicing) leaves the draft and its line is deleted. Approved and later entries are
-    never edited here (the billing core sends those to review)."""
+    hours gets an update of its line (of the merged line it is on: the lead's); a
+    drafted entry voided (hours gone before invoicing) leaves the draft and its line is
+    deleted, or, on a merged line, the line is updated to bill the others
+    (`leave_line`). Approved and later entries are never edited here (the billing core
+    sends those to review)."""
     if not entry_ids:
         return
     prefix = f"kv-{ledger_id(conn)}"
@@ -126,29 +129,19 @@ def queue_draft_edits(conn: Connection, entry_ids: list[int], now: datetime) -> 
             t.entries.c.stripe_invoice_item_id,
         ).where(t.entries.c.id.in_(entry_ids), t.entries.c.invoice_id.is_not(None))
     ).all()
+    updates: dict[int, int] = {}  # the line's entry (lead) -> its invoice
     for row in rows:
         if row.state == EntryState.DRAFTED.value:
-            count = conn.execute(
-                select(t.outbox.c.id).where(
-                    t.outbox.c.entry_id == row.id,
-                    t.outbox.c.operation == Operation.UPDATE_INVOICE_ITEM.value,
-                )
-            ).all()
-            enqueue(
-                conn,
-                Operation.UPDATE_INVOICE_ITEM,
-                f"{prefix}-e{row.id}-inv{row.invoice_id}-update{len(count) + 1}",
-                now,
-                entry_id=row.id,
-                invoice_id=row.invoice_id,
-            )
-            bump_version(conn, row.invoice_id, now)
+            updates[lines.lead_of(conn, row.id) or row.id] = row.invoice_id
         elif row.state == EntryState.VOIDED.value:
             conn.execute(
                 update(t.entries)
                 .where(t.entries.c.id == row.id)
                 .values(invoice_id=None, stripe_invoice_item_id=None)
             )
+            lead = leave_line(conn, row.id, row.invoice_id, "kanvoice", now)
+            if lead is not None:
+                updates[lead] = row.invoice_id
             if row.stripe_invoice_item_id:
                 enqueue(
                     conn,
@@ -160,6 +153,91 @@ def queue_draft_edits(conn: Connection, entry_ids: list[int], now: datetime) -> 
                     payload={"stripe_invoice_item_id": row.stripe_invoice_item_id},
                 )
             bump_version(conn, row.invoice_id, now)
+    for entry_id, invoice_id in updates.items():
+        queue_line_update(conn, entry_id, invoice_id, now)
+
+
+def queue_line_update(conn: Connection, entry_id: int, invoice_id: int, now: datetime) -> None:
+    """Queue an update of the entry's Stripe line (its current values, read when the
+    call is made) and bump the draft's version."""
+    count = conn.execute(
+        select(t.outbox.c.id).where(
+            t.outbox.c.entry_id == entry_id, t.outbox.c.operation == "update_invoice_item"
+        )
+    ).all()
+    enqueue(
+        conn,
+        "update_invoice_item",
+        f"kv-{ledger_id(conn)}-e{entry_id}-inv{invoice_id}-update{len(count) + 1}",
+        now,
+        entry_id=entry_id,
+        invoice_id=invoice_id,
+    )
+    bump_version(conn, invoice_id, now)
+
+
+def queue_line_create(conn: Connection, entry_id: int, invoice_id: int, now: datetime) -> None:
+    """Queue the create of the entry's Stripe line on the invoice (a line taken off and
+    put back, or led by another entry since, needs a new key: the count)."""
+    count = conn.execute(
+        select(t.outbox.c.id).where(
+            t.outbox.c.entry_id == entry_id,
+            t.outbox.c.invoice_id == invoice_id,
+            t.outbox.c.operation == "create_invoice_item",
+        )
+    ).all()
+    enqueue(
+        conn,
+        "create_invoice_item",
+        f"kv-{ledger_id(conn)}-e{entry_id}-inv{invoice_id}-item{len(count) + 1}",
+        now,
+        entry_id=entry_id,
+        invoice_id=invoice_id,
+    )
+
+
+def leave_line(
+    conn: Connection, entry_id: int, invoice_id: int, actor: str, now: datetime
+) -> int | None:
+    """The entry leaves its draft (voided, deferred) while on a merged line; returns
+    the lead whose line must be updated to bill the rest (None: nothing to update).
+
+    A member leaves the line: the lead's line bills the others. The lead leaves: the
+    caller deletes its Stripe line, the next entry leads the rest and a create of its
+    line is queued (the others stay on the draft)."""
+    lead = lines.lead_of(conn, entry_id)
+    if lead is None:
+        return None
+    lines.unlink(conn, [entry_id])
+    rest = lines.members_of(conn, lead)
+    if lead != entry_id:
+        if not rest:
+            lines.unlink_line(conn, lead)
+        return lead
+    if not rest:
+        return None
+    new_lead, others = rest[0], rest[1:]
+    lines.unlink_line(conn, lead)
+    if others:
+        lines.link(conn, new_lead, others, invoice_id)
+    conn.execute(
+        update(t.entries)
+        .where(t.entries.c.id == new_lead)
+        .values(stripe_invoice_item_id=None, updated_at=now)
+    )
+    queue_line_create(conn, new_lead, invoice_id, now)
+    bump_version(conn, invoice_id, now)
+    audit(
+        conn,
+        now,
+        actor,
+        "line_lead_changed",
+        f"invoice:{invoice_id}",
+        left=entry_id,
+        lead=new_lead,
+        entries=[new_lead, *others],
+    )
+    return None
 
 
 def audit(

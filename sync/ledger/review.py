@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Select, select
 
 from mapping.domain import EntryState
 from sync.ledger import schema as t
-from sync.ledger.ops import enqueue, ledger_id, move_entry
+from sync.ledger.ops import enqueue, leave_line, ledger_id, move_entry, queue_line_update
 from sync.ledger.records import (
     ApprovalRecord,
     AuditRecord,
@@ -136,6 +136,10 @@ def defer_entry(
         invoice_id=None,
         stripe_invoice_item_id=None,
     )
+    # On a merged line: the line bills the others (or the next entry leads them).
+    lead = leave_line(conn, entry_id, invoice_id, actor, now)
+    if lead is not None:
+        queue_line_update(conn, lead, invoice_id, now)
     if stripe_item_id:
         enqueue(
             conn,

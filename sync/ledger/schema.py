@@ -186,6 +186,18 @@ entries = Table(
 )
 Index("ix_entries_client_state", entries.c.client, entries.c.state)
 
+# A merged Stripe line (0007): every entry it bills, by the line's lead entry (whose
+# stripe_invoice_item_id holds the line). Lines of one entry have no rows.
+line_entries = Table(
+    "line_entries",
+    metadata,
+    Column("entry_id", Integer, ForeignKey("entries.id"), primary_key=True),
+    Column("lead_entry_id", Integer, ForeignKey("entries.id"), nullable=False),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+)
+Index("ix_line_entries_lead", line_entries.c.lead_entry_id)
+Index("ix_line_entries_invoice", line_entries.c.invoice_id)
+
 entry_events = Table(
     "entry_events",
     metadata,

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.approvals import desk_for
 from sync.composition import Services
-from sync.metrics import WEBHOOK_LATENCY
+from sync.metrics import WEBHOOK_LATENCY, board_quota_rows
 from sync.retainers import with_retainers
 from sync.web.board_webhooks import board_webhooks_router
 from sync.web.breakdown import ledger_payload_source
@@ -60,7 +60,16 @@ def create_app(services: Services) -> FastAPI:
         services.clock,
     )
     actions = InvoicingActions(services, desk_for(services))
-    app.include_router(dashboard_router(payload, broker, actions, auth, review=actions))
+    app.include_router(
+        dashboard_router(
+            payload,
+            broker,
+            actions,
+            auth,
+            review=actions,
+            quota_source=lambda: board_quota_rows(services.connectors),
+        )
+    )
     app.include_router(
         profitability_router(
             ledger_profit_source(services.ledger, services.clock), services.settings.staff(), auth

@@ -420,11 +420,16 @@ def dashboard_router(
     actions: DashboardActions,
     auth: DashboardAuth,
     review: ReviewActions | None = None,
+    quota_source: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> APIRouter:
     """The dashboard's routes: `GET /`, `GET /api/pipeline`, `GET /api/events`,
     `POST /api/clients/{client}/draft`, `POST /api/draft-all`,
     `POST /api/invoices/{id}/approve|reject` and the
-    page's static files under `/static/dashboard/`."""
+    page's static files under `/static/dashboard/`.
+
+    `quota_source`: the board APIs' quota rows (`sync.metrics.board_quota_rows`), shown
+    as "Board API quota" and sent again as a ``quota`` event whenever they changed by
+    the next heartbeat (they change with every poll, not only with the ledger)."""
     router = APIRouter()
     User = Annotated[str, Depends(auth.require_user())]
 
@@ -448,7 +453,26 @@ def dashboard_router(
         if review is not None:
             history = review.history(None, "")
             payload["history"] = json.loads(json.dumps(history[:HISTORY_ROWS], default=str))
+        if quota_source is not None:
+            payload["board_quota"] = quota_rows(zone)
         return payload
+
+    def quota_rows(zone: str) -> list[dict[str, Any]]:
+        """The quota rows with their reset time in the dashboard's time zone."""
+        rows: list[dict[str, Any]] = []
+        for row in quota_source() if quota_source is not None else []:
+            reset = row.get("reset_at")
+            rows.append(
+                {
+                    **row,
+                    "reset_local": (
+                        human_time(datetime.fromisoformat(reset), zone)
+                        if isinstance(reset, str)
+                        else None
+                    ),
+                }
+            )
+        return rows
 
     shared = _SharedView()
 
@@ -530,19 +554,44 @@ def dashboard_router(
         async def stream() -> AsyncIterator[str]:
             async with broker.subscribe() as subscription:
                 yield f"retry: {SSE_RETRY_MS}\n\n"
-                yield await current()
+                event, quota_sent = await current()
+                yield event
                 async for tick in subscription:
                     if tick is Tick.HEARTBEAT:
-                        yield ": heartbeat\n\n"
+                        # Quota moves with every poll, not only with the ledger: sent
+                        # on its own when it changed since the last event.
+                        quota = await quota_now()
+                        if quota is not None and quota != quota_sent:
+                            quota_sent = quota
+                            yield _sse("quota", quota)
+                        else:
+                            yield ": heartbeat\n\n"
                     else:
-                        yield await current()
+                        event, quota = await current()
+                        quota_sent = quota if quota is not None else quota_sent
+                        yield event
 
-        async def current() -> str:
+        async def quota_now() -> list[dict[str, Any]] | None:
+            if quota_source is None:
+                return None
+            zone = review.time_zone() if review is not None else "UTC"
             try:
-                return _sse("pipeline", await shared_view())
+                rows: list[dict[str, Any]] = json.loads(
+                    json.dumps(await run_in_threadpool(quota_rows, zone), default=str)
+                )
+            except Exception:
+                log.exception("dashboard.quota_failed")
+                return None
+            return rows
+
+        async def current() -> tuple[str, Any]:
+            """The pipeline event, and the quota rows it carries (None: none)."""
+            try:
+                data = await shared_view()
+                return _sse("pipeline", data), data.get("board_quota")
             except Exception as exc:
                 log.exception("dashboard.payload_failed")
-                return _sse("problem", {"message": f"{exc.__class__.__name__}: {exc}"})
+                return _sse("problem", {"message": f"{exc.__class__.__name__}: {exc}"}), None
 
         return StreamingResponse(
             stream(),

@@ -157,12 +157,32 @@ def test_dashboard_in_chromium(services: Services) -> None:
     require_browser()
     from playwright.sync_api import expect, sync_playwright
 
-    broker = ChangeBroker()
+    broker = ChangeBroker(heartbeat_seconds=0.5)
     actions = RecordingActions()
     app = FastAPI()
     get_payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
+    quota: list[dict[str, Any]] = [
+        {
+            "board": "acme-web",
+            "source": "github",
+            "reported": True,
+            "resource": "graphql",
+            "remaining": 4321,
+            "limit": 5000,
+            "reset_at": "2026-11-02T10:00:00+00:00",
+            "retry_after": None,
+            "observed_at": "2026-11-02T09:10:00+00:00",
+            "calls_last_hour": 12,
+        }
+    ]
     app.include_router(
-        dashboard_router(get_payload, broker, actions, DashboardAuth(required=False))
+        dashboard_router(
+            get_payload,
+            broker,
+            actions,
+            DashboardAuth(required=False),
+            quota_source=lambda: [dict(row) for row in quota],
+        )
     )
     problems: list[str] = []
 
@@ -213,6 +233,13 @@ def test_dashboard_in_chromium(services: Services) -> None:
                 live.pop(volatile)
             assert live == first_paint
             assert first_paint["cell-acme-ready-amount"] == "4,000.00 EUR"
+            assert first_paint["quota-acme-web-remaining"] == "4321 of 5000"
+
+            # A poll changes the board quota: on the page by the next heartbeat.
+            quota[0].update(remaining=3990, calls_last_hour=19, retry_after=2)
+            expect(testid("quota-acme-web-remaining")).to_contain_text("3990 of 5000")
+            expect(testid("quota-acme-web-remaining")).to_contain_text("slowed down 2 s")
+            expect(testid("quota-acme-web-calls")).to_have_text("19")
 
             # A ledger change shows up without a reload, within 2 s.
             page.evaluate("window.__kanvoiceNoReload = true")

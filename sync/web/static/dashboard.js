@@ -443,6 +443,56 @@
     return el("section", { className: "card", "aria-labelledby": "history-title", "data-testid": "history" }, nodes);
   }
 
+  // --- board API quota (same markup as templates/_quota.html) ---
+
+  function figure(value) {
+    if (value === null || value === undefined) return "—";
+    return String(Number(value));
+  }
+
+  function quotaSection(rows) {
+    const nodes = [el("h2", { id: "quota-title", text: "Board API quota" })];
+    if (!rows.length) {
+      nodes.push(el("p", { className: "muted", "data-testid": "quota-none", text: "No GitHub or Azure DevOps board is configured." }));
+    } else {
+      const body = rows.map((q) => {
+        const remaining = q.reported
+          ? figure(q.remaining) + (q.limit !== null && q.limit !== undefined ? ` of ${figure(q.limit)}` : "")
+          : "not reported";
+        return el("tr", { "data-testid": `quota-${q.board}` }, [
+          el("th", { scope: "row", text: q.board }),
+          el("td", { "data-label": "API", text: q.resource ? `${q.source} · ${q.resource}` : q.source }),
+          el("td", { className: "num", "data-label": "Remaining", "data-testid": `quota-${q.board}-remaining` }, [
+            remaining,
+            q.retry_after ? " " : null,
+            q.retry_after ? el("span", { className: "flag", text: `⚠ slowed down ${figure(q.retry_after)} s` }) : null,
+          ]),
+          el("td", { "data-label": "Resets", "data-testid": `quota-${q.board}-reset` }, [
+            q.reset_at ? el("time", { datetime: q.reset_at, text: q.reset_local || q.reset_at }) : "—",
+          ]),
+          el("td", { className: "num", "data-label": "Calls, last hour", "data-testid": `quota-${q.board}-calls`, text: String(q.calls_last_hour) }),
+        ]);
+      });
+      const headers = [["Board", null], ["API", null], ["Remaining", "num"], ["Resets", null], ["Calls, last hour", "num"]];
+      nodes.push(
+        el("div", { className: "scroll", role: "region", "aria-labelledby": "quota-title", tabindex: "0" }, [
+          el("table", { className: "quota cards", "data-testid": "quota-table" }, [
+            el("thead", {}, [el("tr", {}, headers.map(([h, cls]) => el("th", { scope: "col", className: cls, text: h })))]),
+            el("tbody", {}, body),
+          ]),
+        ]),
+        el("p", { className: "muted", text: 'Azure DevOps reports its TSTU quota only when a request was delayed or close to the limit; "not reported" means it is not throttling.' })
+      );
+    }
+    return el("section", { className: "card", "aria-labelledby": "quota-title", "data-testid": "board-quota" }, nodes);
+  }
+
+  function renderQuota(rows) {
+    const holder = document.getElementById("quota");
+    if (!holder || !Array.isArray(rows)) return;
+    holder.replaceChildren(quotaSection(rows));
+  }
+
   function filterHistory() {
     const input = document.getElementById("history-search");
     const table = document.querySelector('[data-testid="history-table"]');
@@ -561,6 +611,7 @@
       if (opened.has(details.dataset.testid)) details.open = true;
     }
     filterHistory();
+    if (payload.board_quota !== undefined) renderQuota(payload.board_quota);
     if (focusId) {
       const again = container.querySelector(`[data-testid="${CSS.escape(focusId)}"]`);
       if (again) again.focus();
@@ -740,6 +791,9 @@
       render(JSON.parse(event.data));
       status.textContent = "live";
       status.classList.remove("offline");
+    });
+    source.addEventListener("quota", (event) => {
+      renderQuota(JSON.parse(event.data));
     });
     source.addEventListener("problem", (event) => {
       const data = JSON.parse(event.data);

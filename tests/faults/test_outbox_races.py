@@ -160,10 +160,15 @@ async def test_adjust_while_a_line_is_on_its_way_to_stripe_puts_the_new_hours_on
     invoice_id = services.invoicing.create_or_refresh_draft("acme").invoice_id
     assert invoice_id is not None
     with services.ledger.engine.connect() as conn:
-        first = conn.execute(
-            select(t.entries.c.id).where(t.entries.c.invoice_id == invoice_id)
-            .order_by(t.entries.c.id)
-        ).scalars().first()
+        first = (
+            conn.execute(
+                select(t.entries.c.id)
+                .where(t.entries.c.invoice_id == invoice_id)
+                .order_by(t.entries.c.id)
+            )
+            .scalars()
+            .first()
+        )
         version = conn.execute(
             select(t.invoices.c.version).where(t.invoices.c.id == invoice_id)
         ).scalar_one()

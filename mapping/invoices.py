@@ -638,6 +638,11 @@ class OpenDraft:
     approved: bool
     lines: int
 
+    @property
+    def usable(self) -> bool:
+        """An undecided draft takes new lines; an approved (or finalized) one never."""
+        return self.state is InvoiceState.DRAFT and not self.approved
+
 
 @dataclass(frozen=True, slots=True)
 class DraftPlan:
@@ -657,9 +662,7 @@ def place_ready_lines(
     """Where the client's ready entries go. An approved (or finalized) invoice still in
     the slot is immutable: it gives up the slot and a new draft takes the lines.
     `max_lines` (Stripe's 250 items per invoice) caps the draft; the rest stays ready."""
-    usable = open_draft is not None and (
-        open_draft.state is InvoiceState.DRAFT and not open_draft.approved
-    )
+    usable = open_draft is not None and open_draft.usable
     on_draft = open_draft.lines if usable and open_draft is not None else 0
     room = len(ready) if max_lines is None else max(0, max_lines - on_draft)
     add = ready[:room]

@@ -96,6 +96,14 @@ def line_who(grouping: LineGrouping, person: str | None, role: str | None, staff
     return f"{name} ({role_text})" if role_text else name
 
 
+def rate_text(rate: Decimal, currency: str) -> str:
+    """A rate with the currency's decimals (120.00 EUR), or all of its own digits when
+    it has more (5.1245 KWD): a rate is not an amount and is never rounded for show."""
+    exponent = Money.zero(currency).exponent
+    shown = rate.quantize(Decimal(1).scaleb(-exponent))
+    return f"{shown if shown == rate else rate:,} {currency}"
+
+
 def line_what(kind: EntryKind | str, hours: Decimal, rate_text: str, who: str = "") -> str:
     """The part of a line's description that says what the money is for: the
     milestone, or hours × rate, prefixed by who did the work when the client asks."""
@@ -161,12 +169,12 @@ def stripe_line(
     and metadata naming the entry (`kanvoice_entry`: what drain and reconcile search
     by), item, board and client. `fit_description(text, keep)` and `fit_metadata` are
     the hooks for Stripe's field limits (`mapping.stripe_rules` on the money branch)."""
-    rate = Money(line.rate or Decimal(0), line.currency).quantized()
     who = line_who(grouping, line.person, line.role, staff or Staff())
-    what = line_what(line.kind, line.hours, str(rate), who)
-    # Finance may have reworded the line (Adjust): the entry's own text wins.
+    what = line_what(line.kind, line.hours, rate_text(line.rate or Decimal(0), line.currency), who)
+    # Finance may have reworded the line (Adjust): the entry's own text wins. The
+    # reference and hours × rate are kept whole; the url only when it fits too.
     keep = f" [{line.board} {line.external_id}] {what}"
-    if line.url:
+    if line.url and len(keep) + len(line.url) + 1 < MAX_DESCRIPTION:
         keep += f" {line.url}"
     created = _aware(line.created_at)
     ended = _aware(line.done_at) if line.done_at else created
@@ -179,9 +187,9 @@ def stripe_line(
         "hours": str(line.hours),
         "rate": str(line.rate) if line.rate is not None else "",
     }
-    if line.person is not None:
+    if line.person:
         metadata["person"] = line.person
-    if line.role is not None:
+    if line.role:
         metadata["role"] = line.role
     if invoice_ref is not None:
         metadata["kanvoice_invoice"] = invoice_ref

@@ -40,7 +40,6 @@ from mapping.invoices import (
     FollowState,
     Ignore,
     InvoiceState,
-    LineView,
     OpenDraft,
     Refusal,
     Refused,
@@ -91,6 +90,7 @@ from mapping.stripe_rules import (
 from sync.engine import Clock
 from sync.failpoints import failpoint
 from sync.ledger import schema as t
+from sync.ledger.drafts import draft_view
 from sync.ledger.ops import (
     audit,
     bump_version,
@@ -464,48 +464,10 @@ class Invoicing:
             who = existing.approver if existing else "someone"
             raise InvoicingError(f"invoice {invoice_id} was already approved by {who}") from None
 
-    def _draft_view(self, conn: Connection, invoice_id: int) -> DraftView | None:
+    @staticmethod
+    def _draft_view(conn: Connection, invoice_id: int) -> DraftView | None:
         """The invoice and its drafted / approved lines, as the decisions see them."""
-        invoice = conn.execute(select(t.invoices).where(t.invoices.c.id == invoice_id)).first()
-        if invoice is None:
-            return None
-        approved_by = conn.execute(
-            select(t.approvals.c.approver).where(t.approvals.c.invoice_id == invoice_id)
-        ).scalar_one_or_none()
-        rows = conn.execute(
-            select(t.entries, t.items.c.item_key)
-            .join(t.items, t.items.c.id == t.entries.c.item_id)
-            .where(
-                t.entries.c.invoice_id == invoice_id,
-                t.entries.c.state.in_([EntryState.DRAFTED.value, EntryState.APPROVED.value]),
-            )
-            .order_by(t.entries.c.id)
-        ).all()
-        return DraftView(
-            invoice_id=invoice_id,
-            client=invoice.client,
-            state=invoice_state(invoice.state),
-            version=int(invoice.version),
-            currency=invoice.currency,
-            approved_by=approved_by,
-            lines=tuple(
-                LineView(
-                    entry_id=int(r.id),
-                    item_key=r.item_key,
-                    kind=EntryKind(r.kind),
-                    seq=int(r.seq),
-                    state=EntryState(r.state),
-                    hours=r.hours,
-                    rate=r.rate,
-                    amount=r.amount,
-                    currency=r.currency,
-                    description=r.description or "",
-                    invoice_id=r.invoice_id,
-                    stripe_item_id=r.stripe_invoice_item_id,
-                )
-                for r in rows
-            ),
-        )
+        return draft_view(conn, invoice_id)
 
     def _record_approval(
         self, conn: Connection, decision: Approve, channel: str, now: datetime

@@ -360,8 +360,10 @@ class Reject:
     releases: tuple[Release, ...]
 
 
-def _draft_refusal(draft: DraftView | None, version: int | None) -> Refused | None:
-    """Common checks: a draft, not approved, at the version the person saw, with lines."""
+def draft_refusal(draft: DraftView | None, version: int | None) -> Refused | None:
+    """Whether a person may decide on `draft` as they saw it (`version`): a draft, not
+    approved, unchanged since, with lines. None: yes; else the refusal. Every decision
+    (approve, reject, adjust, and the shell's own pre-checks) asks this."""
     if draft is None:
         return Refused(Refusal.NOT_A_DRAFT, "no such invoice")
     if draft.is_approved:
@@ -398,7 +400,7 @@ def decide_approve(
     A total under the minimum charge (`charge_rule`) is refused unless `force`."""
     if not is_approver:
         return Refused(Refusal.NOT_APPROVER, f"{approver} is not an approver")
-    refused = _draft_refusal(draft, version)
+    refused = draft_refusal(draft, version)
     if refused is not None:
         return refused
     assert draft is not None
@@ -439,7 +441,7 @@ def decide_reject(
         return Refused(Refusal.NOT_APPROVER, f"{who} is not an approver")
     if not reason.strip():
         return Refused(Refusal.NO_REASON, "a reason is required to reject a draft")
-    refused = _draft_refusal(draft, version)
+    refused = draft_refusal(draft, version)
     if refused is not None:
         return refused
     assert draft is not None
@@ -547,7 +549,7 @@ def decide_adjust(
     amount = `line_amount(hours, rate)`. Nothing differing is refused."""
     if not is_approver:
         return Refused(Refusal.NOT_APPROVER, f"{who} is not an approver")
-    refused = _draft_refusal(draft, version)
+    refused = draft_refusal(draft, version)
     if refused is not None:
         return refused
     assert draft is not None

@@ -67,7 +67,7 @@ from connectors.slack import (
 from connectors.slack.messages import line_block_id, mention
 from connectors.slack.port import SlackPort
 from mapping.domain import EntryState
-from mapping.invoices import LineChange, Refusal, Refused, decide_adjust
+from mapping.invoices import LineChange, Refusal, Refused, decide_adjust, draft_refusal
 from mapping.money import Money
 from sync.engine import Clock
 from sync.invoicing import (
@@ -853,24 +853,17 @@ class ApprovalDesk:
         return f"Invoice draft #{invoice_id} cannot take this decision now."
 
     def _open_draft(self, conn: Connection, decision: Decision, lock: bool = False) -> Any:
-        """The invoice, if it is an undecided draft at the clicked version with lines."""
-        invoice = conn.execute(
-            select(t.invoices).where(t.invoices.c.id == decision.invoice_id).with_for_update()
-            if lock
-            else select(t.invoices).where(t.invoices.c.id == decision.invoice_id)
-        ).first()
-        approved = conn.execute(
-            select(t.approvals.c.id).where(t.approvals.c.invoice_id == decision.invoice_id)
-        ).first()
-        if (
-            invoice is None
-            or approved is not None
-            or invoice.state != "draft"
-            or invoice.version != decision.version
-            or not self._summary(conn, invoice).lines
-        ):
+        """The invoice, if it is an undecided draft at the clicked version with lines
+        (`mapping.invoices.draft_refusal`); else `_NotApplicable` explaining why."""
+        if lock:
+            conn.execute(
+                select(t.invoices.c.id)
+                .where(t.invoices.c.id == decision.invoice_id)
+                .with_for_update()
+            ).first()
+        if draft_refusal(draft_view(conn, decision.invoice_id), decision.version) is not None:
             raise _NotApplicable(self._explain(conn, decision.invoice_id, decision.version))
-        return invoice
+        return invoice_row(conn, decision.invoice_id)
 
     def _ask(self, decision: Decision, modal: Literal["adjust", "reject"]) -> Reply:
         """The Adjust / Reject button: open the modal if the draft can still change."""

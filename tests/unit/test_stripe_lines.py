@@ -108,6 +108,40 @@ def test_the_invoice_item_of_a_milestone_and_the_limit_hooks() -> None:
     assert dict(line.metadata).get("kanvoice_invoice") is None
 
 
+DESCRIPTION_CASES = [
+    pytest.param({}, "Login page [web 1] 2.5 h × 120.00 EUR https://example.test/1", id="time"),
+    pytest.param(
+        {"rate": Decimal("5.1245"), "currency": "KWD"},
+        "Login page [web 1] 2.5 h × 5.1245 KWD https://example.test/1",
+        id="a rate is never rounded for show",
+    ),
+    pytest.param(
+        {"rate": Decimal(1500), "currency": "JPY"},
+        "Login page [web 1] 2.5 h × 1,500 JPY https://example.test/1",
+        id="zero-decimal rate",
+    ),
+    pytest.param(
+        {"description": "Reworded by finance"},
+        "Reworded by finance [web 1] 2.5 h × 120.00 EUR https://example.test/1",
+        id="the entry's own text wins",
+    ),
+    pytest.param({"url": ""}, "Login page [web 1] 2.5 h × 120.00 EUR", id="no url"),
+    pytest.param(
+        {"url": "https://example.test/" + "x" * 480},
+        "Login page [web 1] 2.5 h × 120.00 EUR",
+        id="a url that does not fit whole is left out",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "description"), DESCRIPTION_CASES)
+def test_the_description_says_what_the_money_is_for(
+    change: dict[str, object], description: str
+) -> None:
+    source = replace(SOURCE, **change)  # type: ignore[arg-type]
+    assert stripe_line(source, StripeCustomer("acme", "cus_1")).description == description
+
+
 D = EntryState.DRAFTED
 CREATE_CASES = [
     pytest.param(EntryOnDraft(1, D, 7, None), True, CreateLine(), id="create"),

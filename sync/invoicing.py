@@ -409,7 +409,9 @@ class Invoicing:
 
         A total under Stripe's minimum charge for the currency is refused with
         BelowMinimumCharge (the lines stay on the open draft, for the next invoice)
-        unless `force`, which is recorded in the approval's audit row.
+        unless `force`: the decision's `forced_below_minimum` is stored on the approval
+        (and its audit row), and only such an approval passes the finalize guard under
+        the minimum.
 
         Raises NotAnApprover, LookupError (no such invoice) or InvoicingError (already
         decided, changed since the approver saw it, or nothing on it)."""

@@ -138,7 +138,7 @@ def state_from_stripe(status: str | None, deleted: bool = False) -> InvoiceState
 @dataclass(frozen=True, slots=True)
 class FollowState:
     """Move the invoice to `target`. `record_finalized`: record number, total and
-    entries invoiced (`needs_approval_check`: audit when no approval exists: it was
+    entries invoiced (the shell audits a finalize without an approval row: it was
     finalized outside kanvoice). `release_entries`: void/deleted: entries back to
     ready for the next draft. `mark_paid`: invoiced entries become paid."""
 

@@ -348,10 +348,13 @@ class AmountDrift:
 
 @dataclass(frozen=True, slots=True)
 class DeleteStray:
-    """A Stripe line naming an entry that is not on this draft: delete it."""
+    """A Stripe line naming an entry that is not on this draft, or (`duplicate_of`: the
+    line kept) a second line for an entry that already has one: delete it, or the
+    client is billed twice."""
 
     stripe_item_id: str
     entry_ref: str
+    duplicate_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,31 +380,38 @@ def diff_lines(
 
     `entry_ref(entry_key)` is the value Stripe's metadata holds for an entry key (the
     money branch shortens long keys). Stripe items without a `kanvoice_entry` (added by
-    hand) are left alone."""
+    hand) are left alone. An entry keeps one line: any other line naming it is deleted."""
     ours = list(lines)
-    by_ref: dict[str, StripeItem] = {}
+    by_ref: dict[str, list[StripeItem]] = {}
     for item in items:
         if item.entry_ref:
-            by_ref.setdefault(item.entry_ref, item)
+            by_ref.setdefault(item.entry_ref, []).append(item)
     repairs: list[Repair] = []
     refs = set()
     for line in ours:
         ref = entry_ref(line.entry_key)
         refs.add(ref)
-        remote = by_ref.get(ref)
-        if remote is None:
+        remote_items = by_ref.get(ref, [])
+        if not remote_items:
             if not line.pending:
                 repairs.append(Requeue(line.entry_id, line.entry_key))
             continue
+        # One line per entry: the one it is linked to, else Stripe's first.
+        remote = next(
+            (i for i in remote_items if i.item_id == line.stripe_item_id), remote_items[0]
+        )
         if line.stripe_item_id != remote.item_id:
             repairs.append(Link(line.entry_id, line.entry_key, remote.item_id))
         if remote.amount_minor != line.amount_minor:
             repairs.append(
                 AmountDrift(line.entry_id, line.entry_key, remote.amount_minor, line.amount_minor)
             )
-    for ref, item in by_ref.items():
+        for extra in remote_items:
+            if extra is not remote:
+                repairs.append(DeleteStray(extra.item_id, ref, duplicate_of=remote.item_id))
+    for ref, found in by_ref.items():
         if ref not in refs:
-            repairs.append(DeleteStray(item.item_id, ref))
+            repairs.extend(DeleteStray(item.item_id, ref) for item in found)
     on_draft = {line.entry_id for line in ours}
     for linked in linked_elsewhere:
         if linked.entry_id not in on_draft:

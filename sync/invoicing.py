@@ -1281,7 +1281,10 @@ class Invoicing:
                 )
             elif isinstance(fix, DeleteStray):
                 drift(
-                    f"Stripe line {fix.stripe_item_id} names entry {fix.entry_ref}, "
+                    f"Stripe line {fix.stripe_item_id} repeats entry {fix.entry_ref} "
+                    f"(its line is {fix.duplicate_of})"
+                    if fix.duplicate_of
+                    else f"Stripe line {fix.stripe_item_id} names entry {fix.entry_ref}, "
                     "which is not on this draft",
                     "deleted from the draft" if repair else "none",
                 )

@@ -207,3 +207,31 @@ async def test_adjust_while_a_line_is_on_its_way_to_stripe_puts_the_new_hours_on
     invoices = stripe_world.fake.list_objects("invoice")
     assert [(i["status"], i["total"]) for i in invoices] == [("open", 66000)]
     await assert_invariants(services, stripe_world.fake)
+
+
+async def test_reconcile_deletes_a_second_stripe_line_for_one_entry(
+    two: tuple[Services, Services], stripe_world: StripeWorld, clock: FixedClock
+) -> None:
+    services, _ = two
+    assert services.invoicing.create_or_refresh_draft("acme").invoice_id is not None
+    await settle(services, clock)
+    # A second line naming an entry already on the draft (a create replayed under a new
+    # key, a copy made by hand): the client would be billed twice.
+    (first, *_) = sorted(stripe_world.fake.list_objects("invoiceitem"), key=lambda i: i["id"])
+    copy = await services.invoicing.gateway.create_invoice_item(
+        {
+            "customer": first["customer"],
+            "invoice": first["invoice"],
+            "amount": first["amount"],
+            "currency": first["currency"],
+            "description": first["description"],
+            "metadata": first["metadata"],
+        },
+        "test-duplicate-line",
+    )
+    drifts = await services.invoicing.reconcile()
+    assert [d.repair for d in drifts] == ["deleted from the draft"]
+    assert "repeats entry" in drifts[0].problem
+    live = {i["id"] for i in stripe_world.fake.list_objects("invoiceitem") if not i.get("deleted")}
+    assert first["id"] in live and copy["id"] not in live
+    await assert_invariants(services, stripe_world.fake)

@@ -45,7 +45,7 @@ from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import structlog
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import FatalError
@@ -66,7 +66,8 @@ from connectors.slack import (
 )
 from connectors.slack.messages import line_block_id, mention
 from connectors.slack.port import SlackPort
-from mapping.domain import EntryKind, EntryState, Staff, entry_key
+from mapping.domain import EntryState, Staff
+from mapping.invoices import LineChange, Refusal, Refused, decide_adjust, draft_refusal
 from mapping.money import Money
 from sync.budgets import draft_budget
 from sync.draft_all import DraftAllReport, draft_all
@@ -81,6 +82,7 @@ from sync.invoicing import (
     drainer_owner,
 )
 from sync.ledger import schema as t
+from sync.ledger.drafts import draft_view, record_write_off, time_seqs
 from sync.ledger.ops import (
     audit,
     enqueue,
@@ -909,24 +911,17 @@ class ApprovalDesk:
         return f"Invoice draft #{invoice_id} cannot take this decision now."
 
     def _open_draft(self, conn: Connection, decision: Decision, lock: bool = False) -> Any:
-        """The invoice, if it is an undecided draft at the clicked version with lines."""
-        invoice = conn.execute(
-            select(t.invoices).where(t.invoices.c.id == decision.invoice_id).with_for_update()
-            if lock
-            else select(t.invoices).where(t.invoices.c.id == decision.invoice_id)
-        ).first()
-        approved = conn.execute(
-            select(t.approvals.c.id).where(t.approvals.c.invoice_id == decision.invoice_id)
-        ).first()
-        if (
-            invoice is None
-            or approved is not None
-            or invoice.state != "draft"
-            or invoice.version != decision.version
-            or not self._summary(conn, invoice).lines
-        ):
+        """The invoice, if it is an undecided draft at the clicked version with lines
+        (`mapping.invoices.draft_refusal`); else `_NotApplicable` explaining why."""
+        if lock:
+            conn.execute(
+                select(t.invoices.c.id)
+                .where(t.invoices.c.id == decision.invoice_id)
+                .with_for_update()
+            ).first()
+        if draft_refusal(draft_view(conn, decision.invoice_id), decision.version) is not None:
             raise _NotApplicable(self._explain(conn, decision.invoice_id, decision.version))
-        return invoice
+        return invoice_row(conn, decision.invoice_id)
 
     def _ask(self, decision: Decision, modal: Literal["adjust", "reject"]) -> Reply:
         """The Adjust / Reject button: open the modal if the draft can still change."""
@@ -1081,7 +1076,9 @@ class ApprovalDesk:
             with self.ledger.engine.begin() as conn:
                 invoice = self._open_draft(conn, decision, lock=True)
                 before = self._summary(conn, invoice)
-                changed, changes = self._apply(conn, invoice, decision.adjustments, user, now)
+                changed, changes = self._apply(
+                    conn, invoice, decision.adjustments, user, now, decision.version
+                )
                 queue_draft_edits(conn, changed, now)
                 invoice = invoice_row(conn, invoice.id)
                 message = self._message_of(decision, invoice)
@@ -1115,133 +1112,79 @@ class ApprovalDesk:
         adjustments: tuple[LineAdjustment, ...],
         user: str,
         now: datetime,
+        version: int,
     ) -> tuple[list[int], list[dict[str, Any]]]:
-        ids = [a.entry_id for a in adjustments]
-        rows = {
-            int(r.id): r
-            for r in conn.execute(
-                select(t.entries, t.items.c.item_key)
-                .join(t.items, t.items.c.id == t.entries.c.item_id)
-                .where(t.entries.c.id.in_(ids))
-            ).all()
-        }
-        errors: dict[str, str] = {}
-        for adj in adjustments:
-            row = rows.get(adj.entry_id)
-            where = line_block_id(adj.entry_id, "description")
-            if row is None or row.invoice_id != invoice.id or row.state != EntryState.DRAFTED.value:
-                errors[where] = "This line is no longer on the draft; close and reopen Adjust."
-                continue
-            if row.kind != EntryKind.TIME.value and (adj.hours is not None or adj.rate is not None):
-                errors[where] = "Only time lines have hours and a rate to change."
-                continue
-            if adj.hours is not None and adj.hours > row.hours:
-                errors[line_block_id(adj.entry_id, "hours")] = (
-                    f"Hours can only be lowered here (now {row.hours} h); "
-                    "more hours come from the board."
+        """Ask `mapping.invoices.decide_adjust`, then apply its answer: excluded entries
+        voided, write-offs recorded as voided entries, repriced entries updated (with
+        the amount the core computed). Returns the changed entry ids and the audit's
+        change list, in the order of the form."""
+        draft = draft_view(conn, int(invoice.id))
+        items = [line.item_key for line in draft.lines] if draft is not None else []
+        decision = decide_adjust(
+            draft,
+            user,
+            tuple(
+                LineChange(a.entry_id, a.hours, a.rate, a.description, a.exclude)
+                for a in adjustments
+            ),
+            is_approver=True,  # checked before (`decide` / `adjust_lines`)
+            version=version,
+            time_seqs=time_seqs(conn, items),
+        )
+        if isinstance(decision, Refused):
+            if decision.refusal is Refusal.INVALID and decision.errors:
+                raise _Invalid(
+                    {
+                        line_block_id(entry, field): text
+                        for (entry, field), text in decision.errors.items()
+                    }
                 )
-            if adj.rate is not None and row.rate is None:
-                errors[line_block_id(adj.entry_id, "rate")] = "This line has no rate to change."
-        if errors:
-            raise _Invalid(errors)
-
+            raise _NotApplicable(self._explain(conn, int(invoice.id), version))
+        lines = {line.entry_id: line for line in draft.lines} if draft is not None else {}
+        excluded = {e.entry_id for e in decision.excluded}
+        repriced = {r.entry_id: r for r in decision.repriced}
         changed: list[int] = []
         changes: list[dict[str, Any]] = []
-        for adj in adjustments:
-            row = rows[adj.entry_id]
-            if adj.exclude or (adj.hours is not None and adj.hours == 0):
-                move_entry(conn, row.id, EntryState.VOIDED, user, f"excluded by {user}", now)
-                changed.append(int(row.id))
-                changes.append({"entry_id": int(row.id), "excluded": True})
+        for entry_id in dict.fromkeys(a.entry_id for a in adjustments):
+            if entry_id in excluded:
+                move_entry(conn, entry_id, EntryState.VOIDED, user, f"excluded by {user}", now)
+                changed.append(entry_id)
+                changes.append({"entry_id": entry_id, "excluded": True})
                 continue
+            fix = repriced.get(entry_id)
+            if fix is None:
+                continue
+            for off in decision.write_offs:
+                if off.from_entry_id == entry_id:
+                    record_write_off(conn, off, now)
+            line = lines[entry_id]
             values: dict[str, Any] = {}
-            change: dict[str, Any] = {"entry_id": int(row.id)}
-            hours, rate = row.hours, row.rate
-            if adj.hours is not None and adj.hours != row.hours:
-                self._write_off(conn, row, row.hours - adj.hours, user, now)
-                hours = adj.hours
-                change["hours"] = [str(row.hours), str(hours)]
-            if adj.rate is not None and adj.rate != row.rate:
-                rate = adj.rate
-                change["rate"] = [str(row.rate), str(rate)]
-            if hours != row.hours or rate != row.rate:
-                values["hours"] = hours
-                values["rate"] = rate
-                values["amount"] = Money(hours * rate, row.currency).quantized().amount
-            if adj.description is not None and adj.description != row.description:
-                values["description"] = adj.description
-                change["description"] = True
-            if not values:
-                continue
-            what = ", ".join(k for k in ("hours", "rate", "description") if k in change)
-            move_entry(
-                conn, row.id, EntryState.DRAFTED, user, f"adjusted by {user}: {what}", now, **values
-            )
-            changed.append(int(row.id))
-            changes.append(change)
-        if not changed:
-            first = adjustments[0].entry_id
-            raise _Invalid(
-                {
-                    line_block_id(first, "description"): (
-                        "Nothing differs from the draft: change a value, tick Exclude, "
-                        "or press Cancel."
-                    )
-                }
-            )
-        return changed, changes
-
-    @staticmethod
-    def _write_off(conn: Connection, row: Any, hours: Decimal, user: str, now: datetime) -> None:
-        """The hours taken off a line, kept as a voided entry so they count as settled."""
-        seq = (
-            conn.execute(
-                select(func.coalesce(func.max(t.entries.c.seq), 0)).where(
-                    t.entries.c.item_id == row.item_id,
-                    t.entries.c.kind == EntryKind.TIME.value,
+            change: dict[str, Any] = {"entry_id": entry_id}
+            if "hours" in fix.what:
+                change["hours"] = [str(line.hours), str(fix.hours)]
+            if "rate" in fix.what:
+                change["rate"] = [str(line.rate), str(fix.rate)]
+            if "hours" in fix.what or "rate" in fix.what:
+                values.update(
+                    hours=fix.hours,
+                    rate=fix.rate,
+                    amount=fix.amount.amount if fix.amount is not None else None,
                 )
-            ).scalar_one()
-            + 1
-        )
-        amount = (
-            Money(hours * row.rate, row.currency).quantized().amount
-            if row.rate is not None
-            else None
-        )
-        reason = f"written off by {user}"
-        entry_id = conn.execute(
-            insert(t.entries).values(
-                entry_key=entry_key(row.item_key, EntryKind.TIME, int(seq), row.person),
-                person=row.person,  # the written-off hours stay that person's (issue 18)
-                role=row.role,
-                item_id=row.item_id,
-                client=row.client,
-                kind=EntryKind.TIME.value,
-                seq=int(seq),
-                state=EntryState.VOIDED.value,
-                hours=hours,
-                rate=row.rate,
-                amount=amount,
-                currency=row.currency,
-                description=reason,
-                done_at=row.done_at,
-                invoice_id=None,
-                created_at=now,
-                updated_at=now,
+            if fix.description is not None:
+                values["description"] = fix.description
+                change["description"] = True
+            move_entry(
+                conn,
+                entry_id,
+                EntryState.DRAFTED,
+                user,
+                f"adjusted by {user}: {', '.join(fix.what)}",
+                now,
+                **values,
             )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        conn.execute(
-            insert(t.entry_events).values(
-                entry_id=entry_id,
-                from_state=None,
-                to_state=EntryState.VOIDED.value,
-                hours=hours,
-                amount=amount,
-                actor=user,
-                reason=f"{reason}: {hours} h of entry #{row.id}",
-                at=now,
-            )
-        )
+            changed.append(entry_id)
+            changes.append(change)
+        return changed, changes
 
 
 # --------------------------------------------------------------------------------------

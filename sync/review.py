@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from connectors.slack import LineAdjustment
 from mapping.domain import EntryState
+from mapping.invoices import draft_refusal
 from mapping.money import Money
 from mapping.review import (
     INVOICE_EVENTS,
@@ -35,6 +36,7 @@ from sync.budgets import draft_budget
 from sync.invoicing import NotAnApprover
 from sync.ledger import lines as line_links
 from sync.ledger import review as q
+from sync.ledger.drafts import draft_view
 from sync.ledger.ops import audit, bump_version, invoice_row
 
 MAX_DESCRIPTION = 500
@@ -195,16 +197,11 @@ class Review:
                 audit(conn, now, who, "defer_refused", f"invoice:{invoice_id}", channel=channel)
             raise NotAnApprover(f"{who} is not an approver")
         with self.ledger.engine.begin() as conn:
-            invoice = invoice_row(conn, invoice_id, lock=True)
-            approved = q.approvals(conn).get(invoice_id)
-            if invoice.state != "draft" or approved is not None:
-                state = "approved" if approved is not None else invoice.state
-                raise ValueError(f"invoice {invoice_id} is {state}: its lines can no longer move")
-            if int(invoice.version) != version:
-                raise ValueError(
-                    f"invoice {invoice_id} changed since you opened it (version {version} → "
-                    f"{invoice.version}); review the new version"
-                )
+            invoice_row(conn, invoice_id, lock=True)  # LookupError if none; held
+            # The rule of every decision on a draft: undecided, at the version seen.
+            refused = draft_refusal(draft_view(conn, invoice_id), version)
+            if refused is not None:
+                raise ValueError(refused.message)
             line = q.drafted_line(conn, invoice_id, entry_id)
             if line is None:
                 raise InvalidChange(f"line {entry_id} is not on draft {invoice_id}")

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
 from mapping.money import tidy_decimal
@@ -221,6 +222,9 @@ approvals = Table(
     Column("channel", String(32), nullable=False),
     Column("total_minor", BigInteger, nullable=False),
     Column("decided_at", utc_datetime(), nullable=False),
+    # Approved although under Stripe's minimum charge (`approve --force`): the
+    # finalize guard lets only such an approval through below the minimum.
+    Column("forced_below_minimum", Boolean, nullable=False, server_default=false()),
 )
 
 audit_log = Table(

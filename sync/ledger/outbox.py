@@ -58,6 +58,9 @@ class Operation(StrEnum):
     DELETE_INVOICE_ITEM = "delete_invoice_item"
     FINALIZE_INVOICE = "finalize_invoice"
     SEND_INVOICE = "send_invoice"
+    # An overdue invoice sent again as a reminder (Stripe's send), one per interval.
+    SEND_REMINDER = "send_reminder"
+    SLACK_POST_DIGEST = "slack_post_digest"
     SLACK_POST_DRAFT = "slack_post_draft"
     SLACK_UPDATE_DECIDED = "slack_update_decided"
 

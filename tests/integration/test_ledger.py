@@ -39,7 +39,7 @@ def test_migrations_build_exactly_the_declared_schema(ledger: Ledger) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), t.metadata)
     assert diff == []
     ledger.upgrade()  # idempotent on every start
-    assert ledger.current_revision() == "0006_people_cost"
+    assert ledger.current_revision() == "0008_invoice_due"
 
 
 def _entry_row(item_id: int, key: str, seq: int) -> dict[str, Any]:

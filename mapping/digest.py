@@ -60,6 +60,7 @@ class Digest:
     drafts_total: tuple[Money, ...]
     overdue: tuple[OverdueInvoice, ...]
     overdue_total: tuple[Money, ...]
+    clients_ready: int = 0
     dashboard_url: str | None = None
 
     @property
@@ -78,6 +79,7 @@ def build_digest(
 ) -> Digest:
     """The digest: gaps summed per currency (zero gaps dropped), the clients with ready
     work oldest first, drafts oldest first, overdue invoices most overdue first."""
+    clients = list(clients)
     waiting = [c for c in clients if not c.gap.amount.is_zero()]
     gaps = tuple(m for m in totals_by_currency(c.gap for c in waiting) if not m.amount.is_zero())
     longest = sorted(
@@ -96,6 +98,7 @@ def build_digest(
         drafts_total=totals_by_currency(d.total for d in draft_list),
         overdue=tuple(overdue_list),
         overdue_total=totals_by_currency(o.amount for o in overdue_list),
+        clients_ready=sum(1 for c in clients if not c.ready.amount.is_zero()),
         dashboard_url=dashboard_url,
     )
 

@@ -515,6 +515,7 @@ class ApprovalDesk:
             registry = HandlerRegistry()
             registry.register(Operation.SLACK_POST_DRAFT, self._slack_call)
             registry.register(Operation.SLACK_UPDATE_DECIDED, self._slack_call)
+            registry.register(Operation.SLACK_POST_DIGEST, self._slack_call)
             self._slack_drainer = Drainer(
                 self.ledger,
                 registry,
@@ -534,6 +535,12 @@ class ApprovalDesk:
         try:
             if op.operation is Operation.SLACK_POST_DRAFT:
                 status, result = await self._perform_post(slack, op)
+            elif op.operation is Operation.SLACK_POST_DIGEST:
+                from sync.finance import perform_digest
+
+                status, result = await perform_digest(
+                    slack, self.ledger, self.settings, self.clock, op
+                )
             else:
                 status, result = await self._perform_decided(slack, op)
         except SlackUnavailable as exc:

@@ -166,8 +166,26 @@ def status(
             help="The client's open drafts line by line (as GET /api/invoices/{id}).",
         ),
     ] = None,
+    sort: Annotated[
+        str,
+        typer.Option(
+            "--sort",
+            metavar="client|gap|age",
+            help="Order clients by key, by unbilled gap (per currency) or by oldest ready work.",
+        ),
+    ] = "client",
 ) -> None:
-    """The billing pipeline per client: in progress, ready, drafted, invoiced, paid."""
+    """The billing pipeline per client: in progress, ready, drafted, invoiced, paid;
+    totals per currency, ready work by age, overdue invoices."""
+    from mapping.aging import parse_sort
+    from sync.cli_finance import finance_status_json, print_finance
+    from sync.finance import finance_view, sort_pipelines
+
+    try:
+        order = parse_sort(sort)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] --sort: {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
     if lines is not None:
         from sync.cli_review import print_draft_lines
 
@@ -177,6 +195,10 @@ def status(
     with _errors(), _services(config, boards=False) as services:
         with services.ledger.read(services.clock()) as uow:
             pipelines = client_pipelines(uow, services.client_names())
+            view = finance_view(
+                uow.conn, pipelines, services.clock(), services.settings.finance.timezone
+            )
+            pipelines = sort_pipelines(pipelines, view, order)
             conflicts = conflict_summary(uow.conn)
             by_client = profitability(profit_entries(uow.conn), Dimension.CLIENT)
         if as_json:
@@ -184,6 +206,7 @@ def status(
                 json.dumps(
                     {
                         "clients": [p.as_dict() for p in pipelines],
+                        **finance_status_json(pipelines, view),
                         "snapshot_conflicts": conflicts,
                         "profitability": [profit_json(p) for p in by_client],
                     },
@@ -193,6 +216,7 @@ def status(
         else:
             console = wide_console()
             console.print(render_status(pipelines))
+            print_finance(console, pipelines, view)
             if by_client:
                 from sync.cli_reports import profit_table
 
@@ -314,4 +338,11 @@ if __name__ == "__main__":
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from sync import cli_boards, cli_invoicing, cli_reports, cli_review, cli_run  # noqa: E402,F401
+from sync import (  # noqa: E402,F401
+    cli_boards,
+    cli_finance,
+    cli_invoicing,
+    cli_reports,
+    cli_review,
+    cli_run,
+)

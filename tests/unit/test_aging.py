@@ -246,6 +246,7 @@ def test_digest_gap_per_currency_longest_waiting_first() -> None:
     assert digest.gap_by_currency == (eur("1500.50"), usd("20.00"))
     assert [c.client for c in digest.waiting_longest] == ["bolt", "acme", "cyan"]
     assert digest.clients_waiting == 3
+    assert digest.clients_ready == 2  # bolt's gap is all drafted
     assert [d.invoice_id for d in digest.drafts] == [9, 7]
     assert digest.drafts_total == (eur("1500.50"),)
     assert [o.invoice_id for o in digest.overdue] == [4, 3]

@@ -314,3 +314,17 @@ async def perform_digest(
     cid, ts = await slack.post_digest(str(channel), digest)
     log.info("slack.digest_posted", channel=cid, ts=ts, slot=slot)
     return "done", {"channel": cid, "ts": ts}
+
+
+def sort_payload_clients(payload: dict[str, Any], by: SortKey) -> dict[str, Any]:
+    """The dashboard payload with its clients in the requested order (the same order
+    as `sort_pipelines`, applied to the JSON rows); `payload["sort"]` names it."""
+    clients = list(payload.get("clients", []))
+    ordered = sort_rows(
+        clients,
+        by,
+        client=lambda c: str(c["client"]),
+        gap=lambda c: Money(Decimal(str(c["unbilled_gap"])), str(c["currency"])),
+        oldest_days=lambda c: (c.get("aging") or {}).get("oldest_days"),
+    )
+    return {**payload, "clients": ordered, "sort": by}

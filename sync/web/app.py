@@ -52,7 +52,12 @@ def create_app(services: Services) -> FastAPI:
         if server.dashboard_password
         else None,
     )
-    payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
+    payload = ledger_payload_source(
+        services.ledger,
+        services.client_names(),
+        services.clock,
+        services.settings.finance.timezone,
+    )
     actions = InvoicingActions(services, desk_for(services))
     app.include_router(dashboard_router(payload, broker, actions, auth, review=actions))
     app.include_router(

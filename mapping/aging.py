@@ -43,6 +43,11 @@ class AgeBucket(StrEnum):
     OVER_60 = ">60"
 
     @property
+    def slug(self) -> str:
+        """For ids and CSS: ``0-7``, ``8-30``, ``31-60``, ``over-60``."""
+        return "over-60" if self is AgeBucket.OVER_60 else self.value
+
+    @property
     def label(self) -> str:
         return {"0-7": "0–7 d", "8-30": "8–30 d", "31-60": "31–60 d", ">60": "> 60 d"}[self.value]
 

@@ -205,7 +205,7 @@ def finance_json(view: FinanceView) -> dict[str, Any]:
     keys and labels), ``overdue`` invoices and ``aging_as_of`` (the day ages count to)."""
     return {
         "totals": [t.as_dict() for t in view.totals],
-        "aging_buckets": [{"key": b.value, "label": b.label} for b in BUCKETS],
+        "aging_buckets": [{"key": b.value, "slug": b.slug, "label": b.label} for b in BUCKETS],
         "overdue": [overdue_json(o) for o in view.overdue],
         "aging_as_of": view.today.isoformat(),
     }

@@ -18,9 +18,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from connectors.slack.client import RetryPolicy
+from connectors.slack.messages import digest_blocks
 from sync.approvals import desk_for
 from sync.composition import Services, slack_client_factory
-from sync.finance import finance_view, queue_digest, queue_scheduled_digest
+from sync.finance import compose_digest, finance_view, queue_digest, queue_scheduled_digest
 from sync.ledger import schema as t
 from sync.pipeline import client_pipelines
 from sync.web.app import create_app
@@ -187,6 +188,14 @@ def test_overdue_webhook_shows_the_invoice_in_the_pipeline(
         assert [o["invoice_id"] for o in overdue] == [invoice_id]
         assert overdue[0]["amount"] == "600.00" and overdue[0]["currency"] == "EUR"
         assert overdue[0]["number"] == stripe_invoice["number"]
+        # The digest lists it too, with globex's ready work and no draft waiting.
+        services.invoicing.create_or_refresh_draft("globex")
+        digest = compose_digest(services.ledger, services.settings, clock())
+        assert [o.invoice_id for o in digest.overdue] == [invoice_id]
+        assert [str(m) for m in digest.overdue_total] == ["600.00 EUR"]
+        assert [d.client for d in digest.drafts] == ["globex"]
+        blocks = {b.block_id: b.to_dict() for b in digest_blocks(digest)}
+        assert stripe_invoice["number"] in blocks["kv_digest_overdue"]["text"]["text"]
         # A paid invoice is no longer overdue.
         paid = world.fake.build_signed_event("invoice.paid", {**stripe_invoice, "status": "paid"})
         services.invoicing.apply_event(json.loads(paid.payload))

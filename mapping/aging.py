@@ -115,37 +115,73 @@ def empty_aging(client: str, currency: str) -> ClientAging:
     return ClientAging(client, normalize_currency(currency), None, buckets)
 
 
+@dataclass(frozen=True, slots=True)
+class BucketSum:
+    """Ready work of one client, currency and bucket, summed (what the ledger's one
+    aggregate query returns): amount, entries, and the oldest entry's Done day."""
+
+    client: str
+    currency: str
+    bucket: AgeBucket
+    amount: Decimal
+    entries: int
+    oldest_on: date | None
+
+
+def bucket_cutoffs(today: date) -> tuple[date, date, date]:
+    """The earliest Done day of the 0–7, 8–30 and 31–60 buckets: work Done on or after
+    the first is 0–7 days old, on or after the second 8–30, on or after the third
+    31–60, before it more than 60 (the shell turns them into midnights of the finance
+    time zone and lets the database sum per bucket)."""
+    return (today - timedelta(days=7), today - timedelta(days=30), today - timedelta(days=60))
+
+
+def bucket_sums(work: Iterable[ReadyWork], today: date) -> list[BucketSum]:
+    """Ready entries summed per client, currency and bucket (unknown Done day: today)."""
+    sums: dict[tuple[str, str, AgeBucket], tuple[Decimal, int, date]] = {}
+    for entry in work:
+        day = entry.done_on or today
+        key = (entry.client, entry.amount.currency, bucket_for(age_days(day, today)))
+        amount, count, oldest = sums.get(key, (Decimal(0), 0, day))
+        sums[key] = (amount + entry.amount.amount, count + 1, min(oldest, day))
+    return [BucketSum(c, cur, b, a, n, o) for (c, cur, b), (a, n, o) in sums.items()]
+
+
 def client_aging(
     work: Iterable[ReadyWork], today: date, currencies: dict[str, str] | None = None
 ) -> dict[str, ClientAging]:
+    """Aging per client from single entries (see `aging_from_sums`)."""
+    return aging_from_sums(bucket_sums(work, today), today, currencies)
+
+
+def aging_from_sums(
+    sums: Iterable[BucketSum], today: date, currencies: dict[str, str] | None = None
+) -> dict[str, ClientAging]:
     """Aging per client. `currencies` (client -> currency) adds clients with nothing
-    ready (all buckets zero). An entry in another currency than the client's first one
-    is its own row (keyed ``client:CUR``), so no bucket ever mixes currencies."""
-    sums: dict[tuple[str, str], dict[AgeBucket, Decimal]] = {}
+    ready (all buckets zero). Work in another currency than the client's own is its
+    own row (keyed ``client:CUR``), so no bucket ever mixes currencies."""
+    grouped: dict[tuple[str, str], dict[AgeBucket, Decimal]] = {}
     oldest: dict[tuple[str, str], int] = {}
     counts: dict[tuple[str, str], int] = {}
-    for entry in work:
-        days = age_days(entry.done_on, today) if entry.done_on is not None else 0
-        key = (entry.client, entry.amount.currency)
-        bucket_sums = sums.setdefault(key, {})
-        which = bucket_for(days)
-        bucket_sums[which] = bucket_sums.get(which, Decimal(0)) + entry.amount.amount
+    for row in sums:
+        key = (row.client, normalize_currency(row.currency))
+        bucket_sums_ = grouped.setdefault(key, {})
+        bucket_sums_[row.bucket] = bucket_sums_.get(row.bucket, Decimal(0)) + row.amount
+        days = age_days(row.oldest_on, today) if row.oldest_on is not None else 0
         oldest[key] = max(oldest.get(key, 0), days)
-        counts[key] = counts.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) + row.entries
     out: dict[str, ClientAging] = {}
     for client, currency in (currencies or {}).items():
         out[client] = empty_aging(client, currency)
     primary: dict[str, str] = {c: normalize_currency(cur) for c, cur in (currencies or {}).items()}
-    for (client, currency), bucket_sums in sorted(sums.items()):
+    for (client, currency), by_bucket in sorted(grouped.items()):
         primary.setdefault(client, currency)
         row_key = client if primary[client] == currency else f"{client}:{currency}"
         out[row_key] = ClientAging(
             client,
             currency,
             oldest[(client, currency)],
-            tuple(
-                (b, Money(bucket_sums.get(b, Decimal(0)), currency).quantized()) for b in BUCKETS
-            ),
+            tuple((b, Money(by_bucket.get(b, Decimal(0)), currency).quantized()) for b in BUCKETS),
             counts[(client, currency)],
         )
     return out

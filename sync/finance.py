@@ -31,7 +31,7 @@ from mapping.aging import (
     ClientAging,
     OverdueInvoice,
     SortKey,
-    client_aging,
+    aging_from_sums,
     empty_aging,
     sort_rows,
     totals_by_currency,
@@ -154,7 +154,9 @@ def finance_view(
     return FinanceView(
         now=now,
         today=today,
-        aging=client_aging(ledger_finance.ready_work(conn, zone), today, currencies),
+        aging=aging_from_sums(
+            ledger_finance.ready_bucket_sums(conn, today, zone), today, currencies
+        ),
         totals=currency_totals(pipelines),
         overdue=overdue_invoices(conn, now, names),
     )

@@ -7,14 +7,22 @@ SQL lives here; the decisions are pure (`mapping.aging`, `mapping.digest`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, case, func, or_, select, update
 
-from mapping.aging import OPEN_INVOICE_STATES, ReadyWork, days_overdue, is_overdue
+from mapping.aging import (
+    BUCKETS,
+    OPEN_INVOICE_STATES,
+    BucketSum,
+    ReadyWork,
+    bucket_cutoffs,
+    days_overdue,
+    is_overdue,
+)
 from mapping.domain import EntryState
 from mapping.money import Money
 from sync.ledger import schema as t
@@ -58,27 +66,79 @@ def mark_overdue(conn: Connection, invoice: Any, now: datetime) -> str:
     return "applied"
 
 
+def _done_time() -> Any:
+    """When an entry counts as Done: its own Done time, else its item's, else when it
+    was recorded."""
+    return func.coalesce(t.entries.c.done_at, t.items.c.done_at, t.entries.c.created_at)
+
+
 def ready_work(conn: Connection, zone: str = "UTC") -> list[ReadyWork]:
-    """Every ready entry's amount and Done day (in the finance time zone): the entry's
-    own Done time, else its item's, else when it was recorded."""
+    """Every ready entry's amount and Done day (in the finance time zone)."""
     tz = ZoneInfo(zone)
     rows = conn.execute(
         select(
             t.entries.c.client,
             t.entries.c.amount,
             t.entries.c.currency,
-            t.entries.c.done_at,
-            t.entries.c.created_at,
-            t.items.c.done_at.label("item_done_at"),
+            _done_time().label("done"),
         )
         .join(t.items, t.items.c.id == t.entries.c.item_id)
         .where(t.entries.c.state == EntryState.READY.value)
     ).all()
     out = []
     for row in rows:
-        when = _aware(row.done_at or row.item_done_at or row.created_at)
+        when = _aware(row.done)
         day: date | None = when.astimezone(tz).date() if when is not None else None
         out.append(ReadyWork(row.client, Money(row.amount or Decimal(0), row.currency), day))
+    return out
+
+
+def ready_bucket_sums(conn: Connection, today: date, zone: str = "UTC") -> list[BucketSum]:
+    """Ready work summed per client, currency and age bucket by the database (one
+    aggregate query, however many entries): the bucket edges are midnights of the
+    finance time zone `zone` (`mapping.aging.bucket_cutoffs`), in UTC as stored."""
+    tz = ZoneInfo(zone)
+    edges = [
+        datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC) for day in bucket_cutoffs(today)
+    ]
+    ready = (
+        select(
+            t.entries.c.client,
+            t.entries.c.currency,
+            t.entries.c.amount,
+            _done_time().label("done"),
+        )
+        .join(t.items, t.items.c.id == t.entries.c.item_id)
+        .where(t.entries.c.state == EntryState.READY.value)
+        .subquery()
+    )
+    done = ready.c.done
+    bucket = case(
+        (done >= edges[0], 0), (done >= edges[1], 1), (done >= edges[2], 2), else_=3
+    ).label("bucket")
+    rows = conn.execute(
+        select(
+            ready.c.client,
+            ready.c.currency,
+            bucket,
+            func.coalesce(func.sum(ready.c.amount), 0).label("amount"),
+            func.count().label("entries"),
+            func.min(done).label("oldest"),
+        ).group_by(ready.c.client, ready.c.currency, bucket)
+    ).all()
+    out = []
+    for row in rows:
+        oldest = _aware(row.oldest)
+        out.append(
+            BucketSum(
+                row.client,
+                row.currency,
+                BUCKETS[int(row.bucket)],
+                Decimal(row.amount),
+                int(row.entries),
+                oldest.astimezone(tz).date() if oldest is not None else None,
+            )
+        )
     return out
 
 

@@ -318,3 +318,37 @@ def test_dashboard_api_sorts_by_gap_and_age_and_refuses_other_sorts(
     assert [t["currency"] for t in by_age["totals"]] == ["EUR", "USD"]
     assert bad.status_code == 400
     assert page.status_code == 200 and 'data-testid="totals-EUR"' in page.text
+
+
+def test_database_buckets_match_the_pure_aging_at_the_edges(
+    world: StripeWorld, ledger_url: str
+) -> None:
+    """The one aggregate query buckets exactly as `mapping.aging` does entry by entry,
+    at the midnights of the finance time zone (7/8, 30/31, 60/61 days)."""
+    from zoneinfo import ZoneInfo
+
+    from mapping.aging import aging_from_sums, client_aging
+    from sync.ledger.finance import ready_bucket_sums, ready_work
+
+    berlin = ZoneInfo("Europe/Berlin")
+    now = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    today = now.astimezone(berlin).date()
+    services = services_for(world_settings(world, ledger_url), FixedClock(now))
+    try:
+        items = []
+        for n, days in enumerate((0, 7, 8, 30, 31, 60, 61, 200)):
+            midnight = datetime.combine(
+                today - timedelta(days=days), datetime.min.time(), tzinfo=berlin
+            )
+            for m, at in enumerate((midnight, midnight - timedelta(seconds=1))):
+                item = snap("Done", str(1 + n), 1, item_id=f"E{n}-{m}", board="acme-board")
+                items.append(replace(item, updated_at=at.astimezone(UTC)))
+        services.engine.ingest(items)
+        with services.ledger.read(now) as uow:
+            by_sql = aging_from_sums(ready_bucket_sums(uow.conn, today, "Europe/Berlin"), today)
+            by_entry = client_aging(ready_work(uow.conn, "Europe/Berlin"), today)
+    finally:
+        services.close()
+    assert by_sql == by_entry
+    assert by_sql["acme"].oldest_days == 201
+    assert by_sql["acme"].entries == 16

@@ -352,3 +352,58 @@ def test_database_buckets_match_the_pure_aging_at_the_edges(
     assert by_sql == by_entry
     assert by_sql["acme"].oldest_days == 201
     assert by_sql["acme"].entries == 16
+
+
+def test_kanvoice_digest_prints_without_posting_and_needs_slack_to_post(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sync.cli import app
+    from tests.conftest import DATA_DIR
+
+    config, mixed = DATA_DIR / "kanvoice.test.toml", DATA_DIR / "mixed_board.json"
+    monkeypatch.setenv("KANVOICE_LEDGER__URL", sqlite_url)
+    monkeypatch.delenv("KANVOICE_SLACK__BOT_TOKEN", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(mixed), "-c", str(config)]).exit_code == 0
+    printed = runner.invoke(app, ["digest", "--print", "-c", str(config)])
+    assert printed.exit_code == 0, printed.output
+    assert "Finance digest" in printed.output
+    assert "Unbilled gap: 2,610.00 EUR · 130.00 USD across 2 clients" in printed.output
+    assert "Drafts waiting for approval: 0" in printed.output
+    posted = runner.invoke(app, ["digest", "-c", str(config)])
+    assert posted.exit_code == 2
+    assert "slack.bot_token and slack.channel must be set" in posted.output
+
+
+def test_the_daemon_posts_the_scheduled_digest_once_per_slot(
+    world: StripeWorld, sqlite_url: str
+) -> None:
+    from connectors.slack.memory import InMemorySlack
+    from sync.daemon import Daemon
+
+    clock = FixedClock(datetime(2026, 11, 30, 9, 5, tzinfo=UTC))  # Monday 09:05 UTC
+    data = world_settings(world, sqlite_url)
+    data["slack"] = {"channel": CHANNEL, "approvers": [APPROVER]}
+    data["overdue"] = {"remind": True}
+    services = services_for(data, clock)
+    slack = InMemorySlack(channels={"finance": CHANNEL})
+    try:
+        ingest(services)
+        desk = desk_for(services, lambda: slack)
+        daemon = Daemon(services, app=None)
+        daemon.schedule()
+        jobs = {job.id for job in daemon.scheduler.get_jobs()}
+        assert {"digest", "reminders"} <= jobs
+        for _ in range(3):  # the job runs every minute; restarts run it again
+            asyncio.run(daemon._digest())
+        asyncio.run(desk.drain_slack())
+        clock.now += timedelta(days=1)  # Tuesday: no slot due (Monday only)
+        asyncio.run(daemon._digest())
+        asyncio.run(desk.drain_slack())
+    finally:
+        services.close()
+    posted = slack.in_channel(CHANNEL)
+    assert len(posted) == 1
+    assert posted[0].text.startswith("Finance digest: unbilled 600.00 EUR + 149.99 USD")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from mapping.aging import ClientAging, OverdueInvoice, totals_by_currency
+from mapping.aging import OverdueInvoice, totals_by_currency
 from mapping.money import Money
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -101,10 +101,6 @@ def build_digest(
         clients_ready=sum(1 for c in clients if not c.ready.amount.is_zero()),
         dashboard_url=dashboard_url,
     )
-
-
-def digest_client(aging: ClientAging, name: str, gap: Money, ready: Money) -> DigestClient:
-    return DigestClient(aging.client, name, gap, ready, aging.oldest_days)
 
 
 # --- schedule -------------------------------------------------------------------------------

@@ -73,7 +73,8 @@ def _done_time() -> Any:
 
 
 def ready_work(conn: Connection, zone: str = "UTC") -> list[ReadyWork]:
-    """Every ready entry's amount and Done day (in the finance time zone)."""
+    """Every ready entry's amount and Done day (in the finance time zone), one by one:
+    the reference `ready_bucket_sums` is checked against (tests)."""
     tz = ZoneInfo(zone)
     rows = conn.execute(
         select(

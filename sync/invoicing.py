@@ -1214,6 +1214,10 @@ class Invoicing:
             if invoice.state in ("void", "deleted"):
                 continue
             remote = await self.gateway.retrieve_invoice(invoice.stripe_invoice_id)
+            if repair and invoice.due_date is None and remote.get("due_date") is not None:
+                # Finalized before the ledger kept due dates (0008): learn it now.
+                with self.ledger.engine.begin() as conn:
+                    record_due_date(conn, invoice.id, remote)
             status = {
                 "open": "finalized",
                 "draft": "draft",

@@ -407,3 +407,31 @@ def test_the_daemon_posts_the_scheduled_digest_once_per_slot(
     posted = slack.in_channel(CHANNEL)
     assert len(posted) == 1
     assert posted[0].text.startswith("Finance digest: unbilled 600.00 EUR + 149.99 USD")
+
+
+def test_reconcile_learns_the_due_date_of_an_invoice_finalized_before_0008(
+    world: StripeWorld, sqlite_url: str, clock: FixedClock
+) -> None:
+    from sqlalchemy import update
+
+    services = services_for(world_settings(world, sqlite_url), clock)
+    fast_retries(services)
+    try:
+        ingest(services)
+        invoice_id = finalize(services, "acme")
+        due = invoice_row(services, invoice_id).due_date
+        with services.ledger.engine.begin() as conn:
+            conn.execute(
+                update(t.invoices).where(t.invoices.c.id == invoice_id).values(due_date=None)
+            )
+
+        async def reconcile() -> Any:
+            try:
+                return await services.invoicing.reconcile()
+            finally:
+                await services.invoicing.close()
+
+        assert asyncio.run(reconcile()) == []  # not a drift: nothing to report
+        assert invoice_row(services, invoice_id).due_date == due
+    finally:
+        services.close()

@@ -553,6 +553,7 @@ class ApprovalDesk:
             registry.register(Operation.SLACK_POST_DRAFT, self._slack_call)
             registry.register(Operation.SLACK_UPDATE_DECIDED, self._slack_call)
             registry.register(Operation.SLACK_BUDGET_ALERT, self._slack_call)
+            registry.register(Operation.SLACK_POST_DIGEST, self._slack_call)
             self._slack_drainer = Drainer(
                 self.ledger,
                 registry,
@@ -574,6 +575,12 @@ class ApprovalDesk:
                 status, result = await self._perform_post(slack, op)
             elif op.operation is Operation.SLACK_BUDGET_ALERT:
                 status, result = await self._perform_alert(slack, op)
+            elif op.operation is Operation.SLACK_POST_DIGEST:
+                from sync.finance import perform_digest
+
+                status, result = await perform_digest(
+                    slack, self.ledger, self.settings, self.clock, op
+                )
             else:
                 status, result = await self._perform_decided(slack, op)
         except SlackUnavailable as exc:

@@ -14,9 +14,19 @@ from typing import Annotated
 
 import typer
 
+from mapping.aging import parse_sort
 from mapping.profitability import Dimension, profit_json, profitability
-from sync import checks, cli_boards, cli_invoicing, cli_reports, cli_review, cli_run
+from sync import (
+    checks,
+    cli_boards,
+    cli_finance,
+    cli_invoicing,
+    cli_reports,
+    cli_review,
+    cli_run,
+)
 from sync.cli_common import (
+    EXIT_USAGE,
     ConfigOption,
     err,
     open_services,
@@ -26,8 +36,10 @@ from sync.cli_common import (
     settings_from,
     wide_console,
 )
+from sync.cli_finance import finance_status_json, print_finance
 from sync.conflicts import conflict_summary
 from sync.demo import run_demo
+from sync.finance import finance_view, sort_pipelines
 from sync.ledger.reports import profit_entries
 from sync.pipeline import client_pipelines
 from sync.settings import Settings
@@ -80,8 +92,22 @@ def status(
             help="The client's open drafts line by line (as GET /api/invoices/{id}).",
         ),
     ] = None,
+    sort: Annotated[
+        str,
+        typer.Option(
+            "--sort",
+            metavar="client|gap|age",
+            help="Order clients by key, by unbilled gap (per currency) or by oldest ready work.",
+        ),
+    ] = "client",
 ) -> None:
-    """The billing pipeline per client: in progress, ready, drafted, invoiced, paid."""
+    """The billing pipeline per client: in progress, ready, drafted, invoiced, paid;
+    totals per currency, ready work by age, overdue invoices."""
+    try:
+        order = parse_sort(sort)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] --sort: {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
 
     async def main() -> None:
         async with open_services(config, boards=False) as services:
@@ -90,6 +116,10 @@ def status(
                 return
             with services.ledger.read(services.clock()) as uow:
                 pipelines = client_pipelines(uow, services.client_names())
+                view = finance_view(
+                    uow.conn, pipelines, services.clock(), services.settings.finance.timezone
+                )
+                pipelines = sort_pipelines(pipelines, view, order)
                 conflicts = conflict_summary(uow.conn)
                 by_client = profitability(profit_entries(uow.conn), Dimension.CLIENT)
         if as_json:
@@ -97,6 +127,7 @@ def status(
                 json.dumps(
                     {
                         "clients": [p.as_dict() for p in pipelines],
+                        **finance_status_json(pipelines, view),
                         "snapshot_conflicts": conflicts,
                         "profitability": [profit_json(p) for p in by_client],
                     },
@@ -106,6 +137,7 @@ def status(
         else:
             console = wide_console()
             console.print(render_status(pipelines))
+            print_finance(console, pipelines, view)
             if by_client:
                 console.print(cli_reports.profit_table("Profitability by client", by_client))
 
@@ -216,6 +248,7 @@ def demo(
 # The commands defined in their own modules.
 for _commands in (
     cli_boards.commands,
+    cli_finance.commands,
     cli_invoicing.commands,
     cli_reports.commands,
     cli_review.commands,

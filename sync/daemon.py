@@ -35,6 +35,8 @@ DRAIN_SECONDS = 10
 LEADER_SECONDS = 5
 DRAFT_SECONDS = 60
 RECONCILE_SECONDS = 3600
+DIGEST_SECONDS = 60  # how often the leader looks whether a digest slot is due
+REMINDER_SECONDS = 3600
 CHANGE_POLL_SECONDS = 1.0
 INBOX_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 30
@@ -191,6 +193,22 @@ class Daemon:
                 repair=drift.repair,
             )
 
+    async def _digest(self) -> None:
+        """The finance digest of the current slot, queued once per slot (the key names
+        the slot, so instances and restarts agree); the Slack drain posts it."""
+        from sync.finance import queue_scheduled_digest
+
+        services = self.services
+        await asyncio.to_thread(
+            queue_scheduled_digest, services.ledger, services.settings, services.clock()
+        )
+
+    async def _reminders(self) -> None:
+        """Queue Stripe reminders for overdue invoices (at most one per interval)."""
+        queued = await asyncio.to_thread(self.services.invoicing.queue_reminders)
+        if queued:
+            log.info("overdue.reminders_queued", invoices=queued)
+
     async def _watch_changes(self) -> None:
         last: tuple[Any, ...] | None = None
         while not self._stopping:
@@ -228,6 +246,23 @@ class Daemon:
                 "interval",
                 seconds=RECONCILE_SECONDS,
                 id="reconcile",
+                **common,
+            )
+            if settings.overdue.remind:
+                add(
+                    self._job("reminders", self._reminders),
+                    "interval",
+                    seconds=REMINDER_SECONDS,
+                    id="reminders",
+                    **common,
+                )
+        if settings.digest.enabled and self.services.desk.can_post:
+            add(
+                self._job("digest", self._digest),
+                "interval",
+                seconds=DIGEST_SECONDS,
+                id="digest",
+                next_run_time=_now(),
                 **common,
             )
         if self.services.connectors:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from connectors.base import FatalError, RetriableError
 from connectors.stripe.port import StripePort, StripeRejected
+from mapping.aging import ReminderPolicy, reminder_due, reminder_slot
 from mapping.domain import EntryKind, EntryState, LineGrouping
 from mapping.invoices import (
     STRIPE_EVENT_STATES,
@@ -94,6 +95,7 @@ from sync.failpoints import failpoint
 from sync.ledger import lines as line_links
 from sync.ledger import schema as t
 from sync.ledger.drafts import draft_view
+from sync.ledger.finance import mark_overdue, open_invoices, record_due_date, record_reminder
 from sync.ledger.ops import (
     audit,
     bump_version,
@@ -759,6 +761,7 @@ class Invoicing:
             Operation.DELETE_INVOICE_ITEM: self._op_delete_invoice_item,
             Operation.FINALIZE_INVOICE: self._op_finalize_invoice,
             Operation.SEND_INVOICE: self._op_send_invoice,
+            Operation.SEND_REMINDER: self._op_send_reminder,
         }
         for operation, handler in handlers.items():
             registry.register(operation, self._stripe_call(handler), on_park=park_entry_for_review)
@@ -1131,6 +1134,7 @@ class Invoicing:
                 updated_at=now,
             )
         )
+        record_due_date(conn, invoice_id, remote)
         for row in conn.execute(
             select(t.entries.c.id).where(
                 t.entries.c.invoice_id == invoice_id,
@@ -1171,6 +1175,55 @@ class Invoicing:
 
         return Done(record=record)
 
+    # --- overdue reminders ------------------------------------------------------------
+
+    def queue_reminders(self) -> int:
+        """Queue a reminder (Stripe's ``send`` again) for every overdue invoice whose
+        last reminder is older than `[overdue] remind_interval_days`; nothing when
+        reminders are off. The key names the invoice and the interval since its due
+        date, so two instances (or two runs in one interval) queue one reminder."""
+        policy = self.settings.overdue.policy()
+        if not policy.enabled:
+            return 0
+        now = self.clock()
+        queued = 0
+        with self.ledger.engine.begin() as conn:
+            lid = ledger_id(conn)
+            for invoice in open_invoices(conn, overdue_only_at=now):
+                if not reminder_due(policy, True, invoice.last_reminder_at, now):
+                    continue
+                slot = reminder_slot(invoice.due_date or invoice.overdue_at, now, policy.interval)
+                queued += enqueue(
+                    conn,
+                    Operation.SEND_REMINDER.value,
+                    f"kv-{lid}-inv{invoice.invoice_id}-remind{slot}-{invoice.reminders}",
+                    now,
+                    invoice_id=invoice.invoice_id,
+                )
+        return queued
+
+    async def _op_send_reminder(self, op: OutboxOp) -> Outcome:
+        """Send an overdue invoice again, unless it was paid, voided or reminded within
+        the interval since the reminder was queued (then the row is cancelled)."""
+        assert op.invoice_id is not None
+        invoice_id = op.invoice_id
+        policy = self.settings.overdue.policy()
+        now = self.clock()
+        invoices = await self._read(lambda conn: open_invoices(conn, overdue_only_at=now))
+        invoice = next((i for i in invoices if i.invoice_id == invoice_id), None)
+        if invoice is None or not invoice.stripe_invoice_id:
+            return Done({"reason": "no longer overdue"}, cancelled=True)
+        if not reminder_due(
+            ReminderPolicy(True, policy.interval), True, invoice.last_reminder_at, now
+        ):
+            return Done({"reason": "reminded within the interval"}, cancelled=True)
+        await self.gateway.send_invoice(invoice.stripe_invoice_id, op.call_key)
+
+        def record(conn: Connection) -> None:
+            record_reminder(conn, invoice_id, self.clock())
+
+        return Done({"reminded": invoice.stripe_invoice_id}, record)
+
     # --- following Stripe -----------------------------------------------------------
 
     def apply_event(self, event: dict[str, Any]) -> str:
@@ -1179,7 +1232,7 @@ class Invoicing:
         now = self.clock()
         kind = str(event.get("type", ""))
         obj = (event.get("data") or {}).get("object") or {}
-        if kind not in STRIPE_EVENT_STATES:
+        if kind not in STRIPE_EVENT_STATES and kind != "invoice.overdue":
             return "ignored"
         with self.ledger.engine.begin() as conn:
             if not claim_delivery(conn, "stripe", str(event.get("id")), now):
@@ -1189,6 +1242,10 @@ class Invoicing:
             ).first()
             if invoice is None:
                 return "unknown invoice"
+            record_due_date(conn, invoice.id, obj)
+            if kind == "invoice.overdue":
+                # Not a state of its own (`follow_event` ignores it): a flag on the invoice.
+                return mark_overdue(conn, invoice, now)
             step = follow_event(invoice.state, kind)
             if isinstance(step, Ignore):
                 return step.reason
@@ -1259,6 +1316,9 @@ class Invoicing:
             if invoice_state(invoice.state) in (InvoiceState.VOID, InvoiceState.DELETED):
                 continue
             remote = await self.gateway.retrieve_invoice(invoice.stripe_invoice_id)
+            if repair and invoice.due_date is None and remote.get("due_date") is not None:
+                # Finalized before the ledger kept due dates (0008): learn it now.
+                await asyncio.to_thread(self._learn_due_date, int(invoice.id), remote)
             status = state_from_stripe(remote.get("status"), bool(remote.get("deleted")))
             if isinstance(follow(invoice.state, status), FollowState):
                 drifts.append(
@@ -1277,6 +1337,10 @@ class Invoicing:
                 continue
             drifts.extend(await self._reconcile_lines(invoice, repair))
         return drifts
+
+    def _learn_due_date(self, invoice_id: int, remote: dict[str, Any]) -> None:
+        with self.ledger.engine.begin() as conn:
+            record_due_date(conn, invoice_id, remote)
 
     def _follow_remote(self, invoice_id: int, status: InvoiceState, remote: dict[str, Any]) -> None:
         """Reconcile's repair of an invoice state: decided again on the row as it is now."""

@@ -15,7 +15,8 @@ import re
 import tomllib
 import types
 import typing
-from datetime import date
+from datetime import date, timedelta
+from datetime import time as dt_time
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -39,7 +40,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mapping.aging import ReminderPolicy
 from mapping.budgets import DEFAULT_THRESHOLDS, Budget
+from mapping.digest import DigestSchedule, parse_days
 from mapping.domain import (
     BillingType,
     BoardPolicy,
@@ -410,6 +413,47 @@ class FinanceSettings(_Strict):
         return ClientSettings._timezone(value)
 
 
+class DigestSettings(_Strict):
+    """The finance digest in Slack: when (days and local time in `finance.timezone`),
+    where (default: the approvals channel `slack.channel`), and whether at all."""
+
+    enabled: bool = True
+    days: list[str] = ["mon"]
+    time: str = "09:00"
+    channel: str | None = None
+    # A daemon that was down at the scheduled time still posts within this many hours.
+    grace_hours: int = Field(default=12, ge=1, le=167)
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        parse_days(value)
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+        if not match:
+            raise ValueError(f"time {value!r}: expected HH:MM, e.g. 09:00")
+        return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+    def schedule(self, timezone: str) -> DigestSchedule:
+        hour, minute = (int(p) for p in self.time.split(":"))
+        return DigestSchedule(parse_days(self.days), dt_time(hour, minute), timezone)
+
+
+class OverdueSettings(_Strict):
+    """Overdue invoices: optional reminders through Stripe's own ``send`` again, at
+    most once per `remind_interval_days` per invoice. Off by default."""
+
+    remind: bool = False
+    remind_interval_days: int = Field(default=7, ge=1, le=365)
+
+    def policy(self) -> ReminderPolicy:
+        return ReminderPolicy(self.remind, timedelta(days=self.remind_interval_days))
+
+
 class DefaultsSettings(_Strict):
     rate: NonNegativeDecimal | None = None
     # Cost of an hour of someone with no cost rate of their own or of their role.
@@ -433,6 +477,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     defaults: DefaultsSettings = DefaultsSettings()
     finance: FinanceSettings = FinanceSettings()
+    digest: DigestSettings = DigestSettings()
+    overdue: OverdueSettings = OverdueSettings()
     stripe: StripeSettings = StripeSettings()
     slack: SlackSettings = SlackSettings()
     github: GitHubSettings = GitHubSettings()

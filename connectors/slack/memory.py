@@ -22,6 +22,7 @@ from slack_sdk.models.blocks import Block
 from connectors.slack import messages
 from connectors.slack.client import SlackCallFailed
 from connectors.slack.model import DraftSummary, Outcome
+from mapping.digest import Digest
 
 if TYPE_CHECKING:
     from connectors.slack.port import SlackPort
@@ -35,7 +36,7 @@ class PostedMessage:
     ts: str
     text: str
     blocks: list[Block]
-    invoice_id: int
+    invoice_id: int | None  # None: not an approval message (the digest)
     outcome: Outcome | None = None
     decided_by: str | None = None
 
@@ -77,6 +78,13 @@ class InMemorySlack:
             messages.approval_text(summary),
             messages.approval_blocks(summary),
             summary.invoice_id,
+        )
+        return cid, ts
+
+    async def post_digest(self, channel: str, digest: Digest) -> tuple[str, str]:
+        cid, ts = self._channel(channel), self._ts()
+        self.messages[(cid, ts)] = PostedMessage(
+            cid, ts, messages.digest_text(digest), messages.digest_blocks(digest), None
         )
         return cid, ts
 

@@ -48,6 +48,9 @@ class Operation(StrEnum):
     DELETE_INVOICE_ITEM = "delete_invoice_item"
     FINALIZE_INVOICE = "finalize_invoice"
     SEND_INVOICE = "send_invoice"
+    # An overdue invoice sent again as a reminder (Stripe's send), one per interval.
+    SEND_REMINDER = "send_reminder"
+    SLACK_POST_DIGEST = "slack_post_digest"
     SLACK_POST_DRAFT = "slack_post_draft"
     SLACK_UPDATE_DECIDED = "slack_update_decided"
     SLACK_BUDGET_ALERT = "slack_budget_alert"
@@ -121,6 +124,12 @@ class InvoiceRecord:
     slack_ts: str | None
     created_at: datetime
     updated_at: datetime
+    #: Overdue invoices (0008): Stripe's due date, when Stripe (or the due date) made it
+    #: overdue, and the reminders sent again since.
+    due_date: datetime | None = None
+    overdue_at: datetime | None = None
+    last_reminder_at: datetime | None = None
+    reminders: int = 0
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Self:
@@ -143,6 +152,10 @@ class InvoiceRecord:
             slack_ts=_optional_str(row["slack_ts"]),
             created_at=_utc_required(row["created_at"]),
             updated_at=_utc_required(row["updated_at"]),
+            due_date=utc(row["due_date"]),
+            overdue_at=utc(row["overdue_at"]),
+            last_reminder_at=utc(row["last_reminder_at"]),
+            reminders=int(row["reminders"] or 0),
         )
 
 
@@ -157,6 +170,9 @@ class ApprovalRecord:
     channel: str
     total_minor: int
     decided_at: datetime
+    #: Approved below Stripe's minimum charge on purpose (`--force`, 0012): the
+    #: finalize guard lets such a total through.
+    forced_below_minimum: bool = False
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Self:
@@ -167,6 +183,7 @@ class ApprovalRecord:
             channel=str(row["channel"]),
             total_minor=int(row["total_minor"]),
             decided_at=_utc_required(row["decided_at"]),
+            forced_below_minimum=bool(row["forced_below_minimum"]),
         )
 
 

@@ -154,6 +154,12 @@ invoices = Table(
     Column("slack_ts", String(100), nullable=True),
     Column("created_at", utc_datetime(), nullable=False),
     Column("updated_at", utc_datetime(), nullable=False),
+    # Overdue invoices (0008): Stripe's due date, when Stripe said overdue, and the
+    # reminders kanvoice re-sent (at most one per configured interval).
+    Column("due_date", utc_datetime(), nullable=True),
+    Column("overdue_at", utc_datetime(), nullable=True),
+    Column("last_reminder_at", utc_datetime(), nullable=True),
+    Column("reminders", Integer, nullable=False, server_default="0"),
 )
 
 entries = Table(

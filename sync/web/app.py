@@ -54,7 +54,12 @@ def create_app(services: Services) -> FastAPI:
         else None,
     )
     payload = with_retainers(
-        ledger_payload_source(services.ledger, services.client_names(), services.clock),
+        ledger_payload_source(
+            services.ledger,
+            services.client_names(),
+            services.clock,
+            services.settings.finance.timezone,
+        ),
         services.ledger,
         services.settings,
         services.clock,

@@ -16,6 +16,7 @@ from typing import Any
 
 from mapping.domain import EntryState
 from mapping.money import currency_exponent
+from sync.finance import aging_json, finance_json, finance_view
 from sync.ledger.records import BreakdownRow
 from sync.ledger.reports import breakdown_rows
 from sync.ledger.store import Ledger, UnitOfWork
@@ -58,16 +59,19 @@ def _group_figures(
 
 
 def pipeline_payload(
-    uow: UnitOfWork, clients: dict[str, tuple[str, str]], now: datetime
+    uow: UnitOfWork, clients: dict[str, tuple[str, str]], now: datetime, zone: str = "UTC"
 ) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON-ready data.
 
     `{"generated_at": ISO time, "stage_order": [{"state", "label"}, ...],
     "clients": [ClientPipeline.as_dict() + "decimals", "boards": [{"board", "stages",
-    ...}], "sprints": [{"iteration", "stages", ...}]]}`. Hours and amounts are strings
-    (amounts quantized to the currency's decimals), exactly as `kanvoice status --json`.
+    ...}], "sprints": [{"iteration", "stages", ...}], "aging": {...}], "totals": [per
+    currency], "aging_buckets": [...], "overdue": [...]}` (see `sync.finance`). Hours
+    and amounts are strings (amounts quantized to the currency's decimals), exactly as
+    `kanvoice status --json`.
     """
     pipelines = client_pipelines(uow, clients)
+    finance = finance_view(uow.conn, pipelines, now, zone)
     rows = breakdown_rows(uow.conn)
     by_board: dict[tuple[str, str], list[BreakdownRow]] = {}
     by_sprint: dict[tuple[str, str], list[BreakdownRow]] = {}
@@ -81,6 +85,7 @@ def pipeline_payload(
         data = pipeline.as_dict()
         key, name, currency = pipeline.client, pipeline.name, pipeline.currency
         data["decimals"] = currency_exponent(currency)
+        data["aging"] = aging_json(finance.aging_of(pipeline))
         data["boards"] = [
             {"board": board, **_group_figures(group, key, name, currency)}
             for (client, board), group in sorted(by_board.items())
@@ -100,17 +105,22 @@ def pipeline_payload(
             {"state": state.value, "label": STAGE_LABELS[state.value]} for state in STAGES
         ],
         "clients": result,
+        **finance_json(finance),
     }
 
 
 def ledger_payload_source(
-    ledger: Ledger, clients: dict[str, tuple[str, str]], clock: Callable[[], datetime]
+    ledger: Ledger,
+    clients: dict[str, tuple[str, str]],
+    clock: Callable[[], datetime],
+    zone: str = "UTC",
 ) -> Callable[[], dict[str, Any]]:
-    """A `get_payload` for `dashboard_router`: reads the ledger afresh on every call."""
+    """A `get_payload` for `dashboard_router`: reads the ledger afresh on every call
+    (ready work's age counted in days of the finance time zone `zone`)."""
 
     def get_payload() -> dict[str, Any]:
         now = clock()
         with ledger.read(now) as uow:
-            return pipeline_payload(uow, clients, now)
+            return pipeline_payload(uow, clients, now, zone)
 
     return get_payload

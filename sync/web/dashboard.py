@@ -30,7 +30,9 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Stre
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from mapping.aging import parse_sort
 from mapping.review import human_time
+from sync.finance import sort_payload_clients
 from sync.review import InvalidChange
 from sync.settings import ServerSettings
 from sync.web.events import ChangeBroker, Tick
@@ -507,6 +509,14 @@ def dashboard_router(
         broker.notify()
         return _json_response(result)
 
+    def sorted_view(data: dict[str, Any], sort: str | None) -> dict[str, Any]:
+        """``?sort=client|gap|age``: the clients in that order; anything else is a 400."""
+        try:
+            order = parse_sort(sort)
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        return sort_payload_clients(data, order)
+
     @router.get("/", response_class=HTMLResponse, name="dashboard_page")
     async def page(request: Request, identity: User) -> Response:
         if "token" in request.query_params and auth.token:
@@ -524,7 +534,7 @@ def dashboard_router(
                 path="/",
             )
             return response
-        data = await run_in_threadpool(view)
+        data = sorted_view(await run_in_threadpool(view), request.query_params.get("sort"))
         paths = {
             "pipeline_url": request.url_for("dashboard_pipeline").path,
             "events_url": request.url_for("dashboard_events").path,
@@ -546,8 +556,8 @@ def dashboard_router(
         )
 
     @router.get("/api/pipeline", name="dashboard_pipeline")
-    async def pipeline(identity: User) -> Response:
-        return _json_response(await run_in_threadpool(view))
+    async def pipeline(identity: User, sort: str | None = None) -> Response:
+        return _json_response(sorted_view(await run_in_threadpool(view), sort))
 
     @router.get("/api/events", name="dashboard_events")
     async def events(identity: User) -> StreamingResponse:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009_retainers_budgets"
-down_revision: str | None = "0007_line_entries"
+down_revision: str | None = "0008_invoice_due"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -95,7 +95,7 @@ from sync.ledger.outbox import Operation, OutboxOp
 from sync.ledger.store import Ledger
 from sync.outbox import BackoffPolicy, Done, Drainer, HandlerRegistry, Park, Retry
 from sync.outbox import Outcome as OutboxOutcome
-from sync.settings import Settings
+from sync.settings import Settings, stripe_dashboard_url
 
 log = structlog.get_logger(__name__)
 
@@ -135,15 +135,6 @@ _REFUSED_ACTION = {
 }
 
 SlackFactory = Callable[[], SlackPort]
-
-
-def stripe_dashboard_url(settings: Settings, stripe_invoice_id: str | None) -> str | None:
-    """The draft in Stripe's dashboard (``/test/`` for test-mode keys)."""
-    if not stripe_invoice_id:
-        return None
-    key = settings.stripe.api_key.get_secret_value() if settings.stripe.api_key else ""
-    mode = "test/" if key.startswith(("sk_test", "rk_test")) else ""
-    return f"https://dashboard.stripe.com/{mode}invoices/{stripe_invoice_id}"
 
 
 def _utc(value: datetime) -> datetime:

@@ -46,14 +46,13 @@ from mapping.digest import (
 )
 from mapping.domain import EntryState
 from mapping.money import Money
-from sync.approvals import stripe_dashboard_url
 from sync.engine import Clock
 from sync.ledger import finance as ledger_finance
 from sync.ledger.ops import enqueue, ledger_id
 from sync.ledger.outbox import Operation, OutboxOp
 from sync.ledger.store import Ledger
 from sync.pipeline import STAGES, ClientPipeline, client_pipelines
-from sync.settings import Settings
+from sync.settings import Settings, stripe_dashboard_url
 
 log = structlog.get_logger(__name__)
 

@@ -31,13 +31,14 @@ from mapping.review import (
     line_flags,
     matches,
 )
-from sync.approvals import ApprovalDesk, stripe_dashboard_url
+from sync.approvals import ApprovalDesk
 from sync.budgets import draft_budget
 from sync.invoicing import NotAnApprover
 from sync.ledger import lines as line_links
 from sync.ledger import review as q
 from sync.ledger.drafts import draft_view
 from sync.ledger.ops import audit, bump_version, invoice_row
+from sync.settings import stripe_dashboard_url
 
 MAX_DESCRIPTION = 500
 OPEN_STATES = (EntryState.DRAFTED.value, EntryState.APPROVED.value)

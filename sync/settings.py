@@ -772,3 +772,12 @@ def load_settings(path: Path | None = None) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(_describe(dict(e), data) for e in exc.errors())
         raise ConfigError(f"{config_path}: {problems}") from None
+
+
+def stripe_dashboard_url(settings: Settings, stripe_invoice_id: str | None) -> str | None:
+    """The draft in Stripe's dashboard (``/test/`` for test-mode keys)."""
+    if not stripe_invoice_id:
+        return None
+    key = settings.stripe.api_key.get_secret_value() if settings.stripe.api_key else ""
+    mode = "test/" if key.startswith(("sk_test", "rk_test")) else ""
+    return f"https://dashboard.stripe.com/{mode}invoices/{stripe_invoice_id}"

@@ -331,6 +331,33 @@ class UnitOfWork:
                 )
             )
 
+    def prune_inbox(self, before: datetime, limit: int = 5_000) -> int:
+        """Delete up to `limit` processed rows (done / ignored) processed before `before`;
+        pending rows are never pruned. Returns how many were deleted."""
+        ids = list(
+            self.conn.execute(
+                select(t.inbox.c.id)
+                .where(
+                    t.inbox.c.status.in_(("done", "ignored")),
+                    t.inbox.c.processed_at < before,
+                )
+                .order_by(t.inbox.c.id)
+                .limit(limit)
+            ).scalars()
+        )
+        if ids:
+            self.conn.execute(delete(t.inbox).where(t.inbox.c.id.in_(ids)))
+        return len(ids)
+
+    def inbox_backlog(self) -> tuple[int, datetime | None]:
+        """(pending rows, when the oldest pending row was received)."""
+        row = self.conn.execute(
+            select(func.count(), func.min(t.inbox.c.received_at)).where(
+                t.inbox.c.status == "pending"
+            )
+        ).one()
+        return int(row[0]), (_aware(row[1]) if row[1] is not None else None)
+
     def inbox_counts(self) -> dict[str, int]:
         """Inbox rows per status (for readiness and tests)."""
         return {

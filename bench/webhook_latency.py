@@ -808,6 +808,9 @@ def orchestrate(args: argparse.Namespace) -> None:
             children.append(kanvoice)
             _wait_port(bare_port, bare)
             _wait_port(kv_port, kanvoice)
+            # `kanvoice run`'s new leader polls every board at start-up: let it finish.
+            time.sleep(2.0)
+            _settle(kanvoice)
 
             def run_bare() -> dict[str, Any]:
                 return _load(
@@ -832,7 +835,11 @@ def orchestrate(args: argparse.Namespace) -> None:
                 return figures
 
             results["bare"], results["bare_cpu"] = _measured(bare, [], run_bare)
+            histogram = _inbox_write_histogram(kv_port)
             results["kanvoice"], results["kanvoice_cpu"] = _measured(kanvoice, [github], run_kv)
+            results["inbox_write"] = _histogram_quantiles(
+                histogram, _inbox_write_histogram(kv_port)
+            )
             if args.light_rate > 0:
                 light = min(duration, 10.0)
                 results["kanvoice_light"], results["kanvoice_light_cpu"] = _measured(
@@ -892,6 +899,30 @@ def orchestrate(args: argparse.Namespace) -> None:
         results["sequential_profile"] = profile_sequential(args.items, 300, 30)
         print(results["sequential_profile"])
     write_json(args.json, {"benchmark": "webhook_latency", **results})
+
+
+def _inbox_write_histogram(port: int) -> dict[float, float]:
+    """Cumulative bucket counts of `kanvoice_inbox_write_seconds` from /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("kanvoice_inbox_write_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def _histogram_quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """p50 / p99 upper bounds of the inbox commit wait over one run (bucket edges)."""
+    counts = {le: after.get(le, 0.0) - before.get(le, 0.0) for le in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    out: dict[str, Any] = {"count": total}
+    for name, q in (("p50_le_s", 0.5), ("p99_le_s", 0.99)):
+        out[name] = next((le for le, c in counts.items() if total and c >= q * total), None)
+    return out
 
 
 def _drained(child: Child) -> tuple[int, int]:
@@ -967,6 +998,10 @@ def _burst(
     }
 
 
+def _edge(value: float | None) -> str:
+    return "?" if value is None else f"{value * 1000:g} ms"
+
+
 def _ms(value: float) -> str:
     return "unanswered (> grace)" if value == float("inf") else f"{value:.1f} ms"
 
@@ -993,6 +1028,12 @@ def _rows(r: dict[str, Any]) -> list[Row]:
             f"kanvoice {kv['throughput']:.0f}/s vs bare {bare['throughput']:.0f}/s = {share:.0%}",
             f">= {THROUGHPUT_SHARE:.0%} of bare",
             share >= THROUGHPUT_SHARE,
+        ),
+        Row(
+            "of which waiting for the inbox commit (web side; histogram bucket edges)",
+            f"p50 <= {_edge(r.get('inbox_write', {}).get('p50_le_s'))}, "
+            f"p99 <= {_edge(r.get('inbox_write', {}).get('p99_le_s'))} "
+            f"({r.get('inbox_write', {}).get('count', 0):.0f} writes)",
         ),
         Row(
             "answers (kanvoice / bare)",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ from sync.boards import settle_conflicts
 from sync.composition import Services
 from sync.failpoints import failpoint
 from sync.ledger.store import InboxDelivery, InboxRow, Ledger
+from sync.metrics import INBOX_WRITE
 
 if TYPE_CHECKING:
     from sync.approvals import ApprovalDesk
@@ -98,6 +100,7 @@ class IntakeWriter:
         limit = self.timeout if wait is None else wait
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
+        started = time.perf_counter()
         with self._lock:
             self._waiting.append((delivery, future, loop))
             start = not self._running
@@ -113,6 +116,8 @@ class IntakeWriter:
             raise IntakeUnavailable(
                 f"the ledger did not store the delivery within {limit:g} s"
             ) from None
+        finally:
+            INBOX_WRITE.observe(time.perf_counter() - started)
 
     def _write_waiting(self) -> None:
         while True:

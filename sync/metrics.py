@@ -27,6 +27,11 @@ WEBHOOK_LATENCY = Histogram(
     ["source"],
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+INBOX_WRITE = Histogram(
+    "kanvoice_inbox_write_seconds",
+    "Time a verified webhook waits for its inbox commit (write lock wait included)",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 
 
 class ExternalCalls:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from mapping.domain import BillableEntry
 from sync.ledger import bulk
 from sync.ledger import schema as t
 from sync.ledger.ops import queue_draft_edits
+from sync.ledger.writer_lock import WriterLock, writer_lock_for
 
 _T = TypeVar("_T")
 
@@ -83,6 +83,12 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+        # Writers queue on one lock across threads and processes before BEGIN IMMEDIATE
+        # (sync/ledger/writer_lock.py), held until their COMMIT / ROLLBACK returns.
+        lock = writer_lock_for(make_url(url).database)
+        wait = INTAKE_BUSY_SECONDS if intake else float(SQLITE_BUSY_TIMEOUT)
+        holding: set[int] = set()  # id() of the DBAPI connections holding it
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
             # IMMEDIATE: take the write lock at the start, so two writers serialize
@@ -90,9 +96,23 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
             # take no write lock.
             if conn.get_execution_options().get("kanvoice_read_only"):
                 conn.exec_driver_sql("BEGIN")
-            else:
+                return
+            if not lock.acquire(conn.get_execution_options().get("kanvoice_lock_wait", wait)):
+                raise OperationalError(
+                    "BEGIN IMMEDIATE",
+                    {},
+                    TimeoutError("database is locked: the ledger's write lock is busy"),
+                )
+            try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                lock.release()
+                raise
+            holding.add(id(conn.connection.dbapi_connection))
 
+        dialect: Any = engine.dialect
+        for name in ("do_commit", "do_rollback"):
+            setattr(dialect, name, _releasing(getattr(dialect, name), lock, holding))
         return engine
     # No server-side prepared statements: their generic plans turn the batch lookups
     # (item_key IN (500 values)) into sequential scans (bench/RESULTS.md, section 2).
@@ -116,6 +136,22 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
         pool_timeout=INTAKE_CONNECT_SECONDS,
         connect_args=connect_args,
     )
+
+
+def _releasing(end: Any, lock: WriterLock, holding: set[int]) -> Any:
+    """The dialect's commit / rollback, then the writer lock given back."""
+
+    def finish(dbapi_connection: Any) -> None:
+        try:
+            end(dbapi_connection)
+        finally:
+            # SQLAlchemy passes the pool's proxy (commit) or the raw connection (reset).
+            key = id(getattr(dbapi_connection, "dbapi_connection", None) or dbapi_connection)
+            if key in holding:
+                holding.discard(key)
+                lock.release()
+
+    return finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,10 +431,9 @@ class Ledger:
         self.url = url
         self.engine = make_engine(url)
         self._intake_engine: Engine | None = None
-        # SQLite has one writer at a time. Writers of this process queue on this lock
-        # instead of in SQLite's busy handler, which sleeps in growing steps (up to
-        # 100 ms) and would put those sleeps on the webhook intake's answers.
-        self._sqlite_writer = threading.RLock() if url.startswith("sqlite") else None
+        # SQLite's one writer: every write transaction queues on the engine's writer
+        # lock (sync/ledger/writer_lock.py, across threads and processes) instead of in
+        # SQLite's busy handler, whose sleeps would land on the intake's answers.
 
     @property
     def intake_engine(self) -> Engine:
@@ -435,16 +470,7 @@ class Ledger:
                     "received_at": now,
                 },
             )
-        writer = self._sqlite_writer
-        if writer is not None and not writer.acquire(timeout=INTAKE_BUSY_SECONDS):
-            raise OperationalError(
-                "BEGIN IMMEDIATE", {}, TimeoutError("the ledger's write lock is busy")
-            )
-        try:
-            inserted = self._insert_inbox(list(rows.values()))
-        finally:
-            if writer is not None:
-                writer.release()
+        inserted = self._insert_inbox(list(rows.values()))  # the intake engine's bounds
         answers: list[bool] = []
         for d in deliveries:
             key = (d.source, delivery_key(d.delivery_id))
@@ -483,11 +509,7 @@ class Ledger:
 
     @contextmanager
     def unit_of_work(self, now: datetime) -> Iterator[UnitOfWork]:
-        if self._sqlite_writer is None:
-            with self.engine.begin() as conn:
-                yield UnitOfWork(conn, now)
-            return
-        with self._sqlite_writer, self.engine.begin() as conn:
+        with self.engine.begin() as conn:
             yield UnitOfWork(conn, now)
 
     @contextmanager
@@ -519,6 +541,7 @@ class Ledger:
                 return problem
         try:
             with self.engine.connect() as conn:
+                conn = conn.execution_options(kanvoice_lock_wait=wait_seconds)
                 raw: Any = conn.connection.driver_connection
                 if sqlite:
                     raw.execute(f"PRAGMA busy_timeout = {int(wait_seconds * 1000)}")

@@ -363,7 +363,7 @@ async def drain_inbox(
     done = sorted(set(done) - failed)
     if done or ignored:
         await asyncio.to_thread(_finish, services, done, ignored)
-    report.deliveries = len(done) + len(ignored)
+    report.deliveries += len(done) + len(ignored)
     if report.deliveries:
         log.info(
             "inbox.drained",

@@ -43,9 +43,6 @@ CHANGE_POLL_SECONDS = 1.0
 #: How long the web process waits for the worker after forwarding SIGTERM (the
 #: worker's own job grace is 30 s).
 WORKER_STOP_SECONDS = 40.0
-#: The worker's CPU priority below the web process's: its work (re-fetching, ingest,
-#: Stripe calls) waits a second or two without harm, webhook answers do not.
-WORKER_NICE = 10
 
 
 class WorkerStatus:
@@ -141,9 +138,6 @@ def become_worker() -> Callable[[bool], None] | None:
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != int(parent):  # the web process died before prctl
             os._exit(1)
-    if parent is not None:
-        with contextlib.suppress(OSError):
-            os.nice(WORKER_NICE)
     if fd_text is None:
         return None
     fd = int(fd_text)

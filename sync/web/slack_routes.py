@@ -10,7 +10,7 @@ Order of work, each step before the next:
    anything that is not one of our actions is an empty 200);
 4. decisions that move money (Approve, Approve anyway, Reject with its reason) are
    written to the ledger's inbox (one short INSERT, deduped on the interaction: the
-   clicked action's ``action_ts``, or the submitted view's id and hash) and answered
+   clicked action's ``action_ts``, or the submitted view's id and trigger id) and answered
    with an empty 200 at once; the leader's inbox worker applies them through
    `ApprovalDesk.decide` (approver check, audit, Stripe work queued in the outbox) and
    `follow_up` (ephemeral notices; the approval message is updated through the
@@ -70,7 +70,9 @@ def interaction_id(payload: Mapping[str, Any]) -> str:
             return f"action:{user_id}:{action_ts}"
     view = payload.get("view")
     if isinstance(view, Mapping) and isinstance(view.get("id"), str):
-        return f"view:{view['id']}:{view.get('hash')}"
+        # Each submit carries a trigger id of its own; a second submit of the same view
+        # is a new interaction (the desk answers it "already rejected").
+        return f"view:{view['id']}:{payload.get('trigger_id') or view.get('hash')}"
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return f"sha256:{digest}"
 

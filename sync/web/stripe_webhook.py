@@ -1,7 +1,8 @@
 """`POST /webhooks/stripe`: signed invoice events, stored in the inbox and answered.
 
 Verify ``Stripe-Signature`` over the raw body (401), check the event's shape (400),
-then one short INSERT into the ledger's inbox, deduped on the Stripe event id, and
+then (``invoice.*`` events only; others are answered 202 ``{"status": "ignored"}``
+and not stored) one short INSERT into the ledger's inbox, deduped on the Stripe event id, and
 answer 200 ``{"status": "queued"}`` (``"duplicate"`` for an event id already stored).
 The leader's inbox worker applies it (`Invoicing.apply_event`) moments later. The
 ledger unavailable or hung (no commit within the intake's timeout) → 503, and
@@ -86,6 +87,9 @@ def stripe_webhook_router(services: Services, writer: IntakeWriter | None = None
                 raise ValueError("not an event")
         except ValueError:
             return JSONResponse({"error": "malformed event"}, 400)
+        if not event["type"].startswith("invoice."):
+            # Not an event kanvoice acts on (the endpoint may be subscribed to more).
+            return JSONResponse({"status": "ignored", "type": event["type"]}, 202)
         delivery = InboxDelivery(
             source=STRIPE_SOURCE,
             delivery_id=event["id"],

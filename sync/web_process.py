@@ -156,11 +156,12 @@ async def watch_changes(
     from sync.daemon import ledger_fingerprint
 
     last: tuple[Any, ...] | None = None
+    probe: asyncio.Future[tuple[Any, ...]] | None = None
     while not stopping.is_set():
         try:
-            current = await asyncio.wait_for(
-                asyncio.to_thread(ledger_fingerprint, services), timeout=10
-            )
+            if probe is None or probe.done():  # a hung ledger holds one thread, not more
+                probe = asyncio.ensure_future(asyncio.to_thread(ledger_fingerprint, services))
+            current = await asyncio.wait_for(asyncio.shield(probe), timeout=10)
             if last is not None and current != last:
                 notify()
             last = current

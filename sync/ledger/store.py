@@ -47,10 +47,17 @@ SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for SQLite's write lock
 INTAKE_BUSY_SECONDS = 2.0
 INTAKE_CONNECT_SECONDS = 2
 INTAKE_STATEMENT_MS = 2000
+#: Everyone else's bounds on PostgreSQL (worker jobs, dashboard, CLI): generous, but a
+#: partition or a stopped server ends in an error, never a thread waiting forever.
+CONNECT_SECONDS = 10
+STATEMENT_MS = 120_000
+LOCK_MS = 30_000
 
 
 def make_engine(url: str, *, intake: bool = False) -> Engine:
-    """An engine with SQLite set up for a daemon: WAL, foreign keys, a busy timeout.
+    """An engine with SQLite set up for a daemon: WAL, foreign keys, a busy timeout
+    (and the writer lock of sync/ledger/writer_lock.py); on PostgreSQL connect,
+    statement and lock timeouts and TCP keepalives, so a hung server fails calls.
 
     `intake=True`: the small engine the webhook intake writes through, with short
     bounds everywhere (SQLite busy timeout; PostgreSQL connect, statement and lock
@@ -118,7 +125,18 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
     # (item_key IN (500 values)) into sequential scans (bench/RESULTS.md, section 2).
     connect_args: dict[str, Any] = {"prepare_threshold": None}
     if not intake:
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        connect_args.update(
+            connect_timeout=CONNECT_SECONDS,
+            options=f"-c statement_timeout={STATEMENT_MS} -c lock_timeout={LOCK_MS}",
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+            tcp_user_timeout=STATEMENT_MS,
+        )
+        return create_engine(
+            url, pool_pre_ping=True, pool_timeout=CONNECT_SECONDS * 3, connect_args=connect_args
+        )
     connect_args.update(
         connect_timeout=INTAKE_CONNECT_SECONDS,
         options=f"-c statement_timeout={INTAKE_STATEMENT_MS} -c lock_timeout={INTAKE_STATEMENT_MS}",

@@ -43,6 +43,7 @@ CHANGE_POLL_SECONDS = 1.0
 #: How long the web process waits for the worker after forwarding SIGTERM (the
 #: worker's own job grace is 30 s).
 WORKER_STOP_SECONDS = 40.0
+GIL_SWITCH_SECONDS = 0.0005
 
 
 class WorkerStatus:
@@ -185,6 +186,11 @@ async def serve_web(
     from sync.daemon import _QuietServer
 
     settings = services.settings
+    # The intake thread holds the SQLite write lock while it runs Python between its
+    # driver calls; each time it gives up the GIL it waits up to the switch interval
+    # (5 ms by default) for the event loop thread to hand it back. A shorter interval
+    # keeps the intake's transaction (and everyone queued behind it) short.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     config = uvicorn.Config(
         app,
         host=settings.server.host,

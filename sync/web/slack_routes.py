@@ -26,6 +26,7 @@ Order of work, each step before the next:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -49,6 +50,8 @@ log = structlog.get_logger(__name__)
 
 #: How long a Slack interaction waits for its inbox commit (Slack gives up at 3 s).
 SLACK_INTAKE_SECONDS = 2.0
+#: How long a modal's decision (in the request) may take before a 503.
+SLACK_DECIDE_SECONDS = 2.5
 
 
 def queued_through_inbox(decision: Decision) -> bool:
@@ -140,9 +143,10 @@ def slack_router(
             )
             return Response(status_code=200)
         try:
-            reply = await the_desk.decide(decision)
-        except SQLAlchemyError as exc:
-            log.error("slack.ledger_unavailable", error=str(exc))
+            # Bounded: a hung ledger must not hold the answer past Slack's 3 s.
+            reply = await asyncio.wait_for(the_desk.decide(decision), SLACK_DECIDE_SECONDS)
+        except (SQLAlchemyError, TimeoutError) as exc:
+            log.error("slack.ledger_unavailable", error=str(exc) or "no answer in time")
             return JSONResponse({"error": "ledger unavailable, retry later"}, 503)
         log.info(
             "slack.interaction",

@@ -164,14 +164,20 @@ class Daemon:
         """The client's period closed: ask finance to approve its open drafts."""
         if self.request_approval is None:
             return
-        with self.services.ledger.engine.connect() as conn:
-            drafts = conn.execute(
-                select(t.invoices.c.id).where(
-                    t.invoices.c.client == client,
-                    t.invoices.c.state == "draft",
-                    t.invoices.c.open_slot.is_not(None),
+
+        def open_drafts() -> list[Any]:
+            with self.services.ledger.engine.connect() as conn:
+                return list(
+                    conn.execute(
+                        select(t.invoices.c.id).where(
+                            t.invoices.c.client == client,
+                            t.invoices.c.state == "draft",
+                            t.invoices.c.open_slot.is_not(None),
+                        )
+                    ).all()
                 )
-            ).all()
+
+        drafts = await asyncio.to_thread(open_drafts)  # never a ledger wait on the loop
         for row in drafts:
             await self.request_approval(int(row.id))
 

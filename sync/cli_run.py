@@ -23,6 +23,17 @@ def run(
             help="Run with no Stripe key: track hours, invoice nothing (logged every drain).",
         ),
     ] = False,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help=(
+                "all (default): the web process, which spawns and supervises the worker "
+                "process; web: only the web server (webhooks, Slack, dashboard, health); "
+                "worker: only the scheduled work (inbox, polling, drafting, outbox)."
+            ),
+        ),
+    ] = "all",
 ) -> None:
     """The daemon: pollers, webhooks, approvals, dashboard, metrics (until SIGTERM)."""
     # The daemon's stack (uvicorn, the web app, Socket Mode) only for this command.
@@ -30,8 +41,15 @@ def run(
     from sync.daemon import Daemon
     from sync.logs import configure_logging
     from sync.web.app import create_app
+    from sync.web_process import (
+        WorkerProcess,
+        become_worker,
+        exit_like,
+        serve_web,
+        worker_argv,
+    )
 
-    async def main() -> None:
+    async def main() -> int | None:
         settings = settings_from(config)  # no config, no daemon: one line, exit 2
         if settings.stripe.api_key is None and not without_stripe:
             raise CliError(
@@ -39,10 +57,20 @@ def run(
                 "file): kanvoice run would track hours but never invoice; set it, or pass "
                 "--without-stripe to run tracking only"
             )
+        if role not in ("all", "web", "worker"):
+            raise CliError(f"--role: {role!r} is not one of all, web, worker")
+        tell_leader = become_worker() if role == "worker" else None
         # Every board's missing credential: exit 2, before anything starts.
         async with open_services(settings) as services:
             configure_logging()
-            web = create_app(services)
+            if role != "worker":
+                web = create_app(services)
+                worker = (
+                    WorkerProcess(worker_argv(str(config) if config else None, without_stripe))
+                    if role == "all"
+                    else None
+                )
+                return await serve_web(services, web, worker, on_stop=[web.state.broker.close])
             desk = services.desk
             slack = services.settings.slack
             background: list[Callable[[asyncio.Event], Coroutine[Any, Any, Any]]] = []
@@ -58,13 +86,17 @@ def run(
                 background.append(socket_mode)
             daemon = Daemon(
                 services,
-                web,
-                notify=web.state.notify,
-                on_stop=[web.state.broker.close],
+                None,
                 request_approval=desk.post_for_approval,
                 extra_jobs=[("slack", desk.drain_slack, 10)] if desk.can_post else [],
                 background=background,
+                desk=desk,
             )
-            await daemon.run()
+            daemon.on_leader = tell_leader
+            await daemon.run_worker()
+            return None
 
-    run_command(main)
+    code = run_command(main)
+    if code is not None:
+        # The web process leaves the way its worker did (signal or status).
+        exit_like(code)

@@ -345,6 +345,9 @@ class BoardSettings(_Strict):
 
 class LedgerSettings(_Strict):
     url: str = "sqlite:///kanvoice.db"
+    #: Processed inbox rows (webhook deliveries) are kept this many days, so that late
+    #: redeliveries still dedupe (Stripe retries for up to 3 days), then pruned.
+    inbox_retention_days: int = Field(default=14, ge=1)
 
     @field_validator("url")
     @classmethod

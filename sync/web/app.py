@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.approvals import desk_for
 from sync.composition import Services
+from sync.intake import IntakeWriter
 from sync.metrics import WEBHOOK_LATENCY, board_quota_rows
 from sync.retainers import with_retainers
 from sync.web.board_webhooks import board_webhooks_router
@@ -41,9 +42,11 @@ def create_app(services: Services) -> FastAPI:
     app.state.notify = broker.notify
     services.engine.on_change(broker.notify)
     app.include_router(health_router(services))
-    app.include_router(board_webhooks_router(services))
-    app.include_router(stripe_webhook_router(services))
-    app.include_router(slack_router(services))
+    # One intake writer for every webhook route: one thread, group commits.
+    writer = IntakeWriter(services.ledger, services.clock)
+    app.include_router(board_webhooks_router(services, writer))
+    app.include_router(stripe_webhook_router(services, writer))
+    app.include_router(slack_router(services, writer=writer))
     server = services.settings.server
     auth = DashboardAuth.for_bind(
         server.host,

@@ -10,6 +10,7 @@ one line says when nobody (or only this host) can use the dashboard.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -28,6 +29,7 @@ from typer.testing import CliRunner
 
 from sync.cli import app as cli
 from sync.composition import Services
+from sync.intake import drain_inbox
 from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.conftest import DATA_DIR, FixedClock
@@ -165,6 +167,7 @@ def test_the_same_click_inside_the_window_approves(local: tuple[Services, str]) 
     )
     response = httpx.post(f"{base}/slack/interactions", content=body, headers=headers)
     assert response.status_code == 200
+    asyncio.run(drain_inbox(services, everything=True))  # the leader's worker applies it
     assert invoice in approvals(services)
 
 

@@ -109,7 +109,9 @@ def test_no_import_cycles() -> None:
 
 def test_the_cli_modules_never_import_the_entry_point() -> None:
     graph = _imports()
-    assert sorted(m for m, imports in graph.items() if "sync.cli" in imports) == []
+    # `python -m sync` (how the web process spawns its worker) is an entry point too.
+    importers = sorted(m for m, imports in graph.items() if "sync.cli" in imports)
+    assert importers == ["sync.__main__"]
     assert {"sync.cli_boards", "sync.cli_invoicing", "sync.demo"} <= graph["sync.cli"]
 
 

@@ -425,7 +425,9 @@ def test_the_dashboard_button_drafts_all_and_a_double_click_posts_once(
 
         answers = [r.json() for r in asyncio.run(double_click())]
     assert all(sorted(a["drafted"] + a["unchanged"]) == ["acme", "globex"] for a in answers)
-    assert sorted(len(a["drafted"]) for a in answers) == [0, 2]
+    # Each client is drafted by exactly one of the two clicks (which one depends on how
+    # the clicks interleave; the other sees the draft unchanged).
+    assert sorted(c for a in answers for c in a["drafted"]) == ["acme", "globex"]
     assert all(a["skipped"] == ["kaiju"] and a["failed"] == [] for a in answers)
     assert sum(a["approvals_requested"] for a in answers) == 2
     assert all(a["message"].startswith("Draft all due: ") for a in answers)

@@ -22,6 +22,7 @@ from connectors.slack.messages import digest_blocks
 from sync.approvals import desk_for
 from sync.composition import Services, slack_client_factory
 from sync.finance import compose_digest, finance_view, queue_digest, queue_scheduled_digest
+from sync.intake import drain_inbox
 from sync.ledger import schema as t
 from sync.pipeline import client_pipelines
 from sync.web.app import create_app
@@ -183,6 +184,8 @@ def test_overdue_webhook_shows_the_invoice_in_the_pipeline(
             first = http.post("/webhooks/stripe", content=event.payload, headers=event.headers)
             again = http.post("/webhooks/stripe", content=event.payload, headers=event.headers)
             assert first.status_code == 200 and again.status_code == 200
+            # Stored in the inbox and answered at once; the leader's worker applies it.
+            assert asyncio.run(drain_inbox(services, everything=True)).deliveries == 1
             payload = http.get("/api/pipeline").json()
         overdue = payload["overdue"]
         assert [o["invoice_id"] for o in overdue] == [invoice_id]

@@ -332,12 +332,15 @@ def _time_shares(
     return list(zip(workers, shares, strict=True))
 
 
+_Priced = tuple[Decimal | None, Money | None, Decimal | None, Money | None]
+
+
 def _priced(
     item: BoardItem,
     policy: BoardPolicy,
     worker: Worker | None,
     hours: Decimal,
-) -> tuple[Decimal | None, Money | None, Decimal | None, Money | None]:
+) -> _Priced:
     """(rate, amount, cost rate, cost) of `hours` of `worker` on `item`, on the day it
     reached Done (or of the snapshot, while in progress)."""
     currency = policy.client.currency
@@ -363,9 +366,11 @@ def _plan_time(
     actions: list[Action] = []
     seq = _next_seq(entries, EntryKind.TIME)
 
-    def create(worker: Worker | None, state: EntryState, hours: Decimal) -> BillableEntry:
+    def create(
+        worker: Worker | None, state: EntryState, hours: Decimal, priced: _Priced | None = None
+    ) -> BillableEntry:
         nonlocal seq
-        rate, amount, cost_rate, cost = _priced(item, policy, worker, hours)
+        rate, amount, cost_rate, cost = priced or _priced(item, policy, worker, hours)
         made = _entry(
             item, EntryKind.TIME, seq, state, hours, rate, amount, worker, cost_rate, cost
         )
@@ -378,8 +383,9 @@ def _plan_time(
         hours: Decimal,
         reason: str,
         done_at: datetime | None = None,
+        priced: _Priced | None = None,
     ) -> UpdateEntry:
-        rate, amount, cost_rate, cost = _priced(item, policy, worker, hours)
+        rate, amount, cost_rate, cost = priced or _priced(item, policy, worker, hours)
         return UpdateEntry(
             open_entry.entry_key, hours, rate, amount, reason, done_at, cost_rate, cost
         )
@@ -422,17 +428,20 @@ def _plan_time(
             open_entry = open_entries.get(worker.key if worker else None)
             if hours <= 0:
                 continue
-            rate = _priced(item, policy, worker, hours)[0]
+            priced = _priced(item, policy, worker, hours)
+            rate = priced[0]
             # Without a rate nobody can price the line: a person must look at it.
             to_state = EntryState.READY if rate is not None else EntryState.NEEDS_REVIEW
             reason = "done" if rate is not None else "done, but no rate is configured"
             if open_entry is not None:
-                actions.append(update(open_entry, worker, hours, reason, done_at))
+                actions.append(update(open_entry, worker, hours, reason, done_at, priced))
                 actions.append(
                     ChangeEntryState(open_entry.entry_key, open_entry.state, to_state, reason)
                 )
             else:
-                actions.append(CreateEntry(create(worker, to_state, hours), done_at, reason))
+                actions.append(
+                    CreateEntry(create(worker, to_state, hours, priced), done_at, reason)
+                )
         for person, open_entry in open_entries.items():
             if not any((w.key if w else None) == person and h > 0 for w, h in shares):
                 actions.extend(_zero_and_void(open_entry, "done with no new hours"))

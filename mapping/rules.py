@@ -105,6 +105,15 @@ def resolve_rate(
         if by_role is not None:
             return ResolvedRate(by_role, RateScope.ROLE)
 
+    if not board_rules and not client_rules:  # the common case: plain rates, no rules
+        if policy.rate is not None:
+            return ResolvedRate(policy.rate, RateScope.BOARD)
+        if policy.client.rate is not None:
+            return ResolvedRate(policy.client.rate, RateScope.CLIENT)
+        if policy.default_rate is not None:
+            return ResolvedRate(policy.default_rate, RateScope.DEFAULT)
+        return None
+
     rate = _effective((r for r in board_rules if r.scope is RateScope.BOARD), on, policy.rate)
     if rate is not None:
         return ResolvedRate(rate, RateScope.BOARD)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from mapping.domain import EntryKind, EntryState, LineGrouping, Staff
-from mapping.money import Money
+from mapping.money import Money, rounded_money
 
 MAX_DESCRIPTION = 500
 ON_DRAFT_STATES = frozenset({EntryState.DRAFTED, EntryState.APPROVED})
@@ -25,7 +25,7 @@ def line_amount(hours: Decimal, rate: Decimal | None, currency: str) -> Money | 
     without a rate (nobody can price the line). The one place this is computed."""
     if rate is None:
         return None
-    return Money(hours * rate, currency).quantized()
+    return rounded_money(hours * rate, currency)
 
 
 def next_seq(seqs: Iterable[int]) -> int:

@@ -181,12 +181,12 @@ def plan(
         moved_done = done and item.done_at is not None
         actions.append(
             RecordTransition(
-                item_key=item.key,
-                from_column=held.column if held else None,
-                to_column=item.column,
-                from_category=held.state_category if held else None,
-                to_category=item.state_category,
-                at=item.done_at if moved_done and item.done_at else item.updated_at,
+                item.key,
+                held.column if held else None,
+                item.column,
+                held.state_category if held else None,
+                item.state_category,
+                item.done_at if moved_done and item.done_at else item.updated_at,
             )
         )
 
@@ -196,7 +196,8 @@ def plan(
         actions.extend(_void_open(entries, frozenset(), "item removed from the board"))
         return tuple(actions)
 
-    actions.extend(_void_open(entries, _KINDS_FOR[billing_type], "billing type changed"))
+    if entries:
+        actions.extend(_void_open(entries, _KINDS_FOR[billing_type], "billing type changed"))
     if billing_type is BillingType.TIME_AND_MATERIALS:
         actions.extend(_plan_time(item, entries, policy, done))
     elif billing_type is BillingType.FIXED_PRICE:
@@ -235,6 +236,8 @@ def _zero_and_void(entry: BillableEntry, reason: str) -> list[Action]:
 
 
 def _next_seq(entries: tuple[BillableEntry, ...], kind: EntryKind) -> int:
+    if not entries:  # a new item (the common case): the first number
+        return 1
     return next_seq(e.seq for e in entries if e.kind is kind)
 
 
@@ -242,11 +245,14 @@ _money = line_amount  # amount = hours × rate, one rule (mapping.stripe_lines)
 
 
 _ANYONE = object()
+_ZERO = Decimal(0)
 
 
 def settled_hours(entries: tuple[BillableEntry, ...], person: object = _ANYONE) -> Decimal:
     """Hours of an item already billed, being billed, or decided on by a person (of one
     worker's share, when `person` is given)."""
+    if not entries:
+        return _ZERO
     return sum(
         (
             e.hours
@@ -659,20 +665,21 @@ def _entry(
     cost: Money | None = None,
 ) -> BillableEntry:
     person = worker.key if worker is not None else None
+    key = item.key
     return BillableEntry(
-        entry_key=entry_key(item.key, kind, seq, person),
-        item_key=item.key,
-        kind=kind,
-        seq=seq,
-        state=state,
-        hours=hours,
-        rate=rate,
-        amount=amount,
-        description=item.title,
-        person=person,
-        role=_role_key(worker),
-        cost_rate=cost_rate,
-        cost=cost,
+        entry_key(key, kind, seq, person),
+        key,
+        kind,
+        seq,
+        state,
+        hours,
+        rate,
+        amount,
+        item.title,
+        person,
+        _role_key(worker),
+        cost_rate,
+        cost,
     )
 
 

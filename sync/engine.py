@@ -197,7 +197,8 @@ class Engine:
         writer = _BatchWriter(uow.now, self.actor, {k: r.item_id for k, r in held.items()})
         planned, report.conflicts = (batch, []) if reread else split_batch_conflicts(batch)
         report.skipped += len(batch) - len(planned)
-        planned_keys = [s.key for s in planned]
+        # Nothing held back: the same snapshots in the same order (no keys computed twice).
+        planned_keys = keys if len(planned) == len(batch) else [s.key for s in planned]
         # Items that come more than once: each later snapshot is planned against what the
         # earlier ones recorded.
         again = {k for k, n in Counter(planned_keys).items() if n > 1}

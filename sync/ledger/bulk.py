@@ -141,12 +141,6 @@ class HeldItemRow(NamedTuple):
     state_category: StateCategory
 
 
-class HeldEntryRow(NamedTuple):
-    id: int
-    item_id: int
-    entry: BillableEntry
-
-
 # --- driver values -----------------------------------------------------------------
 
 
@@ -289,15 +283,22 @@ _STATES = {s.value: s for s in EntryState}
 _CATEGORIES = {c.value: c for c in StateCategory}
 
 
+class HeldEntries(NamedTuple):
+    """One held item's entries (in id order) and the ledger id of each by entry key."""
+
+    entries: list[BillableEntry]
+    ids: dict[str, int]
+
+
 def held_item_rows(
     conn: Connection, item_keys: Sequence[str], lock: bool
-) -> tuple[list[HeldItemRow], list[HeldEntryRow]]:
-    """The items with these keys and all their entries (in id order); `lock` holds the
-    item rows until commit (FOR UPDATE on PostgreSQL; SQLite's write lock is already
-    held by the transaction)."""
+) -> tuple[list[HeldItemRow], dict[int, HeldEntries]]:
+    """The items with these keys and all their entries, grouped by item id (in id
+    order); `lock` holds the item rows until commit (FOR UPDATE on PostgreSQL; SQLite's
+    write lock is already held by the transaction)."""
     dialect = conn.dialect
     items: list[HeldItemRow] = []
-    entries: list[HeldEntryRow] = []
+    by_item: dict[int, HeldEntries] = {}
     suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
     from_scaled = t.from_scaled
     kinds, states, categories = _KINDS, _STATES, _CATEGORIES
@@ -323,9 +324,10 @@ def held_item_rows(
         for r in conn.exec_driver_sql(sql, tuple(keys)).all():
             amount = from_scaled(r[8])
             cost = from_scaled(r[14])
+            item_id = r[1]
             entry = BillableEntry(
                 r[2],
-                keys[r[1]],
+                keys[item_id],
                 kinds[r[3]],
                 r[4],
                 states[r[5]],
@@ -338,8 +340,12 @@ def held_item_rows(
                 from_scaled(r[13]),
                 Money(cost, r[9]) if cost is not None else None,
             )
-            entries.append(HeldEntryRow(r[0], r[1], entry))
-    return items, entries
+            held = by_item.get(item_id)
+            if held is None:
+                held = by_item[item_id] = HeldEntries([], {})
+            held.entries.append(entry)
+            held.ids[entry.entry_key] = r[0]
+    return items, by_item
 
 
 _ZERO = Decimal(0)
@@ -401,24 +407,45 @@ class BatchWrites:
         scaled = t.to_scaled
 
         def item_state(s: ItemState) -> tuple[Any, ...]:  # every column but `client`
+            # Unpacked once (a NamedTuple's attributes are properties: slower).
+            (
+                _client,
+                title,
+                url,
+                column_name,
+                state_category,
+                is_done,
+                hours,
+                billing_type,
+                labels,
+                assignees,
+                iteration,
+                rate,
+                milestone_amount,
+                revision,
+                fingerprint,
+                updated_at,
+                done_at,
+                last_seen_at,
+            ) = s
             return (
-                s.title,
-                s.url,
-                s.column_name,
-                s.state_category,
-                s.is_done,
-                scaled(s.hours),
-                s.billing_type,
-                strings(s.labels),
-                strings(s.assignees),
-                s.iteration,
-                scaled(s.rate),
-                scaled(s.milestone_amount),
-                s.revision,
-                s.fingerprint,
-                dt(s.updated_at),
-                odt(s.done_at),
-                dt(s.last_seen_at),
+                title,
+                url,
+                column_name,
+                state_category,
+                is_done,
+                None if hours is None else scaled(hours),
+                billing_type,
+                strings(labels),
+                strings(assignees),
+                iteration,
+                None if rate is None else scaled(rate),
+                None if milestone_amount is None else scaled(milestone_amount),
+                revision,
+                fingerprint,
+                dt(updated_at),
+                None if done_at is None else dt(done_at),
+                dt(last_seen_at),
             )
 
         ids: dict[str, int] = {}

@@ -316,9 +316,13 @@ class _BatchWriter:
             report.items_new += 1
 
         for action in actions:
-            if isinstance(action, RecordItem):
+            # By exact type (the billing core's action classes are final): cheaper than
+            # a chain of isinstance checks, four to five per action.
+            kind = type(action)
+            if kind is RecordItem:
                 continue
-            if isinstance(action, RecordTransition):
+            if kind is RecordTransition:
+                assert isinstance(action, RecordTransition)
                 rows.transitions.append(
                     NewTransition(
                         item_ref,
@@ -332,7 +336,8 @@ class _BatchWriter:
                     )
                 )
                 continue
-            if isinstance(action, CreateEntry):
+            if kind is CreateEntry:
+                assert isinstance(action, CreateEntry)
                 entry = action.entry
                 amount = entry.amount
                 cost = entry.cost
@@ -377,7 +382,8 @@ class _BatchWriter:
                 )
                 continue
             columns: EntryChange
-            if isinstance(action, UpdateEntry):
+            if kind is UpdateEntry:
+                assert isinstance(action, UpdateEntry)
                 columns = {
                     "hours": action.hours,
                     "rate": action.rate,
@@ -388,7 +394,8 @@ class _BatchWriter:
                 if action.done_at is not None:
                     columns["done_at"] = action.done_at
                 report.entries_updated += 1
-            elif isinstance(action, ChangeEntryState):
+            elif kind is ChangeEntryState:
+                assert isinstance(action, ChangeEntryState)
                 to_state = action.to_state
                 columns = {"state": to_state._value_}
                 if to_state is EntryState.NEEDS_REVIEW:

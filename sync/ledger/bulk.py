@@ -154,22 +154,24 @@ class DriverValues:
         self._datetime = _datetime_encoder(dialect)
         self._now = now
         self._now_value = self._datetime(now)
-        self._last = now
-        self._last_value = self._now_value
+        # Encoded values by the identity of the datetime object (kept alive here, so an
+        # id is never reused while this batch's values live): an item's update time is
+        # also its transition's and its entry's, written in other tables.
+        self._seen: dict[int, tuple[datetime, Any]] = {}
         json_process = t.items.c.labels.type._cached_bind_processor(dialect)
         self._json: Callable[[Any], Any] = json_process or (lambda v: v)
         self._json_cache: dict[tuple[str, ...], Any] = {}
 
     def timestamp(self, value: datetime) -> Any:
-        # Most rows repeat `now`, or the datetime object the row before used (an item's
-        # update time is also its transition's and its entry's time): by identity, not
-        # equality, since equal instants in two zones are stored as different text.
+        # Most rows repeat `now`, or a datetime object another row of the batch used:
+        # by identity, not equality, since equal instants in two zones are stored as
+        # different text.
         if value is self._now:
             return self._now_value
-        if value is not self._last:
-            self._last = value
-            self._last_value = self._datetime(value)
-        return self._last_value
+        found = self._seen.get(id(value))
+        if found is None:
+            found = self._seen[id(value)] = (value, self._datetime(value))
+        return found[1]
 
     def optional_timestamp(self, value: datetime | None) -> Any:
         return None if value is None else self.timestamp(value)
@@ -180,6 +182,14 @@ class DriverValues:
         if found is None:
             found = self._json_cache[values] = self._json(list(values))
         return found
+
+
+@lru_cache(maxsize=1 << 14)
+def _scaled(value: Decimal | None) -> int | None:
+    """`schema.to_scaled`, memoized for the bulk writes (a board repeats a few hour
+    values, rates and amounts): exact, since equal Decimals scale to the same integer.
+    Only the billing core's finite values come here."""
+    return t.to_scaled(value)
 
 
 def _datetime_encoder(dialect: Dialect) -> Callable[[datetime], Any]:
@@ -404,7 +414,7 @@ class BatchWrites:
         dt = values.timestamp
         odt = values.optional_timestamp
         strings = values.string_list
-        scaled = t.to_scaled
+        scaled = _scaled
 
         def item_state(s: ItemState) -> tuple[Any, ...]:  # every column but `client`
             # Unpacked once (a NamedTuple's attributes are properties: slower).
@@ -554,11 +564,11 @@ class BatchWrites:
     def _update_entries(self, conn: Connection, values: DriverValues) -> None:
         """UPDATE entries by id, one executemany per set of changed columns."""
         encode: Mapping[str, Callable[[Any], Any]] = {
-            "hours": t.to_scaled,
-            "rate": t.to_scaled,
-            "amount": t.to_scaled,
-            "cost_rate": t.to_scaled,
-            "cost": t.to_scaled,
+            "hours": _scaled,
+            "rate": _scaled,
+            "amount": _scaled,
+            "cost_rate": _scaled,
+            "cost": _scaled,
             "done_at": values.optional_timestamp,
             "updated_at": values.optional_timestamp,
         }

@@ -280,9 +280,33 @@ def _write_many(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None
     previous = driver.prepare_threshold
     driver.prepare_threshold = 0
     try:
-        conn.exec_driver_sql(sql, rows)
+        size = PG_VALUES_ROWS
+        if size > 1 and len(rows) >= size and sql.startswith("INSERT "):
+            # Inserts of `size` rows per statement (one multi-row VALUES): PostgreSQL
+            # executes one statement where it would execute `size`. Rows keep their
+            # order (serial ids follow it); the rest goes row by row.
+            full = len(rows) - len(rows) % size
+            conn.exec_driver_sql(
+                _values_sql(sql, size),
+                [tuple(v for row in rows[i : i + size] for v in row) for i in range(0, full, size)],
+            )
+            rows = rows[full:]
+        if rows:
+            conn.exec_driver_sql(sql, rows)
     finally:
         driver.prepare_threshold = previous
+
+
+#: Rows per multi-row INSERT on PostgreSQL (at most 25 columns: far below its limit of
+#: 65,535 parameters per statement).
+PG_VALUES_ROWS = 100
+
+
+@lru_cache(maxsize=64)
+def _values_sql(sql: str, rows: int) -> str:
+    """`INSERT … VALUES (…)` as one statement for `rows` rows."""
+    head, _, values = sql.partition(" VALUES ")
+    return f"{head} VALUES " + ", ".join([values] * rows)
 
 
 # --- reads -------------------------------------------------------------------------

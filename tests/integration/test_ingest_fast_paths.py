@@ -32,6 +32,7 @@ from mapping.billing import HeldItem, Skip, evolve, plan
 from mapping.domain import BoardItem, Source, StateCategory
 from sync import engine as engine_module
 from sync.composition import Services, build_services
+from sync.ledger import bulk
 from sync.ledger import schema as t
 from sync.settings import Settings
 from tests.conftest import FixedClock
@@ -211,7 +212,11 @@ def test_batched_ingest_records_exactly_what_one_snapshot_at_a_time_does(
     fast = [replace(s, item_id=f"r{run}-{s.item_id}") for s in stream]
     slow = [replace(s, board="slow") for s in fast]
 
-    with patch.object(engine_module, "BATCH_SIZE", batch):
+    # Small multi-row INSERTs on PostgreSQL, so that these short streams use them too.
+    with (
+        patch.object(engine_module, "BATCH_SIZE", batch),
+        patch.object(bulk, "PG_VALUES_ROWS", 2),
+    ):
         fast_report = services.engine.ingest(fast)
     slow_reports = [services.engine.ingest([s]) for s in slow]
 

@@ -11,6 +11,11 @@ come from the ledger, the Done times from the batches), and a full sync of a boa
 larger than one WIQL answer (--large, default 25,000 items: ⌈L/19,999⌉ WIQL windows +
 ⌈L/200⌉ batches). "Other calls" are the ones that are not item reads (type states).
 
+Azure DevOps, a board that bills on a board column (``done_columns``): the same steps;
+when items entered the Done column comes from the reporting revisions stream, read from
+the kept watermark in batches of 200 (minimum ⌈R/200⌉ for R new revisions), instead
+of one ``updates`` call per Done item.
+
     .venv/bin/python bench/api_calls.py [--quick] [--items N] [--changed M] [--large L]
 """
 
@@ -172,8 +177,14 @@ async def bench_github(items: int, changed: int, workdir: Path) -> list[SyncFigu
 # -- Azure DevOps -----------------------------------------------------------------------
 
 
-def _azure_org(items: int) -> FakeAzureDevOps:
-    """N work items of three types: 30 % Closed (Done), 60 % Active, 10 % New."""
+DONE_COLUMN = "Shipped"
+
+
+def _azure_org(items: int, columns: bool = False) -> FakeAzureDevOps:
+    """N work items of three types: 30 % Closed (Done), 60 % Active, 10 % New.
+
+    `columns`: the board bills on its "Shipped" column; the 30 % are moved there (and
+    stay Active by state)."""
     fake = FakeAzureDevOps(pat=PAT, organization="fabrikam")
     project = fake.add_project("Fabrikam", "Agile")
     types = ("User Story", "Bug", "Task")
@@ -187,41 +198,65 @@ def _azure_org(items: int) -> FakeAzureDevOps:
             assigned_to="dev@fabrikam.example",
             tags=("backend",) if n % 4 == 0 else (),
         )
-        if bucket < 3:
+        if bucket < 3 and columns:
+            project.change(item_id, {"System.State": "Active", "System.BoardColumn": DONE_COLUMN})
+        elif bucket < 3:
             project.set_state(item_id, "Closed")
         elif bucket < 9:
             project.set_state(item_id, "Active")
     return fake
 
 
-def _change_azure(fake: FakeAzureDevOps, changed: int) -> None:
-    """`changed` Active items change: more hours, and every third is closed."""
+def _change_azure(fake: FakeAzureDevOps, changed: int, columns: bool = False) -> None:
+    """`changed` Active items change: more hours, and every third is closed (or moved
+    to the Done column)."""
     project = fake.projects["fabrikam"]
-    active = [i for i in fake.items.values() if i.fields["System.State"] == "Active"][:changed]
+    active = [
+        i
+        for i in fake.items.values()
+        if i.fields["System.State"] == "Active" and i.fields["System.BoardColumn"] != DONE_COLUMN
+    ][:changed]
     for n, item in enumerate(active):
         hours = float(item.fields.get(project.hours_field, 0)) + 1
-        if n % 3 == 0:
+        if n % 3 == 0 and columns:
+            project.change(
+                item.id, {"System.BoardColumn": DONE_COLUMN, project.hours_field: hours}
+            )
+        elif n % 3 == 0:
             project.set_state(item.id, "Closed", hours=hours)
         else:
             project.set_hours(item.id, hours)
 
 
-def _azure_board(url: str) -> dict[str, Any]:
-    return {
+def _azure_board(url: str, columns: bool = False) -> dict[str, Any]:
+    board: dict[str, Any] = {
         "key": "ado",
         "source": "azure_devops",
         "client": "acme",
         "azure_devops": {"organization_url": url, "project": "Fabrikam"},
     }
+    if columns:
+        board["done_columns"] = [DONE_COLUMN]
+    return board
 
 
 async def _azure_step(
-    services: Services, fake: FakeAzureDevOps, name: str, minimum: int, truly: int
+    services: Services,
+    fake: FakeAzureDevOps,
+    name: str,
+    minimum: int,
+    truly: int,
+    revisions_from: int | None = None,
 ) -> SyncFigures:
+    """One sync; `revisions_from`: the revision log's length at the last stream read
+    (column boards), to count the revisions there were to read."""
     fake.reset_counts()
     started = time.perf_counter()
     report = await sync_board(services, "ado")
     seconds = time.perf_counter() - started
+    extra: dict[str, Any] = {"truly_changed": truly}
+    if revisions_from is not None:
+        extra["new_revisions"] = len(fake.revision_log) - revisions_from
     return SyncFigures(
         f"Azure DevOps {name}",
         dict(fake.request_counts),
@@ -230,30 +265,39 @@ async def _azure_step(
         seconds,
         report.seen,
         report.items_new + report.items_updated,
-        {"truly_changed": truly},
+        extra,
     )
 
 
-async def bench_azure(items: int, changed: int, workdir: Path) -> list[SyncFigures]:
-    fake = _azure_org(items)
+async def bench_azure(
+    items: int, changed: int, workdir: Path, columns: bool = False
+) -> list[SyncFigures]:
+    fake = _azure_org(items, columns)
     out: list[SyncFigures] = []
+    kind = "column board " if columns else ""
+    mark: int | None = 0 if columns else None
     with serve_fake_azure(fake) as url:
-        db = workdir / "azure.db"
-        services = _services(db, _azure_board(url), azure_devops={"pat": PAT})
+        db = workdir / ("azure-columns.db" if columns else "azure.db")
+        services = _services(db, _azure_board(url, columns), azure_devops={"pat": PAT})
         try:
             out.append(
-                await _azure_step(services, fake, "full", 1 + math.ceil(items / 200), items)
+                await _azure_step(
+                    services, fake, f"{kind}full", 1 + math.ceil(items / 200), items, mark
+                )
             )
-            _change_azure(fake, changed)
+            mark = len(fake.revision_log) if columns else None
+            _change_azure(fake, changed, columns)
             out.append(
                 await _azure_step(
                     services,
                     fake,
-                    f"incremental ({changed} changed)",
+                    f"{kind}incremental ({changed} changed)",
                     1 + math.ceil(changed / 200),
                     changed,
+                    mark,
                 )
             )
+            mark = len(fake.revision_log) if columns else None
             # Quiet for 10 minutes; one poll reads the overlap window's last changes.
             fake.advance(timedelta(minutes=10))
             await sync_board(services, "ado")
@@ -261,10 +305,12 @@ async def bench_azure(items: int, changed: int, workdir: Path) -> list[SyncFigur
             await close_connectors(services.connectors)
             services.close()
         # `sync --once` again: a new process, nothing cached but what the ledger keeps.
-        services = _services(db, _azure_board(url), azure_devops={"pat": PAT})
+        services = _services(db, _azure_board(url, columns), azure_devops={"pat": PAT})
         try:
             out.append(
-                await _azure_step(services, fake, "incremental (nothing changed, new run)", 1, 0)
+                await _azure_step(
+                    services, fake, f"{kind}incremental (nothing changed, new run)", 1, 0, mark
+                )
             )
         finally:
             await close_connectors(services.connectors)
@@ -313,6 +359,18 @@ def _rows(figures: list[SyncFigures]) -> list[Row]:
                 item_reads <= f.minimum + slack,
             )
         )
+        new_revisions = f.extra.get("new_revisions")
+        if new_revisions is not None:
+            batches = f.requests_by_kind.get("revisions", 0)
+            least = math.ceil(new_revisions / 200)
+            rows.append(
+                Row(
+                    f"{f.name}: revision batches / minimum ⌈{new_revisions} revisions/200⌉",
+                    f"{batches} / {least}; updates calls {f.requests_by_kind.get('updates', 0)}",
+                    "min + 1",
+                    batches <= least + 1 and not f.requests_by_kind.get("updates", 0),
+                )
+            )
         detail = ", ".join(f"{k} {v}" for k, v in sorted(f.requests_by_kind.items()))
         truly = f.extra.get("truly_changed")
         read = f"{f.seen} items read" + (f" ({truly} changed)" if truly is not None else "")
@@ -343,6 +401,7 @@ def main() -> None:
         started = time.perf_counter()
         github = asyncio.run(bench_github(items, changed, work))
         azure = asyncio.run(bench_azure(items, changed, work))
+        azure += asyncio.run(bench_azure(items, changed, work, columns=True))
         large = args.large or (5_000 if args.quick else 25_000)
         azure += asyncio.run(bench_azure_large(large, work))
         print(f"(built fakes and synced in {time.perf_counter() - started:.1f} s)")

@@ -138,7 +138,7 @@ def state_from_stripe(status: str | None, deleted: bool = False) -> InvoiceState
 @dataclass(frozen=True, slots=True)
 class FollowState:
     """Move the invoice to `target`. `record_finalized`: record number, total and
-    entries invoiced (`needs_approval_check`: audit when no approval exists: it was
+    entries invoiced (the shell audits a finalize without an approval row: it was
     finalized outside kanvoice). `release_entries`: void/deleted: entries back to
     ready for the next draft. `mark_paid`: invoiced entries become paid."""
 
@@ -360,8 +360,10 @@ class Reject:
     releases: tuple[Release, ...]
 
 
-def _draft_refusal(draft: DraftView | None, version: int | None) -> Refused | None:
-    """Common checks: a draft, not approved, at the version the person saw, with lines."""
+def draft_refusal(draft: DraftView | None, version: int | None) -> Refused | None:
+    """Whether a person may decide on `draft` as they saw it (`version`): a draft, not
+    approved, unchanged since, with lines. None: yes; else the refusal. Every decision
+    (approve, reject, adjust, and the shell's own pre-checks) asks this."""
     if draft is None:
         return Refused(Refusal.NOT_A_DRAFT, "no such invoice")
     if draft.is_approved:
@@ -398,7 +400,7 @@ def decide_approve(
     A total under the minimum charge (`charge_rule`) is refused unless `force`."""
     if not is_approver:
         return Refused(Refusal.NOT_APPROVER, f"{approver} is not an approver")
-    refused = _draft_refusal(draft, version)
+    refused = draft_refusal(draft, version)
     if refused is not None:
         return refused
     assert draft is not None
@@ -439,7 +441,7 @@ def decide_reject(
         return Refused(Refusal.NOT_APPROVER, f"{who} is not an approver")
     if not reason.strip():
         return Refused(Refusal.NO_REASON, "a reason is required to reject a draft")
-    refused = _draft_refusal(draft, version)
+    refused = draft_refusal(draft, version)
     if refused is not None:
         return refused
     assert draft is not None
@@ -547,7 +549,7 @@ def decide_adjust(
     amount = `line_amount(hours, rate)`. Nothing differing is refused."""
     if not is_approver:
         return Refused(Refusal.NOT_APPROVER, f"{who} is not an approver")
-    refused = _draft_refusal(draft, version)
+    refused = draft_refusal(draft, version)
     if refused is not None:
         return refused
     assert draft is not None
@@ -638,6 +640,11 @@ class OpenDraft:
     approved: bool
     lines: int
 
+    @property
+    def usable(self) -> bool:
+        """An undecided draft takes new lines; an approved (or finalized) one never."""
+        return self.state is InvoiceState.DRAFT and not self.approved
+
 
 @dataclass(frozen=True, slots=True)
 class DraftPlan:
@@ -657,9 +664,7 @@ def place_ready_lines(
     """Where the client's ready entries go. An approved (or finalized) invoice still in
     the slot is immutable: it gives up the slot and a new draft takes the lines.
     `max_lines` (Stripe's 250 items per invoice) caps the draft; the rest stays ready."""
-    usable = open_draft is not None and (
-        open_draft.state is InvoiceState.DRAFT and not open_draft.approved
-    )
+    usable = open_draft is not None and open_draft.usable
     on_draft = open_draft.lines if usable and open_draft is not None else 0
     room = len(ready) if max_lines is None else max(0, max_lines - on_draft)
     add = ready[:room]

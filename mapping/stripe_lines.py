@@ -90,6 +90,9 @@ class LineSource:
     done_at: datetime | None = None
     person: str | None = None
     role: str | None = None
+    #: A merged line (`line_grouping`): every entry it bills, the lead's first; its
+    #: `hours` and `amount` are then the entries' sums. Empty for a line of one entry.
+    entries: tuple[int, ...] = ()
 
 
 def line_who(grouping: LineGrouping, person: str | None, role: str | None, staff: Staff) -> str:
@@ -107,11 +110,20 @@ def line_who(grouping: LineGrouping, person: str | None, role: str | None, staff
     return f"{name} ({role_text})" if role_text else name
 
 
+def rate_text(rate: Decimal, currency: str) -> str:
+    """A rate with the currency's decimals (120.00 EUR), or all of its own digits when
+    it has more (5.1245 KWD): a rate is not an amount and is never rounded for show."""
+    exponent = Money.zero(currency).exponent
+    shown = rate.quantize(Decimal(1).scaleb(-exponent))
+    return f"{shown if shown == rate else rate:,} {currency}"
+
+
 def line_what(kind: EntryKind | str, hours: Decimal, rate_text: str, who: str = "") -> str:
     """The part of a line's description that says what the money is for: the
     milestone, or hours × rate, prefixed by who did the work when the client asks."""
     if EntryKind(kind) is EntryKind.MILESTONE:
-        what = f"fixed price milestone ({hours} h)"
+        # A milestone without hours (a retainer's fixed line) says only what it is.
+        what = f"fixed price milestone ({hours} h)" if hours else "fixed price"
     else:
         what = f"{hours} h × {rate_text}"
     return f"{who}: {what}" if who else what
@@ -172,12 +184,12 @@ def stripe_line(
     and metadata naming the entry (`kanvoice_entry`: what drain and reconcile search
     by), item, board and client. `fit_description(text, keep)` and `fit_metadata` are
     the hooks for Stripe's field limits (`mapping.stripe_rules` on the money branch)."""
-    rate = Money(line.rate or Decimal(0), line.currency).quantized()
     who = line_who(grouping, line.person, line.role, staff or Staff())
-    what = line_what(line.kind, line.hours, str(rate), who)
-    # Finance may have reworded the line (Adjust): the entry's own text wins.
+    what = line_what(line.kind, line.hours, rate_text(line.rate or Decimal(0), line.currency), who)
+    # Finance may have reworded the line (Adjust): the entry's own text wins. The
+    # reference and hours × rate are kept whole; the url only when it fits too.
     keep = f" [{line.board} {line.external_id}] {what}"
-    if line.url:
+    if line.url and len(keep) + len(line.url) + 1 < MAX_DESCRIPTION:
         keep += f" {line.url}"
     created = _aware(line.created_at)
     ended = _aware(line.done_at) if line.done_at else created
@@ -190,12 +202,14 @@ def stripe_line(
         "hours": str(line.hours),
         "rate": str(line.rate) if line.rate is not None else "",
     }
-    if line.person is not None:
+    if line.person:
         metadata["person"] = line.person
-    if line.role is not None:
+    if line.role:
         metadata["role"] = line.role
     if invoice_ref is not None:
         metadata["kanvoice_invoice"] = invoice_ref
+    if line.entries:
+        metadata["entries"] = ",".join(str(e) for e in line.entries)
     return StripeLine(
         amount_minor=Money(line.amount or Decimal(0), line.currency).to_minor_units(),
         currency=line.currency,
@@ -351,10 +365,13 @@ class AmountDrift:
 
 @dataclass(frozen=True, slots=True)
 class DeleteStray:
-    """A Stripe line naming an entry that is not on this draft: delete it."""
+    """A Stripe line naming an entry that is not on this draft, or (`duplicate_of`: the
+    line kept) a second line for an entry that already has one: delete it, or the
+    client is billed twice."""
 
     stripe_item_id: str
     entry_ref: str
+    duplicate_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,31 +397,38 @@ def diff_lines(
 
     `entry_ref(entry_key)` is the value Stripe's metadata holds for an entry key (the
     money branch shortens long keys). Stripe items without a `kanvoice_entry` (added by
-    hand) are left alone."""
+    hand) are left alone. An entry keeps one line: any other line naming it is deleted."""
     ours = list(lines)
-    by_ref: dict[str, StripeItem] = {}
+    by_ref: dict[str, list[StripeItem]] = {}
     for item in items:
         if item.entry_ref:
-            by_ref.setdefault(item.entry_ref, item)
+            by_ref.setdefault(item.entry_ref, []).append(item)
     repairs: list[Repair] = []
     refs = set()
     for line in ours:
         ref = entry_ref(line.entry_key)
         refs.add(ref)
-        remote = by_ref.get(ref)
-        if remote is None:
+        remote_items = by_ref.get(ref, [])
+        if not remote_items:
             if not line.pending:
                 repairs.append(Requeue(line.entry_id, line.entry_key))
             continue
+        # One line per entry: the one it is linked to, else Stripe's first.
+        remote = next(
+            (i for i in remote_items if i.item_id == line.stripe_item_id), remote_items[0]
+        )
         if line.stripe_item_id != remote.item_id:
             repairs.append(Link(line.entry_id, line.entry_key, remote.item_id))
         if remote.amount_minor != line.amount_minor:
             repairs.append(
                 AmountDrift(line.entry_id, line.entry_key, remote.amount_minor, line.amount_minor)
             )
-    for ref, item in by_ref.items():
+        for extra in remote_items:
+            if extra is not remote:
+                repairs.append(DeleteStray(extra.item_id, ref, duplicate_of=remote.item_id))
+    for ref, found in by_ref.items():
         if ref not in refs:
-            repairs.append(DeleteStray(item.item_id, ref))
+            repairs.extend(DeleteStray(item.item_id, ref) for item in found)
     on_draft = {line.entry_id for line in ours}
     for linked in linked_elsewhere:
         if linked.entry_id not in on_draft:

@@ -26,12 +26,15 @@ MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY = 40
 MAX_METADATA_VALUE = 500
 
-# Stripe's published minimum charge amounts (docs.stripe.com/currencies, "Minimum and
-# maximum charge amounts"), in major units. Stripe states no fixed minimum for the other
-# currencies ("the equivalent of 0.50 USD"); kanvoice has no exchange rates, so for the
-# three-decimal currencies it uses a conservative figure above 0.50 USD, and for every
-# other currency it requires only a positive amount.
-_MINIMUM_CHARGE: Mapping[str, Decimal] = {
+# Stripe's minimum charge amounts, in major units, as published in "Minimum and maximum
+# charge amounts" on https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
+# (checked 2026-12-03: all 24 rows below match the page, none needed correcting).
+# Stripe states them per *settlement* currency (the currency of the bank account the
+# payout goes to); kanvoice applies the invoice currency's row, which is the same figure
+# when a client is invoiced in the currency it is paid out in. A charge converted into
+# another settlement currency must reach that currency's minimum after conversion, which
+# kanvoice cannot know (it has no exchange rates).
+_PUBLISHED_MINIMUM: Mapping[str, Decimal] = {
     code: Decimal(value)
     for code, value in {
         "USD": "0.50",
@@ -58,7 +61,16 @@ _MINIMUM_CHARGE: Mapping[str, Decimal] = {
         "SEK": "3.00",
         "SGD": "0.50",
         "THB": "10",
-        # three-decimal currencies: not in Stripe's table; about 0.55 USD or more
+    }.items()
+}
+# Not in Stripe's table: the three-decimal currencies, which are presentment currencies
+# only (paid out in another currency, so their minimum is that currency's after
+# conversion). kanvoice's own conservative estimates, about 0.55 USD or more, in steps of
+# ten minor units (Stripe's rule for these currencies). Every other currency: any
+# positive amount.
+_ESTIMATED_MINIMUM: Mapping[str, Decimal] = {
+    code: Decimal(value)
+    for code, value in {
         "BHD": "0.210",
         "JOD": "0.400",
         "KWD": "0.170",
@@ -66,6 +78,7 @@ _MINIMUM_CHARGE: Mapping[str, Decimal] = {
         "TND": "1.700",
     }.items()
 }
+_MINIMUM_CHARGE: Mapping[str, Decimal] = {**_PUBLISHED_MINIMUM, **_ESTIMATED_MINIMUM}
 
 
 def minimum_charge(currency: str) -> Money:

@@ -45,7 +45,7 @@ from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import structlog
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import FatalError
@@ -66,8 +66,11 @@ from connectors.slack import (
 )
 from connectors.slack.messages import line_block_id, mention
 from connectors.slack.port import SlackPort
-from mapping.domain import EntryKind, EntryState, entry_key
+from mapping.domain import EntryState, Staff
+from mapping.invoices import LineChange, Refusal, Refused, decide_adjust, draft_refusal
 from mapping.money import Money
+from sync.budgets import draft_budget
+from sync.draft_all import DraftAllReport, draft_all
 from sync.engine import Clock
 from sync.invoicing import (
     BelowMinimumCharge,
@@ -79,6 +82,7 @@ from sync.invoicing import (
     drainer_owner,
 )
 from sync.ledger import schema as t
+from sync.ledger.drafts import draft_view, record_write_off, time_seqs
 from sync.ledger.ops import (
     audit,
     enqueue,
@@ -91,14 +95,15 @@ from sync.ledger.outbox import Operation, OutboxOp
 from sync.ledger.store import Ledger
 from sync.outbox import BackoffPolicy, Done, Drainer, HandlerRegistry, Park, Retry
 from sync.outbox import Outcome as OutboxOutcome
-from sync.settings import Settings
+from sync.settings import Settings, stripe_dashboard_url
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "slack"
 OP_POST = "slack_post_draft"
 OP_DECIDED = "slack_update_decided"
-SLACK_OPERATIONS = (OP_POST, OP_DECIDED)
+OP_BUDGET_ALERT = "slack_budget_alert"
+SLACK_OPERATIONS = (OP_POST, OP_DECIDED, OP_BUDGET_ALERT)
 # A claimed Slack operation is retried after this long if its instance died mid-call.
 # A claimed Slack row is another drain's after this long: longer than a Slack call
 # with its retries (`DESK_RETRY`'s deadline).
@@ -126,18 +131,10 @@ _REFUSED_ACTION = {
     "reject": "reject_refused",
     "adjust_open": "adjust_refused",
     "adjust_submit": "adjust_refused",
+    "draft_all": "draft_all_refused",
 }
 
 SlackFactory = Callable[[], SlackPort]
-
-
-def stripe_dashboard_url(settings: Settings, stripe_invoice_id: str | None) -> str | None:
-    """The draft in Stripe's dashboard (``/test/`` for test-mode keys)."""
-    if not stripe_invoice_id:
-        return None
-    key = settings.stripe.api_key.get_secret_value() if settings.stripe.api_key else ""
-    mode = "test/" if key.startswith(("sk_test", "rk_test")) else ""
-    return f"https://dashboard.stripe.com/{mode}invoices/{stripe_invoice_id}"
 
 
 def _utc(value: datetime) -> datetime:
@@ -169,9 +166,13 @@ def summary_to_json(summary: DraftSummary) -> dict[str, Any]:
                 "amount": str(line.amount),
                 "kind": line.kind,
                 "description": line.description,
+                "flags": list(line.flags),
+                "person": line.person,
+                "role": line.role,
             }
             for line in summary.lines
         ],
+        "flags": list(summary.flags),
     }
 
 
@@ -192,12 +193,16 @@ def summary_from_json(data: dict[str, Any]) -> DraftSummary:
                 amount=Decimal(line["amount"]),
                 kind=str(line["kind"]),
                 description=str(line["description"]),
+                flags=tuple(line.get("flags") or ()),
+                person=line.get("person"),
+                role=line.get("role"),
             )
             for line in data["lines"]
         ),
         total=Decimal(data["total"]),
         stripe_url=data.get("stripe_url"),
         version=int(data["version"]),
+        flags=tuple(data.get("flags") or ()),
     )
 
 
@@ -322,6 +327,19 @@ class ApprovalDesk:
         period = billing_period(client, _utc(invoice.period_start))
         return period.label if period.key == invoice.period_key else str(invoice.period_key)
 
+    @staticmethod
+    def _who(staff: Staff, person: str | None, role: str | None) -> tuple[str | None, str | None]:
+        """The person (configured name, else the board identity) and role label of a
+        per-person entry, for the Slack line; nothing for an entry of the whole item."""
+        if person is None:
+            return None, None
+        configured = staff.person(person)
+        role_def = staff.role(role)
+        return (
+            configured.label if configured is not None else person,
+            role_def.label if role_def is not None else role,
+        )
+
     def _summary(self, conn: Connection, invoice: Any) -> DraftSummary:
         rows = conn.execute(
             select(
@@ -331,6 +349,8 @@ class ApprovalDesk:
                 t.entries.c.rate,
                 t.entries.c.amount,
                 t.entries.c.description,
+                t.entries.c.person,
+                t.entries.c.role,
                 t.items.c.title,
                 t.items.c.url,
             )
@@ -338,6 +358,9 @@ class ApprovalDesk:
             .where(t.entries.c.invoice_id == invoice.id, t.entries.c.state.in_(SHOWN_STATES))
             .order_by(t.entries.c.id)
         ).all()
+        # Over budget (issue 19): flagged so finance sees it before approving.
+        budget = draft_budget(conn, self.settings, invoice)
+        staff = self.settings.staff()
         lines = tuple(
             DraftLine(
                 entry_id=int(r.id),
@@ -348,8 +371,12 @@ class ApprovalDesk:
                 amount=Money(r.amount or Decimal(0), invoice.currency).quantized().amount,
                 kind=r.kind if r.kind in _LINE_KINDS else "time",
                 description=str(r.description or ""),
+                flags=budget.lines.get(int(r.id), ()),
+                person=who[0],
+                role=who[1],
             )
             for r in rows
+            for who in (self._who(staff, r.person, r.role),)
         )
         try:
             name = self.settings.client(invoice.client).name or invoice.client
@@ -365,6 +392,7 @@ class ApprovalDesk:
             total=sum((line.amount for line in lines), Decimal(0)),
             stripe_url=stripe_dashboard_url(self.settings, invoice.stripe_invoice_id),
             version=int(invoice.version),
+            flags=budget.flags,
         )
 
     # ---- asking for approval -----------------------------------------------------------
@@ -515,6 +543,8 @@ class ApprovalDesk:
             registry = HandlerRegistry()
             registry.register(Operation.SLACK_POST_DRAFT, self._slack_call)
             registry.register(Operation.SLACK_UPDATE_DECIDED, self._slack_call)
+            registry.register(Operation.SLACK_BUDGET_ALERT, self._slack_call)
+            registry.register(Operation.SLACK_POST_DIGEST, self._slack_call)
             self._slack_drainer = Drainer(
                 self.ledger,
                 registry,
@@ -534,6 +564,14 @@ class ApprovalDesk:
         try:
             if op.operation is Operation.SLACK_POST_DRAFT:
                 status, result = await self._perform_post(slack, op)
+            elif op.operation is Operation.SLACK_BUDGET_ALERT:
+                status, result = await self._perform_alert(slack, op)
+            elif op.operation is Operation.SLACK_POST_DIGEST:
+                from sync.finance import perform_digest
+
+                status, result = await perform_digest(
+                    slack, self.ledger, self.settings, self.clock, op
+                )
             else:
                 status, result = await self._perform_decided(slack, op)
         except SlackUnavailable as exc:
@@ -640,6 +678,24 @@ class ApprovalDesk:
         log.info("slack.draft_posted", invoice=summary.invoice_id, version=summary.version, ts=ts)
         return "done", {"version": summary.version, "channel": channel, "ts": ts}
 
+    async def _perform_alert(self, slack: SlackPort, op: Any) -> tuple[str, dict[str, Any]]:
+        """A budget alert (`sync.budgets.queue_budget_alerts` queued it once per scope,
+        period and threshold): posted to `slack.channel`."""
+        payload = dict(op.payload or {})
+        channel = self.settings.slack.channel
+        if not channel:
+            raise FatalError("slack.channel is not set: nowhere to post the budget alert")
+        client = str(payload.get("client") or "")
+        try:
+            name = self.settings.client(client).name or client
+        except KeyError:
+            name = client
+        posted_channel, ts = await slack.post_alert(
+            channel, str(payload["text"]), bool(payload.get("over")), name
+        )
+        log.info("slack.budget_alert_posted", scope=payload.get("scope"), ts=ts)
+        return "done", {"channel": posted_channel, "ts": ts}
+
     async def _perform_decided(self, slack: SlackPort, op: Any) -> tuple[str, dict[str, Any]]:
         payload = dict(op.payload or {})
         outcome: Outcome = payload["outcome"]
@@ -706,7 +762,7 @@ class ApprovalDesk:
                 self.clock(),
                 decision.user_id,
                 _REFUSED_ACTION[decision.kind],
-                f"invoice:{decision.invoice_id}",
+                "drafts:all" if decision.kind == "draft_all" else f"invoice:{decision.invoice_id}",
                 **detail,
             )
         log.warning(
@@ -754,6 +810,8 @@ class ApprovalDesk:
                     f"({problem}). Nothing was changed; try again in a minute."
                 )
             return Reply("refused", decision, notice=notice)
+        if decision.kind == "draft_all":
+            return await asyncio.to_thread(self._draft_all, decision)
         if decision.kind in ("approve", "approve_force"):
             return await asyncio.to_thread(self._approve, decision)
         if decision.kind == "reject":
@@ -851,24 +909,17 @@ class ApprovalDesk:
         return f"Invoice draft #{invoice_id} cannot take this decision now."
 
     def _open_draft(self, conn: Connection, decision: Decision, lock: bool = False) -> Any:
-        """The invoice, if it is an undecided draft at the clicked version with lines."""
-        invoice = conn.execute(
-            select(t.invoices).where(t.invoices.c.id == decision.invoice_id).with_for_update()
-            if lock
-            else select(t.invoices).where(t.invoices.c.id == decision.invoice_id)
-        ).first()
-        approved = conn.execute(
-            select(t.approvals.c.id).where(t.approvals.c.invoice_id == decision.invoice_id)
-        ).first()
-        if (
-            invoice is None
-            or approved is not None
-            or invoice.state != "draft"
-            or invoice.version != decision.version
-            or not self._summary(conn, invoice).lines
-        ):
+        """The invoice, if it is an undecided draft at the clicked version with lines
+        (`mapping.invoices.draft_refusal`); else `_NotApplicable` explaining why."""
+        if lock:
+            conn.execute(
+                select(t.invoices.c.id)
+                .where(t.invoices.c.id == decision.invoice_id)
+                .with_for_update()
+            ).first()
+        if draft_refusal(draft_view(conn, decision.invoice_id), decision.version) is not None:
             raise _NotApplicable(self._explain(conn, decision.invoice_id, decision.version))
-        return invoice
+        return invoice_row(conn, decision.invoice_id)
 
     def _ask(self, decision: Decision, modal: Literal["adjust", "reject"]) -> Reply:
         """The Adjust / Reject button: open the modal if the draft can still change."""
@@ -879,6 +930,24 @@ class ApprovalDesk:
                 return Reply("not_applicable", decision, notice=str(exc))
             summary = self._summary(conn, invoice)
         return Reply("asked", decision, modal=modal, summary=summary)
+
+    def draft_all(self, actor: str) -> DraftAllReport:
+        """"Draft all due": every client with ready work drafted, and one approval
+        request queued per draft version (`sync.draft_all`). Ledger only: the Stripe
+        and Slack calls are left to the outbox drains."""
+        return draft_all(self.invoicing, self.request_approval, actor)
+
+    def _draft_all(self, decision: Decision) -> Reply:
+        """The Slack *Draft all due* button (the approver check is done): draft, then
+        tell the clicker what happened and post the approval requests (the Stripe calls
+        are the daemon's outbox drain, as for an approval)."""
+        report = self.draft_all(CHANNEL)
+        return Reply(
+            "drafted_all",
+            decision,
+            notice=f"Draft all due: {report.summary()}.",
+            drain=True,
+        )
 
     def _approve(self, decision: Decision) -> Reply:
         user = decision.user_id
@@ -1005,7 +1074,9 @@ class ApprovalDesk:
             with self.ledger.engine.begin() as conn:
                 invoice = self._open_draft(conn, decision, lock=True)
                 before = self._summary(conn, invoice)
-                changed, changes = self._apply(conn, invoice, decision.adjustments, user, now)
+                changed, changes = self._apply(
+                    conn, invoice, decision.adjustments, user, now, decision.version
+                )
                 queue_draft_edits(conn, changed, now)
                 invoice = invoice_row(conn, invoice.id)
                 message = self._message_of(decision, invoice)
@@ -1039,133 +1110,79 @@ class ApprovalDesk:
         adjustments: tuple[LineAdjustment, ...],
         user: str,
         now: datetime,
+        version: int,
     ) -> tuple[list[int], list[dict[str, Any]]]:
-        ids = [a.entry_id for a in adjustments]
-        rows = {
-            int(r.id): r
-            for r in conn.execute(
-                select(t.entries, t.items.c.item_key)
-                .join(t.items, t.items.c.id == t.entries.c.item_id)
-                .where(t.entries.c.id.in_(ids))
-            ).all()
-        }
-        errors: dict[str, str] = {}
-        for adj in adjustments:
-            row = rows.get(adj.entry_id)
-            where = line_block_id(adj.entry_id, "description")
-            if row is None or row.invoice_id != invoice.id or row.state != EntryState.DRAFTED.value:
-                errors[where] = "This line is no longer on the draft; close and reopen Adjust."
-                continue
-            if row.kind != EntryKind.TIME.value and (adj.hours is not None or adj.rate is not None):
-                errors[where] = "Only time lines have hours and a rate to change."
-                continue
-            if adj.hours is not None and adj.hours > row.hours:
-                errors[line_block_id(adj.entry_id, "hours")] = (
-                    f"Hours can only be lowered here (now {row.hours} h); "
-                    "more hours come from the board."
+        """Ask `mapping.invoices.decide_adjust`, then apply its answer: excluded entries
+        voided, write-offs recorded as voided entries, repriced entries updated (with
+        the amount the core computed). Returns the changed entry ids and the audit's
+        change list, in the order of the form."""
+        draft = draft_view(conn, int(invoice.id))
+        items = [line.item_key for line in draft.lines] if draft is not None else []
+        decision = decide_adjust(
+            draft,
+            user,
+            tuple(
+                LineChange(a.entry_id, a.hours, a.rate, a.description, a.exclude)
+                for a in adjustments
+            ),
+            is_approver=True,  # checked before (`decide` / `adjust_lines`)
+            version=version,
+            time_seqs=time_seqs(conn, items),
+        )
+        if isinstance(decision, Refused):
+            if decision.refusal is Refusal.INVALID and decision.errors:
+                raise _Invalid(
+                    {
+                        line_block_id(entry, field): text
+                        for (entry, field), text in decision.errors.items()
+                    }
                 )
-            if adj.rate is not None and row.rate is None:
-                errors[line_block_id(adj.entry_id, "rate")] = "This line has no rate to change."
-        if errors:
-            raise _Invalid(errors)
-
+            raise _NotApplicable(self._explain(conn, int(invoice.id), version))
+        lines = {line.entry_id: line for line in draft.lines} if draft is not None else {}
+        excluded = {e.entry_id for e in decision.excluded}
+        repriced = {r.entry_id: r for r in decision.repriced}
         changed: list[int] = []
         changes: list[dict[str, Any]] = []
-        for adj in adjustments:
-            row = rows[adj.entry_id]
-            if adj.exclude or (adj.hours is not None and adj.hours == 0):
-                move_entry(conn, row.id, EntryState.VOIDED, user, f"excluded by {user}", now)
-                changed.append(int(row.id))
-                changes.append({"entry_id": int(row.id), "excluded": True})
+        for entry_id in dict.fromkeys(a.entry_id for a in adjustments):
+            if entry_id in excluded:
+                move_entry(conn, entry_id, EntryState.VOIDED, user, f"excluded by {user}", now)
+                changed.append(entry_id)
+                changes.append({"entry_id": entry_id, "excluded": True})
                 continue
+            fix = repriced.get(entry_id)
+            if fix is None:
+                continue
+            for off in decision.write_offs:
+                if off.from_entry_id == entry_id:
+                    record_write_off(conn, off, now)
+            line = lines[entry_id]
             values: dict[str, Any] = {}
-            change: dict[str, Any] = {"entry_id": int(row.id)}
-            hours, rate = row.hours, row.rate
-            if adj.hours is not None and adj.hours != row.hours:
-                self._write_off(conn, row, row.hours - adj.hours, user, now)
-                hours = adj.hours
-                change["hours"] = [str(row.hours), str(hours)]
-            if adj.rate is not None and adj.rate != row.rate:
-                rate = adj.rate
-                change["rate"] = [str(row.rate), str(rate)]
-            if hours != row.hours or rate != row.rate:
-                values["hours"] = hours
-                values["rate"] = rate
-                values["amount"] = Money(hours * rate, row.currency).quantized().amount
-            if adj.description is not None and adj.description != row.description:
-                values["description"] = adj.description
-                change["description"] = True
-            if not values:
-                continue
-            what = ", ".join(k for k in ("hours", "rate", "description") if k in change)
-            move_entry(
-                conn, row.id, EntryState.DRAFTED, user, f"adjusted by {user}: {what}", now, **values
-            )
-            changed.append(int(row.id))
-            changes.append(change)
-        if not changed:
-            first = adjustments[0].entry_id
-            raise _Invalid(
-                {
-                    line_block_id(first, "description"): (
-                        "Nothing differs from the draft: change a value, tick Exclude, "
-                        "or press Cancel."
-                    )
-                }
-            )
-        return changed, changes
-
-    @staticmethod
-    def _write_off(conn: Connection, row: Any, hours: Decimal, user: str, now: datetime) -> None:
-        """The hours taken off a line, kept as a voided entry so they count as settled."""
-        seq = (
-            conn.execute(
-                select(func.coalesce(func.max(t.entries.c.seq), 0)).where(
-                    t.entries.c.item_id == row.item_id,
-                    t.entries.c.kind == EntryKind.TIME.value,
+            change: dict[str, Any] = {"entry_id": entry_id}
+            if "hours" in fix.what:
+                change["hours"] = [str(line.hours), str(fix.hours)]
+            if "rate" in fix.what:
+                change["rate"] = [str(line.rate), str(fix.rate)]
+            if "hours" in fix.what or "rate" in fix.what:
+                values.update(
+                    hours=fix.hours,
+                    rate=fix.rate,
+                    amount=fix.amount.amount if fix.amount is not None else None,
                 )
-            ).scalar_one()
-            + 1
-        )
-        amount = (
-            Money(hours * row.rate, row.currency).quantized().amount
-            if row.rate is not None
-            else None
-        )
-        reason = f"written off by {user}"
-        entry_id = conn.execute(
-            insert(t.entries).values(
-                entry_key=entry_key(row.item_key, EntryKind.TIME, int(seq), row.person),
-                person=row.person,  # the written-off hours stay that person's (issue 18)
-                role=row.role,
-                item_id=row.item_id,
-                client=row.client,
-                kind=EntryKind.TIME.value,
-                seq=int(seq),
-                state=EntryState.VOIDED.value,
-                hours=hours,
-                rate=row.rate,
-                amount=amount,
-                currency=row.currency,
-                description=reason,
-                done_at=row.done_at,
-                invoice_id=None,
-                created_at=now,
-                updated_at=now,
+            if fix.description is not None:
+                values["description"] = fix.description
+                change["description"] = True
+            move_entry(
+                conn,
+                entry_id,
+                EntryState.DRAFTED,
+                user,
+                f"adjusted by {user}: {', '.join(fix.what)}",
+                now,
+                **values,
             )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        conn.execute(
-            insert(t.entry_events).values(
-                entry_id=entry_id,
-                from_state=None,
-                to_state=EntryState.VOIDED.value,
-                hours=hours,
-                amount=amount,
-                actor=user,
-                reason=f"{reason}: {hours} h of entry #{row.id}",
-                at=now,
-            )
-        )
+            changed.append(entry_id)
+            changes.append(change)
+        return changed, changes
 
 
 # --------------------------------------------------------------------------------------

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable, Mapping
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -51,6 +53,16 @@ log = structlog.get_logger(__name__)
 POLLED_SOURCES = frozenset({Source.GITHUB.value, Source.AZURE_DEVOPS.value})
 
 _RealConnector = GitHubProjectConnector | AzureDevOpsConnector
+_T = TypeVar("_T")
+#: The window of `LazyBoardConnector.calls_last_hour`.
+CALLS_WINDOW_SECONDS = 3600.0
+
+
+def _requests_of(real: _RealConnector) -> int:
+    """HTTP requests the connector has sent so far (retries included)."""
+    if isinstance(real, GitHubProjectConnector):
+        return real.requests_made
+    return real.client.requests_made
 
 
 class BoardServices(Protocol):
@@ -94,6 +106,9 @@ class LazyBoardConnector:
         self._real: _RealConnector | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._project_id: str | None = None  # GitHub: learnt from polls and fetches
+        self._clock: Callable[[], float] = time.time
+        # (epoch seconds, board API requests made) per poll / fetch, the last hour's.
+        self._calls: deque[tuple[float, int]] = deque()
 
     def __repr__(self) -> str:
         return f"LazyBoardConnector({self.source.value}:{self.board_key})"
@@ -126,7 +141,27 @@ class LazyBoardConnector:
         return self._project_id
 
     async def poll(self, cursor: str | None) -> PollResult:
-        return await self.connector.poll(cursor)
+        real = self.connector
+        return await self._counted(real, real.poll(cursor))
+
+    async def _counted(self, real: _RealConnector, call: Awaitable[_T]) -> _T:
+        """Run one connector call, noting how many board API requests it made."""
+        before = _requests_of(real)
+        try:
+            return await call
+        finally:
+            made = _requests_of(real) - before
+            if made > 0:
+                now = self._clock()
+                self._calls.append((now, made))
+                while self._calls and self._calls[0][0] < now - CALLS_WINDOW_SECONDS:
+                    self._calls.popleft()
+
+    def calls_last_hour(self, now: float | None = None) -> int:
+        """Board API requests this process made for the board in the last hour
+        (polls, re-fetches and project lookups; retries included)."""
+        moment = self._clock() if now is None else now
+        return sum(n for at, n in self._calls if at >= moment - CALLS_WINDOW_SECONDS)
 
     @property
     def quota(self) -> QuotaObservation | None:
@@ -144,7 +179,8 @@ class LazyBoardConnector:
             real.prime_process_cache(cache)
 
     async def fetch(self, item_ids: tuple[str, ...]) -> tuple[BoardItem, ...]:
-        return await self.connector.fetch(item_ids)
+        real = self.connector
+        return await self._counted(real, real.fetch(item_ids))
 
     async def resolve_project_id(self) -> str | None:
         """GitHub: the project's node id (one small request the first time); else None."""
@@ -153,7 +189,7 @@ class LazyBoardConnector:
         if self._known_project_id() is None:
             real = self.connector
             assert isinstance(real, GitHubProjectConnector)
-            self._project_id = await real.resolve_project_id()
+            self._project_id = await self._counted(real, real.resolve_project_id())
         return self._project_id
 
     def parse_webhook(

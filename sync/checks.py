@@ -3,10 +3,10 @@
 A check is a function ``(settings, say) -> list[str]``: it returns one line per problem
 (naming the setting, what is wrong and how to fix it) and calls ``say`` for what is
 fine. Checks never raise: a crash becomes a problem line. ``network=True`` checks are
-skipped by ``--offline``. To add one, decorate it with `check`:
+skipped by ``--offline``. Checks are coroutines, run one after the other in the
+command's one event loop. To add one, write it and list it in `CHECKS`:
 
-    @check("dashboard exposure")
-    def _dashboard(settings: Settings, say: Say) -> list[str]: ...
+    async def dashboard(settings: Settings, say: Say) -> list[str]: ...
 
 Every problem is reported in one run: a missing GitHub token does not hide a
 missing Azure DevOps PAT, a wrong Slack channel or an unknown Stripe customer.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from connectors.base import ConnectorError
 from sync.settings import BoardSettings, ConfigError, Settings
 
 Say = Callable[[str], None]
-CheckFn = Callable[[Settings, Say], list[str]]
+CheckFn = Callable[[Settings, Say], Awaitable[list[str]]]
 
 #: Network checks give up on a service after this long (no retries for minutes).
 NETWORK_TIMEOUT_SECONDS = 10.0
@@ -39,36 +39,22 @@ class Check:
     network: bool = False
 
 
-CHECKS: list[Check] = []
-
-
-def check(name: str, *, network: bool = False) -> Callable[[CheckFn], CheckFn]:
-    """Register a check (in definition order)."""
-
-    def register(fn: CheckFn) -> CheckFn:
-        CHECKS.append(Check(name, fn, network))
-        return fn
-
-    return register
-
-
-def run_checks(settings: Settings, say: Say, *, offline: bool = False) -> list[str]:
-    """Run every registered check (network ones unless offline); all their problems."""
+async def run_checks(
+    settings: Settings, say: Say, *, offline: bool = False, checks: Sequence[Check] | None = None
+) -> list[str]:
+    """Run every check of `CHECKS` (or `checks`), network ones unless offline; all their
+    problems."""
     problems: list[str] = []
-    for item in CHECKS:
+    for item in CHECKS if checks is None else checks:
         if offline and item.network:
             continue
         try:
-            problems.extend(item.run(settings, say))
+            problems.extend(await item.run(settings, say))
         except Exception as exc:  # a check that crashes must not hide the others
             problems.append(f"{item.name}: the check itself failed: {type(exc).__name__}: {exc}")
     if offline:
         say("note: network checks skipped (--offline)")
     return problems
-
-
-def _run_async(work: Coroutine[Any, Any, list[str]]) -> list[str]:
-    return asyncio.run(work)
 
 
 def _boards(settings: Settings, source: str) -> list[tuple[int, BoardSettings]]:
@@ -78,8 +64,7 @@ def _boards(settings: Settings, source: str) -> list[tuple[int, BoardSettings]]:
 # -- offline: credentials ------------------------------------------------------------
 
 
-@check("board credentials")
-def board_credentials(settings: Settings, say: Say) -> list[str]:
+async def board_credentials(settings: Settings, say: Say) -> list[str]:
     """Each GitHub / Azure DevOps board has what it needs to be read."""
     from sync.boards import _azure_config, _github_config
 
@@ -112,8 +97,7 @@ def stripe_key_mode(key: str) -> str | None:
     return None
 
 
-@check("stripe credentials")
-def stripe_credentials(settings: Settings, say: Say) -> list[str]:
+async def stripe_credentials(settings: Settings, say: Say) -> list[str]:
     stripe = settings.stripe
     if stripe.api_key is None:
         if settings.clients:
@@ -148,8 +132,7 @@ def slack_configured(settings: Settings) -> bool:
     ) or bool(slack.channel)
 
 
-@check("slack credentials")
-def slack_credentials(settings: Settings, say: Say) -> list[str]:
+async def slack_credentials(settings: Settings, say: Say) -> list[str]:
     slack = settings.slack
     if not slack_configured(settings):
         say("note: Slack not configured: approvals from the dashboard and CLI only")
@@ -181,8 +164,7 @@ def slack_credentials(settings: Settings, say: Say) -> list[str]:
 # -- ledger --------------------------------------------------------------------------
 
 
-@check("ledger")
-def ledger(settings: Settings, say: Say) -> list[str]:
+async def ledger(settings: Settings, say: Say) -> list[str]:
     from sync.ledger.store import Ledger
 
     store = Ledger(settings.ledger.url)
@@ -198,8 +180,7 @@ def ledger(settings: Settings, say: Say) -> list[str]:
         store.dispose()
 
 
-@check("people without a rate")
-def people_without_a_rate(settings: Settings, say: Say) -> list[str]:
+async def people_without_a_rate(settings: Settings, say: Say) -> list[str]:
     """Board identities that name no configured person, and people with no bill or cost
     rate: listed (they are billed at the next rate in the precedence), not a failure."""
     from datetime import UTC, datetime
@@ -234,8 +215,7 @@ def people_without_a_rate(settings: Settings, say: Say) -> list[str]:
 # -- network: GitHub -----------------------------------------------------------------
 
 
-@check("github boards", network=True)
-def github_boards(settings: Settings, say: Say) -> list[str]:
+async def github_boards(settings: Settings, say: Say) -> list[str]:
     """The credentials can read each project, and the configured fields exist."""
     from connectors.github.connector import GitHubProjectConnector
     from connectors.github.queries import ORGANIZATION_PROJECT_FIELDS, USER_PROJECT_FIELDS
@@ -283,7 +263,7 @@ def github_boards(settings: Settings, say: Say) -> list[str]:
         results = await asyncio.gather(*(one(i, b) for i, b in _boards(settings, "github")))
         return [p for r in results for p in r]
 
-    return _run_async(every()) if _boards(settings, "github") else []
+    return await every() if _boards(settings, "github") else []
 
 
 def _github_field_problems(
@@ -336,8 +316,7 @@ def _github_field_problems(
 # -- network: Azure DevOps -----------------------------------------------------------
 
 
-@check("azure devops boards", network=True)
-def azure_boards(settings: Settings, say: Say) -> list[str]:
+async def azure_boards(settings: Settings, say: Say) -> list[str]:
     """The PAT can run each board's WIQL, and its work item types have Done states."""
     from connectors.azure_devops.connector import AzureDevOpsConnector
     from sync.boards import _azure_config
@@ -382,14 +361,13 @@ def azure_boards(settings: Settings, say: Say) -> list[str]:
         results = await asyncio.gather(*(one(i, b) for i, b in _boards(settings, "azure_devops")))
         return [p for r in results for p in r]
 
-    return _run_async(every()) if _boards(settings, "azure_devops") else []
+    return await every() if _boards(settings, "azure_devops") else []
 
 
 # -- network: Slack ------------------------------------------------------------------
 
 
-@check("slack", network=True)
-def slack(settings: Settings, say: Say) -> list[str]:
+async def slack(settings: Settings, say: Say) -> list[str]:
     """auth.test, the bot is in the channel, every approver (and the group) exists."""
     cfg = settings.slack
     if cfg.bot_token is None:
@@ -448,7 +426,7 @@ def slack(settings: Settings, say: Say) -> list[str]:
         except TimeoutError:
             return [f"slack.api_url = {cfg.api_url!r}: Slack did not answer in time"]
 
-    return _run_async(run())
+    return await run()
 
 
 def _slack_error(exc: Exception) -> str:
@@ -462,8 +440,7 @@ def _slack_error(exc: Exception) -> str:
 # -- network: Stripe -----------------------------------------------------------------
 
 
-@check("stripe", network=True)
-def stripe(settings: Settings, say: Say) -> list[str]:
+async def stripe(settings: Settings, say: Say) -> list[str]:
     """Each client's Stripe customer exists, bills in its currency, in the key's mode."""
     from connectors.stripe.gateway import StripeRejected
     from sync.composition import stripe_gateway_factory
@@ -513,4 +490,18 @@ def stripe(settings: Settings, say: Say) -> list[str]:
             await gateway.close()
         return problems
 
-    return _run_async(probe())
+    return await probe()
+
+
+#: Every check of `kanvoice check-config`, in the order they run.
+CHECKS: tuple[Check, ...] = (
+    Check("board credentials", board_credentials),
+    Check("stripe credentials", stripe_credentials),
+    Check("slack credentials", slack_credentials),
+    Check("ledger", ledger),
+    Check("people without a rate", people_without_a_rate),
+    Check("github boards", github_boards, network=True),
+    Check("azure devops boards", azure_boards, network=True),
+    Check("slack", slack, network=True),
+    Check("stripe", stripe, network=True),
+)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Iterator
@@ -13,9 +12,19 @@ import structlog
 import typer
 
 from connectors.base import ConnectorError, FatalError
-from sync.boards import BoardSyncReport, close_connectors, sync_all
-from sync.cli import EXIT_USAGE, CliError, ConfigOption, _errors, _services, app, err, out
+from sync.boards import BoardSyncReport, sync_all
+from sync.cli_common import (
+    EXIT_USAGE,
+    CliError,
+    ConfigOption,
+    err,
+    open_services,
+    out,
+    run_command,
+)
 from sync.composition import Services
+
+commands = typer.Typer()
 
 
 class _StderrLogger:
@@ -70,13 +79,6 @@ def _boards_to_poll(services: Services, board: str | None) -> list[str]:
     return [board]
 
 
-async def _run(services: Services, keys: list[str]) -> dict[str, BoardSyncReport | ConnectorError]:
-    try:
-        return await sync_all(services, keys)
-    finally:
-        await close_connectors(services.connectors)
-
-
 def _summary(report: BoardSyncReport) -> str:
     return (
         f"{report.board}: {report.seen} items seen in {report.requests_made} requests: "
@@ -85,7 +87,7 @@ def _summary(report: BoardSyncReport) -> str:
     )
 
 
-@app.command("sync")
+@commands.command("sync")
 def sync_command(
     once: Annotated[
         bool, typer.Option("--once", help="Poll every board once, print what changed, exit.")
@@ -103,14 +105,16 @@ def sync_command(
             highlight=False,
         )
         raise typer.Exit(EXIT_USAGE)
-    failed = 0
-    with _errors(), _services(config) as services:
-        keys = _boards_to_poll(services, board)
-        if not keys:
-            out.print("no github or azure_devops boards are configured: nothing to poll")
-            return
-        with _quiet_logs():
-            results = asyncio.run(_run(services, keys))
+
+    async def main() -> int:
+        failed = 0
+        async with open_services(config) as services:
+            keys = _boards_to_poll(services, board)
+            if not keys:
+                out.print("no github or azure_devops boards are configured: nothing to poll")
+                return 0
+            with _quiet_logs():
+                results = await sync_all(services, keys)
         for key, result in results.items():
             if isinstance(result, ConnectorError):
                 failed += 1
@@ -125,5 +129,7 @@ def sync_command(
             + (f", {failed} failed" if failed else ""),
             highlight=False,
         )
-    if failed:
+        return failed
+
+    if run_command(main):
         raise typer.Exit(1)

@@ -23,11 +23,12 @@ from mapping.profitability import (
     milestones,
     profitability,
 )
-from sync.cli import CliError, ConfigOption, _errors, _services, app, wide_console
+from sync.cli_common import CliError, ConfigOption, open_services, run_command, wide_console
 from sync.ledger.reports import profit_entries
 
 report_app = typer.Typer(help="Reports on what the ledger holds.", no_args_is_help=True)
-app.add_typer(report_app, name="report")
+commands = typer.Typer()
+commands.add_typer(report_app, name="report")
 
 
 def _date(value: str | None, option: str) -> date | None:
@@ -117,12 +118,13 @@ def profitability_report(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of tables.")] = False,
 ) -> None:
     """Revenue, cost, margin and effective hourly rate (revenue / every hour counted)."""
-    with _errors():
+
+    async def main() -> None:
         where = ProfitFilter(client, board, sprint, _date(start, "--from"), _date(end, "--to"))
         if where.start and where.end and where.start > where.end:
             raise CliError(f"--from {start} is after --to {end}")
         dimensions = list(dict.fromkeys(by or list(Dimension)))
-        with _services(config, boards=False) as services:
+        async with open_services(config, boards=False) as services:
             clients = [c.key for c in services.settings.clients]
             if client is not None and client not in clients:
                 _unknown("--client", client, clients)
@@ -144,6 +146,8 @@ def profitability_report(
         results = milestones(entries, where)
         if results:
             console.print(milestone_table(results))
+
+    run_command(main)
 
 
 def _unknown(option: str, value: str, known: list[str]) -> None:

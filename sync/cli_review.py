@@ -11,9 +11,18 @@ import typer
 from rich.table import Table
 
 from mapping.review import parse_since
-from sync.cli import CliError, ConfigOption, _errors, _services, app, out, wide_console
+from sync.cli_common import (
+    CliError,
+    ConfigOption,
+    open_services,
+    out,
+    run_command,
+    wide_console,
+)
 from sync.composition import Services
 from sync.review import Review
+
+commands = typer.Typer()
 
 
 def _review(services: Services) -> Review:
@@ -91,7 +100,7 @@ def _line_cells(line: dict[str, Any], currency: str) -> list[str]:
     ]
 
 
-@app.command()
+@commands.command()
 def audit(
     config: ConfigOption = None,
     client: Annotated[str | None, typer.Option(help="Only this client's rows.")] = None,
@@ -107,38 +116,42 @@ def audit(
     ] = False,
 ) -> None:
     """Who did what, when and why: the audit log (decisions, adjustments, Stripe)."""
-    with _errors(), _services(config, boards=False) as services:
-        review = _review(services)
-        try:
-            start = parse_since(since, review.zone) if since else None
-        except ValueError as exc:
-            raise CliError(f"--since: {exc}") from None
-        if as_csv:
-            sys.stdout.write(review.audit_csv(client, start))
-            return
-        rows = review.audit_log(client, start)
-        if as_json:
-            print(json.dumps({"rows": rows}, indent=2, default=str))
-            return
-        table = Table(title=f"Audit log ({review.zone})")
-        for column in ("When", "Who", "What", "Invoice", "Client", "Why / detail"):
-            table.add_column(column)
-        for row in rows:
-            invoice = "" if row["invoice_id"] is None else str(row["invoice_id"])
-            if row["number"]:
-                invoice += f" ({row['number']})"
-            why = row["reason"] or _detail(row["detail"])
-            table.add_row(
-                row["at_local"],
-                row["actor"],
-                row["action"],
-                invoice or row["subject"],
-                row["client"] or "-",
-                why,
-            )
-        wide_console().print(table)
-        if not rows:
-            out.print("no audit rows match", highlight=False)
+
+    async def main() -> None:
+        async with open_services(config, boards=False) as services:
+            review = _review(services)
+            try:
+                start = parse_since(since, review.zone) if since else None
+            except ValueError as exc:
+                raise CliError(f"--since: {exc}") from None
+            if as_csv:
+                sys.stdout.write(review.audit_csv(client, start))
+                return
+            rows = review.audit_log(client, start)
+            if as_json:
+                print(json.dumps({"rows": rows}, indent=2, default=str))
+                return
+            table = Table(title=f"Audit log ({review.zone})")
+            for column in ("When", "Who", "What", "Invoice", "Client", "Why / detail"):
+                table.add_column(column)
+            for row in rows:
+                invoice = "" if row["invoice_id"] is None else str(row["invoice_id"])
+                if row["number"]:
+                    invoice += f" ({row['number']})"
+                why = row["reason"] or _detail(row["detail"])
+                table.add_row(
+                    row["at_local"],
+                    row["actor"],
+                    row["action"],
+                    invoice or row["subject"],
+                    row["client"] or "-",
+                    why,
+                )
+            wide_console().print(table)
+            if not rows:
+                out.print("no audit rows match", highlight=False)
+
+    run_command(main)
 
 
 def _detail(detail: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from connectors.slack.port import SlackPort
 from connectors.stripe.gateway import StripeGateway
 from connectors.stripe.port import StripePort
 from sync.approvals import DESK_RETRY, ApprovalDesk
-from sync.boards import build_connectors
+from sync.boards import build_connectors, close_connectors
 from sync.engine import Clock, Engine
 from sync.invoicing import Invoicing
 from sync.ledger.store import Ledger
@@ -51,7 +51,17 @@ class Services:
         return {c.key: (c.name or c.key, c.currency) for c in self.settings.clients}
 
     def close(self) -> None:
+        """Dispose of the ledger engine (the HTTP clients: `aclose`)."""
         self.ledger.dispose()
+
+    async def aclose(self) -> None:
+        """Close what these services opened, inside the event loop that used it: the
+        Stripe client, every board connector's HTTP client, then the ledger engine."""
+        try:
+            await self.invoicing.close()
+            await close_connectors(self.connectors)
+        finally:
+            self.close()
 
 
 def build_services(

@@ -35,8 +35,11 @@ DRAIN_SECONDS = 10
 LEADER_SECONDS = 5
 DRAFT_SECONDS = 60
 RECONCILE_SECONDS = 3600
+DIGEST_SECONDS = 60  # how often the leader looks whether a digest slot is due
+REMINDER_SECONDS = 3600
 CHANGE_POLL_SECONDS = 1.0
 INBOX_SECONDS = 1.0
+PRUNE_SECONDS = 3600
 SHUTDOWN_GRACE_SECONDS = 30
 
 
@@ -65,6 +68,7 @@ class Daemon:
         grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
         extra_jobs: list[tuple[str, Callable[[], Awaitable[Any]], float]] | None = None,
         background: list[Callable[[asyncio.Event], Coroutine[Any, Any, Any]]] | None = None,
+        desk: Any = None,
     ) -> None:
         self.services = services
         self.app = app
@@ -75,6 +79,7 @@ class Daemon:
         self.grace_seconds = grace_seconds
         self.extra_jobs = extra_jobs or []  # (name, work, seconds): leader-only jobs
         self.background = background or []  # long-running tasks on every instance
+        self.desk = desk  # the ApprovalDesk that applies Slack decisions from the inbox
         self._stop_event = asyncio.Event()
         self.leader = LeaderLock(services.ledger.engine, services.settings.ledger.url)
         if hasattr(app, "state"):
@@ -82,6 +87,9 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        #: Told whether this instance leads, on every change (the worker process tells
+        #: the web process through it, for `/healthz`).
+        self.on_leader: Callable[[bool], None] | None = None
 
     def _job(
         self, name: str, work: Callable[[], Awaitable[Any]], leader_only: bool = True
@@ -117,6 +125,8 @@ class Daemon:
     async def _leader_tick(self) -> None:
         was = self.leader.is_leader
         now = await asyncio.to_thread(self.leader.try_acquire)
+        if now != was and self.on_leader is not None:
+            self.on_leader(now)
         if now and not was:
             log.info("daemon.leading")
             self._run_leader_jobs_now()
@@ -156,22 +166,35 @@ class Daemon:
         """The client's period closed: ask finance to approve its open drafts."""
         if self.request_approval is None:
             return
-        with self.services.ledger.engine.connect() as conn:
-            drafts = conn.execute(
-                select(t.invoices.c.id).where(
-                    t.invoices.c.client == client,
-                    t.invoices.c.state == "draft",
-                    t.invoices.c.open_slot.is_not(None),
+
+        def open_drafts() -> list[Any]:
+            with self.services.ledger.engine.connect() as conn:
+                return list(
+                    conn.execute(
+                        select(t.invoices.c.id).where(
+                            t.invoices.c.client == client,
+                            t.invoices.c.state == "draft",
+                            t.invoices.c.open_slot.is_not(None),
+                        )
+                    ).all()
                 )
-            ).all()
+
+        drafts = await asyncio.to_thread(open_drafts)  # never a ledger wait on the loop
         for row in drafts:
             await self.request_approval(int(row.id))
 
     async def _inbox(self) -> None:
-        """Drain the webhook inbox: coalesce per item, re-fetch in batches, ingest."""
+        """Drain the webhook inbox: Stripe events and Slack decisions applied in order;
+        board deliveries coalesced per item, re-fetched in batches, ingested."""
         from sync.intake import drain_inbox
 
-        await drain_inbox(self.services)
+        await drain_inbox(self.services, desk=self.desk)
+
+    async def _prune_inbox(self) -> None:
+        """Delete inbox rows processed more than `ledger.inbox_retention_days` ago."""
+        from sync.intake import prune_inbox
+
+        await prune_inbox(self.services)
 
     async def _poll(self, board: str) -> None:
         from sync.boards import sync_board
@@ -190,6 +213,22 @@ class Daemon:
                 problem=drift.problem,
                 repair=drift.repair,
             )
+
+    async def _digest(self) -> None:
+        """The finance digest of the current slot, queued once per slot (the key names
+        the slot, so instances and restarts agree); the Slack drain posts it."""
+        from sync.finance import queue_scheduled_digest
+
+        services = self.services
+        await asyncio.to_thread(
+            queue_scheduled_digest, services.ledger, services.settings, services.clock()
+        )
+
+    async def _reminders(self) -> None:
+        """Queue Stripe reminders for overdue invoices (at most one per interval)."""
+        queued = await asyncio.to_thread(self.services.invoicing.queue_reminders)
+        if queued:
+            log.info("overdue.reminders_queued", invoices=queued)
 
     async def _watch_changes(self) -> None:
         last: tuple[Any, ...] | None = None
@@ -230,14 +269,39 @@ class Daemon:
                 id="reconcile",
                 **common,
             )
-        if self.services.connectors:
+            if settings.overdue.remind:
+                add(
+                    self._job("reminders", self._reminders),
+                    "interval",
+                    seconds=REMINDER_SECONDS,
+                    id="reminders",
+                    **common,
+                )
+        if settings.digest.enabled and self.services.desk.can_post:
             add(
-                self._job("inbox", self._inbox),
+                self._job("digest", self._digest),
                 "interval",
-                seconds=INBOX_SECONDS,
-                id="inbox",
+                seconds=DIGEST_SECONDS,
+                id="digest",
+                next_run_time=_now(),
                 **common,
             )
+        # Every instance's webhooks land in the inbox (boards, Stripe, Slack): the leader
+        # drains it, and prunes what was processed long ago.
+        add(
+            self._job("inbox", self._inbox),
+            "interval",
+            seconds=INBOX_SECONDS,
+            id="inbox",
+            **common,
+        )
+        add(
+            self._job("inbox_prune", self._prune_inbox),
+            "interval",
+            seconds=PRUNE_SECONDS,
+            id="inbox_prune",
+            **common,
+        )
         for board in settings.boards:
             if board.key in self.services.connectors:
                 add(
@@ -317,6 +381,36 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await self.stop(watcher)
+
+    async def run_worker(self) -> None:
+        """The worker process of `kanvoice run`: the scheduled jobs (leader election,
+        inbox, polling, drafting, outbox drains, reconciliation) and the background
+        tasks, without the web server, until SIGTERM / SIGINT; then `stop()`."""
+        settings = self.services.settings
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._request_stop)
+        self.schedule()
+        self._schedule_extra()
+        self.scheduler.start()
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(start(self._stop_event)) for start in self.background
+        ]
+        log.info(
+            "worker.started", boards=len(settings.boards), clients=len(settings.clients)
+        )
+        try:
+            await self._stop_event.wait()
+        finally:
+            self._stop_event.set()
+            for task in tasks:
+                task.cancel()
+            await self.stop()
+
+    def _request_stop(self) -> None:
+        log.info("worker.stopping")
+        self._stopping = True
+        self._stop_event.set()
 
     def _request_exit(self, server: uvicorn.Server) -> None:
         log.info("daemon.stopping")

@@ -22,6 +22,7 @@ from rich.console import Console
 from connectors.simulated import SimulatedBoard, demo_scripts
 from connectors.slack.memory import InMemorySlack
 from connectors.stripe.memory import InMemoryStripe
+from sync.cli_common import render_status
 from sync.composition import Services, build_services
 from sync.pipeline import client_pipelines
 from sync.settings import Settings
@@ -136,28 +137,27 @@ def _slack_lines(slack: InMemorySlack, seen: dict[tuple[str, str], str]) -> list
     return lines
 
 
-def run_demo(console: Console, *, fast: bool, port: int = 8765) -> None:
+async def run_demo(console: Console, *, fast: bool, port: int = 8765) -> None:
+    """The demo, inside the command's one event loop; its services are closed in it."""
     with tempfile.TemporaryDirectory(prefix="kanvoice-demo-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'demo.db'}"
         world = demo_services(demo_settings(url, port=port))
         try:
             if fast:
-                _fast_story(console, world)
+                await _fast_story(console, world)
             else:
-                asyncio.run(_live_story(console, world))
+                await _live_story(console, world)
         finally:
-            world.services.close()
+            await world.services.aclose()
 
 
 def _print_status(console: Console, services: Services) -> None:
-    from sync.cli import render_status
-
     with services.ledger.unit_of_work(services.clock()) as uow:
         table = render_status(client_pipelines(uow, services.client_names()))
     Console(soft_wrap=True, width=max(console.width, 160)).print(table)
 
 
-def _fast_story(console: Console, world: DemoWorld) -> None:
+async def _fast_story(console: Console, world: DemoWorld) -> None:
     """The whole story at once: board, drafts, approval, finalize, payment."""
     services = world.services
     boards = _boards()
@@ -168,47 +168,38 @@ def _fast_story(console: Console, world: DemoWorld) -> None:
         for line in report.changes:
             console.print(f"  step {step:>2}: {line}", highlight=False)
 
-    async def invoicing() -> None:
-        desk = services.invoicing
-        seen: dict[tuple[str, str], str] = {}
-        try:
-            for client in CURRENCIES:
-                result = desk.create_or_refresh_draft(client, actor="demo")
-                if result.invoice_id is None:
-                    continue
-                services.desk.request_approval(result.invoice_id, actor="demo")
-                console.print(
-                    f"  draft {result.invoice_id} for {client}: {result.total}", highlight=False
-                )
-            await desk.drain()
-            await services.desk.drain_slack()
-            for line in _slack_lines(world.slack, seen):
-                console.print(line, highlight=False)
-            # Finance approves Acme's draft from the dashboard; Stripe finalizes it.
-            summary = services.desk.summary(1)
-            approved = desk.approve(1, DEMO_APPROVER, "dashboard")
-            services.desk.announce_decision(summary, "approved", DEMO_APPROVER)
-            console.print(
-                f"  approved invoice 1 ({approved['total_minor']} minor units)", highlight=False
-            )
-            await desk.drain()
-            await services.desk.drain_slack()
-            for line in _slack_lines(world.slack, seen):
-                console.print(line, highlight=False)
-            world.stripe.deliver_events()
-            console.print(
-                f"  the client paid {pay_open_invoices(world.stripe)} invoice(s)",
-                highlight=False,
-            )
-            await desk.reconcile()
-        finally:
-            await desk.close()
-
-    asyncio.run(invoicing())
+    desk = services.invoicing
+    seen: dict[tuple[str, str], str] = {}
+    for client in CURRENCIES:
+        result = desk.create_or_refresh_draft(client, actor="demo")
+        if result.invoice_id is None:
+            continue
+        services.desk.request_approval(result.invoice_id, actor="demo")
+        console.print(f"  draft {result.invoice_id} for {client}: {result.total}", highlight=False)
+    await desk.drain()
+    await services.desk.drain_slack()
+    for line in _slack_lines(world.slack, seen):
+        console.print(line, highlight=False)
+    # Finance approves Acme's draft from the dashboard; Stripe finalizes it.
+    summary = services.desk.summary(1)
+    approved = desk.approve(1, DEMO_APPROVER, "dashboard")
+    services.desk.announce_decision(summary, "approved", DEMO_APPROVER)
+    console.print(f"  approved invoice 1 ({approved['total_minor']} minor units)", highlight=False)
+    await desk.drain()
+    await services.desk.drain_slack()
+    for line in _slack_lines(world.slack, seen):
+        console.print(line, highlight=False)
+    world.stripe.deliver_events()
+    console.print(
+        f"  the client paid {pay_open_invoices(world.stripe)} invoice(s)",
+        highlight=False,
+    )
+    await desk.reconcile()
     _print_status(console, services)
 
 
 async def _live_story(console: Console, world: DemoWorld) -> None:
+    # The daemon's stack (uvicorn, the web app) only for the live demo.
     from sync.daemon import Daemon
     from sync.web.app import create_app
 

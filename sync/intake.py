@@ -25,22 +25,30 @@ boards go on.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from connectors.base import BoardConnector, ConnectorError, FatalError, RetriableError
+from connectors.slack import SlackInputInvalid, SlackRequestRejected
+from connectors.slack.verify import decision_from_payload
 from mapping.domain import BoardItem, Source
 from sync.boards import settle_conflicts
 from sync.composition import Services
 from sync.failpoints import failpoint
 from sync.ledger.store import InboxDelivery, InboxRow, Ledger
+from sync.metrics import INBOX_WRITE
+
+if TYPE_CHECKING:
+    from sync.approvals import ApprovalDesk
 
 log = structlog.get_logger(__name__)
 
@@ -83,13 +91,16 @@ class IntakeWriter:
         self._running = False
         self._executor: ThreadPoolExecutor | None = None
 
-    async def accept(self, delivery: InboxDelivery) -> bool:
+    async def accept(self, delivery: InboxDelivery, wait: float | None = None) -> bool:
         """Store one delivery: True if new, False if a redelivery of a stored one.
 
-        Raises `IntakeUnavailable` when the ledger does not commit it in time.
+        Raises `IntakeUnavailable` when the ledger does not commit it within `wait`
+        seconds (default: the writer's timeout; Slack's answer is due within 3 s).
         """
+        limit = self.timeout if wait is None else wait
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
+        started = time.perf_counter()
         with self._lock:
             self._waiting.append((delivery, future, loop))
             start = not self._running
@@ -100,11 +111,13 @@ class IntakeWriter:
         if start:
             executor.submit(self._write_waiting)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            return await asyncio.wait_for(asyncio.shield(future), limit)
         except TimeoutError:
             raise IntakeUnavailable(
-                f"the ledger did not store the delivery within {self.timeout:g} s"
+                f"the ledger did not store the delivery within {limit:g} s"
             ) from None
+        finally:
+            INBOX_WRITE.observe(time.perf_counter() - started)
 
     def _write_waiting(self) -> None:
         while True:
@@ -243,9 +256,12 @@ async def drain_inbox(
     max_wait: float = MAX_WAIT_SECONDS,
     limit: int = DRAIN_LIMIT,
     everything: bool = False,
+    desk: ApprovalDesk | None = None,
 ) -> DrainReport:
-    """Process the pending board deliveries that are due (see the module docstring).
+    """Process the pending deliveries that are due (see the module docstring).
 
+    Stripe events and Slack decisions are applied first, one at a time in the order
+    received (`_apply_events`); board deliveries are coalesced and re-fetched.
     `everything=True` ignores the coalescing window (tests, `kanvoice` shutdown).
     Raises SQLAlchemy errors when the ledger is unreachable (the rows stay pending).
     """
@@ -254,6 +270,10 @@ async def drain_inbox(
     if not rows:
         return report
     failpoint("inbox:before_drain")  # fault tests: killed with deliveries answered, unprocessed
+    events = [row for row in rows if row.source in _EVENT_SOURCES]
+    if events:
+        await _apply_events(services, events, desk, report)
+        rows = [row for row in rows if row.source not in _EVENT_SOURCES]
     now = services.clock()
     by_item: dict[tuple[str, str], list[InboxRow]] = defaultdict(list)
     ignored: list[int] = []
@@ -343,7 +363,7 @@ async def drain_inbox(
     done = sorted(set(done) - failed)
     if done or ignored:
         await asyncio.to_thread(_finish, services, done, ignored)
-    report.deliveries = len(done) + len(ignored)
+    report.deliveries += len(done) + len(ignored)
     if report.deliveries:
         log.info(
             "inbox.drained",
@@ -358,6 +378,85 @@ async def drain_inbox(
 
 
 _BOARD_SOURCES = frozenset({Source.GITHUB.value, Source.AZURE_DEVOPS.value})
+#: Inbox sources whose rows carry the whole event in `body` (applied, not re-fetched).
+STRIPE_SOURCE = "stripe"
+SLACK_SOURCE = "slack"
+_EVENT_SOURCES = frozenset({STRIPE_SOURCE, SLACK_SOURCE})
+
+
+async def _apply_events(
+    services: Services, rows: list[InboxRow], desk: ApprovalDesk | None, report: DrainReport
+) -> None:
+    """Apply stored Stripe events and Slack decisions, oldest first, each marked done
+    right after it is applied.
+
+    Money moves here, so each is applied through the same public entry points the
+    request used to call: `Invoicing.apply_event` (which dedupes on the Stripe event id
+    itself, so a crash between applying and marking done re-applies nothing) and
+    `ApprovalDesk.decide` (approver check, audit, Stripe work queued in the outbox)
+    followed by `follow_up` (notices; the approval message update goes through the
+    outbox). The ledger failing leaves the row and every later one pending: the next
+    round tries again, in order.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for row in rows:
+        try:
+            if row.source == STRIPE_SOURCE:
+                event = json.loads(row.body or "{}")
+                outcome = await asyncio.to_thread(services.invoicing.apply_event, event)
+                log.info(
+                    "stripe.webhook", type=row.event, event_id=row.delivery_id, outcome=outcome
+                )
+            else:
+                if desk is None:
+                    from sync.approvals import desk_for
+
+                    desk = desk_for(services)
+                decision = decision_from_payload(json.loads(row.body or "{}"))
+                if decision is not None:
+                    reply = await desk.decide(decision)
+                    log.info(
+                        "slack.interaction",
+                        kind=decision.kind,
+                        invoice=decision.invoice_id,
+                        user=decision.user_id,
+                        outcome=reply.outcome,
+                    )
+                    if reply.has_follow_up:
+                        await desk.follow_up(reply)  # never raises
+        except SQLAlchemyError as exc:
+            log.error("inbox.apply_failed", source=row.source, error=_reason(exc))
+            raise
+        except (ValueError, SlackRequestRejected, SlackInputInvalid) as exc:
+            # Verified at intake, so not expected: kept for a human, never retried.
+            log.error("inbox.event_unreadable", source=row.source, error=str(exc))
+            await asyncio.to_thread(_finish, services, [], [row.id])
+            report.deliveries += 1
+            continue
+        await asyncio.to_thread(_finish, services, [row.id], [])
+        report.deliveries += 1
+
+
+def _prune(services: Services, days: int) -> int:
+    before = services.clock() - timedelta(days=days)
+    total = 0
+    while True:
+        with services.ledger.unit_of_work(services.clock()) as uow:
+            deleted = uow.prune_inbox(before)
+        total += deleted
+        if deleted < 5_000:
+            return total
+
+
+async def prune_inbox(services: Services) -> int:
+    """Delete inbox rows processed more than `ledger.inbox_retention_days` ago (in
+    batches of 5,000, each its own short transaction); pending rows stay."""
+    days = services.settings.ledger.inbox_retention_days
+    deleted = await asyncio.to_thread(_prune, services, days)
+    if deleted:
+        log.info("inbox.pruned", deleted=deleted, older_than_days=days)
+    return deleted
 
 
 async def _learn_project_ids(connectors: Sequence[BoardConnector], report: DrainReport) -> None:

@@ -17,34 +17,46 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import FatalError, RetriableError
 from connectors.stripe.port import StripePort, StripeRejected
-from mapping.domain import EntryKind, EntryState
+from mapping.aging import ReminderPolicy, reminder_due, reminder_slot
+from mapping.domain import EntryKind, EntryState, LineGrouping
 from mapping.invoices import (
+    STRIPE_EVENT_STATES,
+    ApprovalView,
     Approve,
     BillingPeriod,
     Cadence,
     DraftView,
+    FinalizeDecision,
+    FinalizeStep,
+    FollowState,
+    Ignore,
     InvoiceState,
-    LineView,
+    OpenDraft,
     Refusal,
     Refused,
     Release,
     decide_approve,
     decide_reject,
+    finalize_guard,
+    follow,
+    follow_event,
     invoice_state,
-    moves_forward,
+    place_ready_lines,
+    state_from_stripe,
     state_rank,
 )
 from mapping.invoices import billing_period as core_billing_period
+from mapping.line_groups import GroupEntry, group_lines
 from mapping.money import Money
 from mapping.stripe_lines import (
     AlreadyLinked,
@@ -53,10 +65,12 @@ from mapping.stripe_lines import (
     DeleteStray,
     EntryOnDraft,
     LedgerLine,
+    LineSource,
     Link,
     LinkedEntry,
     LinkItem,
     Requeue,
+    StripeCustomer,
     StripeItem,
     Unlink,
     WaitForDraft,
@@ -64,21 +78,24 @@ from mapping.stripe_lines import (
     before_create,
     diff_lines,
     invoice_key,
+    item_create_key,
     item_delete_key,
-    line_what,
-    line_who,
+    stripe_line,
 )
 from mapping.stripe_rules import (
-    MAX_DESCRIPTION,
+    MAX_INVOICE_ITEMS,
     check_charge,
     fit_description,
     fit_metadata,
     fit_metadata_value,
-    invoice_capacity,
 )
+from sync.budgets import queue_budget_alerts
 from sync.engine import Clock
 from sync.failpoints import failpoint
+from sync.ledger import lines as line_links
 from sync.ledger import schema as t
+from sync.ledger.drafts import draft_view
+from sync.ledger.finance import mark_overdue, open_invoices, record_due_date, record_reminder
 from sync.ledger.ops import (
     audit,
     bump_version,
@@ -86,6 +103,7 @@ from sync.ledger.ops import (
     invoice_row,
     ledger_id,
     move_entry,
+    queue_line_update,
 )
 from sync.ledger.outbox import (
     LINE_OPERATIONS,
@@ -99,6 +117,7 @@ from sync.ledger.outbox import (
 from sync.ledger.review import deferred_from
 from sync.ledger.store import Ledger, claim_delivery
 from sync.outbox import BackoffPolicy, Done, Drainer, HandlerRegistry, Outcome, Park, Retry, Wait
+from sync.retainers import apply_retainer
 from sync.settings import ClientSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -257,7 +276,14 @@ class Invoicing:
         now: datetime,
         actor: str,
     ) -> DraftResult:
-        invoice = conn.execute(select(t.invoices).where(t.invoices.c.open_slot == slot)).first()
+        # Held until commit (FOR UPDATE on PostgreSQL; SQLite's write lock is taken at
+        # BEGIN): two refreshes of one draft (a double click, two instances) take turns,
+        # and the second reads the entries the first moved, so no entry is added twice.
+        invoice = conn.execute(
+            select(t.invoices).where(t.invoices.c.open_slot == slot).with_for_update()
+        ).first()
+        # Retainer (issue 19): the period's fixed line, covered and overage hours.
+        apply_retainer(conn, client, period, now, actor)
         queued = conn.execute(
             select(t.entries.c.id)
             .where(
@@ -267,10 +293,37 @@ class Invoicing:
             )
             .order_by(t.entries.c.id)
         ).all()
-        if invoice is None and not queued:
+        open_draft: OpenDraft | None = None
+        if invoice is not None:
+            approved = conn.execute(
+                select(t.approvals.c.id).where(t.approvals.c.invoice_id == invoice.id)
+            ).first()
+            open_draft = OpenDraft(
+                invoice_id=int(invoice.id),
+                state=invoice_state(invoice.state),
+                approved=approved is not None,
+                lines=self._invoice_total(conn, int(invoice.id))[1],
+            )
+            if open_draft.usable:
+                # A line deferred from this draft waits for the client's next draft.
+                deferred = set(conn.execute(deferred_from(int(invoice.id))).scalars())
+                queued = [row for row in queued if row.id not in deferred]
+        # Stripe takes at most 250 invoice items per invoice: what does not fit stays
+        # ready (oldest first on this draft) and goes on the client's next draft.
+        plan = place_ready_lines(
+            open_draft, tuple(int(row.id) for row in queued), max_lines=MAX_INVOICE_ITEMS
+        )
+        if plan.invoice_id is None and not plan.add:
             # Nothing to bill: no 0-line draft on Stripe, no approval request for it.
             return DraftResult(None, period.key, 0, Money.zero(client.currency).quantized(), 0)
-        if invoice is None:
+        if plan.close_slot_of is not None:
+            # Approved or finalized meanwhile: immutable, it gives up the slot.
+            conn.execute(
+                update(t.invoices)
+                .where(t.invoices.c.id == plan.close_slot_of)
+                .values(open_slot=None, updated_at=now)
+            )
+        if plan.invoice_id is None:
             invoice_id = int(
                 conn.execute(
                     insert(t.invoices).values(
@@ -279,7 +332,7 @@ class Invoicing:
                         period_start=period.start,
                         period_end=period.end,
                         currency=client.currency,
-                        state="draft",
+                        state=InvoiceState.DRAFT.value,
                         open_slot=slot,
                         version=0,
                         created_at=now,
@@ -292,38 +345,36 @@ class Invoicing:
                 period=period.key,
             )
         else:
-            invoice_id = int(invoice.id)
+            invoice_id = plan.invoice_id
         prefix = f"kv-{ledger_id(conn)}"
         enqueue(
-            conn, "create_invoice", f"{prefix}-inv{invoice_id}-create", now, invoice_id=invoice_id
+            conn, "create_invoice", invoice_key(prefix, invoice_id, "create"), now,
+            invoice_id=invoice_id,
         )
-        # Stripe takes at most 250 invoice items per invoice: what does not fit stays
-        # ready (oldest first on this draft) and goes on the client's next draft.
-        _, on_draft = self._invoice_total(conn, invoice_id)
-        capacity = invoice_capacity(on_draft)
-        if invoice is not None:
-            # A line deferred from this draft waits for the client's next draft.
-            deferred = set(conn.execute(deferred_from(invoice_id)).scalars())
-            queued = [row for row in queued if row.id not in deferred]
-        ready, left = queued[:capacity], len(queued) - min(capacity, len(queued))
-        if left:
-            log.info("draft.full", invoice=invoice_id, client=client.key, left_ready=left)
-        for row in ready:
+        if plan.left:
+            log.info("draft.full", invoice=invoice_id, client=client.key, left_ready=plan.left)
+        placed, grown = self._plan_lines(conn, client, invoice_id, list(plan.add))
+        for entry_id in plan.add:
             move_entry(
                 conn,
-                row.id,
+                entry_id,
                 EntryState.DRAFTED,
                 actor,
                 f"added to draft {invoice_id} ({period.label})",
                 now,
                 invoice_id=invoice_id,
             )
+            lead = placed.get(entry_id, entry_id)
+            if lead != entry_id:
+                # Merged into the lead's line (`line_grouping`): no line of its own.
+                line_links.link(conn, lead, [entry_id], invoice_id)
+                continue
             # An entry taken off a draft (rejected) and put back needs a new key.
             attached = conn.execute(
                 select(func.count())
                 .select_from(t.outbox)
                 .where(
-                    t.outbox.c.entry_id == row.id,
+                    t.outbox.c.entry_id == entry_id,
                     t.outbox.c.invoice_id == invoice_id,
                     t.outbox.c.operation == "create_invoice_item",
                 )
@@ -331,22 +382,79 @@ class Invoicing:
             enqueue(
                 conn,
                 "create_invoice_item",
-                f"{prefix}-e{row.id}-inv{invoice_id}-item{attached + 1}",
+                item_create_key(prefix, entry_id, invoice_id, attached + 1),
                 now,
-                entry_id=row.id,
+                entry_id=entry_id,
                 invoice_id=invoice_id,
             )
-        if ready:
+        for lead in grown:
+            # A line already on the draft bills the new entries too: update it.
+            queue_line_update(conn, lead, invoice_id, now)
+        if plan.add:
             bump_version(conn, invoice_id, now)
+        # Budgets (issue 19): thresholds newly reached go to Slack, once per period.
+        queue_budget_alerts(conn, self.settings, client, period, now)
         total, lines = self._invoice_total(conn, invoice_id)
         return DraftResult(
             invoice_id,
             period.key,
-            len(ready),
+            len(plan.add),
             Money(total, client.currency).quantized(),
             lines,
-            left,
+            plan.left,
         )
+
+    @staticmethod
+    def _plan_lines(
+        conn: Connection, client: ClientSettings, invoice_id: int, ready: list[int]
+    ) -> tuple[dict[int, int], list[int]]:
+        """Which line each entry joining the draft goes on (`mapping.line_groups`, the
+        client's `line_grouping`): entry → lead for the entries that merge into another
+        entry's line, and the leads of lines already on the draft that gain entries."""
+        if client.line_grouping is LineGrouping.ITEM or not ready:
+            return {}, []
+        on_draft = line_links.leads_on(conn, invoice_id)
+        rows = conn.execute(
+            select(t.entries, t.items.c.item_key)
+            .join(t.items, t.items.c.id == t.entries.c.item_id)
+            .where(
+                or_(
+                    t.entries.c.id.in_(ready),
+                    and_(
+                        t.entries.c.invoice_id == invoice_id,
+                        t.entries.c.state == EntryState.DRAFTED.value,
+                    ),
+                )
+            )
+        ).all()
+        joining = set(ready)
+        plans = group_lines(
+            (
+                GroupEntry(
+                    entry_id=int(r.id),
+                    item_key=str(r.item_key),
+                    kind=EntryKind(r.kind),
+                    hours=r.hours,
+                    amount=r.amount or Decimal(0),
+                    rate=r.rate,
+                    currency=str(r.currency),
+                    person=r.person,
+                    role=r.role,
+                    line=None if r.id in joining else on_draft.get(int(r.id), int(r.id)),
+                )
+                for r in rows
+            ),
+            client.line_grouping,
+        )
+        placed: dict[int, int] = {}
+        grown: list[int] = []
+        for plan in plans:
+            for entry_id in plan.entries:
+                if entry_id in joining and entry_id != plan.lead:
+                    placed[entry_id] = plan.lead
+            if plan.lead not in joining and any(e in joining for e in plan.entries):
+                grown.append(plan.lead)
+        return placed, grown
 
     @staticmethod
     def _invoice_total(conn: Connection, invoice_id: int) -> tuple[Decimal, int]:
@@ -378,7 +486,9 @@ class Invoicing:
 
         A total under Stripe's minimum charge for the currency is refused with
         BelowMinimumCharge (the lines stay on the open draft, for the next invoice)
-        unless `force`, which is recorded in the approval's audit row.
+        unless `force`: the decision's `forced_below_minimum` is stored on the approval
+        (and its audit row), and only such an approval passes the finalize guard under
+        the minimum.
 
         Raises NotAnApprover, LookupError (no such invoice) or InvoicingError (already
         decided, changed since the approver saw it, or nothing on it)."""
@@ -433,48 +543,10 @@ class Invoicing:
             who = existing.approver if existing else "someone"
             raise InvoicingError(f"invoice {invoice_id} was already approved by {who}") from None
 
-    def _draft_view(self, conn: Connection, invoice_id: int) -> DraftView | None:
+    @staticmethod
+    def _draft_view(conn: Connection, invoice_id: int) -> DraftView | None:
         """The invoice and its drafted / approved lines, as the decisions see them."""
-        invoice = conn.execute(select(t.invoices).where(t.invoices.c.id == invoice_id)).first()
-        if invoice is None:
-            return None
-        approved_by = conn.execute(
-            select(t.approvals.c.approver).where(t.approvals.c.invoice_id == invoice_id)
-        ).scalar_one_or_none()
-        rows = conn.execute(
-            select(t.entries, t.items.c.item_key)
-            .join(t.items, t.items.c.id == t.entries.c.item_id)
-            .where(
-                t.entries.c.invoice_id == invoice_id,
-                t.entries.c.state.in_([EntryState.DRAFTED.value, EntryState.APPROVED.value]),
-            )
-            .order_by(t.entries.c.id)
-        ).all()
-        return DraftView(
-            invoice_id=invoice_id,
-            client=invoice.client,
-            state=invoice_state(invoice.state),
-            version=int(invoice.version),
-            currency=invoice.currency,
-            approved_by=approved_by,
-            lines=tuple(
-                LineView(
-                    entry_id=int(r.id),
-                    item_key=r.item_key,
-                    kind=EntryKind(r.kind),
-                    seq=int(r.seq),
-                    state=EntryState(r.state),
-                    hours=r.hours,
-                    rate=r.rate,
-                    amount=r.amount,
-                    currency=r.currency,
-                    description=r.description or "",
-                    invoice_id=r.invoice_id,
-                    stripe_item_id=r.stripe_invoice_item_id,
-                )
-                for r in rows
-            ),
-        )
+        return draft_view(conn, invoice_id)
 
     def _record_approval(
         self, conn: Connection, decision: Approve, channel: str, now: datetime
@@ -491,6 +563,7 @@ class Invoicing:
                 channel=channel,
                 total_minor=decision.total_minor,
                 decided_at=now,
+                forced_below_minimum=decision.forced_below_minimum,
             )
         )
         for entry_id in decision.entry_ids:
@@ -575,6 +648,8 @@ class Invoicing:
         """Apply `decide_reject`'s releases: each entry back to ready, its Stripe line (if
         it has one yet) deleted through the outbox."""
         prefix = f"kv-{ledger_id(conn)}"
+        # Every entry of a merged line goes back; only the lead's Stripe line exists.
+        line_links.unlink(conn, [release.entry_id for release in releases])
         for release in releases:
             move_entry(
                 conn,
@@ -621,6 +696,7 @@ class Invoicing:
             .with_for_update()
         ).all()
         prefix = f"kv-{ledger_id(conn)}"
+        line_links.unlink(conn, [row.id for row in rows])
         for row in rows:
             move_entry(
                 conn,
@@ -685,6 +761,7 @@ class Invoicing:
             Operation.DELETE_INVOICE_ITEM: self._op_delete_invoice_item,
             Operation.FINALIZE_INVOICE: self._op_finalize_invoice,
             Operation.SEND_INVOICE: self._op_send_invoice,
+            Operation.SEND_REMINDER: self._op_send_reminder,
         }
         for operation, handler in handlers.items():
             registry.register(operation, self._stripe_call(handler), on_park=park_entry_for_review)
@@ -795,53 +872,52 @@ class Invoicing:
             .where(t.entries.c.id == entry_id)
         ).one()
 
-    def _item_params(self, line: Any, client: ClientSettings) -> dict[str, Any]:
-        """The invoice item for one entry, within Stripe's field limits.
-
-        `amount` is the ledger's amount in minor units (already a multiple of ten for the
-        three-decimal currencies, see `Money.quantized`). The description keeps its
-        reference and hours × rate whole and cuts the title; the metadata keeps the
+    def _item_params(
+        self,
+        line: Any,
+        client: ClientSettings,
+        merged: line_links.LineTotals | None = None,
+        invoice_ref: str | None = None,
+    ) -> dict[str, Any]:
+        """The invoice item for one entry, or the merged line it leads (`merged`: the
+        entries' summed hours and amounts, named in the metadata's `entries`)
+        (`mapping.stripe_lines.stripe_line`), within
+        Stripe's field limits (`mapping.stripe_rules`): the ledger's amount in minor
+        units, the description's reference and hours × rate whole, and the metadata
         keys the drain searches by (`kanvoice_entry`, `kanvoice_entry_id`,
         `kanvoice_invoice`) intact."""
-        amount = Money(line.amount or Decimal(0), line.currency)
-        who = line_who(client.line_grouping, line.person, line.role, self.settings.staff())
-        rate_text = _rate_text(line.rate or Decimal(0), line.currency)
-        what = line_what(line.kind, line.hours, rate_text, who)
-        # Finance may have reworded the line (Adjust): the entry's own text wins.
-        keep = f" [{line.board} {line.external_id}] {what}"
-        if line.url and len(keep) + len(line.url) + 1 < MAX_DESCRIPTION:
-            keep += f" {line.url}"
-        description = fit_description(line.description or line.title or "", keep)
-        created = line.created_at if line.created_at.tzinfo else line.created_at.replace(tzinfo=UTC)
-        ended = line.done_at or created
-        ended = ended if ended.tzinfo else ended.replace(tzinfo=UTC)
-        params: dict[str, Any] = {
-            "amount": amount.to_minor_units(),
-            "currency": line.currency.lower(),
-            "description": description,
-            "period": {
-                "start": int(min(created, ended).timestamp()),
-                "end": int(ended.timestamp()),
-            },
-            "metadata": {
-                "kanvoice_entry": line.entry_key,
-                "kanvoice_entry_id": str(line.id),
-                "item": line.item_key,
-                "board": line.board,
-                "client": client.key,
-                "hours": str(line.hours),
-                "rate": str(line.rate) if line.rate is not None else "",
-                **({"person": line.person} if line.person else {}),
-                **({"role": line.role} if line.role else {}),
-            },
-        }
-        if client.tax_rate_ids:
-            params["tax_rates"] = list(client.tax_rate_ids)
-        return params
-
-    @staticmethod
-    def _fit_metadata(params: dict[str, Any]) -> None:
-        params["metadata"] = fit_metadata(params["metadata"], _SEARCH_KEYS)
+        source = LineSource(
+            entry_id=int(line.id),
+            entry_key=line.entry_key,
+            item_key=line.item_key,
+            kind=EntryKind(line.kind),
+            hours=merged.hours if merged is not None else line.hours,
+            rate=line.rate,
+            amount=merged.amount if merged is not None else line.amount,
+            currency=line.currency,
+            description=line.description or "",
+            title=line.title or "",
+            board=line.board,
+            external_id=str(line.external_id),
+            url=line.url or "",
+            created_at=line.created_at,
+            done_at=line.done_at,
+            person=line.person,
+            role=line.role,
+            entries=tuple(merged.entries) if merged is not None else (),
+        )
+        customer = StripeCustomer(
+            client.key, client.stripe_customer_id, tuple(client.tax_rate_ids)
+        )
+        return stripe_line(
+            source,
+            customer,
+            invoice_ref=invoice_ref,
+            fit_description=fit_description,
+            fit_metadata=lambda metadata: fit_metadata(metadata, _SEARCH_KEYS),
+            grouping=client.line_grouping,
+            staff=self.settings.staff(),
+        ).params()
 
     async def _op_create_invoice_item(self, op: OutboxOp) -> Outcome:
         """One entry's line on its draft (`mapping.stripe_lines.before_create` decides
@@ -850,11 +926,12 @@ class Invoicing:
         flight) is never linked: its deletion is queued in the same transaction."""
         assert op.entry_id is not None and op.invoice_id is not None
         entry_id, invoice_id = op.entry_id, op.invoice_id
-        line, invoice, lid = await self._read(
+        line, invoice, lid, merged = await self._read(
             lambda conn: (
                 self._line(conn, entry_id),
                 invoice_row(conn, invoice_id),
                 ledger_id(conn),
+                line_links.line_totals(conn, entry_id, invoice_id),
             )
         )
         step = before_create(_on_draft(line), invoice_id, bool(invoice.stripe_invoice_id))
@@ -864,11 +941,10 @@ class Invoicing:
             return Done({"id": step.stripe_item_id})
         if isinstance(step, WaitForDraft):
             return Wait(reason="the draft is not on Stripe yet")
+        assert invoice.stripe_invoice_id is not None  # else before_create waits
         client = self._client(invoice.client)
-        params = self._item_params(line, client)
+        params = self._item_params(line, client, merged, invoice_ref=f"{lid}:{invoice.id}")
         params.update(customer=client.stripe_customer_id, invoice=invoice.stripe_invoice_id)
-        params["metadata"]["kanvoice_invoice"] = f"{lid}:{invoice.id}"
-        self._fit_metadata(params)
         found: dict[str, Any] | None = None
         if self._must_search_first(op):
             existing = await self.gateway.list_invoice_items(invoice.stripe_invoice_id)
@@ -919,7 +995,7 @@ class Invoicing:
     async def _op_update_invoice_item(self, op: OutboxOp) -> Outcome:
         assert op.entry_id is not None and op.invoice_id is not None
         entry_id, invoice_id = op.entry_id, op.invoice_id
-        line, invoice, creating = await self._read(
+        line, invoice, creating, merged = await self._read(
             lambda conn: (
                 self._line(conn, entry_id),
                 invoice_row(conn, invoice_id),
@@ -930,6 +1006,7 @@ class Invoicing:
                     operations={Operation.CREATE_INVOICE_ITEM},
                     statuses={OutboxStatus.CLAIMED},
                 ),
+                line_links.line_totals(conn, entry_id, invoice_id),
             )
         )
         if line.invoice_id == invoice_id and not line.stripe_invoice_item_id and creating:
@@ -945,9 +1022,10 @@ class Invoicing:
                 "finalization"
             )
         client = self._client(invoice.client)
-        params = self._item_params(line, client)
+        params = self._item_params(line, client, merged)
         params.pop("currency")
-        self._fit_metadata(params)
+        # A line that billed several entries and now bills one: Stripe drops the key.
+        params["metadata"].setdefault("entries", "")
         result = await self.gateway.update_invoice_item(
             line.stripe_invoice_item_id, params, op.call_key
         )
@@ -982,18 +1060,38 @@ class Invoicing:
             return invoice, approval, unsynced
 
         invoice, approval, unsynced = await self._read(read)
-        if approval is None:
-            return Park(f"refusing to finalize invoice {invoice.id}: the ledger holds no approval")
-        if unsynced or not invoice.stripe_invoice_id:
-            return Wait(reason="lines still on their way to Stripe")
+        approved = (
+            ApprovalView(
+                approval.approver,
+                int(approval.total_minor),
+                bool(approval.forced_below_minimum),
+            )
+            if approval is not None
+            else None
+        )
+
+        def guard(remote: dict[str, Any] | None = None) -> FinalizeDecision:
+            return finalize_guard(
+                approved,
+                has_stripe_invoice=bool(invoice.stripe_invoice_id),
+                line_ops_pending=unsynced,
+                stripe_status=None if remote is None else str(remote.get("status")),
+                stripe_total_minor=None if remote is None else int(remote.get("total") or 0),
+                currency=invoice.currency,
+                invoice_id=invoice.id,
+                charge_rule=check_charge,
+            )
+
+        decision = guard()
+        if decision.step is FinalizeStep.REFUSE:
+            return Park(decision.reason)
+        if decision.step is FinalizeStep.WAIT:
+            return Wait(reason=decision.reason)
         remote = await self.gateway.retrieve_invoice(invoice.stripe_invoice_id)
-        if remote.get("status") == "draft":
-            total = int(remote.get("total") or 0)
-            if total != approval.total_minor:
-                return Park(
-                    f"refusing to finalize invoice {invoice.id}: Stripe's total {total} is "
-                    f"not the approved {approval.total_minor}; approve it again"
-                )
+        decision = guard(remote)
+        if decision.step is FinalizeStep.REFUSE:
+            return Park(decision.reason)
+        if decision.step is FinalizeStep.FINALIZE:
             failpoint("before_stripe_call:finalize_invoice")
             remote = await self.gateway.finalize_invoice(invoice.stripe_invoice_id, op.call_key)
             failpoint("after_stripe_call:finalize_invoice")
@@ -1036,6 +1134,7 @@ class Invoicing:
                 updated_at=now,
             )
         )
+        record_due_date(conn, invoice_id, remote)
         for row in conn.execute(
             select(t.entries.c.id).where(
                 t.entries.c.invoice_id == invoice_id,
@@ -1057,6 +1156,7 @@ class Invoicing:
         invoice = await self._read(lambda conn: invoice_row(conn, invoice_id))
         if invoice.state not in ("finalized",):
             return Done({"reason": f"invoice is {invoice.state}"}, cancelled=True)
+        assert invoice.stripe_invoice_id is not None  # finalized on Stripe, so it has an id
         await self.gateway.send_invoice(invoice.stripe_invoice_id, op.call_key)
 
         def record(conn: Connection) -> None:
@@ -1075,22 +1175,64 @@ class Invoicing:
 
         return Done(record=record)
 
+    # --- overdue reminders ------------------------------------------------------------
+
+    def queue_reminders(self) -> int:
+        """Queue a reminder (Stripe's ``send`` again) for every overdue invoice whose
+        last reminder is older than `[overdue] remind_interval_days`; nothing when
+        reminders are off. The key names the invoice and the interval since its due
+        date, so two instances (or two runs in one interval) queue one reminder."""
+        policy = self.settings.overdue.policy()
+        if not policy.enabled:
+            return 0
+        now = self.clock()
+        queued = 0
+        with self.ledger.engine.begin() as conn:
+            lid = ledger_id(conn)
+            for invoice in open_invoices(conn, overdue_only_at=now):
+                if not reminder_due(policy, True, invoice.last_reminder_at, now):
+                    continue
+                slot = reminder_slot(invoice.due_date or invoice.overdue_at, now, policy.interval)
+                queued += enqueue(
+                    conn,
+                    Operation.SEND_REMINDER.value,
+                    f"kv-{lid}-inv{invoice.invoice_id}-remind{slot}-{invoice.reminders}",
+                    now,
+                    invoice_id=invoice.invoice_id,
+                )
+        return queued
+
+    async def _op_send_reminder(self, op: OutboxOp) -> Outcome:
+        """Send an overdue invoice again, unless it was paid, voided or reminded within
+        the interval since the reminder was queued (then the row is cancelled)."""
+        assert op.invoice_id is not None
+        invoice_id = op.invoice_id
+        policy = self.settings.overdue.policy()
+        now = self.clock()
+        invoices = await self._read(lambda conn: open_invoices(conn, overdue_only_at=now))
+        invoice = next((i for i in invoices if i.invoice_id == invoice_id), None)
+        if invoice is None or not invoice.stripe_invoice_id:
+            return Done({"reason": "no longer overdue"}, cancelled=True)
+        if not reminder_due(
+            ReminderPolicy(True, policy.interval), True, invoice.last_reminder_at, now
+        ):
+            return Done({"reason": "reminded within the interval"}, cancelled=True)
+        await self.gateway.send_invoice(invoice.stripe_invoice_id, op.call_key)
+
+        def record(conn: Connection) -> None:
+            record_reminder(conn, invoice_id, self.clock())
+
+        return Done({"reminded": invoice.stripe_invoice_id}, record)
+
     # --- following Stripe -----------------------------------------------------------
 
     def apply_event(self, event: dict[str, Any]) -> str:
-        """Apply one verified Stripe event. Duplicates and late events change nothing."""
+        """Apply one verified Stripe event (`mapping.invoices.follow_event` decides).
+        Duplicates and late events change nothing."""
         now = self.clock()
         kind = str(event.get("type", ""))
         obj = (event.get("data") or {}).get("object") or {}
-        handled = {
-            "invoice.finalized": "finalized",
-            "invoice.sent": "sent",
-            "invoice.paid": "paid",
-            "invoice.voided": "void",
-            "invoice.deleted": "deleted",
-            "invoice.marked_uncollectible": "uncollectible",
-        }
-        if kind not in handled:
+        if kind not in STRIPE_EVENT_STATES and kind != "invoice.overdue":
             return "ignored"
         with self.ledger.engine.begin() as conn:
             if not claim_delivery(conn, "stripe", str(event.get("id")), now):
@@ -1100,17 +1242,24 @@ class Invoicing:
             ).first()
             if invoice is None:
                 return "unknown invoice"
-            target = handled[kind]
-            if not moves_forward(invoice.state, target):
-                return "stale"
-            self._apply_state(conn, invoice, target, obj, f"stripe {kind}")
+            record_due_date(conn, invoice.id, obj)
+            if kind == "invoice.overdue":
+                # Not a state of its own (`follow_event` ignores it): a flag on the invoice.
+                return mark_overdue(conn, invoice, now)
+            step = follow_event(invoice.state, kind)
+            if isinstance(step, Ignore):
+                return step.reason
+            self._apply_state(conn, invoice, step, obj, f"stripe {kind}")
             return "applied"
 
     def _apply_state(
-        self, conn: Connection, invoice: Any, target: str, obj: dict[str, Any], reason: str
+        self, conn: Connection, invoice: Any, step: FollowState, obj: dict[str, Any], reason: str
     ) -> None:
+        """Apply `follow`'s decision: record the finalize (auditing one without an
+        approval: finalized outside kanvoice), release the entries of a voided or deleted
+        invoice back to ready, mark invoiced entries paid, and move the invoice."""
         now = self.clock()
-        if target == "finalized" or (invoice.state == "draft" and target in ("sent", "paid")):
+        if step.record_finalized:
             approved = conn.execute(
                 select(t.approvals.c.id).where(t.approvals.c.invoice_id == invoice.id)
             ).first()
@@ -1125,9 +1274,9 @@ class Invoicing:
                 )
                 log.error("invoice.finalized_outside_kanvoice", invoice=invoice.id)
             self._record_finalized(conn, invoice.id, obj, "stripe")
-        if target in ("void", "deleted"):
+        if step.release_entries:
             self._release_entries(conn, invoice.id, "stripe", reason, now, delete_items=False)
-        if target == "paid":
+        if step.mark_paid:
             for row in conn.execute(
                 select(t.entries.c.id).where(
                     t.entries.c.invoice_id == invoice.id,
@@ -1138,36 +1287,40 @@ class Invoicing:
         conn.execute(
             update(t.invoices)
             .where(t.invoices.c.id == invoice.id)
-            .values(state=target, open_slot=None, updated_at=now)
+            .values(state=step.target.value, open_slot=None, updated_at=now)
         )
-        if target != "finalized":
-            audit(conn, now, "stripe", target, f"invoice:{invoice.id}", reason=reason)
+        if step.target is not InvoiceState.FINALIZED:
+            audit(
+                conn, now, "stripe", step.target.value, f"invoice:{invoice.id}", reason=reason
+            )
 
     # --- reconcile --------------------------------------------------------------------
 
     async def reconcile(self, client_key: str | None = None, repair: bool = True) -> list[Drift]:
-        """Compare every Stripe-backed invoice with the ledger; repair what is safe."""
+        """Compare every Stripe-backed invoice with the ledger; repair what is safe.
+
+        The invoice's state follows Stripe's (`mapping.invoices.follow`: never
+        backwards); a draft's lines are compared by `_reconcile_lines`."""
         drifts: list[Drift] = []
-        with self.ledger.engine.connect() as conn:
+        if client_key:
+            self._client(client_key)
+
+        def read(conn: Connection) -> list[Any]:
             query = select(t.invoices).where(t.invoices.c.stripe_invoice_id.is_not(None))
             if client_key:
-                self._client(client_key)
                 query = query.where(t.invoices.c.client == client_key)
-            invoices = conn.execute(query.order_by(t.invoices.c.id)).all()
+            return list(conn.execute(query.order_by(t.invoices.c.id)).all())
+
+        invoices = await self._read(read)
         for invoice in invoices:
-            if invoice.state in ("void", "deleted"):
+            if invoice_state(invoice.state) in (InvoiceState.VOID, InvoiceState.DELETED):
                 continue
             remote = await self.gateway.retrieve_invoice(invoice.stripe_invoice_id)
-            status = {
-                "open": "finalized",
-                "draft": "draft",
-                "paid": "paid",
-                "void": "void",
-                "uncollectible": "uncollectible",
-            }.get(str(remote.get("status")), "draft")
-            if remote.get("deleted"):
-                status = "deleted"
-            if moves_forward(invoice.state, status):
+            if repair and invoice.due_date is None and remote.get("due_date") is not None:
+                # Finalized before the ledger kept due dates (0008): learn it now.
+                await asyncio.to_thread(self._learn_due_date, int(invoice.id), remote)
+            status = state_from_stripe(remote.get("status"), bool(remote.get("deleted")))
+            if isinstance(follow(invoice.state, status), FollowState):
                 drifts.append(
                     Drift(
                         invoice.client,
@@ -1178,14 +1331,24 @@ class Invoicing:
                     )
                 )
                 if repair:
-                    with self.ledger.engine.begin() as conn:
-                        fresh = invoice_row(conn, invoice.id)
-                        self._apply_state(conn, fresh, status, remote, "reconcile")
+                    await asyncio.to_thread(self._follow_remote, int(invoice.id), status, remote)
                 continue
-            if invoice.state != "draft":
+            if invoice.state != InvoiceState.DRAFT.value:
                 continue
             drifts.extend(await self._reconcile_lines(invoice, repair))
         return drifts
+
+    def _learn_due_date(self, invoice_id: int, remote: dict[str, Any]) -> None:
+        with self.ledger.engine.begin() as conn:
+            record_due_date(conn, invoice_id, remote)
+
+    def _follow_remote(self, invoice_id: int, status: InvoiceState, remote: dict[str, Any]) -> None:
+        """Reconcile's repair of an invoice state: decided again on the row as it is now."""
+        with self.ledger.engine.begin() as conn:
+            fresh = invoice_row(conn, invoice_id, lock=True)
+            step = follow(fresh.state, status)
+            if isinstance(step, FollowState):
+                self._apply_state(conn, fresh, step, remote, "reconcile")
 
     async def _reconcile_lines(self, invoice: Any, repair: bool) -> list[Drift]:
         """The draft's lines against Stripe's (`mapping.stripe_lines.diff_lines`), and
@@ -1202,7 +1365,7 @@ class Invoicing:
         ]
         item_ids = [item.item_id for item in items]
 
-        def read(conn: Connection) -> tuple[list[Any], set[int], list[Any]]:
+        def read(conn: Connection) -> tuple[list[Any], set[int], list[Any], dict[int, int]]:
             lines = conn.execute(
                 select(t.entries)
                 .where(
@@ -1225,20 +1388,27 @@ class Invoicing:
                 if item_ids
                 else []
             )
-            return list(lines), pending, list(linked)
+            return list(lines), pending, list(linked), line_links.leads_on(conn, invoice.id)
 
-        lines, pending, linked = await self._read(read)
+        lines, pending, linked, leads = await self._read(read)
         keys = {line.id: line.entry_key for line in lines}
+        # A merged line is its lead's: the others have no Stripe line of their own, and
+        # the lead's bills the sum of them all.
+        billed: dict[int, Decimal] = {}
+        for line in lines:
+            lead = leads.get(int(line.id), int(line.id))
+            billed[lead] = billed.get(lead, Decimal(0)) + (line.amount or Decimal(0))
         repairs = diff_lines(
             [
                 LedgerLine(
                     entry_id=int(line.id),
                     entry_key=line.entry_key,
-                    amount_minor=Money(line.amount or Decimal(0), line.currency).to_minor_units(),
+                    amount_minor=Money(billed[int(line.id)], line.currency).to_minor_units(),
                     stripe_item_id=line.stripe_invoice_item_id,
                     pending=line.id in pending,
                 )
                 for line in lines
+                if leads.get(int(line.id), int(line.id)) == int(line.id)
             ],
             items,
             [LinkedEntry(int(r.id), str(r.stripe_invoice_item_id)) for r in linked],
@@ -1273,7 +1443,10 @@ class Invoicing:
                 )
             elif isinstance(fix, DeleteStray):
                 drift(
-                    f"Stripe line {fix.stripe_item_id} names entry {fix.entry_ref}, "
+                    f"Stripe line {fix.stripe_item_id} repeats entry {fix.entry_ref} "
+                    f"(its line is {fix.duplicate_of})"
+                    if fix.duplicate_of
+                    else f"Stripe line {fix.stripe_item_id} names entry {fix.entry_ref}, "
                     "which is not on this draft",
                     "deleted from the draft" if repair else "none",
                 )
@@ -1314,14 +1487,6 @@ class Invoicing:
                 .where(t.entries.c.id == entry_id)
                 .values(stripe_invoice_item_id=stripe_item_id)
             )
-
-
-def _rate_text(rate: Decimal, currency: str) -> str:
-    """A rate with the currency's decimals (120.00 EUR), or all of its own digits when
-    it has more (5.1245 KWD): a rate is not an amount and is never rounded for show."""
-    exponent = Money.zero(currency).exponent
-    shown = rate.quantize(Decimal(1).scaleb(-exponent))
-    return f"{shown if shown == rate else rate:,} {currency}"
 
 
 def drainer_owner() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -26,6 +26,11 @@ WEBHOOK_LATENCY = Histogram(
     "Time to answer a webhook",
     ["source"],
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+INBOX_WRITE = Histogram(
+    "kanvoice_inbox_write_seconds",
+    "Time a verified webhook waits for its inbox commit (write lock wait included)",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
 
@@ -65,11 +70,19 @@ class ExternalCalls:
 class LedgerCollector(Collector):
     """Entries by state and outbox depth, read from the ledger when scraped."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, clock: Callable[[], datetime] | None = None) -> None:
         self.engine = engine
+        self.clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         entries = GaugeMetricFamily("kanvoice_entries", "Entries by state", labels=["state"])
+        pending = GaugeMetricFamily(
+            "kanvoice_inbox_pending", "Webhook deliveries received and not yet processed"
+        )
+        oldest = GaugeMetricFamily(
+            "kanvoice_inbox_oldest_pending_seconds",
+            "Age of the oldest unprocessed webhook delivery (0: none pending)",
+        )
         outbox = GaugeMetricFamily(
             "kanvoice_outbox_depth", "Outbox rows by status", labels=["status"]
         )
@@ -83,22 +96,44 @@ class LedgerCollector(Collector):
                     select(t.outbox.c.status, func.count()).group_by(t.outbox.c.status)
                 ):
                     outbox.add_metric([status], count)
+                count, first = conn.execute(
+                    select(func.count(), func.min(t.inbox.c.received_at)).where(
+                        t.inbox.c.status == "pending"
+                    )
+                ).one()
         except SQLAlchemyError:
             return
+        pending.add_metric([], int(count))
+        oldest.add_metric([], inbox_age_seconds(first, self.clock))
         yield entries
         yield outbox
+        yield pending
+        yield oldest
+
+
+def inbox_age_seconds(
+    received_at: datetime | None, clock: Callable[[], datetime] | None = None
+) -> float:
+    """Seconds since `received_at` (SQLite hands back naive UTC), 0 for None."""
+    if received_at is None:
+        return 0.0
+    if received_at.tzinfo is None:
+        received_at = received_at.replace(tzinfo=UTC)
+    now = clock() if clock is not None else datetime.now(UTC)
+    return max(0.0, (now - received_at).total_seconds())
 
 
 _registered: LedgerCollector | None = None
 
 
-def register_ledger_metrics(engine: Any) -> None:
+def register_ledger_metrics(engine: Any, clock: Callable[[], datetime] | None = None) -> None:
     """Point the ledger gauges at this process's ledger (once per process)."""
     global _registered
     if _registered is not None:
         _registered.engine = engine
+        _registered.clock = clock
         return
-    _registered = LedgerCollector(engine)
+    _registered = LedgerCollector(engine, clock)
     REGISTRY.register(_registered)
 
 
@@ -144,6 +179,51 @@ def board_quotas(connectors: Mapping[str, Any]) -> dict[str, QuotaObservation]:
         if isinstance(quota, QuotaObservation):
             out[board] = quota
     return out
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def board_quota_rows(connectors: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per polled board for the dashboard: the board API's last quota report
+    (`reported` False when it sent none: Azure DevOps only sends its headers when a
+    request is delayed or near the limit) and the requests made in the last hour.
+
+    `{"board", "source", "reported", "resource", "remaining", "limit", "reset_at",
+    "retry_after", "observed_at", "calls_last_hour"}`; times are ISO 8601 UTC, figures
+    numbers or None."""
+    rows: list[dict[str, Any]] = []
+    for board, connector in sorted(connectors.items()):
+        count = getattr(connector, "calls_last_hour", None)
+        if not callable(count):
+            continue  # not a polled board (simulated, file)
+        source = getattr(connector, "source", None)
+        row: dict[str, Any] = {
+            "board": board,
+            "source": str(getattr(source, "value", source or "")),
+            "reported": False,
+            "resource": None,
+            "remaining": None,
+            "limit": None,
+            "reset_at": None,
+            "retry_after": None,
+            "observed_at": None,
+            "calls_last_hour": int(count()),
+        }
+        quota = getattr(connector, "quota", None)
+        if isinstance(quota, QuotaObservation):
+            row.update(
+                reported=True,
+                resource=quota.resource,
+                remaining=quota.remaining,
+                limit=quota.limit,
+                reset_at=_iso(quota.reset_at),
+                retry_after=max(quota.retry_after or 0.0, quota.delay or 0.0) or None,
+                observed_at=_iso(quota.observed_at) if quota.observed_at else None,
+            )
+        rows.append(row)
+    return rows
 
 
 _quota_collector: BoardQuotaCollector | None = None

@@ -10,6 +10,7 @@ from typing import Any
 
 from mapping.domain import EntryKind, EntryState
 from mapping.money import Money
+from sync.ledger.records import PipelineRow
 from sync.ledger.store import UnitOfWork
 
 # The columns shown, in pipeline order.
@@ -84,7 +85,7 @@ def client_pipelines(uow: UnitOfWork, clients: dict[str, tuple[str, str]]) -> li
 
 
 def pipelines_from_rows(
-    rows: Iterable[Any], clients: dict[str, tuple[str, str]]
+    rows: Iterable[PipelineRow], clients: dict[str, tuple[str, str]]
 ) -> list[ClientPipeline]:
     """The same figures from summed entry rows (client, state, kind, currency, entries,
     hours, amount): the dashboard applies it to one board's or one sprint's rows."""
@@ -95,17 +96,17 @@ def pipelines_from_rows(
         pipeline = result.get(row.client)
         if pipeline is None:
             pipeline = result[row.client] = ClientPipeline(row.client, row.client, row.currency)
-        state = EntryState(row.state)
+        state = row.state
         if state is EntryState.VOIDED:
             continue
         figures = pipeline.stage(state)
-        figures.entries += int(row.entries)
-        figures.amount += Decimal(row.amount)
+        figures.entries += row.entries
+        figures.amount += row.amount
         # A milestone's hours are cost, not billed hours: kept apart from the stage.
-        if row.kind == EntryKind.MILESTONE.value:
-            pipeline.fixed_price_hours += Decimal(row.hours)
+        if row.kind is EntryKind.MILESTONE:
+            pipeline.fixed_price_hours += row.hours
         else:
-            figures.hours += Decimal(row.hours)
+            figures.hours += row.hours
     for pipeline in result.values():
         for state in STAGES:
             pipeline.stage(state)

@@ -16,10 +16,11 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection
 
 from connectors.slack import LineAdjustment
 from mapping.domain import EntryState
+from mapping.invoices import draft_refusal
 from mapping.money import Money
 from mapping.review import (
     INVOICE_EVENTS,
@@ -30,11 +31,14 @@ from mapping.review import (
     line_flags,
     matches,
 )
-from sync.approvals import ApprovalDesk, stripe_dashboard_url
+from sync.approvals import ApprovalDesk
+from sync.budgets import draft_budget
 from sync.invoicing import NotAnApprover
+from sync.ledger import lines as line_links
 from sync.ledger import review as q
-from sync.ledger import schema as t
+from sync.ledger.drafts import draft_view
 from sync.ledger.ops import audit, bump_version, invoice_row
+from sync.settings import stripe_dashboard_url
 
 MAX_DESCRIPTION = 500
 OPEN_STATES = (EntryState.DRAFTED.value, EntryState.APPROVED.value)
@@ -80,6 +84,10 @@ class Review:
             invoice = invoice_row(conn, invoice_id)
             rows = q.draft_lines(conn, invoice_id)
             approval = q.approvals(conn).get(invoice_id)
+            # Over budget (issue 19): the draft's flags and the lines past the cap.
+            budget = draft_budget(conn, self.settings, invoice)
+            leads = line_links.leads_on(conn, invoice_id)
+        linked = {int(r.id) for r in rows if r.stripe_invoice_item_id}
         currency = str(invoice.currency)
         lines = []
         subtotal = Decimal(0)
@@ -102,8 +110,10 @@ class Review:
                     "amount": str(amount),
                     "state": str(r.state),
                     "description": str(r.description or ""),
-                    "flags": line_flags(str(r.state), str(r.kind), r.rate, r.review_reason),
-                    "on_stripe": bool(r.stripe_invoice_item_id),
+                    "flags": line_flags(str(r.state), str(r.kind), r.rate, r.review_reason)
+                    + list(budget.lines.get(int(r.id), ())),
+                    # On a merged line: on Stripe once the line (its lead's) is.
+                    "on_stripe": leads.get(int(r.id), int(r.id)) in linked,
                     "editable": invoice.state == "draft"
                     and approval is None
                     and r.state == EntryState.DRAFTED.value,
@@ -133,6 +143,9 @@ class Review:
             "approved_by": approval.approver if approval is not None else None,
             "approved": self._when(approval.decided_at) if approval is not None else None,
             "updated": self._when(invoice.updated_at),
+            "over_budget": budget.over,
+            "budget_flags": list(budget.flags),
+            "budgets": list(budget.budgets),
         }
 
     def _client_tax(self, key: str) -> dict[str, Any]:
@@ -185,22 +198,13 @@ class Review:
                 audit(conn, now, who, "defer_refused", f"invoice:{invoice_id}", channel=channel)
             raise NotAnApprover(f"{who} is not an approver")
         with self.ledger.engine.begin() as conn:
-            invoice = invoice_row(conn, invoice_id, lock=True)
-            approved = q.approvals(conn).get(invoice_id)
-            if invoice.state != "draft" or approved is not None:
-                state = "approved" if approved is not None else invoice.state
-                raise ValueError(f"invoice {invoice_id} is {state}: its lines can no longer move")
-            if int(invoice.version) != version:
-                raise ValueError(
-                    f"invoice {invoice_id} changed since you opened it (version {version} → "
-                    f"{invoice.version}); review the new version"
-                )
-            line = conn.execute(select(t.entries).where(t.entries.c.id == entry_id)).first()
-            if (
-                line is None
-                or line.invoice_id != invoice_id
-                or line.state != EntryState.DRAFTED.value
-            ):
+            invoice_row(conn, invoice_id, lock=True)  # LookupError if none; held
+            # The rule of every decision on a draft: undecided, at the version seen.
+            refused = draft_refusal(draft_view(conn, invoice_id), version)
+            if refused is not None:
+                raise ValueError(refused.message)
+            line = q.drafted_line(conn, invoice_id, entry_id)
+            if line is None:
                 raise InvalidChange(f"line {entry_id} is not on draft {invoice_id}")
             q.defer_entry(conn, entry_id, invoice_id, line.stripe_invoice_item_id, who, now)
             bump_version(conn, invoice_id, now)
@@ -335,7 +339,7 @@ class Review:
         return result
 
     @staticmethod
-    def _open_total(conn: Any, invoice_id: int, currency: str) -> tuple[Decimal, int]:
+    def _open_total(conn: Connection, invoice_id: int, currency: str) -> tuple[Decimal, int]:
         amounts = [
             Money(r.amount or Decimal(0), currency).quantized().amount
             for r in q.draft_lines(conn, invoice_id)

@@ -15,8 +15,9 @@ import re
 import tomllib
 import types
 import typing
-from datetime import date
-from decimal import Decimal
+from datetime import date, timedelta
+from datetime import time as dt_time
+from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,6 +40,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mapping.aging import ReminderPolicy
+from mapping.budgets import DEFAULT_THRESHOLDS, Budget
+from mapping.digest import DigestSchedule, parse_days
 from mapping.domain import (
     BillingType,
     BoardPolicy,
@@ -54,6 +58,7 @@ from mapping.domain import (
     Staff,
 )
 from mapping.money import UnknownCurrencyError, normalize_currency
+from mapping.retainers import RetainerTerms
 
 DEFAULT_CONFIG_PATH = Path("kanvoice.toml")
 
@@ -162,6 +167,79 @@ class PersonSettings(_Strict):
         )
 
 
+class RetainerSettings(_Strict):
+    """Prepaid hours per billing period (`[clients.retainer]`).
+
+    Give `hours` and `amount` (40 h for 6000.00), or two of hours / amount / `rate`
+    (40 h at 150 → 6000.00; 6000.00 at 150 → 40 h). Overage is billed at
+    `overage_rate` (default: `rate`, else each entry's own rate). `rollover`: unused
+    hours carry to the next period, at most `rollover_cap_hours`."""
+
+    hours: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
+    amount: NonNegativeDecimal | None = None
+    rate: NonNegativeDecimal | None = None
+    overage_rate: NonNegativeDecimal | None = None
+    rollover: bool = False
+    rollover_cap_hours: NonNegativeDecimal | None = None
+
+    @model_validator(mode="after")
+    def _enough(self) -> RetainerSettings:
+        given = [n for n in ("hours", "amount", "rate") if getattr(self, n) is not None]
+        if len(given) < 2 and not (self.hours is not None and self.overage_rate is not None):
+            raise ValueError(
+                'a retainer needs hours and amount (e.g. hours = 40, amount = "6000.00"), '
+                "or one of them with rate"
+            )
+        if self.hours is None and not self.rate:
+            raise ValueError("a retainer with an amount and no hours needs a rate above 0")
+        if self.rollover_cap_hours is not None and not self.rollover:
+            raise ValueError("rollover_cap_hours is set but rollover = false: set rollover = true")
+        return self
+
+    def terms(self, currency: str) -> RetainerTerms:
+        """The billing core's terms: the fixed line's amount and the hours it covers."""
+        rate = self.rate if self.rate is not None else self.overage_rate
+        if self.hours is not None:
+            hours = self.hours
+            amount = self.amount if self.amount is not None else hours * (rate or Decimal(0))
+        else:
+            assert self.amount is not None and self.rate
+            amount = self.amount
+            hours = (amount / self.rate).quantize(Decimal("0.000001"), rounding=ROUND_FLOOR)
+        return RetainerTerms(
+            currency=currency,
+            amount=amount,
+            included_hours=hours,
+            overage_rate=self.overage_rate if self.overage_rate is not None else self.rate,
+            rollover=self.rollover,
+            rollover_cap_hours=self.rollover_cap_hours,
+        )
+
+
+class BudgetSettings(_Strict):
+    """A cap in hours and/or money (`[clients.budget]`, or a board's `budget = {…}`),
+    alerted to Slack at `alert_thresholds` percent, once per threshold per period
+    (`per = "period"`: the client's billing period; `"total"`: ever)."""
+
+    hours: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
+    amount: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
+    alert_thresholds: list[Annotated[int, Field(ge=1, le=1000)]] = list(DEFAULT_THRESHOLDS)
+    per: Literal["period", "total"] = "period"
+
+    @model_validator(mode="after")
+    def _cap(self) -> BudgetSettings:
+        if self.hours is None and self.amount is None:
+            raise ValueError('a budget needs hours or amount (e.g. hours = 200, amount = "30000")')
+        if not self.alert_thresholds:
+            raise ValueError("alert_thresholds is empty: give percents such as [80, 100]")
+        return self
+
+    def budget(self, scope: str, currency: str) -> Budget:
+        return Budget(
+            scope, currency, self.hours, self.amount, tuple(self.alert_thresholds), self.per
+        )
+
+
 class ClientSettings(_Strict):
     key: Key
     name: str = ""
@@ -179,6 +257,9 @@ class ClientSettings(_Strict):
     tax_rate_ids: list[str] = []
     # How time lines read on the invoice: item | item_person | role.
     line_grouping: LineGrouping = LineGrouping.ITEM
+    # Prepaid hours per period, and a cap with Slack alerts (README: Retainers, budgets).
+    retainer: RetainerSettings | None = None
+    budget: BudgetSettings | None = None
 
     @field_validator("currency")
     @classmethod
@@ -187,6 +268,15 @@ class ClientSettings(_Strict):
             return normalize_currency(value)
         except UnknownCurrencyError as exc:
             raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _retainer_period(self) -> ClientSettings:
+        if self.retainer is not None and self.cadence is Cadence.ON_DEMAND:
+            raise ValueError(
+                'a retainer is per billing period: set cadence = "monthly" or "weekly" '
+                "(on_demand has no periods)"
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -239,6 +329,8 @@ class BoardSettings(_Strict):
     rate_rules: list[RateRuleSettings] = []
     rounding: RoundingSettings | None = None
     poll_interval_seconds: int = Field(default=300, ge=1, le=86400)
+    # A cap for this board's work, e.g. budget = { hours = 200 } (README: budgets).
+    budget: BudgetSettings | None = None
     github: GitHubBoardSettings | None = None
     azure_devops: AzureBoardSettings | None = None
 
@@ -253,6 +345,9 @@ class BoardSettings(_Strict):
 
 class LedgerSettings(_Strict):
     url: str = "sqlite:///kanvoice.db"
+    #: Processed inbox rows (webhook deliveries) are kept this many days, so that late
+    #: redeliveries still dedupe (Stripe retries for up to 3 days), then pruned.
+    inbox_retention_days: int = Field(default=14, ge=1)
 
     @field_validator("url")
     @classmethod
@@ -321,6 +416,47 @@ class FinanceSettings(_Strict):
         return ClientSettings._timezone(value)
 
 
+class DigestSettings(_Strict):
+    """The finance digest in Slack: when (days and local time in `finance.timezone`),
+    where (default: the approvals channel `slack.channel`), and whether at all."""
+
+    enabled: bool = True
+    days: list[str] = ["mon"]
+    time: str = "09:00"
+    channel: str | None = None
+    # A daemon that was down at the scheduled time still posts within this many hours.
+    grace_hours: int = Field(default=12, ge=1, le=167)
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        parse_days(value)
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+        if not match:
+            raise ValueError(f"time {value!r}: expected HH:MM, e.g. 09:00")
+        return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+    def schedule(self, timezone: str) -> DigestSchedule:
+        hour, minute = (int(p) for p in self.time.split(":"))
+        return DigestSchedule(parse_days(self.days), dt_time(hour, minute), timezone)
+
+
+class OverdueSettings(_Strict):
+    """Overdue invoices: optional reminders through Stripe's own ``send`` again, at
+    most once per `remind_interval_days` per invoice. Off by default."""
+
+    remind: bool = False
+    remind_interval_days: int = Field(default=7, ge=1, le=365)
+
+    def policy(self) -> ReminderPolicy:
+        return ReminderPolicy(self.remind, timedelta(days=self.remind_interval_days))
+
+
 class DefaultsSettings(_Strict):
     rate: NonNegativeDecimal | None = None
     # Cost of an hour of someone with no cost rate of their own or of their role.
@@ -344,6 +480,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     defaults: DefaultsSettings = DefaultsSettings()
     finance: FinanceSettings = FinanceSettings()
+    digest: DigestSettings = DigestSettings()
+    overdue: OverdueSettings = OverdueSettings()
     stripe: StripeSettings = StripeSettings()
     slack: SlackSettings = SlackSettings()
     github: GitHubSettings = GitHubSettings()
@@ -418,6 +556,22 @@ class Settings(BaseSettings):
             if client.key == key:
                 return client
         raise KeyError(key)
+
+    def retainer_terms(self, client_key: str) -> RetainerTerms | None:
+        """The client's retainer in the billing core's terms (None: no retainer)."""
+        client = self.client(client_key)
+        return client.retainer.terms(client.currency) if client.retainer else None
+
+    def budgets(self, client_key: str) -> list[Budget]:
+        """The client's budget and those of its boards (scopes `client:KEY`, `board:KEY`)."""
+        client = self.client(client_key)
+        found = []
+        if client.budget is not None:
+            found.append(client.budget.budget(f"client:{client.key}", client.currency))
+        for board in self.boards:
+            if board.client == client.key and board.budget is not None:
+                found.append(board.budget.budget(f"board:{board.key}", client.currency))
+        return found
 
     def board_policies(self) -> dict[str, BoardPolicy]:
         """The billing core's view of every board, keyed by board key."""
@@ -621,3 +775,12 @@ def load_settings(path: Path | None = None) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(_describe(dict(e), data) for e in exc.errors())
         raise ConfigError(f"{config_path}: {problems}") from None
+
+
+def stripe_dashboard_url(settings: Settings, stripe_invoice_id: str | None) -> str | None:
+    """The draft in Stripe's dashboard (``/test/`` for test-mode keys)."""
+    if not stripe_invoice_id:
+        return None
+    key = settings.stripe.api_key.get_secret_value() if settings.stripe.api_key else ""
+    mode = "test/" if key.startswith(("sk_test", "rk_test")) else ""
+    return f"https://dashboard.stripe.com/{mode}invoices/{stripe_invoice_id}"

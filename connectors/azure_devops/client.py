@@ -1,7 +1,7 @@
 """A small async client for the Azure DevOps work item tracking REST API (api-version 7.1).
 
 Only what the connector needs: WIQL, the work items batch, a work item's updates, a
-work item type's states and a single work item. Every call carries
+work item type's states, a single work item and the reporting revisions stream. Every call carries
 ``api-version=7.1`` and the personal access token as basic auth (empty user name).
 
 Throttling: 429 and 503 wait for ``Retry-After`` (or back off) and try again; a
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "7.1"
 BATCH_LIMIT = 200  # workitemsbatch accepts at most 200 ids per call
 UPDATES_PAGE = 200  # updates are paged with $top / $skip
+REVISIONS_PAGE = 200  # revisions asked for per reporting batch ($maxPageSize)
 
 SleepFn = Callable[[float], Awaitable[None]]
 JSON = dict[str, Any]
@@ -71,7 +72,7 @@ class AzureDevOpsClient:
     """Async REST client for one board's project, with retries and request counting.
 
     `request_counts` counts HTTP requests actually sent (retries included) by kind:
-    ``wiql``, ``batch``, ``updates``, ``states``, ``work_item``.
+    ``wiql``, ``batch``, ``updates``, ``states``, ``work_item``, ``revisions``.
     """
 
     def __init__(
@@ -199,6 +200,47 @@ class AzureDevOpsClient:
             if len(value) < UPDATES_PAGE:
                 return updates
             skip += len(value)
+
+    async def read_revisions(
+        self,
+        fields: Sequence[str],
+        *,
+        continuation_token: str | None = None,
+        start: str | None = None,
+    ) -> tuple[list[JSON], str | None, bool]:
+        """One batch of the project's reporting revisions stream
+        (``GET _apis/wit/reporting/workitemrevisions``): every revision of every work
+        item, in change order, with the given fields.
+
+        Start at `continuation_token` (a watermark an earlier batch returned) or at
+        `start` (revisions after that time; the API refuses both at once), or at the
+        beginning of the project's history. Returns (revisions, the token to continue
+        from, whether this was the last batch currently available).
+        """
+        params: dict[str, str] = {"fields": ",".join(fields), "$maxPageSize": str(REVISIONS_PAGE)}
+        if continuation_token is not None:
+            params["continuationToken"] = continuation_token
+        elif start is not None:
+            params["startDateTime"] = start
+        data = await self._request(
+            "revisions",
+            "GET",
+            f"{self.config.project_url}/_apis/wit/reporting/workitemrevisions",
+            params=params,
+        )
+        values = data.get("values")
+        if not isinstance(values, list):
+            raise RetriableError(
+                f"Azure DevOps board {self.config.board_key!r}: reporting revisions answer "
+                "has no 'values' list"
+            )
+        token = data.get("continuationToken")
+        is_last = data.get("isLastBatch")
+        return (
+            [v for v in values if isinstance(v, dict)],
+            token if isinstance(token, str) and token else None,
+            is_last is not False,
+        )
 
     async def get_type_states(self, work_item_type: str) -> list[JSON]:
         """The states of a work item type, each with its ``category``."""

@@ -8,9 +8,12 @@ instead bill on board columns (``System.BoardColumn``).
 
 For Done items the time of the Done transition comes with the batch read
 (``Microsoft.VSTS.Common.StateChangeDate``, else ``ClosedDate``): no call per item.
-Only a board that bills on columns (or an item without either field) reads the item's
-updates (the latest one that moved the column into a Done column), cached by
-revision so an unchanged item costs no further call.
+A board that bills on columns learns when an item entered its Done column from the
+reporting revisions stream (``_apis/wit/reporting/workitemrevisions``: every revision
+of the project in change order, 200 per batch, continued from a watermark kept across
+runs with the type states), so it makes no call per item either. Only an item the
+stream does not account for (or without either field) reads its own updates, cached
+by revision so an unchanged item costs no further call.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ STATE_CHANGE_DATE = "Microsoft.VSTS.Common.StateChangeDate"
 CLOSED_DATE = "Microsoft.VSTS.Common.ClosedDate"
 _FAR_FUTURE_YEAR = 9999
 _UPDATES_CONCURRENCY = 4
+#: The fields read from the reporting revisions stream (column-based boards).
+REVISION_FIELDS = ("System.Id", "System.Rev", "System.BoardColumn", "System.ChangedDate")
+#: Batches read per catch-up at most (200 revisions each: 2 M revisions).
+_MAX_REVISION_BATCHES = 10_000
+#: The key of the column-board stream state inside `process_cache()`.
+REVISIONS_CACHE_KEY = "__revisions__"
 #: WIQL windows per poll (each up to `max_items_per_poll` ids): 50 x 19,999 ≈ 1 M items.
 _MAX_WINDOWS = 50
 
@@ -140,6 +149,10 @@ class AzureDevOpsConnector:
         self._completed_states: dict[str, frozenset[str]] = {}
         # work item id -> (rev, done_at) read from the updates
         self._done_at_cache: dict[int, tuple[int, datetime | None]] = {}
+        # Column-based boards, from the reporting revisions stream: the watermark read
+        # up to, and per work item (latest rev seen, in a Done column since).
+        self._revisions_token: str | None = None
+        self._column_done: dict[int, tuple[int, datetime | None]] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -308,17 +321,31 @@ class AzureDevOpsConnector:
 
         The shell keeps it in the ledger so the next run (``sync --once``) reads no
         states; a state the cache does not know is read again (`_ensure_categories`).
+        A column-based board adds its revisions stream state under
+        `REVISIONS_CACHE_KEY`: the watermark and, for the items in a Done column, their
+        rev and since when (``"rev|ISO time"``), so the next run reads only the
+        revisions made since.
         """
-        return {
+        cache = {
             wit: {state: category.value for state, category in states.items()}
             for wit, states in self._type_states.items()
         }
+        if self._revisions_token is not None:
+            stream = {"token": self._revisions_token}
+            for item_id, (rev, since) in self._column_done.items():
+                if since is not None:
+                    stream[str(item_id)] = f"{rev}|{format_cursor(since)}"
+            cache[REVISIONS_CACHE_KEY] = stream
+        return cache
 
     def prime_process_cache(self, cache: Mapping[str, Any]) -> None:
         """Take a `process_cache()` kept from an earlier run (types already read win)."""
         by_value = {c.value: c for c in StateCategory}
         for wit, states in cache.items():
             if not isinstance(wit, str) or not isinstance(states, Mapping):
+                continue
+            if wit == REVISIONS_CACHE_KEY:
+                self._prime_revisions(states)
                 continue
             key = wit.lower()
             if key in self._type_states:
@@ -332,6 +359,21 @@ class AzureDevOpsConnector:
             self._completed_states[key] = frozenset(
                 n for n, c in mapping.items() if c is StateCategory.DONE
             )
+
+    def _prime_revisions(self, stream: Mapping[str, Any]) -> None:
+        token = stream.get("token")
+        if self._revisions_token is not None or not isinstance(token, str) or not token:
+            return
+        column_done: dict[int, tuple[int, datetime | None]] = {}
+        for key, value in stream.items():
+            if key == "token" or not key.isdigit() or not isinstance(value, str):
+                continue
+            rev_text, _, when = value.partition("|")
+            since = parse_azure_datetime(when)
+            if rev_text.isdigit() and since is not None:
+                column_done[int(key)] = (int(rev_text), since)
+        self._revisions_token = token
+        self._column_done = column_done
 
     async def _load_type_states(self, work_item_type: str) -> None:
         states = await self.client.get_type_states(work_item_type)
@@ -444,6 +486,54 @@ class AzureDevOpsConnector:
                 return moment
         return None
 
+    def _note_revision(self, value: Mapping[str, Any]) -> None:
+        """Fold one revision of the stream into `_column_done` (revisions come in
+        change order, so an item's come in rev order)."""
+        item_id = value.get("id")
+        fields = value.get("fields")
+        if not isinstance(item_id, int) or not isinstance(fields, Mapping):
+            return
+        rev = value.get("rev", fields.get("System.Rev"))
+        if not isinstance(rev, int):
+            return
+        known = self._column_done.get(item_id)
+        if known is not None and rev <= known[0]:
+            return
+        column = fields.get("System.BoardColumn")
+        since: datetime | None = None
+        if isinstance(column, str) and column in self.config.done_board_columns:
+            if known is not None and known[1] is not None:
+                since = known[1]  # still in a Done column: since it first entered it
+            else:
+                since = parse_azure_datetime(fields.get("System.ChangedDate"))
+        self._column_done[item_id] = (rev, since)
+
+    async def _catch_up_revisions(self) -> None:
+        """Read the reporting revisions stream from the kept watermark to its end."""
+        for _batch in range(_MAX_REVISION_BATCHES):
+            values, token, last = await self.client.read_revisions(
+                REVISION_FIELDS, continuation_token=self._revisions_token
+            )
+            for value in values:
+                self._note_revision(value)
+            moved = token is not None and token != self._revisions_token
+            if token is not None:
+                self._revisions_token = token
+            if last or not moved:
+                return
+        log.warning(
+            "Azure DevOps board %s: %d revision batches read; the rest follow on the next poll",
+            self.board_key,
+            _MAX_REVISION_BATCHES,
+        )
+
+    def _column_done_at(self, item_id: int, rev: int) -> tuple[bool, datetime | None]:
+        """(known, since when in a Done column) from the stream read so far."""
+        known = self._column_done.get(item_id)
+        if known is None or known[0] < rev or known[1] is None:
+            return False, None
+        return True, known[1]
+
     async def _done_at(self, item_id: int, rev: int, wit: str) -> datetime | None:
         cached = self._done_at_cache.get(item_id)
         if cached is not None and cached[0] == rev:
@@ -534,6 +624,17 @@ class AzureDevOpsConnector:
                 rev = item.get("rev")
                 done_jobs[item["id"]] = (rev if isinstance(rev, int) else 0, wit)
 
+        if done_jobs and self.config.done_board_columns:
+            # A column-based board: when each item entered its Done column comes from
+            # the revisions stream (caught up once per poll, in batches), not from one
+            # `updates` call per item; only what the stream cannot tell is read per item.
+            if any(not self._column_done_at(i, r)[0] for i, (r, _) in done_jobs.items()):
+                await self._catch_up_revisions()
+            for item_id, (rev, _wit) in list(done_jobs.items()):
+                streamed, entered = self._column_done_at(item_id, rev)
+                if streamed:
+                    done_at[item_id] = entered
+                    del done_jobs[item_id]
 
         semaphore = asyncio.Semaphore(_UPDATES_CONCURRENCY)
 

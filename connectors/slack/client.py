@@ -44,6 +44,7 @@ from connectors.base import CallObserver, FatalError, RetriableError, call_outco
 from connectors.retry import retry_after_from
 from connectors.slack import messages
 from connectors.slack.model import DraftSummary, Outcome
+from mapping.digest import Digest
 
 if TYPE_CHECKING:
     from connectors.slack.port import SlackPort
@@ -365,6 +366,36 @@ class SlackApprovals:
                 channel=channel,
                 text=messages.approval_text(summary),
                 blocks=messages.approval_blocks(summary),
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
+        return str(resp["channel"]), str(resp["ts"])
+
+    async def post_alert(
+        self, channel: str, text: str, over: bool, client_name: str
+    ) -> tuple[str, str]:
+        """Post a budget alert; returns Slack's (channel id, message ts)."""
+        resp = await self._call(
+            "chat.postMessage",
+            lambda: self.web.chat_postMessage(
+                channel=channel,
+                text=messages.budget_alert_text(text, over),
+                blocks=messages.budget_alert_blocks(text, over, client_name),
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
+        return str(resp["channel"]), str(resp["ts"])
+
+    async def post_digest(self, channel: str, digest: Digest) -> tuple[str, str]:
+        """Post the finance digest; returns Slack's (channel id, message ts)."""
+        resp = await self._call(
+            "chat.postMessage",
+            lambda: self.web.chat_postMessage(
+                channel=channel,
+                text=messages.digest_text(digest),
+                blocks=messages.digest_blocks(digest),
                 unfurl_links=False,
                 unfurl_media=False,
             ),

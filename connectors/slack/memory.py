@@ -22,6 +22,7 @@ from slack_sdk.models.blocks import Block
 from connectors.slack import messages
 from connectors.slack.client import SlackCallFailed
 from connectors.slack.model import DraftSummary, Outcome
+from mapping.digest import Digest
 
 if TYPE_CHECKING:
     from connectors.slack.port import SlackPort
@@ -35,7 +36,7 @@ class PostedMessage:
     ts: str
     text: str
     blocks: list[Block]
-    invoice_id: int
+    invoice_id: int | None  # None: not an approval message (the digest)
     outcome: Outcome | None = None
     decided_by: str | None = None
 
@@ -80,6 +81,13 @@ class InMemorySlack:
         )
         return cid, ts
 
+    async def post_digest(self, channel: str, digest: Digest) -> tuple[str, str]:
+        cid, ts = self._channel(channel), self._ts()
+        self.messages[(cid, ts)] = PostedMessage(
+            cid, ts, messages.digest_text(digest), messages.digest_blocks(digest), None
+        )
+        return cid, ts
+
     async def update_decided(
         self,
         channel: str,
@@ -108,6 +116,19 @@ class InMemorySlack:
     ) -> tuple[str, str]:
         await self.update_decided(channel, ts, previous or summary, "adjusted", user, at)
         return await self.post_draft(channel, summary)
+
+    async def post_alert(
+        self, channel: str, text: str, over: bool, client_name: str
+    ) -> tuple[str, str]:
+        cid, ts = self._channel(channel), self._ts()
+        self.messages[(cid, ts)] = PostedMessage(
+            cid,
+            ts,
+            messages.budget_alert_text(text, over),
+            messages.budget_alert_blocks(text, over, client_name),
+            0,
+        )
+        return cid, ts
 
     async def post_ephemeral(self, channel: str, user: str, text: str) -> None:
         self.notices.append((self._channel(channel, "chat.postEphemeral"), user, text))

@@ -7,6 +7,8 @@
 - `adjust_modal`: the Adjust modal (`views.open`), callback id ``kanvoice_adjust``.
 - `reject_modal`: the reject-reason modal, callback id ``kanvoice_reject``.
 - `refusal_text`, `stale_text`, `already_decided_text`: ephemeral answers.
+- `digest_blocks` / `digest_text` / `digest_plain`: the finance digest (gap per
+  currency, clients waiting longest, drafts waiting, overdue invoices, "Draft all").
 
 Every button's ``value`` and every modal's ``private_metadata`` is a `DraftRef`
 encoded as compact JSON (`encode_ref` / `decode_ref`), so a click always names the
@@ -48,6 +50,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from connectors.slack.model import DraftLine, DraftSummary, Outcome
+from mapping.digest import MAX_CLIENTS_SHOWN, MAX_DRAFTS_SHOWN, MAX_OVERDUE_SHOWN, Digest
 from mapping.money import Money, UnknownCurrencyError, currency_exponent, tidy_decimal
 from mapping.stripe_rules import check_charge
 
@@ -56,7 +59,12 @@ ACTION_ADJUST = "kanvoice_adjust"
 ACTION_REJECT = "kanvoice_reject"
 # Shown only on a draft whose total is under Stripe's minimum charge.
 ACTION_APPROVE_FORCE = "kanvoice_approve_force"
-ACTION_IDS = frozenset({ACTION_APPROVE, ACTION_APPROVE_FORCE, ACTION_ADJUST, ACTION_REJECT})
+# "Draft all due" (any message may carry it, e.g. a digest): names no invoice.
+ACTION_DRAFT_ALL = "draft_all"
+DRAFT_ALL_VALUE = "all"
+ACTION_IDS = frozenset(
+    {ACTION_APPROVE, ACTION_APPROVE_FORCE, ACTION_ADJUST, ACTION_REJECT, ACTION_DRAFT_ALL}
+)
 CALLBACK_ADJUST = "kanvoice_adjust"
 CALLBACK_REJECT = "kanvoice_reject"
 INPUT_ACTION_ID = "value"
@@ -118,9 +126,7 @@ def decode_ref(text: str) -> DraftRef:
     invoice_id, version = data.get("invoice_id"), data.get("version")
     for name, value in (("invoice_id", invoice_id), ("version", version)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_REF:
-            raise ValueError(
-                f"draft reference: {name} must be an integer from 0 to {MAX_REF - 1}"
-            )
+            raise ValueError(f"draft reference: {name} must be an integer from 0 to {MAX_REF - 1}")
     channel_id, message_ts = data.get("channel_id"), data.get("message_ts")
     for name, value in (("channel_id", channel_id), ("message_ts", message_ts)):
         if value is not None and not isinstance(value, str):
@@ -215,13 +221,30 @@ def _line_figures(line: DraftLine, currency: str) -> str:
     return f"*{amount}*"
 
 
+def line_who(line: DraftLine) -> str:
+    """Who did the work on a per-person line: "Alice (senior)", "Alice", "(senior)";
+    empty for a line of the whole item."""
+    person = (line.person or "").strip()
+    role = (line.role or "").strip()
+    if person and role:
+        return f"{person} ({role})"
+    if person:
+        return person
+    return f"({role})" if role else ""
+
+
 def _line_text(line: DraftLine, currency: str, number: int | None = None) -> str:
     label = _kind_label(line.kind)
     prefix = f"{number}. " if number is not None else ""
     head = f"*{prefix}{link(line.url, line.title)}*"
     if label:
         head = f"`{label}` {head}"
+    who = line_who(line)
+    if who:
+        head += f" · {escape_mrkdwn(_truncate(who, 200))}"
     text = f"{head}\n{_line_figures(line, currency)}"
+    if line.flags:
+        text += "\n:warning: " + escape_mrkdwn(", ".join(line.flags))
     description = line.description.strip()
     if description and description != line.title.strip():
         text += "\n" + escape_mrkdwn(_truncate(description, 300))
@@ -276,8 +299,45 @@ def approval_text(summary: DraftSummary) -> str:
     return (
         f"Invoice draft for {summary.client_name} ({summary.period_label}): "
         f"{format_money(summary.total, summary.currency)} in {len(summary.lines)} lines. "
-        "Approval needed."
+        "Approval needed." + (" Over budget: check before approving." if summary.flags else "")
     )
+
+
+def _flags_block(summary: DraftSummary) -> SectionBlock:
+    """The draft's warnings (over budget…), above the lines: seen before approving."""
+    text = "\n".join(f"• {escape_mrkdwn(flag)}" for flag in summary.flags)
+    return SectionBlock(
+        block_id=f"kv_flags:{summary.version}",
+        text=MarkdownTextObject(
+            text=_truncate(f":warning: *Check before approving*\n{text}", _SECTION_MAX)
+        ),
+    )
+
+
+def budget_alert_text(text: str, over: bool) -> str:
+    """Notification / fallback text of a budget alert."""
+    return (":rotating_light: " if over else ":warning: ") + text
+
+
+def budget_alert_blocks(text: str, over: bool, client_name: str) -> list[Block]:
+    """A budget threshold alert: what was reached and what happens next."""
+    follow = (
+        "Work past the cap still queues; its draft is flagged *over budget* for review."
+        if over
+        else "Nothing is held back; drafts are flagged once the cap is passed."
+    )
+    return [
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=_truncate(
+                    f"{budget_alert_text('*' + escape_mrkdwn(text) + '*', over)}\n"
+                    f"Client: {escape_mrkdwn(client_name)}",
+                    _SECTION_MAX,
+                )
+            )
+        ),
+        ContextBlock(elements=[MarkdownTextObject(text=follow)]),
+    ]
 
 
 def _confirm_text(text: str) -> str:
@@ -339,6 +399,8 @@ def approval_blocks(summary: DraftSummary) -> list[Block]:
         ),
         DividerBlock(),
     ]
+    if summary.flags:
+        blocks.insert(2, _flags_block(summary))
     shown = summary.lines
     if len(summary.lines) > MAX_LINES_SHOWN:
         shown = summary.lines[:MAX_LINES_SHOWN]
@@ -688,3 +750,232 @@ def already_decided_text(invoice_id: int, outcome: str) -> str:
 def blocks_as_dicts(blocks: Sequence[Block]) -> list[dict[str, Any]]:
     """Validated JSON-ready dicts (raises `SlackObjectFormationError` on a limit breach)."""
     return [dict(block.to_dict()) for block in blocks]
+
+
+def draft_all_button() -> ButtonElement:
+    """The *Draft all due* button (for a digest or any message that lists what is due):
+    drafts every client with ready work and asks approval for each draft, once."""
+    return ButtonElement(
+        text=PlainTextObject(text="Draft all due", emoji=False),
+        action_id=ACTION_DRAFT_ALL,
+        value=DRAFT_ALL_VALUE,
+        confirm=ConfirmObject(
+            title="Draft every client with ready work?",
+            text=_confirm_text(
+                "Every client with ready lines gets its draft refreshed on Stripe, and "
+                "finance is asked to approve each draft here. Nothing is finalized."
+            ),
+            confirm="Draft all",
+            deny="Cancel",
+        ),
+    )
+# --------------------------------------------------------------------------------------
+# The finance digest
+# --------------------------------------------------------------------------------------
+
+
+
+def _money_list(amounts: Sequence[Money]) -> str:
+    return " · ".join(f"*{format_money(m.amount, m.currency)}*" for m in amounts) or "nothing"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _local(at: datetime, timezone: str) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    when = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return when.astimezone(ZoneInfo(timezone))
+
+
+def digest_text(digest: Digest) -> str:
+    """Notification / fallback text of the digest."""
+    gap = " + ".join(format_money(m.amount, m.currency) for m in digest.gap_by_currency)
+    parts = [f"unbilled {gap}" if gap else "nothing unbilled"]
+    if digest.drafts:
+        parts.append(_plural(len(digest.drafts), "draft") + " waiting for approval")
+    if digest.overdue:
+        parts.append(_plural(len(digest.overdue), "invoice") + " overdue")
+    return "Finance digest: " + ", ".join(parts)
+
+
+def digest_blocks(digest: Digest) -> list[Block]:
+    """The finance digest: the unbilled gap per currency (never summed across
+    currencies), the clients waiting longest, drafts waiting for approval, overdue
+    invoices, and the "Draft all" button (``draft_all`` / ``"all"``) when some client
+    has ready work. At most `MAX_MESSAGE_BLOCKS` blocks."""
+    local = _local(digest.as_of, digest.timezone)
+    blocks: list[Block] = [
+        HeaderBlock(
+            text=PlainTextObject(text=f"Finance digest · {local:%a %d %b %Y}", emoji=False),
+            block_id="kv_digest_header",
+        ),
+    ]
+    gap_fields = [
+        MarkdownTextObject(text=f"*Unbilled ({m.currency})*\n{format_money(m.amount, m.currency)}")
+        for m in digest.gap_by_currency[:10]
+    ]
+    blocks.append(
+        SectionBlock(
+            block_id="kv_digest_gap",
+            text=MarkdownTextObject(
+                text=(
+                    f"*Unbilled gap* (done, not yet invoiced) across "
+                    f"{_plural(digest.clients_waiting, 'client')}"
+                    if digest.gap_by_currency
+                    else "*Unbilled gap*: nothing is waiting to be billed."
+                )
+            ),
+            fields=gap_fields or None,
+        )
+    )
+    if digest.waiting_longest:
+        shown = digest.waiting_longest[:MAX_CLIENTS_SHOWN]
+        lines = [
+            f"• *{escape_mrkdwn(_truncate(c.name, 80))}* "
+            f"{format_money(c.gap.amount, c.gap.currency)} · oldest "
+            f"{_plural(c.oldest_days or 0, 'day')}"
+            for c in shown
+        ]
+        more = len(digest.waiting_longest) - len(shown)
+        if more:
+            lines.append(f"… and {_plural(more, 'more client')}")
+        blocks.append(
+            SectionBlock(
+                block_id="kv_digest_waiting",
+                text=MarkdownTextObject(
+                    text=_truncate("*Waiting longest*\n" + "\n".join(lines), _SECTION_MAX)
+                ),
+            )
+        )
+    blocks.append(DividerBlock())
+    if digest.drafts:
+        shown_drafts = digest.drafts[:MAX_DRAFTS_SHOWN]
+        lines = [
+            f"• {link(d.stripe_url, f'#{d.invoice_id}')} "
+            f"*{escape_mrkdwn(_truncate(d.client_name, 80))}* "
+            f"{format_money(d.total.amount, d.total.currency)} · "
+            f"waiting {_plural(d.waiting_days, 'day')}"
+            for d in shown_drafts
+        ]
+        more = len(digest.drafts) - len(shown_drafts)
+        if more:
+            lines.append(f"… and {_plural(more, 'more draft')}")
+        head = (
+            f"*Drafts waiting for approval* ({len(digest.drafts)}, "
+            f"{_money_list(digest.drafts_total)})"
+        )
+        text = head + "\n" + "\n".join(lines)
+    else:
+        text = "*Drafts waiting for approval*: none."
+    blocks.append(
+        SectionBlock(
+            block_id="kv_digest_drafts",
+            text=MarkdownTextObject(text=_truncate(text, _SECTION_MAX)),
+        )
+    )
+    if digest.overdue:
+        shown_overdue = digest.overdue[:MAX_OVERDUE_SHOWN]
+        lines = [
+            f"• {link(o.hosted_url, o.number or f'#{o.invoice_id}')} "
+            f"*{escape_mrkdwn(_truncate(o.client_name, 80))}* "
+            f"{format_money(o.amount.amount, o.amount.currency)} · "
+            f"{_plural(o.days_overdue, 'day')} overdue"
+            + (f" · reminded {_plural(o.reminders, 'time')}" if o.reminders else "")
+            for o in shown_overdue
+        ]
+        more = len(digest.overdue) - len(shown_overdue)
+        if more:
+            lines.append(f"… and {_plural(more, 'more invoice')}")
+        text = (
+            f"*Overdue invoices* ({len(digest.overdue)}, {_money_list(digest.overdue_total)})\n"
+            + "\n".join(lines)
+        )
+    else:
+        text = "*Overdue invoices*: none."
+    blocks.append(
+        SectionBlock(
+            block_id="kv_digest_overdue",
+            text=MarkdownTextObject(text=_truncate(text, _SECTION_MAX)),
+        )
+    )
+    buttons: list[ButtonElement] = []
+    if digest.clients_ready:
+        buttons.append(
+            ButtonElement(
+                text=PlainTextObject(text="Draft all", emoji=False),
+                action_id=ACTION_DRAFT_ALL,
+                value=DRAFT_ALL_VALUE,
+                style="primary",
+                confirm=ConfirmObject(
+                    title="Draft every client?",
+                    text=_confirm_text(
+                        f"Create or refresh the draft of each of the "
+                        f"{_plural(digest.clients_ready, 'client')} with ready work, and ask "
+                        "for approval of each. Nothing is finalized without an approval."
+                    ),
+                    confirm="Draft all",
+                    deny="Cancel",
+                ),
+            )
+        )
+    if digest.dashboard_url and digest.dashboard_url.startswith(("https://", "http://")):
+        buttons.append(
+            ButtonElement(
+                text=PlainTextObject(text="Open the dashboard", emoji=False),
+                action_id="kanvoice_open_dashboard",
+                url=digest.dashboard_url,
+            )
+        )
+    if buttons:
+        blocks.append(ActionsBlock(block_id="kv_digest_actions", elements=buttons))
+    blocks.append(
+        ContextBlock(
+            block_id="kv_digest_context",
+            elements=[
+                MarkdownTextObject(
+                    text=f"As of {slack_date(digest.as_of)} · kanvoice · times in "
+                    f"{escape_mrkdwn(digest.timezone)}"
+                )
+            ],
+        )
+    )
+    assert len(blocks) <= MAX_MESSAGE_BLOCKS
+    return blocks
+
+
+def digest_plain(digest: Digest) -> str:
+    """The digest as terminal text (`kanvoice digest --print`)."""
+    local = _local(digest.as_of, digest.timezone)
+    out = [f"Finance digest · {local:%a %d %b %Y %H:%M} ({digest.timezone})", ""]
+    if digest.gap_by_currency:
+        out.append(
+            "Unbilled gap: "
+            + " · ".join(format_money(m.amount, m.currency) for m in digest.gap_by_currency)
+            + f" across {_plural(digest.clients_waiting, 'client')}"
+        )
+    else:
+        out.append("Unbilled gap: nothing is waiting to be billed.")
+    if digest.waiting_longest:
+        out.append("Waiting longest:")
+        for c in digest.waiting_longest[:MAX_CLIENTS_SHOWN]:
+            out.append(
+                f"  {c.name}: {format_money(c.gap.amount, c.gap.currency)}, oldest "
+                f"{_plural(c.oldest_days or 0, 'day')}"
+            )
+    out.append(f"Drafts waiting for approval: {len(digest.drafts)}")
+    for d in digest.drafts[:MAX_DRAFTS_SHOWN]:
+        out.append(
+            f"  #{d.invoice_id} {d.client_name}: {format_money(d.total.amount, d.total.currency)}"
+            f", waiting {_plural(d.waiting_days, 'day')}"
+        )
+    out.append(f"Overdue invoices: {len(digest.overdue)}")
+    for o in digest.overdue[:MAX_OVERDUE_SHOWN]:
+        out.append(
+            f"  {o.number or '#' + str(o.invoice_id)} {o.client_name}: "
+            f"{format_money(o.amount.amount, o.amount.currency)}, "
+            f"{_plural(o.days_overdue, 'day')} overdue"
+        )
+    return "\n".join(out)

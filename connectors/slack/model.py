@@ -11,7 +11,9 @@ from decimal import Decimal
 from typing import Literal
 
 LineKind = Literal["time", "milestone", "adjustment"]
-DecisionKind = Literal["approve", "approve_force", "reject", "adjust_open", "adjust_submit"]
+DecisionKind = Literal[
+    "approve", "approve_force", "reject", "adjust_open", "adjust_submit", "draft_all"
+]
 Outcome = Literal["approved", "rejected", "adjusted"]
 
 
@@ -31,6 +33,12 @@ class DraftLine:
     amount: Decimal
     kind: str  # "time" | "milestone" | "adjustment"
     description: str
+    # What finance should see before approving (e.g. "over budget (client:acme)").
+    flags: tuple[str, ...] = ()
+    #: Who did the work (a per-person entry, issue 18): the person's name and role
+    #: as finance reads them; None for an entry of the whole item.
+    person: str | None = None
+    role: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,8 @@ class DraftSummary:
     total: Decimal
     stripe_url: str | None
     version: int
+    # Draft-wide warnings shown above the lines (e.g. "over budget: client:acme: …").
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,9 @@ class Decision:
     - ``adjust_open``: the Adjust button; open the modal with ``trigger_id`` (valid 3 s).
     - ``adjust_submit``: the Adjust modal was submitted; ``adjustments`` holds the
       lines that changed.
+    - ``draft_all``: the *Draft all due* button (action ``draft_all``, value ``"all"``):
+      draft every client with ready work and ask approval for each draft. It names no
+      invoice: ``invoice_id`` and ``version`` are 0.
 
     ``channel_id`` / ``message_ts`` locate the approval message (for modals they are
     carried through the view's private_metadata). Authorization is not decided here.

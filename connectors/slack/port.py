@@ -25,13 +25,21 @@ from datetime import datetime
 from typing import Protocol
 
 from connectors.slack.model import DraftSummary, Outcome
+from mapping.digest import Digest
 
 
 class SlackPort(Protocol):
-    """Post, update and re-post approval messages; notices; modals; approver groups."""
+    """Post, update and re-post approval messages; the finance digest; notices; modals;
+    approver groups."""
 
     async def post_draft(self, channel: str, summary: DraftSummary) -> tuple[str, str]:
         """Post the approval message (lines, total, buttons); returns (channel id, ts)."""
+        ...
+
+    async def post_digest(self, channel: str, digest: Digest) -> tuple[str, str]:
+        """Post the finance digest (gap per currency, waiting clients, drafts, overdue
+        invoices, "Draft all"); returns (channel id, ts). Not idempotent on Slack's
+        side: the outbox key per scheduled slot makes it one post."""
         ...
 
     async def update_decided(
@@ -57,6 +65,12 @@ class SlackPort(Protocol):
         previous: DraftSummary | None = None,
     ) -> tuple[str, str]:
         """Mark the old message adjusted (`previous` figures), then post `summary` anew."""
+        ...
+
+    async def post_alert(
+        self, channel: str, text: str, over: bool, client_name: str
+    ) -> tuple[str, str]:
+        """Post a budget alert (no buttons); returns (channel id, ts)."""
         ...
 
     async def post_ephemeral(self, channel: str, user: str, text: str) -> None:

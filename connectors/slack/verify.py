@@ -31,9 +31,11 @@ from connectors.slack.messages import (
     ACTION_ADJUST,
     ACTION_APPROVE,
     ACTION_APPROVE_FORCE,
+    ACTION_DRAFT_ALL,
     ACTION_REJECT,
     CALLBACK_ADJUST,
     CALLBACK_REJECT,
+    DRAFT_ALL_VALUE,
     EXCLUDE_OPTION,
     INPUT_ACTION_ID,
     MAX_DESCRIPTION_LENGTH,
@@ -57,6 +59,7 @@ _ACTION_KINDS: dict[str, DecisionKind] = {
     ACTION_APPROVE_FORCE: "approve_force",
     ACTION_REJECT: "reject",
     ACTION_ADJUST: "adjust_open",
+    ACTION_DRAFT_ALL: "draft_all",
 }
 _LINE_BLOCK = re.compile(r"^line:(\d{1,18}):(hours|rate|description|exclude)$")
 _NUMBER = re.compile(r"^(\d+(\.\d*)?|\.\d+)$")
@@ -231,7 +234,13 @@ def _block_action(payload: Mapping[str, Any]) -> Decision | None:
     )
     if action is None:
         return None
-    ref = _ref(action.get("value"), "button value")
+    kind = _ACTION_KINDS[str(action["action_id"])]
+    if kind == "draft_all":
+        if action.get("value") != DRAFT_ALL_VALUE:
+            raise SlackRequestRejected(400, "malformed payload: bad button value")
+        ref = DraftRef(0, 0)  # names no invoice
+    else:
+        ref = _ref(action.get("value"), "button value")
     user_id, user_name, team_id = _user(payload)
     container = payload.get("container")
     container = container if isinstance(container, Mapping) else {}
@@ -244,7 +253,7 @@ def _block_action(payload: Mapping[str, Any]) -> Decision | None:
         _str_or_none(message.get("ts")) if isinstance(message, Mapping) else None
     )
     return Decision(
-        kind=_ACTION_KINDS[str(action["action_id"])],
+        kind=kind,
         invoice_id=ref.invoice_id,
         version=ref.version,
         user_id=user_id,

@@ -100,6 +100,14 @@ class InMemoryStripe:
             self._emit("invoice.paid", invoice)
             return copy.deepcopy(invoice)
 
+    def mark_overdue(self, invoice_id: str) -> StripeObject:
+        """Stripe's overdue automation for an open invoice (``invoice.overdue``)."""
+        with self._lock:
+            invoice = self._invoice(invoice_id)
+            self._require(invoice, "open", "overdue")
+            self._emit("invoice.overdue", invoice)
+            return copy.deepcopy(invoice)
+
     def void_invoice(self, invoice_id: str) -> StripeObject:
         """Void an open invoice from Stripe's dashboard (``invoice.voided``)."""
         with self._lock:
@@ -316,6 +324,10 @@ class InMemoryStripe:
             hosted_invoice_url=f"https://invoice.stripe.invalid/{invoice_id}",
             auto_advance=False,
         )
+        days = invoice.get("days_until_due")
+        if invoice.get("collection_method") == "send_invoice" and days is not None:
+            # Stripe counts days_until_due from the invoice's creation
+            invoice["due_date"] = int(invoice.get("created") or self._now()) + int(days) * 86400
         invoice["status_transitions"]["finalized_at"] = self._now()
         self._emit("invoice.finalized", invoice)
         if invoice["total"] == 0:  # Stripe marks a zero-total invoice paid at once

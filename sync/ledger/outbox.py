@@ -24,47 +24,19 @@ import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import ColumnElement, Connection, RowMapping, or_, select, update
 
 from mapping.domain import EntryState
 from sync.ledger import ops
 from sync.ledger import schema as t
 from sync.ledger.ops import audit, move_entry
 
-
-class OutboxStatus(StrEnum):
-    PENDING = "pending"
-    CLAIMED = "claimed"  # leased to one drainer until `lease_until`
-    DONE = "done"
-    PARKED = "parked"  # refused for good: waits for a person, never retried
-    CANCELLED = "cancelled"  # nothing left to do (the ledger moved on)
-
-
-class Service(StrEnum):
-    STRIPE = "stripe"
-    SLACK = "slack"
-
-
-class Operation(StrEnum):
-    """Every external call kanvoice makes through the outbox (the `operation` column)."""
-
-    CREATE_INVOICE = "create_invoice"
-    CREATE_INVOICE_ITEM = "create_invoice_item"
-    UPDATE_INVOICE_ITEM = "update_invoice_item"
-    DELETE_INVOICE_ITEM = "delete_invoice_item"
-    FINALIZE_INVOICE = "finalize_invoice"
-    SEND_INVOICE = "send_invoice"
-    SLACK_POST_DRAFT = "slack_post_draft"
-    SLACK_UPDATE_DECIDED = "slack_update_decided"
-
-    @property
-    def service(self) -> Service:
-        return Service.SLACK if self.value.startswith("slack_") else Service.STRIPE
-
+# The outbox's names live with the ledger's records (`sync.ledger.ops` writes them too).
+from sync.ledger.records import Operation as Operation
+from sync.ledger.records import OutboxStatus as OutboxStatus
+from sync.ledger.records import Service as Service
 
 # Stripe operations that change a draft's lines: a finalize waits until none is pending.
 LINE_OPERATIONS = frozenset(
@@ -121,25 +93,26 @@ class OutboxOp:
         return self.generation > 0 or now - self.created_at > window
 
 
-def op_from_row(row: Row[Any]) -> OutboxOp:
-    created = _utc(row.created_at)
+def op_from_row(row: RowMapping) -> OutboxOp:
+    """The typed record of one `outbox` row (names and statuses as their enums)."""
+    created = _utc(row["created_at"])
     assert created is not None
     return OutboxOp(
-        id=int(row.id),
-        idempotency_key=str(row.idempotency_key),
-        operation=Operation(row.operation),
-        status=OutboxStatus(row.status),
-        attempts=int(row.attempts),
+        id=int(row["id"]),
+        idempotency_key=str(row["idempotency_key"]),
+        operation=Operation(row["operation"]),
+        status=OutboxStatus(row["status"]),
+        attempts=int(row["attempts"]),
         created_at=created,
-        entry_id=row.entry_id,
-        invoice_id=row.invoice_id,
-        payload=dict(row.payload or {}),
-        not_before=_utc(row.not_before),
-        last_error=row.last_error,
-        result=dict(row.result) if row.result is not None else None,
-        completed_at=_utc(row.completed_at),
-        lease_owner=row.lease_owner,
-        lease_until=_utc(row.lease_until),
+        entry_id=row["entry_id"],
+        invoice_id=row["invoice_id"],
+        payload=dict(row["payload"] or {}),
+        not_before=_utc(row["not_before"]),
+        last_error=row["last_error"],
+        result=dict(row["result"]) if row["result"] is not None else None,
+        completed_at=_utc(row["completed_at"]),
+        lease_owner=row["lease_owner"],
+        lease_until=_utc(row["lease_until"]),
     )
 
 
@@ -174,7 +147,7 @@ def enqueue(
 
 
 def get_op(conn: Connection, op_id: int) -> OutboxOp | None:
-    row = conn.execute(select(t.outbox).where(t.outbox.c.id == op_id)).first()
+    row = conn.execute(select(t.outbox).where(t.outbox.c.id == op_id)).mappings().first()
     return op_from_row(row) if row is not None else None
 
 
@@ -196,10 +169,10 @@ def ops_for(
         query = query.where(t.outbox.c.operation.in_([o.value for o in operations]))
     if statuses is not None:
         query = query.where(t.outbox.c.status.in_([s.value for s in statuses]))
-    return [op_from_row(r) for r in conn.execute(query.order_by(t.outbox.c.id)).all()]
+    return [op_from_row(r) for r in conn.execute(query.order_by(t.outbox.c.id)).mappings()]
 
 
-def _claimable(now: datetime) -> Any:
+def _claimable(now: datetime) -> ColumnElement[bool]:
     pending_due = (t.outbox.c.status == OutboxStatus.PENDING.value) & (
         t.outbox.c.not_before.is_(None) | (t.outbox.c.not_before <= now)
     )
@@ -272,7 +245,7 @@ def expire_lease(conn: Connection, op_id: int, token: str, now: datetime) -> boo
     return changed == 1
 
 
-def _held(op: OutboxOp, token: str) -> Any:
+def _held(op: OutboxOp, token: str) -> ColumnElement[bool]:
     return (
         (t.outbox.c.id == op.id)
         & (t.outbox.c.status == OutboxStatus.CLAIMED.value)
@@ -325,7 +298,7 @@ def release(
 ) -> bool:
     """Give a claimed row back as pending, due at `not_before`; False if the lease was
     lost. `refund_attempt`: the claim did not try the call (it had to wait)."""
-    values: dict[str, Any] = {
+    values: dict[str, object] = {
         "status": OutboxStatus.PENDING.value,
         "not_before": not_before,
         "lease_owner": None,

@@ -6,13 +6,13 @@ SQL lives here; the sums and groupings are pure (`mapping.profitability`).
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from mapping.domain import EntryKind, EntryState
 from mapping.profitability import ProfitEntry
 from sync.ledger import schema as t
+from sync.ledger.records import BreakdownRow
 
 
 def _day(value: datetime | None) -> date | None:
@@ -75,7 +75,7 @@ def profit_entries(conn: Connection, client: str | None = None) -> list[ProfitEn
     return out
 
 
-def _names(value: Any) -> list[str]:
+def _names(value: object) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
@@ -86,3 +86,25 @@ def assignees_seen(conn: Connection) -> dict[str, set[str]]:
         for name in _names(row.assignees):
             seen.setdefault(name, set()).add(row.board)
     return seen
+
+
+def breakdown_rows(conn: Connection) -> list[BreakdownRow]:
+    """Entries summed per client, board, iteration, state, kind and currency (the
+    dashboard's per-board and per-sprint splits)."""
+    e, i = t.entries, t.items
+    query = (
+        select(
+            e.c.client,
+            i.c.board,
+            i.c.iteration,
+            e.c.state,
+            e.c.kind,
+            e.c.currency,
+            func.count().label("entries"),
+            func.coalesce(func.sum(e.c.hours), 0).label("hours"),
+            func.coalesce(func.sum(e.c.amount), 0).label("amount"),
+        )
+        .select_from(e.join(i, i.c.id == e.c.item_id))
+        .group_by(e.c.client, i.c.board, i.c.iteration, e.c.state, e.c.kind, e.c.currency)
+    )
+    return [BreakdownRow.from_row(r) for r in conn.execute(query).mappings()]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -33,6 +32,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
 from mapping.money import tidy_decimal
@@ -65,10 +65,10 @@ class ScaledDecimal(TypeDecorator[Decimal]):
     impl = BigInteger
     cache_ok = True
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> int | None:
         return to_scaled(value)
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+    def process_result_value(self, value: int | None, dialect: Dialect) -> Decimal | None:
         return from_scaled(value)
 
 
@@ -154,6 +154,12 @@ invoices = Table(
     Column("slack_ts", String(100), nullable=True),
     Column("created_at", utc_datetime(), nullable=False),
     Column("updated_at", utc_datetime(), nullable=False),
+    # Overdue invoices (0008): Stripe's due date, when Stripe said overdue, and the
+    # reminders kanvoice re-sent (at most one per configured interval).
+    Column("due_date", utc_datetime(), nullable=True),
+    Column("overdue_at", utc_datetime(), nullable=True),
+    Column("last_reminder_at", utc_datetime(), nullable=True),
+    Column("reminders", Integer, nullable=False, server_default="0"),
 )
 
 entries = Table(
@@ -187,6 +193,18 @@ entries = Table(
 )
 Index("ix_entries_client_state", entries.c.client, entries.c.state)
 
+# A merged Stripe line (0007): every entry it bills, by the line's lead entry (whose
+# stripe_invoice_item_id holds the line). Lines of one entry have no rows.
+line_entries = Table(
+    "line_entries",
+    metadata,
+    Column("entry_id", Integer, ForeignKey("entries.id"), primary_key=True),
+    Column("lead_entry_id", Integer, ForeignKey("entries.id"), nullable=False),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+)
+Index("ix_line_entries_lead", line_entries.c.lead_entry_id)
+Index("ix_line_entries_invoice", line_entries.c.invoice_id)
+
 entry_events = Table(
     "entry_events",
     metadata,
@@ -210,6 +228,9 @@ approvals = Table(
     Column("channel", String(32), nullable=False),
     Column("total_minor", BigInteger, nullable=False),
     Column("decided_at", utc_datetime(), nullable=False),
+    # Approved although under Stripe's minimum charge (`approve --force`): the
+    # finalize guard lets only such an approval through below the minimum.
+    Column("forced_below_minimum", Boolean, nullable=False, server_default=false()),
 )
 
 audit_log = Table(
@@ -315,3 +336,51 @@ inbox = Table(
     UniqueConstraint("source", "delivery_id", name="uq_inbox_source_delivery"),
 )
 Index("ix_inbox_status_id", inbox.c.status, inbox.c.id)
+
+# Retainers (0009): one row per client and billing period with a retainer. Hours are
+# T&M hours placed on the period's drafts (`counted_hours`), those the retainer covered
+# (`covered_hours`) and those rolled in from the previous period; `line_entry_id` is the
+# period's fixed retainer line (one per period: the unique constraint).
+retainer_periods = Table(
+    "retainer_periods",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client", String(100), nullable=False),
+    Column("period_key", String(64), nullable=False),
+    Column("period_start", utc_datetime(), nullable=True),
+    Column("counted_hours", ScaledDecimal(), nullable=False),
+    Column("covered_hours", ScaledDecimal(), nullable=False),
+    Column("rollover_in", ScaledDecimal(), nullable=False),
+    Column("line_entry_id", Integer, ForeignKey("entries.id"), nullable=True, unique=True),
+    Column("created_at", utc_datetime(), nullable=False),
+    Column("updated_at", utc_datetime(), nullable=False),
+    UniqueConstraint("client", "period_key", name="uq_retainer_periods_client_period"),
+)
+
+# Each T&M entry the retainer placed, once (a line released and drafted again keeps
+# its allocation): covered hours (billed by the retainer line) and overage hours.
+retainer_allocations = Table(
+    "retainer_allocations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", Integer, ForeignKey("entries.id"), nullable=False, unique=True),
+    Column("client", String(100), nullable=False),
+    Column("period_key", String(64), nullable=False),
+    Column("covered_hours", ScaledDecimal(), nullable=False),
+    Column("overage_hours", ScaledDecimal(), nullable=False),
+    Column("created_at", utc_datetime(), nullable=False),
+)
+
+# Budget alerts queued to Slack: the unique `dedupe_key` (scope, period, threshold)
+# makes each alert once per threshold per period, whatever runs the check.
+budget_alerts = Table(
+    "budget_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(300), nullable=False, unique=True),
+    Column("scope", String(200), nullable=False),
+    Column("period_key", String(64), nullable=False),
+    Column("threshold", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", utc_datetime(), nullable=False),
+)

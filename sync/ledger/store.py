@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,12 +27,17 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.dml import Insert
 
 from mapping.billing import HeldItem
 from sync.ledger import bulk
 from sync.ledger import schema as t
 from sync.ledger.ops import queue_draft_edits
+from sync.ledger.records import JsonObject, PipelineRow
+from sync.ledger.writer_lock import WriterLock, writer_lock_for
 
 _T = TypeVar("_T")
 
@@ -46,10 +50,17 @@ SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for SQLite's write lock
 INTAKE_BUSY_SECONDS = 2.0
 INTAKE_CONNECT_SECONDS = 2
 INTAKE_STATEMENT_MS = 2000
+#: Everyone else's bounds on PostgreSQL (worker jobs, dashboard, CLI): generous, but a
+#: partition or a stopped server ends in an error, never a thread waiting forever.
+CONNECT_SECONDS = 10
+STATEMENT_MS = 120_000
+LOCK_MS = 30_000
 
 
 def make_engine(url: str, *, intake: bool = False) -> Engine:
-    """An engine with SQLite set up for a daemon: WAL, foreign keys, a busy timeout.
+    """An engine with SQLite set up for a daemon: WAL, foreign keys, a busy timeout
+    (and the writer lock of sync/ledger/writer_lock.py); on PostgreSQL connect,
+    statement and lock timeouts and TCP keepalives, so a hung server fails calls.
 
     `intake=True`: the small engine the webhook intake writes through, with short
     bounds everywhere (SQLite busy timeout; PostgreSQL connect, statement and lock
@@ -72,7 +83,9 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        def _sqlite_pragmas(
+            dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
+        ) -> None:
             # Let SQLAlchemy own the transaction boundaries (pysqlite's legacy mode
             # would otherwise defer BEGIN and break SAVEPOINTs).
             dbapi_connection.isolation_level = None
@@ -80,7 +93,19 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            if intake:
+                # The intake's commits never run a WAL checkpoint (its fsyncs took up to
+                # 150 ms inside a one-row commit under load, a p99 stall for every
+                # webhook queued behind it): the other connections' commits, which are
+                # not waited on by a webhook sender, checkpoint as usual.
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.close()
+
+        # Writers queue on one lock across threads and processes before BEGIN IMMEDIATE
+        # (sync/ledger/writer_lock.py), held until their COMMIT / ROLLBACK returns.
+        lock = writer_lock_for(make_url(url).database)
+        wait = INTAKE_BUSY_SECONDS if intake else float(SQLITE_BUSY_TIMEOUT)
+        holding: set[int] = set()  # id() of the DBAPI connections holding it
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
@@ -89,15 +114,40 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
             # take no write lock.
             if conn.get_execution_options().get("kanvoice_read_only"):
                 conn.exec_driver_sql("BEGIN")
-            else:
+                return
+            if not lock.acquire(conn.get_execution_options().get("kanvoice_lock_wait", wait)):
+                raise OperationalError(
+                    "BEGIN IMMEDIATE",
+                    {},
+                    TimeoutError("database is locked: the ledger's write lock is busy"),
+                )
+            try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                lock.release()
+                raise
+            holding.add(id(conn.connection.dbapi_connection))
 
+        dialect: Any = engine.dialect
+        for name in ("do_commit", "do_rollback"):
+            setattr(dialect, name, _releasing(getattr(dialect, name), lock, holding))
         return engine
     # No server-side prepared statements: their generic plans turn the batch lookups
     # (item_key IN (500 values)) into sequential scans (bench/RESULTS.md, section 2).
-    connect_args: dict[str, Any] = {"prepare_threshold": None}
+    connect_args: dict[str, object] = {"prepare_threshold": None}
     if not intake:
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        connect_args.update(
+            connect_timeout=CONNECT_SECONDS,
+            options=f"-c statement_timeout={STATEMENT_MS} -c lock_timeout={LOCK_MS}",
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+            tcp_user_timeout=STATEMENT_MS,
+        )
+        return create_engine(
+            url, pool_pre_ping=True, pool_timeout=CONNECT_SECONDS * 3, connect_args=connect_args
+        )
     connect_args.update(
         connect_timeout=INTAKE_CONNECT_SECONDS,
         options=f"-c statement_timeout={INTAKE_STATEMENT_MS} -c lock_timeout={INTAKE_STATEMENT_MS}",
@@ -115,6 +165,22 @@ def make_engine(url: str, *, intake: bool = False) -> Engine:
         pool_timeout=INTAKE_CONNECT_SECONDS,
         connect_args=connect_args,
     )
+
+
+def _releasing(end: Any, lock: WriterLock, holding: set[int]) -> Any:
+    """The dialect's commit / rollback, then the writer lock given back."""
+
+    def finish(dbapi_connection: Any) -> None:
+        try:
+            end(dbapi_connection)
+        finally:
+            # SQLAlchemy passes the pool's proxy (commit) or the raw connection (reset).
+            key = id(getattr(dbapi_connection, "dbapi_connection", None) or dbapi_connection)
+            if key in holding:
+                holding.discard(key)
+                lock.release()
+
+    return finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +296,7 @@ class UnitOfWork:
         )
         return {str(r[0]) for r in rows}
 
-    def board_state_cache(self, source: str, board: str) -> tuple[Any, datetime] | None:
+    def board_state_cache(self, source: str, board: str) -> tuple[JsonObject, datetime] | None:
         """A board's cached process description and when it was read, None if none."""
         row = self.conn.execute(
             select(t.board_state_cache.c.value, t.board_state_cache.c.fetched_at).where(
@@ -242,15 +308,14 @@ class UnitOfWork:
         fetched: datetime = row.fetched_at
         if fetched.tzinfo is None:  # SQLite keeps no offset; the ledger writes UTC
             fetched = fetched.replace(tzinfo=UTC)
-        return row.value, fetched
+        value = row.value
+        return (value if isinstance(value, Mapping) else {}), fetched
 
-    def set_board_state_cache(self, source: str, board: str, value: Any) -> None:
+    def set_board_state_cache(self, source: str, board: str, value: JsonObject) -> None:
         """Store a board's process description (read now) for later runs."""
         changed = self.conn.execute(
             update(t.board_state_cache)
-            .where(
-                t.board_state_cache.c.source == source, t.board_state_cache.c.board == board
-            )
+            .where(t.board_state_cache.c.source == source, t.board_state_cache.c.board == board)
             .values(value=value, fetched_at=self.now)
         ).rowcount
         if not changed:
@@ -324,6 +389,33 @@ class UnitOfWork:
                 )
             )
 
+    def prune_inbox(self, before: datetime, limit: int = 5_000) -> int:
+        """Delete up to `limit` processed rows (done / ignored) processed before `before`;
+        pending rows are never pruned. Returns how many were deleted."""
+        ids = list(
+            self.conn.execute(
+                select(t.inbox.c.id)
+                .where(
+                    t.inbox.c.status.in_(("done", "ignored")),
+                    t.inbox.c.processed_at < before,
+                )
+                .order_by(t.inbox.c.id)
+                .limit(limit)
+            ).scalars()
+        )
+        if ids:
+            self.conn.execute(delete(t.inbox).where(t.inbox.c.id.in_(ids)))
+        return len(ids)
+
+    def inbox_backlog(self) -> tuple[int, datetime | None]:
+        """(pending rows, when the oldest pending row was received)."""
+        row = self.conn.execute(
+            select(func.count(), func.min(t.inbox.c.received_at)).where(
+                t.inbox.c.status == "pending"
+            )
+        ).one()
+        return int(row[0]), (_aware(row[1]) if row[1] is not None else None)
+
     def inbox_counts(self) -> dict[str, int]:
         """Inbox rows per status (for readiness and tests)."""
         return {
@@ -335,10 +427,11 @@ class UnitOfWork:
 
     # --- reading the pipeline ------------------------------------------------------
 
-    def pipeline_rows(self) -> list[Any]:
+    def pipeline_rows(self) -> list[PipelineRow]:
         """Hours and amounts (exact Decimals) summed per client, state, kind, currency."""
-        return list(
-            self.conn.execute(
+        return [
+            PipelineRow.from_row(row)
+            for row in self.conn.execute(
                 select(
                     t.entries.c.client,
                     t.entries.c.state,
@@ -350,8 +443,8 @@ class UnitOfWork:
                 ).group_by(
                     t.entries.c.client, t.entries.c.state, t.entries.c.kind, t.entries.c.currency
                 )
-            ).all()
-        )
+            ).mappings()
+        ]
 
 
 class Ledger:
@@ -361,10 +454,9 @@ class Ledger:
         self.url = url
         self.engine = make_engine(url)
         self._intake_engine: Engine | None = None
-        # SQLite has one writer at a time. Writers of this process queue on this lock
-        # instead of in SQLite's busy handler, which sleeps in growing steps (up to
-        # 100 ms) and would put those sleeps on the webhook intake's answers.
-        self._sqlite_writer = threading.RLock() if url.startswith("sqlite") else None
+        # SQLite's one writer: every write transaction queues on the engine's writer
+        # lock (sync/ledger/writer_lock.py, across threads and processes) instead of in
+        # SQLite's busy handler, whose sleeps would land on the intake's answers.
 
     @property
     def intake_engine(self) -> Engine:
@@ -382,7 +474,7 @@ class Ledger:
         """
         if not deliveries:
             return []
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        rows: dict[tuple[str, str], dict[str, object]] = {}
         for d in deliveries:
             key = (d.source, delivery_key(d.delivery_id))
             rows.setdefault(
@@ -401,16 +493,7 @@ class Ledger:
                     "received_at": now,
                 },
             )
-        writer = self._sqlite_writer
-        if writer is not None and not writer.acquire(timeout=INTAKE_BUSY_SECONDS):
-            raise OperationalError(
-                "BEGIN IMMEDIATE", {}, TimeoutError("the ledger's write lock is busy")
-            )
-        try:
-            inserted = self._insert_inbox(list(rows.values()))
-        finally:
-            if writer is not None:
-                writer.release()
+        inserted = self._insert_inbox(list(rows.values()))  # the intake engine's bounds
         answers: list[bool] = []
         for d in deliveries:
             key = (d.source, delivery_key(d.delivery_id))
@@ -418,7 +501,7 @@ class Ledger:
             inserted.discard(key)  # the same id twice in one batch: the second is a repeat
         return answers
 
-    def _insert_inbox(self, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    def _insert_inbox(self, rows: list[dict[str, object]]) -> set[tuple[str, str]]:
         with self.intake_engine.begin() as conn:
             return {
                 (r[0], r[1])
@@ -449,11 +532,7 @@ class Ledger:
 
     @contextmanager
     def unit_of_work(self, now: datetime) -> Iterator[UnitOfWork]:
-        if self._sqlite_writer is None:
-            with self.engine.begin() as conn:
-                yield UnitOfWork(conn, now)
-            return
-        with self._sqlite_writer, self.engine.begin() as conn:
+        with self.engine.begin() as conn:
             yield UnitOfWork(conn, now)
 
     @contextmanager
@@ -485,6 +564,7 @@ class Ledger:
                 return problem
         try:
             with self.engine.connect() as conn:
+                conn = conn.execution_options(kanvoice_lock_wait=wait_seconds)
                 raw: Any = conn.connection.driver_connection
                 if sqlite:
                     raw.execute(f"PRAGMA busy_timeout = {int(wait_seconds * 1000)}")
@@ -543,7 +623,7 @@ class InboxRow:
     received_at: datetime
 
 
-def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> Any:
+def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, object]]) -> Insert:
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

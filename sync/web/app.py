@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.approvals import desk_for
 from sync.composition import Services
-from sync.metrics import WEBHOOK_LATENCY
+from sync.intake import IntakeWriter
+from sync.metrics import WEBHOOK_LATENCY, board_quota_rows
+from sync.retainers import with_retainers
 from sync.web.board_webhooks import board_webhooks_router
 from sync.web.breakdown import ledger_payload_source
 from sync.web.dashboard import DashboardAuth, access_note, dashboard_router
@@ -40,9 +42,11 @@ def create_app(services: Services) -> FastAPI:
     app.state.notify = broker.notify
     services.engine.on_change(broker.notify)
     app.include_router(health_router(services))
-    app.include_router(board_webhooks_router(services))
-    app.include_router(stripe_webhook_router(services))
-    app.include_router(slack_router(services))
+    # One intake writer for every webhook route: one thread, group commits.
+    writer = IntakeWriter(services.ledger, services.clock)
+    app.include_router(board_webhooks_router(services, writer))
+    app.include_router(stripe_webhook_router(services, writer))
+    app.include_router(slack_router(services, writer=writer))
     server = services.settings.server
     auth = DashboardAuth.for_bind(
         server.host,
@@ -52,9 +56,28 @@ def create_app(services: Services) -> FastAPI:
         if server.dashboard_password
         else None,
     )
-    payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
+    payload = with_retainers(
+        ledger_payload_source(
+            services.ledger,
+            services.client_names(),
+            services.clock,
+            services.settings.finance.timezone,
+        ),
+        services.ledger,
+        services.settings,
+        services.clock,
+    )
     actions = InvoicingActions(services, desk_for(services))
-    app.include_router(dashboard_router(payload, broker, actions, auth, review=actions))
+    app.include_router(
+        dashboard_router(
+            payload,
+            broker,
+            actions,
+            auth,
+            review=actions,
+            quota_source=lambda: board_quota_rows(services.connectors),
+        )
+    )
     app.include_router(
         profitability_router(
             ledger_profit_source(services.ledger, services.clock), services.settings.staff(), auth

@@ -69,10 +69,11 @@ def _ignored(reason: str) -> JSONResponse:
     return JSONResponse({"status": "ignored", "reason": reason}, status_code=202)
 
 
-def board_webhooks_router(services: Services) -> APIRouter:
-    """The board webhook routes; connectors' HTTP clients are closed when the app stops."""
+def board_webhooks_router(services: Services, writer: IntakeWriter | None = None) -> APIRouter:
+    """The board webhook routes; connectors' HTTP clients (and the intake writer's
+    thread) are closed when the app stops."""
 
-    writer = IntakeWriter(services.ledger, services.clock)
+    writer = writer or IntakeWriter(services.ledger, services.clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

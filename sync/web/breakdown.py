@@ -14,11 +14,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
 from mapping.domain import EntryState
 from mapping.money import currency_exponent
-from sync.ledger import schema as t
+from sync.finance import aging_json, finance_json, finance_view
+from sync.ledger.records import BreakdownRow
+from sync.ledger.reports import breakdown_rows
 from sync.ledger.store import Ledger, UnitOfWork
 from sync.pipeline import STAGES, client_pipelines, pipelines_from_rows
 
@@ -36,29 +36,7 @@ STAGE_LABELS: dict[str, str] = {
 }
 
 
-def _breakdown_rows(uow: UnitOfWork) -> list[Any]:
-    """Entries summed per client, board, iteration, state, kind and currency."""
-    e, i = t.entries, t.items
-    return list(
-        uow.conn.execute(
-            select(
-                e.c.client,
-                i.c.board,
-                i.c.iteration,
-                e.c.state,
-                e.c.kind,
-                e.c.currency,
-                func.count().label("entries"),
-                func.coalesce(func.sum(e.c.hours), 0).label("hours"),
-                func.coalesce(func.sum(e.c.amount), 0).label("amount"),
-            )
-            .select_from(e.join(i, i.c.id == e.c.item_id))
-            .group_by(e.c.client, i.c.board, i.c.iteration, e.c.state, e.c.kind, e.c.currency)
-        ).all()
-    )
-
-
-def _natural_key(text: str) -> tuple[Any, ...]:
+def _natural_key(text: str) -> tuple[bool, tuple[tuple[int, int, str], ...]]:
     """'Sprint 2' before 'Sprint 10'; the no-sprint group last."""
     parts = re.split(r"(\d+)", text.casefold())
     return (
@@ -67,7 +45,9 @@ def _natural_key(text: str) -> tuple[Any, ...]:
     )
 
 
-def _group_figures(rows: list[Any], client: str, name: str, currency: str) -> dict[str, Any]:
+def _group_figures(
+    rows: list[BreakdownRow], client: str, name: str, currency: str
+) -> dict[str, Any]:
     """The stages of one group of rows, computed by the same code as the client totals."""
     (pipeline,) = pipelines_from_rows(rows, {client: (name, currency)})
     figures = pipeline.as_dict()
@@ -79,19 +59,22 @@ def _group_figures(rows: list[Any], client: str, name: str, currency: str) -> di
 
 
 def pipeline_payload(
-    uow: UnitOfWork, clients: dict[str, tuple[str, str]], now: datetime
+    uow: UnitOfWork, clients: dict[str, tuple[str, str]], now: datetime, zone: str = "UTC"
 ) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON-ready data.
 
     `{"generated_at": ISO time, "stage_order": [{"state", "label"}, ...],
     "clients": [ClientPipeline.as_dict() + "decimals", "boards": [{"board", "stages",
-    ...}], "sprints": [{"iteration", "stages", ...}]]}`. Hours and amounts are strings
-    (amounts quantized to the currency's decimals), exactly as `kanvoice status --json`.
+    ...}], "sprints": [{"iteration", "stages", ...}], "aging": {...}], "totals": [per
+    currency], "aging_buckets": [...], "overdue": [...]}` (see `sync.finance`). Hours
+    and amounts are strings (amounts quantized to the currency's decimals), exactly as
+    `kanvoice status --json`.
     """
     pipelines = client_pipelines(uow, clients)
-    rows = _breakdown_rows(uow)
-    by_board: dict[tuple[str, str], list[Any]] = {}
-    by_sprint: dict[tuple[str, str], list[Any]] = {}
+    finance = finance_view(uow.conn, pipelines, now, zone)
+    rows = breakdown_rows(uow.conn)
+    by_board: dict[tuple[str, str], list[BreakdownRow]] = {}
+    by_sprint: dict[tuple[str, str], list[BreakdownRow]] = {}
     for row in rows:
         by_board.setdefault((row.client, row.board), []).append(row)
         sprint = row.iteration or NO_SPRINT
@@ -102,6 +85,7 @@ def pipeline_payload(
         data = pipeline.as_dict()
         key, name, currency = pipeline.client, pipeline.name, pipeline.currency
         data["decimals"] = currency_exponent(currency)
+        data["aging"] = aging_json(finance.aging_of(pipeline))
         data["boards"] = [
             {"board": board, **_group_figures(group, key, name, currency)}
             for (client, board), group in sorted(by_board.items())
@@ -121,17 +105,22 @@ def pipeline_payload(
             {"state": state.value, "label": STAGE_LABELS[state.value]} for state in STAGES
         ],
         "clients": result,
+        **finance_json(finance),
     }
 
 
 def ledger_payload_source(
-    ledger: Ledger, clients: dict[str, tuple[str, str]], clock: Callable[[], datetime]
+    ledger: Ledger,
+    clients: dict[str, tuple[str, str]],
+    clock: Callable[[], datetime],
+    zone: str = "UTC",
 ) -> Callable[[], dict[str, Any]]:
-    """A `get_payload` for `dashboard_router`: reads the ledger afresh on every call."""
+    """A `get_payload` for `dashboard_router`: reads the ledger afresh on every call
+    (ready work's age counted in days of the finance time zone `zone`)."""
 
     def get_payload() -> dict[str, Any]:
         now = clock()
         with ledger.read(now) as uow:
-            return pipeline_payload(uow, clients, now)
+            return pipeline_payload(uow, clients, now, zone)
 
     return get_payload

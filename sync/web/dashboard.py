@@ -30,7 +30,9 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Stre
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from mapping.aging import parse_sort
 from mapping.review import human_time
+from sync.finance import sort_payload_clients
 from sync.review import InvalidChange
 from sync.settings import ServerSettings
 from sync.web.events import ChangeBroker, Tick
@@ -102,6 +104,13 @@ class DashboardActions(Protocol):
 
     def create_draft(self, client: str) -> dict[str, Any]:
         """Create or refresh the client's draft invoice now and ask for approval."""
+        ...
+
+    def draft_all(self) -> dict[str, Any]:
+        """"Draft all due": draft every client with ready work and ask approval for each
+        draft, once however often it is asked (`sync.draft_all`). A dict with the lists
+        of client keys `drafted`, `unchanged`, `skipped`, `failed`, the per-client
+        `clients` and a `message` for people."""
         ...
 
     def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
@@ -413,10 +422,16 @@ def dashboard_router(
     actions: DashboardActions,
     auth: DashboardAuth,
     review: ReviewActions | None = None,
+    quota_source: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> APIRouter:
     """The dashboard's routes: `GET /`, `GET /api/pipeline`, `GET /api/events`,
-    `POST /api/clients/{client}/draft`, `POST /api/invoices/{id}/approve|reject` and the
-    page's static files under `/static/dashboard/`."""
+    `POST /api/clients/{client}/draft`, `POST /api/draft-all`,
+    `POST /api/invoices/{id}/approve|reject` and the
+    page's static files under `/static/dashboard/`.
+
+    `quota_source`: the board APIs' quota rows (`sync.metrics.board_quota_rows`), shown
+    as "Board API quota" and sent again as a ``quota`` event whenever they changed by
+    the next heartbeat (they change with every poll, not only with the ledger)."""
     router = APIRouter()
     User = Annotated[str, Depends(auth.require_user())]
 
@@ -440,7 +455,26 @@ def dashboard_router(
         if review is not None:
             history = review.history(None, "")
             payload["history"] = json.loads(json.dumps(history[:HISTORY_ROWS], default=str))
+        if quota_source is not None:
+            payload["board_quota"] = quota_rows(zone)
         return payload
+
+    def quota_rows(zone: str) -> list[dict[str, Any]]:
+        """The quota rows with their reset time in the dashboard's time zone."""
+        rows: list[dict[str, Any]] = []
+        for row in quota_source() if quota_source is not None else []:
+            reset = row.get("reset_at")
+            rows.append(
+                {
+                    **row,
+                    "reset_local": (
+                        human_time(datetime.fromisoformat(reset), zone)
+                        if isinstance(reset, str)
+                        else None
+                    ),
+                }
+            )
+        return rows
 
     shared = _SharedView()
 
@@ -475,6 +509,14 @@ def dashboard_router(
         broker.notify()
         return _json_response(result)
 
+    def sorted_view(data: dict[str, Any], sort: str | None) -> dict[str, Any]:
+        """``?sort=client|gap|age``: the clients in that order; anything else is a 400."""
+        try:
+            order = parse_sort(sort)
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        return sort_payload_clients(data, order)
+
     @router.get("/", response_class=HTMLResponse, name="dashboard_page")
     async def page(request: Request, identity: User) -> Response:
         if "token" in request.query_params and auth.token:
@@ -492,7 +534,7 @@ def dashboard_router(
                 path="/",
             )
             return response
-        data = await run_in_threadpool(view)
+        data = sorted_view(await run_in_threadpool(view), request.query_params.get("sort"))
         paths = {
             "pipeline_url": request.url_for("dashboard_pipeline").path,
             "events_url": request.url_for("dashboard_events").path,
@@ -514,27 +556,52 @@ def dashboard_router(
         )
 
     @router.get("/api/pipeline", name="dashboard_pipeline")
-    async def pipeline(identity: User) -> Response:
-        return _json_response(await run_in_threadpool(view))
+    async def pipeline(identity: User, sort: str | None = None) -> Response:
+        return _json_response(sorted_view(await run_in_threadpool(view), sort))
 
     @router.get("/api/events", name="dashboard_events")
     async def events(identity: User) -> StreamingResponse:
         async def stream() -> AsyncIterator[str]:
             async with broker.subscribe() as subscription:
                 yield f"retry: {SSE_RETRY_MS}\n\n"
-                yield await current()
+                event, quota_sent = await current()
+                yield event
                 async for tick in subscription:
                     if tick is Tick.HEARTBEAT:
-                        yield ": heartbeat\n\n"
+                        # Quota moves with every poll, not only with the ledger: sent
+                        # on its own when it changed since the last event.
+                        quota = await quota_now()
+                        if quota is not None and quota != quota_sent:
+                            quota_sent = quota
+                            yield _sse("quota", quota)
+                        else:
+                            yield ": heartbeat\n\n"
                     else:
-                        yield await current()
+                        event, quota = await current()
+                        quota_sent = quota if quota is not None else quota_sent
+                        yield event
 
-        async def current() -> str:
+        async def quota_now() -> list[dict[str, Any]] | None:
+            if quota_source is None:
+                return None
+            zone = review.time_zone() if review is not None else "UTC"
             try:
-                return _sse("pipeline", await shared_view())
+                rows: list[dict[str, Any]] = json.loads(
+                    json.dumps(await run_in_threadpool(quota_rows, zone), default=str)
+                )
+            except Exception:
+                log.exception("dashboard.quota_failed")
+                return None
+            return rows
+
+        async def current() -> tuple[str, Any]:
+            """The pipeline event, and the quota rows it carries (None: none)."""
+            try:
+                data = await shared_view()
+                return _sse("pipeline", data), data.get("board_quota")
             except Exception as exc:
                 log.exception("dashboard.payload_failed")
-                return _sse("problem", {"message": f"{exc.__class__.__name__}: {exc}"})
+                return _sse("problem", {"message": f"{exc.__class__.__name__}: {exc}"}), None
 
         return StreamingResponse(
             stream(),
@@ -550,6 +617,15 @@ def dashboard_router(
     async def create_draft(client: str, identity: User) -> Response:
         where = {"client": client, "user": identity}
         return await decide("dashboard.create_draft", where, actions.create_draft, client)
+
+    @router.post(
+        "/api/draft-all",
+        name="dashboard_draft_all",
+        dependencies=[Depends(csrf)],
+    )
+    async def draft_all(identity: User) -> Response:
+        where = {"user": identity}
+        return await decide("dashboard.draft_all", where, actions.draft_all)
 
     @router.post(
         "/api/invoices/{invoice_id}/approve",

@@ -9,6 +9,7 @@ from typing import Any
 from mapping.review import parse_since
 from sync.approvals import ApprovalDesk
 from sync.composition import Services
+from sync.draft_all import draft_all
 from sync.review import InvalidChange, Review
 
 
@@ -40,6 +41,14 @@ class InvoicingActions:
             "total": str(result.total.amount),
             "currency": result.total.currency,
         }
+
+    def draft_all(self) -> dict[str, Any]:
+        """"Draft all due" (`sync.draft_all`): the approval requests are queued only when
+        the dashboard has a desk (as for "Create draft now")."""
+        desk = self.desk
+        request = desk.request_approval if desk is not None else None
+        report = draft_all(self.services.invoicing, request, "dashboard")
+        return report.to_json()
 
     def approve(self, invoice_id: str, approver: str, force: bool = False) -> dict[str, Any]:
         return self.services.invoicing.approve(_id(invoice_id), approver, "dashboard", force=force)

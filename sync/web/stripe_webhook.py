@@ -1,18 +1,27 @@
-"""`POST /webhooks/stripe`: signed invoice events move the ledger's invoices on."""
+"""`POST /webhooks/stripe`: signed invoice events, stored in the inbox and answered.
+
+Verify ``Stripe-Signature`` over the raw body (401), check the event's shape (400),
+then (``invoice.*`` events only; others are answered 202 ``{"status": "ignored"}``
+and not stored) one short INSERT into the ledger's inbox, deduped on the Stripe event id, and
+answer 200 ``{"status": "queued"}`` (``"duplicate"`` for an event id already stored).
+The leader's inbox worker applies it (`Invoicing.apply_event`) moments later. The
+ledger unavailable or hung (no commit within the intake's timeout) → 503, and
+Stripe retries.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import stripe
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
 
 from connectors.base import has_nul
 from sync.composition import Services
+from sync.intake import STRIPE_SOURCE, IntakeUnavailable, IntakeWriter
+from sync.ledger.store import InboxDelivery
 
 log = structlog.get_logger(__name__)
 
@@ -45,9 +54,10 @@ def _is_event(event: object) -> bool:
     return object_id is None or isinstance(object_id, str)
 
 
-def stripe_webhook_router(services: Services) -> APIRouter:
+def stripe_webhook_router(services: Services, writer: IntakeWriter | None = None) -> APIRouter:
     router = APIRouter()
     settings = services.settings
+    intake = writer or IntakeWriter(services.ledger, services.clock)
 
     @router.post("/webhooks/stripe")
     async def stripe_webhook(request: Request) -> JSONResponse:
@@ -77,13 +87,24 @@ def stripe_webhook_router(services: Services) -> APIRouter:
                 raise ValueError("not an event")
         except ValueError:
             return JSONResponse({"error": "malformed event"}, 400)
+        if not event["type"].startswith("invoice."):
+            # Not an event kanvoice acts on (the endpoint may be subscribed to more).
+            return JSONResponse({"status": "ignored", "type": event["type"]}, 202)
+        delivery = InboxDelivery(
+            source=STRIPE_SOURCE,
+            delivery_id=event["id"],
+            event=event["type"],
+            action="",
+            body=body.decode("utf-8", errors="replace"),
+        )
         try:
-            # In a worker thread: the event loop serving webhooks never waits on the ledger.
-            outcome = await asyncio.to_thread(services.invoicing.apply_event, event)
-        except OperationalError:
-            return JSONResponse({"error": "ledger unavailable, retry later"}, 503)
-        log.info("stripe.webhook", type=event["type"], event_id=event["id"], outcome=outcome)
-        status = 202 if outcome == "ignored" else 200
-        return JSONResponse({"status": outcome}, status)
+            new = await intake.accept(delivery)
+        except IntakeUnavailable as exc:
+            log.error("stripe.ledger_unavailable", event_id=event["id"], error=str(exc))
+            return JSONResponse(
+                {"error": "ledger unavailable, retry later"}, 503, headers={"Retry-After": "30"}
+            )
+        log.debug("stripe.queued", type=event["type"], event_id=event["id"], new=new)
+        return JSONResponse({"status": "queued" if new else "duplicate"}, 200)
 
     return router

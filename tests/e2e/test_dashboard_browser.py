@@ -8,18 +8,13 @@ The figures on the page, a ledger change appearing without a reload, and the
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from connectors.simulated import SimulatedBoard, demo_scripts
@@ -29,6 +24,7 @@ from sync.demo import DEMO_START, demo_settings
 from sync.web.breakdown import ledger_payload_source
 from sync.web.dashboard import DashboardAuth, dashboard_router
 from sync.web.events import ChangeBroker
+from tests.net import serve_app as serve
 
 pytestmark = pytest.mark.browser
 
@@ -67,6 +63,11 @@ class RecordingActions:
         self.calls: list[tuple[str, ...]] = []
         self.drafts: dict[str, dict[str, Any]] = {}
 
+    def draft_all(self) -> dict[str, Any]:
+        self.calls.append(("draft_all",))
+        drafted = sorted(self.drafts)
+        return {"drafted": drafted, "message": f"Draft all due: {len(drafted)} drafted"}
+
     def create_draft(self, client: str) -> dict[str, Any]:
         self.calls.append(("create_draft", client))
         invoice_id = f"in_{client}_1"
@@ -96,29 +97,6 @@ class RecordingActions:
 
     def list_drafts(self, client: str) -> list[dict[str, Any]]:
         return [dict(d) for d in self.drafts.values() if d["client"] == client]
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Uvicorn in a thread on a free loopback port; yields the base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -179,12 +157,32 @@ def test_dashboard_in_chromium(services: Services) -> None:
     require_browser()
     from playwright.sync_api import expect, sync_playwright
 
-    broker = ChangeBroker()
+    broker = ChangeBroker(heartbeat_seconds=0.5)
     actions = RecordingActions()
     app = FastAPI()
     get_payload = ledger_payload_source(services.ledger, services.client_names(), services.clock)
+    quota: list[dict[str, Any]] = [
+        {
+            "board": "acme-web",
+            "source": "github",
+            "reported": True,
+            "resource": "graphql",
+            "remaining": 4321,
+            "limit": 5000,
+            "reset_at": "2026-11-02T10:00:00+00:00",
+            "retry_after": None,
+            "observed_at": "2026-11-02T09:10:00+00:00",
+            "calls_last_hour": 12,
+        }
+    ]
     app.include_router(
-        dashboard_router(get_payload, broker, actions, DashboardAuth(required=False))
+        dashboard_router(
+            get_payload,
+            broker,
+            actions,
+            DashboardAuth(required=False),
+            quota_source=lambda: [dict(row) for row in quota],
+        )
     )
     problems: list[str] = []
 
@@ -235,6 +233,13 @@ def test_dashboard_in_chromium(services: Services) -> None:
                 live.pop(volatile)
             assert live == first_paint
             assert first_paint["cell-acme-ready-amount"] == "4,000.00 EUR"
+            assert first_paint["quota-acme-web-remaining"] == "4321 of 5000"
+
+            # A poll changes the board quota: on the page by the next heartbeat.
+            quota[0].update(remaining=3990, calls_last_hour=19, retry_after=2)
+            expect(testid("quota-acme-web-remaining")).to_contain_text("3990 of 5000")
+            expect(testid("quota-acme-web-remaining")).to_contain_text("slowed down 2 s")
+            expect(testid("quota-acme-web-calls")).to_have_text("19")
 
             # A ledger change shows up without a reload, within 2 s.
             page.evaluate("window.__kanvoiceNoReload = true")
@@ -271,6 +276,14 @@ def test_dashboard_in_chromium(services: Services) -> None:
             expect(testid("action-status")).to_contain_text("Approve in_acme_1")
             assert actions.calls[-1] == ("approve", "in_acme_1", "dashboard")
             assert page.evaluate("window.__kanvoiceNoReload") is True
+
+            # "Draft all due": a double click asks once and posts once.
+            page.on("dialog", lambda dialog: answer(dialog, True))
+            testid("draft-all").dblclick()
+            expect(testid("action-status")).to_contain_text("Draft all due: 1 drafted")
+            expect(testid("draft-all")).to_be_enabled()
+            assert actions.calls.count(("draft_all",)) == 1
+            assert "ask approval for each draft" in dialogs[-1]
 
             # The chart: money per client; switching to hours needs no request.
             expect(testid("bar-total-acme")).to_have_text("4,510.00 EUR")

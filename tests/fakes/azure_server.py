@@ -9,11 +9,16 @@ work items with revisions and updates) served over real HTTP by a Starlette app:
 - ``POST {org}/{project}/_apis/wit/workitemsbatch`` (at most 200 ids, else 400),
 - ``GET {org}/{project}/_apis/wit/workItems/{id}/updates`` (``$top`` / ``$skip``),
 - ``GET {org}/{project}/_apis/wit/workitemtypes/{type}/states``,
-- ``GET {org}/{project}/_apis/wit/workitems/{id}``.
+- ``GET {org}/{project}/_apis/wit/workitems/{id}``,
+- ``GET {org}/{project}/_apis/wit/reporting/workitemrevisions`` (every revision of the
+  project's items in change order: ``fields``, ``types``, ``startDateTime`` *or*
+  ``continuationToken`` (both: 400), ``$maxPageSize`` (at most
+  `REPORTING_PAGE_LIMIT`); answers ``values``, ``continuationToken``, ``nextLink`` and
+  ``isLastBatch``; a token the server did not issue is a 400).
 
 Every call needs ``api-version=7.1`` and the PAT as basic auth (401 otherwise).
 Requests are counted by kind (``wiql``, ``batch``, ``updates``, ``states``,
-``work_item``) and faults can be injected (429 with Retry-After, 503, 500, ...).
+``work_item``, ``revisions``) and faults can be injected (429 with Retry-After, 503, 500, ...).
 
 ``serve_fake_azure(fake)`` runs the app with uvicorn on a free loopback port in a
 thread and yields the organization URL to configure the connector with.
@@ -155,6 +160,8 @@ SYSTEM_FIELDS = frozenset(
 )
 FAR_FUTURE = "9999-01-01T00:00:00Z"
 BATCH_LIMIT = 200
+#: Revisions per reporting batch at most (the fake's cap on ``$maxPageSize``).
+REPORTING_PAGE_LIMIT = 200
 WIQL_LIMIT = 20_000
 API_VERSION = "7.1"
 
@@ -386,6 +393,8 @@ class FakeAzureDevOps:
         self._next_id = 1
         self._lock = threading.RLock()
         self._app: Starlette | None = None
+        #: Every revision in change order (the reporting stream): (item id, rev, fields).
+        self.revision_log: list[tuple[int, int, dict[str, Any]]] = []
 
     # -- organization builders -----------------------------------------------------
 
@@ -431,6 +440,7 @@ class FakeAzureDevOps:
             self.requests.clear()
             self._clock = self._start
             self._next_id = 1
+            self.revision_log.clear()
 
     def reset_counts(self) -> None:
         """Forget the request counts and log."""
@@ -493,6 +503,7 @@ class FakeAzureDevOps:
                 update_fields[name] = {"newValue": value}
             item.updates.append(self._update_record(item, 1, moment, who, update_fields))
             self.items[item_id] = item
+            self.revision_log.append((item_id, 1, dict(item.fields)))
             return item_id
 
     def _update(
@@ -545,6 +556,7 @@ class FakeAzureDevOps:
                     item.fields[name] = value
             item.rev = new_rev
             item.updates.append(self._update_record(item, new_rev, moment, who, update_fields))
+            self.revision_log.append((item.id, new_rev, dict(item.fields)))
             return new_rev
 
     @staticmethod
@@ -732,6 +744,8 @@ class FakeAzureDevOps:
             return "updates", project, None, rest
         if len(low) == 4 and low[1] == "workitemtypes" and low[3] == "states":
             return "states", project, None, rest
+        if low[1:] == ["reporting", "workitemrevisions"]:
+            return "revisions", project, None, rest
         return None
 
     async def _dispatch(self, request: Request) -> Response:
@@ -795,6 +809,8 @@ class FakeAzureDevOps:
                 response = self._work_item(rest[2], request)
             elif kind == "updates":
                 response = self._updates(rest[2], request)
+            elif kind == "revisions":
+                response = self._revisions(project, request)
             else:
                 response = self._states(project, rest[2])
         if response.status_code < 400:
@@ -963,6 +979,79 @@ class FakeAzureDevOps:
         top = max(0, min(top, 200))
         page = item.updates[skip : skip + top]
         return JSONResponse({"count": len(page), "value": page})
+
+    def _revisions(self, project: FakeProject, request: Request) -> Response:
+        """One batch of the reporting revisions stream (Read Reporting Revisions Get).
+
+        The continuation token is the position in `revision_log` after the batch; the
+        real service's token is opaque too, and it cannot be combined with
+        ``startDateTime``. ``isLastBatch`` is true once the batch reaches the end of the
+        log (the token then waits there for revisions still to come)."""
+        query = request.query_params
+        token = query.get("continuationToken")
+        start = query.get("startDateTime")
+        if token is not None and start is not None:
+            return self._error(
+                400,
+                "VS403591: startDateTime cannot be used together with continuationToken.",
+            )
+        position = 0
+        if token is not None:
+            match = re.fullmatch(r"wm-(\d+)", token)
+            if match is None or int(match.group(1)) > len(self.revision_log):
+                return self._error(400, f"VS403592: The continuation token {token!r} is invalid.")
+            position = int(match.group(1))
+        since: datetime | None = None
+        if start is not None:
+            try:
+                since = datetime.fromisoformat(start)
+            except ValueError:
+                return self._error(400, f"VS402611: The date {start!r} is not valid.")
+            if since.tzinfo is None:
+                since = since.replace(tzinfo=UTC)
+        names_param = query.get("fields")
+        names = [n.strip() for n in names_param.split(",") if n.strip()] if names_param else None
+        for name in names or ():
+            if not self.known_field(name):
+                return self._error(400, f"TF51535: Cannot find field {name}.")
+        types_param = query.get("types")
+        types = (
+            {t.strip().lower() for t in types_param.split(",") if t.strip()}
+            if types_param
+            else None
+        )
+        size_param = query.get("$maxPageSize", str(REPORTING_PAGE_LIMIT))
+        if not size_param.isdigit() or int(size_param) < 1:
+            return self._error(400, "$maxPageSize must be a positive integer.")
+        size = min(int(size_param), REPORTING_PAGE_LIMIT)
+        values: list[dict[str, Any]] = []
+        while position < len(self.revision_log) and len(values) < size:
+            item_id, rev, fields = self.revision_log[position]
+            position += 1
+            if str(fields.get("System.TeamProject", "")).lower() != project.name.lower():
+                continue
+            wit = str(fields.get("System.WorkItemType", "")).lower()
+            if types is not None and wit not in types:
+                continue
+            if since is not None:
+                changed = datetime.fromisoformat(str(fields["System.ChangedDate"]))
+                if changed <= since:
+                    continue
+            snapshot = FakeWorkItem(id=item_id, project=project.name, rev=rev, fields=fields)
+            values.append(self._item_json(snapshot, names))
+        next_token = f"wm-{position}"
+        api = self._project_api(project.name)
+        return JSONResponse(
+            {
+                "values": values,
+                "nextLink": (
+                    f"{api}/wit/reporting/workitemrevisions?continuationToken={next_token}"
+                    f"&api-version={API_VERSION}"
+                ),
+                "continuationToken": next_token,
+                "isLastBatch": position >= len(self.revision_log),
+            }
+        )
 
     def _states(self, project: FakeProject, work_item_type: str) -> Response:
         try:

@@ -1112,6 +1112,28 @@ class FakeStripe:
         self._dispatcher.enqueue(events if self.webhook_url else [])
         return finalized
 
+    def run_overdue_check(self, days_after_due: int = 0) -> list[str]:
+        """Emit ``invoice.overdue`` for every open invoice whose ``due_date`` passed at
+        least `days_after_due` days ago, once per invoice (Stripe's "overdue invoice"
+        automation: the event fires X days after the invoice became due, X set in the
+        Dashboard). Paid, void and draft invoices never get it. Returns their ids."""
+        events: list[JSON] = []
+        flagged: list[str] = []
+        with self._lock:
+            ctx = _Ctx(None, None, self._last_base_url, events)
+            now = self._now()
+            for record in self._invoices.values():
+                due = record.get("due_date")
+                if record.get("status") != "open" or due is None or record.get("_overdue_sent"):
+                    continue
+                if now < int(due) + days_after_due * 86400:
+                    continue
+                record["_overdue_sent"] = True
+                self._emit(ctx, "invoice.overdue", self._render_invoice(record))
+                flagged.append(str(record["id"]))
+        self._dispatcher.enqueue(events if self.webhook_url else [])
+        return flagged
+
     # ---------------------------------------------------------------- internals: misc
 
     def _now(self) -> int:

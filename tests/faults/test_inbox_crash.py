@@ -11,9 +11,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,6 +26,7 @@ from sync.settings import Settings
 from sync.web.app import create_app
 from tests.conftest import FixedClock
 from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
+from tests.net import free_port, wait_for
 
 KANVOICE = str(Path(sys.executable).parent / "kanvoice")
 TOKEN = "ghp_inboxcrashtoken00000000000000000"
@@ -52,23 +52,6 @@ owner = "acme"
 project_number = 1
 api_url = "{api_url}"
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select, update
 
+from connectors.slack import LineAdjustment
 from sync.composition import Services
 from sync.ledger import schema as t
 from tests.builders import snap
@@ -148,4 +150,88 @@ async def test_reconcile_deletes_a_stray_line_and_unlinks_its_entry(
     services.invoicing.create_or_refresh_draft("acme")
     await settle(services, clock)
     assert await services.invoicing.reconcile(repair=False) == []
+    await assert_invariants(services, stripe_world.fake)
+
+
+@pytest.mark.parametrize("second_drain", [False, True], ids=["one drain", "two drains"])
+async def test_adjust_while_a_line_is_on_its_way_to_stripe_puts_the_new_hours_on_stripe(
+    two: tuple[Services, Services], stripe_world: StripeWorld, clock: FixedClock, second_drain: bool
+) -> None:
+    services, cli = two
+    invoice_id = services.invoicing.create_or_refresh_draft("acme").invoice_id
+    assert invoice_id is not None
+    with services.ledger.engine.connect() as conn:
+        first = (
+            conn.execute(
+                select(t.entries.c.id)
+                .where(t.entries.c.invoice_id == invoice_id)
+                .order_by(t.entries.c.id)
+            )
+            .scalars()
+            .first()
+        )
+        version = conn.execute(
+            select(t.invoices.c.version).where(t.invoices.c.id == invoice_id)
+        ).scalar_one()
+    assert first is not None
+    # The first line (1 h) is slow: finance lowers it to 0.5 h while Stripe creates it
+    # with the old amount.
+    stripe_world.fake.delay_next("POST", "/v1/invoiceitems", seconds=1.0)
+    drain = asyncio.create_task(services.invoicing.drain())
+    await in_flight(stripe_world, "/v1/invoiceitems")
+    reply = await asyncio.to_thread(
+        services.desk.adjust_lines,
+        invoice_id,
+        APPROVER,
+        int(version),
+        (LineAdjustment(first, Decimal("0.5"), None, None, False),),
+        "dashboard",
+    )
+    assert reply.outcome == "adjusted"
+    if second_drain:
+        # Another drain reaches the line's update while its create is still in flight:
+        # it waits for the create's link instead of dropping the update.
+        try:
+            report = await cli.invoicing.drain()
+        finally:
+            await cli.invoicing.close()
+        assert report.errors == [] and report.parked == 0
+    await drain
+    await settle(services, clock)
+    live = [i for i in stripe_world.fake.list_objects("invoiceitem") if not i.get("deleted")]
+    assert sorted(int(i["amount"]) for i in live) == [6000, 24000, 36000]  # none lost
+    # Approved at the adjusted total, the draft is finalized as approved.
+    approved = services.invoicing.approve(invoice_id, APPROVER, "cli")
+    assert approved["total_minor"] == (Decimal("0.5") + 2 + 3) * 12000
+    await settle(services, clock)
+    invoices = stripe_world.fake.list_objects("invoice")
+    assert [(i["status"], i["total"]) for i in invoices] == [("open", 66000)]
+    await assert_invariants(services, stripe_world.fake)
+
+
+async def test_reconcile_deletes_a_second_stripe_line_for_one_entry(
+    two: tuple[Services, Services], stripe_world: StripeWorld, clock: FixedClock
+) -> None:
+    services, _ = two
+    assert services.invoicing.create_or_refresh_draft("acme").invoice_id is not None
+    await settle(services, clock)
+    # A second line naming an entry already on the draft (a create replayed under a new
+    # key, a copy made by hand): the client would be billed twice.
+    (first, *_) = sorted(stripe_world.fake.list_objects("invoiceitem"), key=lambda i: i["id"])
+    copy = await services.invoicing.gateway.create_invoice_item(
+        {
+            "customer": first["customer"],
+            "invoice": first["invoice"],
+            "amount": first["amount"],
+            "currency": first["currency"],
+            "description": first["description"],
+            "metadata": first["metadata"],
+        },
+        "test-duplicate-line",
+    )
+    drifts = await services.invoicing.reconcile()
+    assert [d.repair for d in drifts] == ["deleted from the draft"]
+    assert "repeats entry" in drifts[0].problem
+    live = {i["id"] for i in stripe_world.fake.list_objects("invoiceitem") if not i.get("deleted")}
+    assert first["id"] in live and copy["id"] not in live
     await assert_invariants(services, stripe_world.fake)

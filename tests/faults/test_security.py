@@ -10,30 +10,28 @@ one line says when nobody (or only this host) can use the dashboard.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from sync.cli import app as cli
 from sync.composition import Services
+from sync.intake import drain_inbox
 from sync.ledger import schema as t
 from sync.web.app import create_app
-from tests.builders import snap
 from tests.conftest import DATA_DIR, FixedClock
 from tests.fakes.azure_server import FakeAzureDevOps
 from tests.fakes.github_server import FakeGitHubProject
@@ -42,12 +40,12 @@ from tests.fakes.stripe_server import sign_stripe_payload
 from tests.faults.world import (
     SLACK_SECRET,
     azure_headers,
+    billed_world,
     board_settings,
     github_headers,
-    settle_now,
-    tune_gateway,
 )
 from tests.ledger_support import dump
+from tests.net import serve_app
 from tests.stripe_support import APPROVER, WEBHOOK_SECRET, StripeWorld, services_for
 
 TOKEN = "dashboard-token-for-the-probe"
@@ -61,33 +59,10 @@ FORWARDING = (
 ODD_IDS = ("-1", "1e3", "1%20", "%201", "a" * 30, "9" * 30, "0", "01", "2.0", "0x2", "+2")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve(services: Services) -> Iterator[str]:
+def serve(services: Services) -> AbstractContextManager[str]:
     """`create_app(services)` under uvicorn on a free loopback port, as `kanvoice run`
     serves it (uvicorn's defaults, so proxy headers from 127.0.0.1 are honoured)."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return serve_app(create_app(services))
 
 
 def world(
@@ -98,20 +73,7 @@ def world(
     server: dict[str, Any],
 ) -> Services:
     """acme with a finalized invoice (1) and a draft awaiting approval (2)."""
-    clock = FixedClock()
-    data = board_settings(stripe_world, url, github[1], azure[1])
-    data["server"] = server
-    s = services_for(data, clock)
-    tune_gateway(s)
-    s.engine.ingest([snap("Done", "2", 1, item_id="A1", board="acme-board")])
-    first = s.invoicing.create_or_refresh_draft("acme").invoice_id
-    settle_now(s, clock)
-    s.invoicing.approve(first, APPROVER, "cli")
-    settle_now(s, clock)
-    s.engine.ingest([snap("Done", "1", 1, item_id="A2", board="acme-board")])
-    s.invoicing.create_or_refresh_draft("acme")
-    settle_now(s, clock)
-    return s
+    return billed_world(stripe_world, url, github[1], azure[1], FixedClock(), server)
 
 
 @pytest.fixture
@@ -205,6 +167,7 @@ def test_the_same_click_inside_the_window_approves(local: tuple[Services, str]) 
     )
     response = httpx.post(f"{base}/slack/interactions", content=body, headers=headers)
     assert response.status_code == 200
+    asyncio.run(drain_inbox(services, everything=True))  # the leader's worker applies it
     assert invoice in approvals(services)
 
 

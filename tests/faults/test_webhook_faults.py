@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from sync.boards import sync_board
 from sync.engine import Engine
+from sync.intake import drain_inbox
 from sync.ledger import schema as t
 from sync.ledger.store import HeldRow, UnitOfWork
 from tests.builders import snap
@@ -191,10 +192,13 @@ async def test_stripe_paid_before_finalized_and_paid_twice(world: World) -> None
     paid_event = stored_event(world, "invoice.paid", remote["id"])
     finalized_event = stored_event(world, "invoice.finalized", remote["id"])
 
-    assert status(await post_stripe(http, paid_event)) == "applied"
+    assert status(await post_stripe(http, paid_event)) == "queued"
+    assert (await drain_inbox(services, everything=True)).deliveries == 1
     assert {state for _, _, state, _ in entry_rows(services)} == {"paid"}
     assert status(await post_stripe(http, paid_event)) == "duplicate"
-    assert status(await post_stripe(http, finalized_event)) == "stale"
+    assert status(await post_stripe(http, finalized_event)) == "queued"
+    assert (await drain_inbox(services, everything=True)).deliveries == 1  # stale: no move
+    assert {state for _, _, state, _ in entry_rows(services)} == {"paid"}
     world.clock.now += timedelta(minutes=10)
     await settle(services, world.clock)  # the waiting finalize sees it done
     assert status(await post_stripe(http, finalized_event)) == "duplicate"

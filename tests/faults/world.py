@@ -78,6 +78,37 @@ def board_settings(
     return data
 
 
+def billed_world(
+    stripe: StripeWorld,
+    ledger_url: str,
+    github_api: str,
+    azure_url: str,
+    clock: FixedClock,
+    server: dict[str, Any] | None = None,
+) -> Services:
+    """`board_settings` (with these `server` settings) and a ledger holding acme's
+    finalized invoice (1) and a draft awaiting approval (2): what the probes of the
+    HTTP endpoints (security, fuzz) run against."""
+    from tests.builders import snap
+    from tests.stripe_support import services_for
+
+    data = board_settings(stripe, ledger_url, github_api, azure_url)
+    if server is not None:
+        data["server"] = server
+    s = services_for(data, clock)
+    tune_gateway(s)
+    s.engine.ingest([snap("Done", "2", 1, item_id="A1", board="acme-board")])
+    first = s.invoicing.create_or_refresh_draft("acme").invoice_id
+    assert first is not None
+    settle_now(s, clock)
+    s.invoicing.approve(first, APPROVER, "cli")
+    settle_now(s, clock)
+    s.engine.ingest([snap("Done", "1", 1, item_id="A2", board="acme-board")])
+    s.invoicing.create_or_refresh_draft("acme")
+    settle_now(s, clock)
+    return s
+
+
 def tune_gateway(services: Services, *, timeout: float = 5.0, max_attempts: int = 4) -> list[float]:
     """Give the writer a gateway with this time-out and number of attempts whose waits
     are recorded (and shortened): the returned list shows what it meant to wait."""

@@ -203,7 +203,7 @@ def test_missing_config_file_named_explicitly(cli: CliRunner, tmp_path: Path) ->
 def test_check_config_reaches_the_ledger_and_names_what_is_missing(cli: CliRunner) -> None:
     invoke(cli, "db", "upgrade", "-c", str(CONFIG))
     result = invoke(cli, "check-config", "-c", str(CONFIG))
-    assert "ledger reachable: schema 0006_people_cost" in result.output
+    assert "ledger reachable: schema 0012_approval_forced" in result.output
     # No Stripe key in this configuration: said plainly, and the check fails.
     assert result.exit_code == 1, result.output
     assert "stripe.api_key: not set (KANVOICE_STRIPE__API_KEY" in result.output

@@ -8,13 +8,13 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from sync.ledger import schema as t
 from tests.builders import snap
 from tests.conftest import FixedClock
 from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
+from tests.net import free_port
+from tests.net import wait_for as _wait_for
 from tests.stripe_support import API_KEY, fake_stripe, services_for, world_settings
 
 KANVOICE = str(Path(sys.executable).parent / "kanvoice")
@@ -57,10 +59,8 @@ api_url = "{api_url}"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Polled every 0.2 s: the conditions are HTTP health checks and ledger reads.
+wait_for = partial(_wait_for, interval=0.2)
 
 
 @pytest.fixture
@@ -111,15 +111,6 @@ class Instance:
             self.process.kill()
             self.process.wait(timeout=30)
         self.log.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def billed(ledger_url: str) -> dict[str, Decimal]:

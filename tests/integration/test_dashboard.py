@@ -7,17 +7,14 @@ import base64
 import dataclasses
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
@@ -38,6 +35,7 @@ from sync.web.dashboard import (
 from sync.web.events import ChangeBroker, Tick
 from tests.builders import client, policy, snap
 from tests.conftest import FixedClock
+from tests.net import serve_app as serve
 
 CLIENTS = {"acme": ("Acme", "EUR"), "kaiju": ("Kaiju K.K.", "JPY")}
 LOCAL = "http://127.0.0.1"
@@ -125,6 +123,11 @@ class FakeActions:
     def _maybe_fail(self, name: str) -> None:
         if name in self.fail:
             raise self.fail[name]
+
+    def draft_all(self) -> dict[str, Any]:
+        self.calls.append(("draft_all",))
+        self._maybe_fail("draft_all")
+        return {"drafted": [], "unchanged": [], "skipped": [], "failed": [], "clients": []}
 
     def create_draft(self, client: str) -> dict[str, Any]:
         self.calls.append(("create_draft", client))
@@ -475,32 +478,6 @@ async def test_broker_forgets_subscribers_that_leave() -> None:
 # --- server-sent events over a real server ---------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Uvicorn in a thread on a free loopback port; yields the base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 async def next_event(lines: Any) -> tuple[str, dict[str, Any]]:
     """The next `event:`/`data:` pair, skipping comments and `retry:`."""
     name = ""
@@ -609,3 +586,104 @@ async def test_approve_under_the_minimum_charge_is_refused_then_forced(
         ("approve", "in_1", "dashboard"),
         ("approve", "in_1", "dashboard", "force"),
     ]
+
+
+# --- board API quota ---------------------------------------------------------------------
+
+
+async def test_board_quota_is_on_the_page_and_follows_the_polls_live(
+    ledger: tuple[Ledger, Engine], clock: FixedClock
+) -> None:
+    """GitHub's GraphQL points and Azure's TSTU headers, as the connectors last saw
+    them, per board with the calls of the last hour; a poll that changes them reaches
+    an open page by the next heartbeat, without any ledger change."""
+    from datetime import UTC, datetime
+
+    from connectors.azure_devops.config import AzureBoardConfig
+    from connectors.github.config import GitHubBoardConfig
+    from mapping.review import human_time
+    from sync.boards import LazyBoardConnector
+    from sync.metrics import board_quota_rows
+    from tests.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
+    from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
+
+    project = FakeGitHubProject(owner="acme", number=3)
+    project.add_issue("One")
+    project.set_rate_limit(4321, reset_at=datetime(2026, 11, 2, 10, 0, tzinfo=UTC))
+    azure = FakeAzureDevOps(pat="quota-pat")
+    azure.add_project("Shop", "Agile").add_item("Story")
+    with serve_fake_github(project) as gh_url, serve_fake_azure(azure) as az_url:
+        github = LazyBoardConnector(
+            GitHubBoardConfig(
+                board_key="gh", owner="acme", project_number=3, api_url=gh_url, token="ghp_quota"
+            )
+        )
+        ado = LazyBoardConnector(
+            AzureBoardConfig(
+                board_key="ado", organization_url=az_url, project="Shop", pat="quota-pat"
+            )
+        )
+        connectors = {"gh": github, "ado": ado}
+        await github.poll(None)
+        await ado.poll(None)  # Azure sent no rate-limit headers: not throttled
+        broker = ChangeBroker(heartbeat_seconds=0.3)
+        app = FastAPI()
+        app.include_router(
+            dashboard_router(
+                ledger_payload_source(ledger[0], CLIENTS, clock),
+                broker,
+                FakeActions(),
+                DashboardAuth(required=False),
+                quota_source=lambda: board_quota_rows(connectors),
+            )
+        )
+        async with asgi_client(app) as http:
+            page = (await http.get("/")).text
+            api = (await http.get("/api/pipeline")).json()
+
+        def cell(testid: str) -> str:
+            match = re.search(rf'data-testid="{re.escape(testid)}">(.*?)</td>', page, re.S)
+            assert match, testid
+            return re.sub(r"<[^>]+>", "", match.group(1)).strip()
+
+        assert cell("quota-gh-remaining") == "4320 of 5000"
+        assert cell("quota-gh-reset") == human_time(datetime(2026, 11, 2, 10, 0, tzinfo=UTC), "UTC")
+        gh_calls = int(cell("quota-gh-calls"))
+        assert gh_calls >= 1
+        assert cell("quota-ado-remaining") == "not reported"
+        assert cell("quota-ado-calls") == "3"  # WIQL, batch, the type's states
+        rows = by_key(api["board_quota"], "board")
+        assert rows["gh"]["remaining"] == 4320 and rows["gh"]["source"] == "github"
+        assert rows["ado"]["reported"] is False
+
+        with serve(app) as base:
+            async with (
+                httpx.AsyncClient(base_url=base, timeout=5) as http,
+                http.stream("GET", "/api/events") as response,
+            ):
+                lines = response.aiter_lines()
+                async with asyncio.timeout(3):
+                    name, first = await next_event(lines)
+                assert name == "pipeline"
+                assert by_key(first["board_quota"], "board")["ado"]["reported"] is False
+                # Azure starts to throttle: its headers arrive on a 200.
+                azure.success_headers = {
+                    "X-RateLimit-Resource": "ATCPU",
+                    "X-RateLimit-Remaining": "35",
+                    "X-RateLimit-Limit": "200",
+                    "X-RateLimit-Reset": "1793613600",
+                }
+                azure.projects["shop"].add_item("Another story")
+                await ado.poll(None)
+                async with asyncio.timeout(3):
+                    name, quota = await next_event(lines)
+                assert name == "quota"
+                live = by_key(quota, "board")  # type: ignore[arg-type]
+                assert (live["ado"]["remaining"], live["ado"]["limit"]) == (35, 200)
+                assert live["ado"]["resource"] == "ATCPU"
+                assert live["ado"]["reset_at"] == "2026-11-02T10:00:00+00:00"
+                assert live["ado"]["calls_last_hour"] == 5  # + WIQL and batch
+                assert live["gh"]["calls_last_hour"] == gh_calls
+                broker.close()
+        await github.aclose()
+        await ado.aclose()

@@ -41,10 +41,12 @@ def test_health_ready_and_metrics(sqlite_url: str, clock: FixedClock) -> None:
         assert client.get("/readyz").json() == {
             "status": "ready",
             "checks": {"ledger": "ok"},
+            "inbox": {"pending": 0, "oldest_pending_seconds": 0.0},
             "services": {},
         }
         assert dump(sqlite_url) == before  # the write probe leaves no trace
         metrics = client.get("/metrics").text
+        assert "kanvoice_inbox_pending 0.0" in metrics
         assert 'kanvoice_items_seen_total{board="web"}' in metrics
         assert 'kanvoice_entries{state="ready"} 1.0' in metrics
         assert 'kanvoice_entries{state="in_progress"} 1.0' in metrics

@@ -214,3 +214,54 @@ async def test_azure_bulk_close_of_250_items_is_two_workitemsbatch_calls(
         finally:
             await close_connectors(services.connectors)
             services.close()
+
+
+async def test_backlog_in_readyz_and_metrics_and_old_processed_rows_are_pruned(
+    project: tuple[FakeGitHubProject, str],
+    github: tuple[Services, httpx.AsyncClient, FixedClock],
+    ledger_url: str,
+) -> None:
+    from sync.intake import prune_inbox
+
+    fake, _ = project
+    services, http, clock = github
+    card = fake.add_issue("Card", status="Done", hours=2)
+
+    async def deliver() -> None:
+        body = json.dumps(fake.webhook_payload(card.node_id, "edited")).encode()
+        headers = {
+            "X-GitHub-Event": "projects_v2_item",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign_body(SECRET.encode(), body),
+            "Content-Type": "application/json",
+        }
+        answer = await http.post("/webhooks/github", content=body, headers=headers)
+        assert answer.status_code == 202
+
+    await deliver()
+    await deliver()
+    clock.now += timedelta(seconds=90)
+    ready = (await http.get("/readyz")).json()
+    assert ready["inbox"] == {"pending": 2, "oldest_pending_seconds": 90.0}
+    metrics = (await http.get("/metrics")).text
+    assert "kanvoice_inbox_pending 2.0" in metrics
+    assert "kanvoice_inbox_oldest_pending_seconds 90.0" in metrics
+
+    assert (await drain_inbox(services)).deliveries == 2
+    assert (await http.get("/readyz")).json()["inbox"] == {
+        "pending": 0,
+        "oldest_pending_seconds": 0.0,
+    }
+    # Processed rows stay for the retention (late redeliveries dedupe), then go; a
+    # delivery still pending is never pruned, however old.
+    clock.now += timedelta(days=13)
+    await deliver()
+    assert await prune_inbox(services) == 0
+    clock.now += timedelta(days=2)
+    assert await prune_inbox(services) == 2
+    engine = create_engine(ledger_url)
+    try:
+        with engine.connect() as conn:
+            assert list(conn.execute(select(t.inbox.c.status)).scalars()) == ["pending"]
+    finally:
+        engine.dispose()

@@ -39,7 +39,7 @@ def test_migrations_build_exactly_the_declared_schema(ledger: Ledger) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), t.metadata)
     assert diff == []
     ledger.upgrade()  # idempotent on every start
-    assert ledger.current_revision() == "0006_people_cost"
+    assert ledger.current_revision() == "0012_approval_forced"
 
 
 def _entry_row(item_id: int, key: str, seq: int) -> dict[str, Any]:
@@ -187,3 +187,66 @@ def test_concurrent_ingest_of_the_same_change_bills_once(ledger_url: str, ledger
             select(t.entries.c.state, func.count()).group_by(t.entries.c.state)
         ).all()
     assert dict(states) == {EntryState.READY.value: 40}
+
+
+def test_upgrading_keeps_a_forced_approval_forced(ledger_url: str) -> None:
+    """0012 fills `approvals.forced_below_minimum` from the `approved` audit rows, so an
+    approval forced before the upgrade still finalizes under the minimum afterwards."""
+    from alembic import command
+    from alembic.config import Config
+
+    from sync.ledger.store import MIGRATIONS_DIR
+
+    ledger = Ledger(ledger_url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.set_main_option("sqlalchemy.url", ledger_url.replace("%", "%%"))
+        with ledger.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0006_people_cost")
+        with ledger.engine.begin() as conn:  # the 0006 tables: only their columns
+            for invoice_id, forced in ((1, True), (2, False)):
+                conn.execute(
+                    insert(t.invoices).values(
+                        id=invoice_id,
+                        client="acme",
+                        period_key="2026-11",
+                        currency="EUR",
+                        state="draft",
+                        version=1,
+                        created_at=NOW,
+                        updated_at=NOW,
+                    )
+                )
+                detail: dict[str, Any] = {"total_minor": 40}
+                if forced:
+                    detail["forced_below_minimum"] = True
+                conn.execute(
+                    insert(t.audit_log).values(
+                        at=NOW,
+                        actor="U1",
+                        action="approved",
+                        subject=f"invoice:{invoice_id}",
+                        detail=detail,
+                    )
+                )
+                conn.execute(
+                    insert(t.approvals).values(
+                        invoice_id=invoice_id,
+                        approver="U1",
+                        channel="cli",
+                        total_minor=40,
+                        decided_at=NOW,
+                    )
+                )
+        ledger.upgrade()
+        with ledger.engine.connect() as conn:
+            flags = dict(
+                conn.execute(
+                    select(t.approvals.c.invoice_id, t.approvals.c.forced_below_minimum)
+                ).all()
+            )
+        assert flags == {1: True, 2: False}
+    finally:
+        ledger.dispose()

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from connectors.slack.messages import format_money
 from mapping.domain import EntryState
@@ -199,6 +199,35 @@ def test_finance_can_force_a_draft_under_the_minimum(
         assert invoice["status"] == "paid"
         customer = world.fake.get_object(world.customers["kaiju"])
         assert customer is not None and customer["balance"] == 40
+    finally:
+        services.close()
+
+
+def test_the_finalize_guard_holds_a_total_under_the_minimum_without_a_forced_approval(
+    world: StripeWorld, ledger_url: str, clock: FixedClock
+) -> None:
+    services = make_services(world, ledger_url, clock, kaiju={"rate": "40"})
+    try:
+        services.engine.ingest([snap("Done", "1", 1, item_id="K1", board="kaiju-board")])
+        draft = services.invoicing.create_or_refresh_draft("kaiju")
+        drain(services)
+        assert draft.invoice_id is not None
+        services.invoicing.approve(draft.invoice_id, APPROVER, "cli", force=True)
+        with services.ledger.engine.connect() as conn:
+            forced = conn.execute(select(t.approvals.c.forced_below_minimum)).scalar_one()
+        assert forced is True  # the decision's flag, on the approval the finalize reads
+        # An approval without it (as written before the flag existed, or by hand).
+        with services.ledger.engine.begin() as conn:
+            conn.execute(update(t.approvals).values(forced_below_minimum=False))
+        report = drain(services)
+        assert report.parked == 1
+        (invoice,) = invoices_by_client(world)["kaiju"]
+        assert invoice["status"] == "draft"  # never finalized under the minimum
+        with services.ledger.engine.connect() as conn:
+            reason = conn.execute(
+                select(t.outbox.c.last_error).where(t.outbox.c.operation == "finalize_invoice")
+            ).scalar_one()
+        assert "minimum" in str(reason)
     finally:
         services.close()
 

@@ -3,6 +3,7 @@ stale, malformed; each bad one changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sync.composition import Services
+from sync.intake import drain_inbox
 from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.builders import snap
@@ -66,6 +68,11 @@ def post(client: TestClient, payload: bytes, headers: dict[str, str]) -> httpx.R
     return client.post("/webhooks/stripe", content=payload, headers=headers)
 
 
+def apply_inbox(services: Services) -> int:
+    """What the leader's inbox worker does with the stored events, now."""
+    return asyncio.run(drain_inbox(services, everything=True)).deliveries
+
+
 def entry_states(services: Services) -> set[str]:
     return {e.state for e in ledger_rows(services, t.entries)}
 
@@ -76,15 +83,20 @@ def test_paid_moves_entries_to_paid_and_a_replay_changes_nothing(
     services, client, invoice = finalized
     event = world.fake.build_signed_event("invoice.paid", {**invoice, "status": "paid"})
     first = post(client, event.payload, event.headers)
-    assert first.status_code == 200 and first.json() == {"status": "applied"}
+    # Stored in the inbox and answered at once; the worker applies it.
+    assert first.status_code == 200 and first.json() == {"status": "queued"}
+    assert entry_states(services) != {"paid"}
+    assert apply_inbox(services) == 1
     assert entry_states(services) == {"paid"}
     before = dump(ledger_url)
     again = post(client, event.payload, event.headers)
     assert again.status_code == 200 and again.json() == {"status": "duplicate"}
+    assert apply_inbox(services) == 0
     assert dump(ledger_url) == before
     # A late `invoice.finalized` after `invoice.paid` does not move anything back.
     late = world.fake.build_signed_event("invoice.finalized", invoice)
-    assert post(client, late.payload, late.headers).json() == {"status": "stale"}
+    assert post(client, late.payload, late.headers).json() == {"status": "queued"}
+    assert apply_inbox(services) == 1
     assert entry_states(services) == {"paid"}
 
 
@@ -97,7 +109,8 @@ def test_voided_invoice_returns_its_entries_to_ready(
         headers={"Authorization": f"Bearer {API_KEY}"},
     ).json()
     event = world.fake.build_signed_event("invoice.voided", voided)
-    assert post(client, event.payload, event.headers).json() == {"status": "applied"}
+    assert post(client, event.payload, event.headers).json() == {"status": "queued"}
+    assert apply_inbox(services) == 1
     entries = ledger_rows(services, t.entries)
     assert {e.state for e in entries} == {"ready"}
     assert all(e.invoice_id is None and e.stripe_invoice_item_id is None for e in entries)

@@ -247,7 +247,7 @@ async def test_done_at_comes_from_the_batch_and_follows_a_reclose(
     assert fake.request_counts["states"] == 1
 
 
-async def test_column_boards_read_updates_once_per_revision(
+async def test_column_boards_take_the_done_time_from_the_revisions_stream(
     fake: FakeAzureDevOps, org_url: str, sleeps: Sleeps
 ) -> None:
     shop = fake.add_project("Web Shop", "Agile")
@@ -256,10 +256,58 @@ async def test_column_boards_read_updates_once_per_revision(
         story = shop.add_item("Story", hours=1, at=T0)
         shipped = T0 + timedelta(hours=1)
         shop.change(story, {"System.BoardColumn": "Shipped"}, at=shipped)
-        await connector.poll(None)
+        # Still in the Done column, hours edited later: Done since it was shipped.
+        shop.set_hours(story, 2, at=T0 + timedelta(hours=2))
         (item,) = (await connector.poll(None)).items
         assert item.done_at == shipped
-        assert fake.request_counts["updates"] == 1  # column moves carry no date field
+        assert fake.request_counts["updates"] == 0  # no call per item
+        assert fake.request_counts["revisions"] == 1
+        (item,) = (await connector.poll(None)).items
+        assert item.done_at == shipped
+        assert fake.request_counts["revisions"] == 1  # the stream already told
+        # Out of the Done column and back: Done since it came back.
+        shop.change(story, {"System.BoardColumn": "Active"}, at=T0 + timedelta(hours=3))
+        back = T0 + timedelta(hours=4)
+        shop.change(story, {"System.BoardColumn": "Shipped"}, at=back)
+        (item,) = (await connector.poll(None)).items
+        assert item.done_at == back
+        assert fake.request_counts["revisions"] == 2  # continued from the watermark
+        assert fake.request_counts["updates"] == 0
+
+
+async def test_column_boards_page_the_stream_and_keep_the_watermark_across_runs(
+    fake: FakeAzureDevOps, org_url: str, sleeps: Sleeps
+) -> None:
+    shop = fake.add_project("Web Shop", "Agile")
+    config = make_config(org_url, "Web Shop", done_board_columns=frozenset({"Shipped"}))
+    ids = [shop.add_item(f"Story {n}", hours=1, at=T0) for n in range(150)]
+    shipped = T0 + timedelta(hours=1)
+    for item_id in ids:
+        shop.change(item_id, {"System.BoardColumn": "Shipped"}, at=shipped)
+    async with AzureDevOpsConnector(config, sleep=sleeps) as first:
+        items = (await first.poll(None)).items
+        cache = first.process_cache()
+    assert {i.done_at for i in items} == {shipped}
+    # 300 revisions, 200 per batch: 2 batches, none per item.
+    assert fake.request_counts["revisions"] == 2
+    assert fake.request_counts["updates"] == 0
+    revision_requests = [q for kind, _, q in fake.requests if kind == "revisions"]
+    assert "continuationToken" not in revision_requests[0]
+    assert "continuationToken=wm-200" in revision_requests[1]
+
+    late = T0 + timedelta(hours=5)
+    newcomer = shop.add_item("Late story", hours=1, at=late)
+    shop.change(newcomer, {"System.BoardColumn": "Shipped"}, at=late)
+    fake.reset_counts()
+    # A new run (`sync --once`) primed with what the ledger kept: only the new revisions.
+    async with AzureDevOpsConnector(config, sleep=sleeps) as second:
+        second.prime_process_cache(cache)
+        items = (await second.poll(None)).items
+    by_id = {i.item_id: i for i in items}
+    assert by_id[str(newcomer)].done_at == late
+    assert by_id[str(ids[0])].done_at == shipped
+    assert fake.request_counts["revisions"] == 1
+    assert fake.request_counts["updates"] == 0
 
 
 async def test_new_state_added_to_the_process_is_read_again(

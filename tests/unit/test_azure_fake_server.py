@@ -120,6 +120,52 @@ async def test_updates_carry_state_transitions(http: httpx.AsyncClient) -> None:
     assert updates[2]["revisedDate"] == "2024-05-01T11:00:00.000Z"
 
 
+async def test_reporting_revisions_stream_in_batches_with_a_continuation_token(
+    http: httpx.AsyncClient, fake: FakeAzureDevOps
+) -> None:
+    path = "Web Shop/_apis/wit/reporting/workitemrevisions"
+    fields = "System.Id,System.Rev,System.State"
+    first = await http.get(path, params={**V, "fields": fields, "$maxPageSize": "2"})
+    assert first.status_code == 200
+    batch = first.json()
+    assert [(v["id"], v["rev"], v["fields"]["System.State"]) for v in batch["values"]] == [
+        (1, 1, "New"),
+        (1, 2, "Active"),
+    ]
+    assert batch["isLastBatch"] is False
+    assert "continuationToken=" in batch["nextLink"]
+    rest = await http.get(
+        path, params={**V, "fields": fields, "continuationToken": batch["continuationToken"]}
+    )
+    last = rest.json()
+    assert [(v["rev"], v["fields"]["System.State"]) for v in last["values"]] == [(3, "Closed")]
+    assert last["isLastBatch"] is True
+    # Nothing new since: an empty last batch that keeps the watermark.
+    again = (
+        await http.get(
+            path, params={**V, "fields": fields, "continuationToken": last["continuationToken"]}
+        )
+    ).json()
+    assert (again["values"], again["isLastBatch"]) == ([], True)
+    assert again["continuationToken"] == last["continuationToken"]
+    # startDateTime: only the revisions after it.
+    after = await http.get(
+        path, params={**V, "fields": fields, "startDateTime": "2024-05-01T10:30:00Z"}
+    )
+    assert [v["rev"] for v in after.json()["values"]] == [3]
+    # The real API's rules: not both starting points, only tokens it issued, known fields.
+    both = await http.get(
+        path,
+        params={**V, "continuationToken": "wm-1", "startDateTime": "2024-05-01T10:30:00Z"},
+    )
+    assert both.status_code == 400
+    forged = await http.get(path, params={**V, "continuationToken": "wm-99"})
+    assert forged.status_code == 400
+    unknown = await http.get(path, params={**V, "fields": "Custom.Nope"})
+    assert unknown.status_code == 400
+    assert fake.request_counts["revisions"] == 7
+
+
 async def test_type_states_have_categories(http: httpx.AsyncClient) -> None:
     response = await http.get("Web Shop/_apis/wit/workitemtypes/User Story/states", params=V)
     states = {s["name"]: s["category"] for s in response.json()["value"]}

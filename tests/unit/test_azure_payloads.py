@@ -163,30 +163,31 @@ async def test_billing_type_rate_and_milestone_fields(api: respx.MockRouter) -> 
 
 
 async def test_done_board_columns_override_the_category(api: respx.MockRouter) -> None:
-    updates_302 = {
-        "count": 2,
-        "value": [
-            {
-                "id": 2,
-                "workItemId": 302,
-                "rev": 2,
-                "revisedDate": "2024-05-02T09:00:00Z",
-                "fields": {
-                    "System.ChangedDate": {"newValue": "2024-05-02T09:00:00Z"},
-                    "System.State": {"oldValue": "New", "newValue": "Active"},
-                    "System.BoardColumn": {"oldValue": "New", "newValue": "Active"},
-                },
+    # The reporting revisions stream, as Read Reporting Revisions Get answers it.
+    def revision(rev: int, column: str, changed: str) -> dict[str, object]:
+        return {
+            "id": 302,
+            "rev": rev,
+            "fields": {
+                "System.Id": 302,
+                "System.Rev": rev,
+                "System.BoardColumn": column,
+                "System.ChangedDate": changed,
             },
-            {
-                "id": 3,
-                "workItemId": 302,
-                "rev": 3,
-                "revisedDate": "2024-05-03T11:30:00Z",
-                "fields": {"System.ChangedDate": {"newValue": "2024-05-03T11:30:00Z"}},
-            },
+            "url": f"{PROJECT}/_apis/wit/workItems/302/revisions/{rev}",
+        }
+
+    stream = {
+        "values": [
+            revision(1, "New", "2024-05-01T08:00:00Z"),
+            revision(2, "Active", "2024-05-02T09:00:00Z"),
+            revision(3, "Active", "2024-05-03T11:30:00Z"),
         ],
+        "nextLink": f"{PROJECT}/_apis/wit/reporting/workitemrevisions?continuationToken=7364",
+        "continuationToken": "7364",
+        "isLastBatch": True,
     }
-    api.get(f"{PROJECT}/_apis/wit/workItems/302/updates").respond(json=updates_302)
+    api.get(f"{PROJECT}/_apis/wit/reporting/workitemrevisions").respond(json=stream)
     cfg = config(done_board_columns=frozenset({"Active"}))
     with api:
         async with AzureDevOpsConnector(cfg, sleep=no_sleep) as connector:

@@ -1,5 +1,8 @@
-"""The composition root is a root: nothing it builds imports it back (no import cycle
-through `sync.composition`), and connectors never reach into the shell."""
+"""The import structure: no import cycles among our modules (top-level, function-level
+and TYPE_CHECKING imports all count), the dependency direction of DESIGN.md
+(`mapping` imports nothing of ours but itself, `connectors` never the shell), a
+composition root nothing imports back, and one event loop per CLI command (the only
+`asyncio.run` is `sync.cli_common.run_command`)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("mapping", "connectors", "sync")
 
 
 def _module(path: Path) -> str:
@@ -14,21 +18,73 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _sources() -> dict[str, ast.Module]:
+    return {
+        _module(path): ast.parse(path.read_text(), str(path))
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+
+
 def _imports() -> dict[str, set[str]]:
     """Every module of ours → the modules of ours it imports (at any depth of the code,
-    lazy imports inside functions included)."""
+    lazy imports inside functions included). ``from pkg import name`` is an import of
+    ``pkg.name`` when that is a module, else of ``pkg``."""
+    sources = _sources()
     graph: dict[str, set[str]] = {}
-    for package in ("mapping", "connectors", "sync"):
-        for path in (ROOT / package).rglob("*.py"):
-            found: set[str] = set()
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.Import):
-                    found.update(a.name for a in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    found.add(node.module)
-                    found.update(f"{node.module}.{a.name}" for a in node.names)
-            graph[_module(path)] = found
-    return {m: {i for i in imports if i in graph} for m, imports in graph.items()}
+    for module, tree in sources.items():
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: resolve against this module's package
+                    package = module.split(".")
+                    is_package = (ROOT / Path(*package) / "__init__.py").exists()
+                    anchor = package if is_package else package[:-1]
+                    anchor = anchor[: len(anchor) - (node.level - 1)]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    found.add(sub if sub in sources else base)
+        graph[module] = {i for i in found if i in sources and i != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component: list[str] = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
 
 
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -38,6 +94,25 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
             seen.add(nxt)
             todo.append(nxt)
     return seen
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles() -> None:
+    cycles = _cycles(_imports())
+    graph = _imports()
+    assert {" → ".join(c): {m: sorted(graph[m] & set(c)) for m in c} for c in cycles} == {}
+
+
+def test_the_cli_modules_never_import_the_entry_point() -> None:
+    graph = _imports()
+    # `python -m sync` (how the web process spawns its worker) is an entry point too.
+    importers = sorted(m for m, imports in graph.items() if "sync.cli" in imports)
+    assert importers == ["sync.__main__"]
+    assert {"sync.cli_boards", "sync.cli_invoicing", "sync.demo"} <= graph["sync.cli"]
 
 
 def test_nothing_the_composition_root_imports_imports_it_back() -> None:
@@ -56,3 +131,54 @@ def test_connectors_and_mapping_never_import_the_shell() -> None:
         if m.startswith(("connectors", "mapping"))
     }
     assert {m: i for m, i in wrong.items() if i} == {}
+
+
+def test_mapping_imports_nothing_of_ours_but_mapping() -> None:
+    graph = _imports()
+    wrong = {
+        m: sorted(i for i in imports if not i.startswith("mapping"))
+        for m, imports in graph.items()
+        if m.startswith("mapping")
+    }
+    assert {m: i for m, i in wrong.items() if i} == {}
+
+
+def _calls_to_asyncio_run(tree: ast.Module) -> list[str]:
+    """The functions (dotted path) calling ``asyncio.run`` (or a bare imported ``run``)."""
+    bare = any(
+        isinstance(n, ast.ImportFrom)
+        and n.module == "asyncio"
+        and any(a.name == "run" for a in n.names)
+        for n in ast.walk(tree)
+    )
+    found: list[str] = []
+
+    def walk(node: ast.AST, where: list[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                walk(child, [*where, child.name])
+                continue
+            if isinstance(child, ast.Call):
+                f = child.func
+                if (
+                    isinstance(f, ast.Attribute)
+                    and f.attr == "run"
+                    and isinstance(f.value, ast.Name)
+                    and f.value.id == "asyncio"
+                ) or (bare and isinstance(f, ast.Name) and f.id == "run"):
+                    found.append(".".join(where) or "<module>")
+            walk(child, where)
+
+    walk(tree, [])
+    return found
+
+
+def test_the_only_event_loop_is_the_cli_commands_one() -> None:
+    """No code of ours starts an event loop but `run_command` (one per CLI command): the
+    daemon, the demo, the checks and every command run inside that loop."""
+    calls = {
+        module: where
+        for module, tree in _sources().items()
+        if (where := _calls_to_asyncio_run(tree))
+    }
+    assert calls == {"sync.cli_common": ["run_command"]}

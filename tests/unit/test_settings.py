@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -89,3 +90,74 @@ def test_board_sections_must_match_their_source(tmp_path: Path) -> None:
 
 def test_rates_are_decimals(tmp_path: Path) -> None:
     assert load_settings(EXAMPLE).client("acme").rate == Decimal("120.00")
+
+
+def test_the_example_retainer_and_budgets() -> None:
+    settings = load_settings(EXAMPLE)
+    terms = settings.retainer_terms("acme")
+    assert terms is not None
+    assert (terms.amount, terms.included_hours, terms.overage_rate) == (
+        Decimal("6000.00"),
+        Decimal(40),
+        Decimal(175),
+    )
+    assert terms.rollover and terms.rollover_cap_hours == Decimal(20)
+    assert settings.retainer_terms("globex") is None
+    budgets = {b.scope: b for b in settings.budgets("acme")}
+    assert set(budgets) == {"client:acme", "board:acme-web"}
+    assert budgets["client:acme"].thresholds == (80, 100)
+    assert budgets["board:acme-web"].per == "total"
+
+
+@pytest.mark.parametrize(
+    ("retainer", "hours", "amount"),
+    [
+        ('hours = 40\namount = "6000"', "40", "6000"),
+        ('hours = 40\nrate = "150"', "40", "6000"),  # the line: hours × rate
+        ('amount = "6000"\nrate = "160"', "37.5", "6000"),  # hours: amount / rate
+    ],
+)
+def test_retainer_terms_from_two_of_hours_amount_rate(
+    tmp_path: Path, retainer: str, hours: str, amount: str
+) -> None:
+    path = _client_config(tmp_path, f"[clients.retainer]\n{retainer}\n")
+    terms = load_settings(path).retainer_terms("acme")
+    assert terms is not None
+    assert (terms.included_hours, terms.amount) == (Decimal(hours), Decimal(amount))
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("[clients.retainer]\nhours = 40\n", "a retainer needs hours and amount"),
+        ('[clients.retainer]\namount = "6000"\n', "a retainer needs hours and amount"),
+        (
+            '[clients.retainer]\nhours = 40\namount = "1"\nrollover_cap_hours = 5\n',
+            "rollover_cap_hours is set but rollover = false",
+        ),
+        ("[clients.retainer]\nhours = -1\namount = \"1\"\n", "clients[0].retainer.hours = -1"),
+        ("[clients.budget]\nalert_thresholds = [80]\n", "a budget needs hours or amount"),
+        ("[clients.budget]\nhours = 10\nalert_thresholds = []\n", "alert_thresholds is empty"),
+        ("[clients.budget]\nhours = 10\nalert_thresholds = [0]\n", "alert_thresholds[0] = 0"),
+        ('[clients.budget]\nhours = 10\nper = "year"\n', "clients[0].budget.per = 'year'"),
+        ("[clients.budget]\nhour = 10\n", "did you mean hours?"),
+        (
+            'cadence = "on_demand"\n[clients.retainer]\nhours = 4\namount = "1"\n',
+            "a retainer is per billing period",
+        ),
+    ],
+)
+def test_retainer_and_budget_errors_name_the_setting(
+    tmp_path: Path, section: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(_client_config(tmp_path, section))
+
+
+def _client_config(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "kanvoice.toml"
+    path.write_text(
+        '[[clients]]\nkey = "acme"\nstripe_customer_id = "cus_A"\ncurrency = "EUR"\n' + extra,
+        encoding="utf-8",
+    )
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -274,3 +275,32 @@ async def test_deadline_bounds_a_slow_slack(base_url: str, fake: FakeSlack) -> N
     with pytest.raises(SlackUnavailable, match="no answer within"):
         await slack.auth_test()
     assert time.monotonic() - started < 2
+
+
+async def test_post_alert_posts_a_budget_alert_without_buttons(
+    slack: SlackApprovals, fake: FakeSlack
+) -> None:
+    text = "Budget 100 % reached: client:acme: 212 h of 200 h (106.0 %)"
+    channel, ts = await slack.post_alert("#finance-approvals", text, True, "Acme GmbH")
+    assert channel == "C0FINANCE"
+    message = fake.message(channel, ts)
+    assert "212 h of 200 h" in message.all_text() and "Acme GmbH" in message.all_text()
+    assert message.action_values() == {}
+    assert fake.calls_to("chat.postMessage")[0].args["text"].startswith(":rotating_light:")
+
+
+async def test_an_over_budget_draft_says_so_before_the_buttons(
+    slack: SlackApprovals, fake: FakeSlack
+) -> None:
+    base = draft()
+    flagged = replace(
+        base,
+        lines=(replace(base.lines[0], flags=("over budget (client:acme)",)), base.lines[1]),
+        flags=("over budget: client:acme: 212 h of 200 h (106.0 %)",),
+    )
+    channel, ts = await slack.post_draft("#finance-approvals", flagged)
+    message = fake.message(channel, ts)
+    text = message.all_text()
+    assert text.index("Check before approving") < text.index("Fix login")
+    assert "over budget (client:acme)" in text
+    assert "Over budget" in fake.calls_to("chat.postMessage")[0].args["text"]

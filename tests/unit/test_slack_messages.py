@@ -145,6 +145,25 @@ def test_approval_message_lists_every_line_with_its_figures() -> None:
     assert "6,367.50 EUR" in approval_text(EUR_DRAFT)
 
 
+def test_per_person_lines_name_the_person_and_role() -> None:
+    from dataclasses import replace
+
+    alice = replace(line(201, "Checkout", "2", "160"), person="Alice Senior", role="Senior dev")
+    bob = replace(line(202, "Checkout", "2", "90"), person="Bob <Junior>", role=None)
+    whole = line(203, "Docs", "1", "95")
+    blocks = blocks_as_dicts(approval_blocks(summary((alice, bob, whole))))
+    sections = [b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b]
+    alice_text = next(s for s in sections if "Checkout" in s and "160" in s)
+    bob_text = next(s for s in sections if "Checkout" in s and "90" in s)
+    docs_text = next(s for s in sections if "Docs" in s)
+    assert "Alice Senior (Senior dev)" in alice_text
+    assert "Bob &lt;Junior&gt;" in bob_text and "(" not in bob_text.split("·")[1].split("\n")[0]
+    assert "·" not in docs_text.split("\n")[0]
+    # The Adjust modal shows the same lines: finance can tell Alice's from Bob's.
+    modal = texts([adjust_modal(summary((alice, bob)), "C1", "1.1").to_dict()])
+    assert "Alice Senior (Senior dev)" in modal
+
+
 def test_jpy_totals_have_no_decimals() -> None:
     draft = summary((line(1, hours="7.5", rate="9000"), line(2, hours="1", rate="12001")), "JPY")
     body = texts(blocks_as_dicts(approval_blocks(draft)))

@@ -108,6 +108,40 @@ def test_the_invoice_item_of_a_milestone_and_the_limit_hooks() -> None:
     assert dict(line.metadata).get("kanvoice_invoice") is None
 
 
+DESCRIPTION_CASES = [
+    pytest.param({}, "Login page [web 1] 2.5 h × 120.00 EUR https://example.test/1", id="time"),
+    pytest.param(
+        {"rate": Decimal("5.1245"), "currency": "KWD"},
+        "Login page [web 1] 2.5 h × 5.1245 KWD https://example.test/1",
+        id="a rate is never rounded for show",
+    ),
+    pytest.param(
+        {"rate": Decimal(1500), "currency": "JPY"},
+        "Login page [web 1] 2.5 h × 1,500 JPY https://example.test/1",
+        id="zero-decimal rate",
+    ),
+    pytest.param(
+        {"description": "Reworded by finance"},
+        "Reworded by finance [web 1] 2.5 h × 120.00 EUR https://example.test/1",
+        id="the entry's own text wins",
+    ),
+    pytest.param({"url": ""}, "Login page [web 1] 2.5 h × 120.00 EUR", id="no url"),
+    pytest.param(
+        {"url": "https://example.test/" + "x" * 480},
+        "Login page [web 1] 2.5 h × 120.00 EUR",
+        id="a url that does not fit whole is left out",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "description"), DESCRIPTION_CASES)
+def test_the_description_says_what_the_money_is_for(
+    change: dict[str, object], description: str
+) -> None:
+    source = replace(SOURCE, **change)  # type: ignore[arg-type]
+    assert stripe_line(source, StripeCustomer("acme", "cus_1")).description == description
+
+
 D = EntryState.DRAFTED
 CREATE_CASES = [
     pytest.param(EntryOnDraft(1, D, 7, None), True, CreateLine(), id="create"),
@@ -182,6 +216,27 @@ DIFF_CASES = [
         (Unlink(2, "ii_2"),),
         id="stray already deleted: the entry is still unlinked",
     ),
+    pytest.param(
+        [L(1, "ii_2")],
+        [I("ii_1", 1), I("ii_2", 1)],
+        [],
+        (DeleteStray("ii_1", "e1", duplicate_of="ii_2"),),
+        id="two lines for one entry: the linked one stays, the other is deleted",
+    ),
+    pytest.param(
+        [L(1, None)],
+        [I("ii_1", 1), I("ii_2", 1)],
+        [],
+        (Link(1, "e1", "ii_1"), DeleteStray("ii_2", "e1", duplicate_of="ii_1")),
+        id="two lines for an unlinked entry: the first is adopted",
+    ),
+    pytest.param(
+        [],
+        [I("ii_1", 2), I("ii_2", 2)],
+        [],
+        (DeleteStray("ii_1", "e2"), DeleteStray("ii_2", "e2")),
+        id="every stray line of an entry off the draft is deleted",
+    ),
 ]
 
 
@@ -190,6 +245,47 @@ def test_reconcile_diff(
     lines: list[LedgerLine], items: list[StripeItem], elsewhere: list[LinkedEntry], want: tuple
 ) -> None:
     assert diff_lines(lines, items, elsewhere) == want
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([None, "ii_1", "ii_2", "ii_3"]), st.booleans()),
+        max_size=4,
+    ),
+    st.lists(
+        st.tuples(st.sampled_from(["ii_1", "ii_2", "ii_3", "ii_4"]), st.integers(1, 6)),
+        max_size=5,
+        unique_by=lambda item: item[0],
+    ),
+)
+def test_applying_the_repairs_brings_both_drafts_together(
+    ours: list[tuple[str | None, bool]], theirs: list[tuple[str, int]]
+) -> None:
+    """After the repairs, every line of the draft is linked to the one Stripe line
+    naming it (or is re-queued, or its create is on the way), and no Stripe line names
+    an entry that is not on the draft, or one that another line already names."""
+    lines = [L(n + 1, link, pending=pending) for n, (link, pending) in enumerate(ours)]
+    items = [I(item, entry) for item, entry in theirs]
+    repairs = diff_lines(lines, items)
+    links = {line.entry_id: line.stripe_item_id for line in lines}
+    requeued = set()
+    deleted = set()
+    for fix in repairs:
+        if isinstance(fix, Link):
+            links[fix.entry_id] = fix.stripe_item_id
+        elif isinstance(fix, Requeue):
+            requeued.add(fix.entry_id)
+        elif isinstance(fix, DeleteStray):
+            deleted.add(fix.stripe_item_id)
+    live = [item for item in items if item.item_id not in deleted]
+    named = {item.entry_ref: item.item_id for item in live}
+    assert len(named) == len(live)  # one line per entry: nobody billed twice
+    for line in lines:
+        if line.entry_id in requeued or (line.pending and line.entry_key not in named):
+            continue
+        assert links[line.entry_id] == named[line.entry_key]
+    on_draft = {line.entry_key for line in lines}
+    assert all(item.entry_ref in on_draft for item in live)
 
 
 def test_reconcile_diff_matches_by_the_metadata_form_of_the_key() -> None:

@@ -198,3 +198,34 @@ async def test_objects_handed_out_are_copies() -> None:
     invoice["metadata"]["kanvoice_invoice"] = "changed"
     held = await stripe.retrieve_invoice(invoice["id"])
     assert held["status"] == "draft" and held["metadata"] == {"kanvoice_invoice": "m"}
+
+
+async def test_an_open_invoice_has_its_due_date_and_can_be_sent_again(
+    port: StripePort, wire: StripeWorld
+) -> None:
+    """What overdue invoices and reminders rely on: Stripe's ``due_date`` (creation +
+    ``days_until_due``) and ``send`` again on an open invoice, one reminder per key."""
+    customer = wire.customers["acme"]
+    invoice = await draft(port, customer)
+    await port.create_invoice_item(item(invoice, customer, 5000, "e1"), key("i"))
+    done = await port.finalize_invoice(invoice["id"], key("finalize"))
+    assert done["due_date"] == invoice["created"] + 14 * 86400
+    first = await port.send_invoice(invoice["id"], key("remind"))
+    again = await port.send_invoice(invoice["id"], key("remind"))
+    assert first["status"] == again["status"] == "open"
+    assert (await port.retrieve_invoice(invoice["id"]))["due_date"] == done["due_date"]
+
+
+async def test_the_in_memory_stripe_reports_an_overdue_open_invoice() -> None:
+    stripe = InMemoryStripe()
+    customer = stripe.add_customer("acme", "eur")
+    seen: list[str] = []
+    stripe.subscribe(lambda event: seen.append(event["type"]))
+    invoice = await draft(stripe, customer)
+    with pytest.raises(StripeRejected):
+        stripe.mark_overdue(invoice["id"])  # a draft is never overdue
+    await stripe.create_invoice_item(item(invoice, customer, 100, "e1"), key("i"))
+    await stripe.finalize_invoice(invoice["id"], key("f"))
+    stripe.mark_overdue(invoice["id"])
+    stripe.deliver_events()
+    assert seen == ["invoice.finalized", "invoice.overdue"]

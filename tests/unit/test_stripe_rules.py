@@ -135,12 +135,55 @@ def test_totals_under_stripes_minimum_charge_are_flagged(
         assert "minimum charge" in check.reason and str(check.minimum) in check.reason
 
 
-def test_minimum_charges_are_stripes_published_figures() -> None:
+# Stripe's table "Minimum and maximum charge amounts" as published on
+# https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts (read 2026-12-03),
+# in the minor units Stripe's API takes.
+STRIPE_PUBLISHED_MINIMUM_MINOR = {
+    "USD": 50,
+    "AED": 200,
+    "AUD": 50,
+    "BGN": 100,
+    "BRL": 50,
+    "CAD": 50,
+    "CHF": 50,
+    "CZK": 1500,
+    "DKK": 250,
+    "EUR": 50,
+    "GBP": 30,
+    "HKD": 400,
+    "HUF": 17500,
+    "INR": 50,
+    "JPY": 50,
+    "MXN": 1000,
+    "MYR": 200,
+    "NOK": 300,
+    "NZD": 50,
+    "PLN": 200,
+    "RON": 200,
+    "SEK": 300,
+    "SGD": 50,
+    "THB": 1000,
+}
+
+
+@pytest.mark.parametrize(("currency", "minor"), sorted(STRIPE_PUBLISHED_MINIMUM_MINOR.items()))
+def test_minimum_charges_are_stripes_published_figures(currency: str, minor: int) -> None:
+    assert minimum_charge(currency.lower()).to_minor_units() == minor
+
+
+def test_minimum_charges_in_major_units() -> None:
     assert str(minimum_charge("usd")) == "0.50 USD"
-    assert str(minimum_charge("EUR")) == "0.50 EUR"
     assert str(minimum_charge("GBP")) == "0.30 GBP"
+    assert str(minimum_charge("HUF")) == "175.00 HUF"
     assert str(minimum_charge("JPY")) == "50 JPY"
-    assert minimum_charge("KWD").to_minor_units() % 10 == 0
+
+
+@pytest.mark.parametrize("currency", ["BHD", "JOD", "KWD", "OMR", "TND"])
+def test_three_decimal_minimums_are_estimates_stripe_can_charge(currency: str) -> None:
+    """Not in Stripe's table: kanvoice's estimate, in steps of ten minor units."""
+    assert currency not in STRIPE_PUBLISHED_MINIMUM_MINOR
+    minimum = minimum_charge(currency)
+    assert minimum.exponent == 3 and minimum.to_minor_units() % 10 == 0
 
 
 # --- rule 4: 250 invoice items per invoice ------------------------------------------------

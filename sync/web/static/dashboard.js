@@ -149,6 +149,135 @@
     ]);
   }
 
+  // --- totals per currency, aging, overdue (templates/_pipeline.html "finance") ---
+
+  const SORTS = ["client", "gap", "age"];
+
+  function sortKey() {
+    const value = new URLSearchParams(window.location.search).get("sort");
+    return SORTS.includes(value) ? value : "client";
+  }
+
+  function byText(a, b) {
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+
+  // The same order as mapping.aging.sort_rows: gap groups by currency (no exchange
+  // rates), largest first; age puts the oldest ready work first, nothing ready last.
+  function sortClients(clients, by) {
+    const list = clients.slice();
+    const byClient = (a, b) => byText(a.client, b.client);
+    if (by === "gap") {
+      list.sort((a, b) => byText(a.currency, b.currency) || Number(b.unbilled_gap) - Number(a.unbilled_gap) || byClient(a, b));
+    } else if (by === "age") {
+      const days = (c) => (c.aging ? c.aging.oldest_days : null);
+      list.sort((a, b) => {
+        const da = days(a);
+        const db = days(b);
+        if ((da === null) !== (db === null)) return da === null ? 1 : -1;
+        return (db || 0) - (da || 0) || byClient(a, b);
+      });
+    } else {
+      list.sort(byClient);
+    }
+    return list;
+  }
+
+  function financeSection(payload) {
+    const stages = payload.stage_order.filter((s) => s.state !== "non_billable");
+    const sort = payload.sort || sortKey();
+    const totals = (payload.totals || []).map((t) =>
+      el("tr", { "data-testid": `totals-${t.currency}` }, [
+        el("th", { scope: "row", text: t.currency }),
+        el("td", { className: "num", "data-label": "Clients", text: String(t.clients) }),
+        ...stages.map((s) =>
+          el("td", { className: "num s-" + s.state, "data-label": s.label, "data-testid": `totals-${t.currency}-${s.state}`, text: money(t.stages[s.state].amount, t.currency) })
+        ),
+        el("td", { className: "num gap", "data-label": "Unbilled gap", "data-testid": `totals-${t.currency}-gap`, text: money(t.unbilled_gap, t.currency) }),
+      ])
+    );
+    const totalsTable = el("table", { className: "totals cards", "data-testid": "totals-table" }, [
+      el("caption", { text: "Each currency on its own: amounts in different currencies are never added up." }),
+      el("thead", {}, [
+        el("tr", {}, [
+          el("th", { scope: "col", text: "Currency" }),
+          el("th", { scope: "col", className: "num", text: "Clients" }),
+          ...stageHeaders(stages),
+          el("th", { scope: "col", className: "num gap", text: "Unbilled gap" }),
+        ]),
+      ]),
+      el("tbody", {}, totals),
+    ]);
+    const labels = [["client", "client"], ["gap", "unbilled gap"], ["age", "oldest ready work"]];
+    const links = [];
+    labels.forEach(([key, label], index) => {
+      links.push(" ");
+      links.push(
+        sort === key
+          ? el("strong", { "aria-current": "true", "data-testid": `sort-${key}`, text: label })
+          : el("a", { href: `?sort=${key}`, "data-testid": `sort-${key}`, text: label })
+      );
+      if (index < labels.length - 1) links.push(" ·");
+    });
+    const buckets = payload.aging_buckets || [];
+    const agingRows = payload.clients.map((c) => {
+      const aging = c.aging || { oldest_days: null, buckets: {} };
+      return el("tr", { "data-testid": `aging-row-${c.client}` }, [
+        el("th", { scope: "row" }, [c.name + " ", el("span", { className: "client-key", text: c.currency })]),
+        el("td", { className: "num gap", "data-label": "Unbilled gap", "data-testid": `aging-${c.client}-gap`, text: money(c.unbilled_gap, c.currency) }),
+        el("td", { className: "num", "data-label": "Oldest ready", "data-testid": `aging-${c.client}-oldest`, text: aging.oldest_days === null ? "—" : `${aging.oldest_days} d` }),
+        ...buckets.map((b) =>
+          el("td", { className: "num age-" + b.slug, "data-label": b.label, "data-testid": `aging-${c.client}-${b.slug}`, text: money(aging.buckets[b.key] || "0", c.currency) })
+        ),
+      ]);
+    });
+    const agingTable = el("table", { className: "aging cards", "data-testid": "aging-table" }, [
+      el("caption", { text: `Ready to bill by days since Done (as of ${payload.aging_as_of}).` }),
+      el("thead", {}, [
+        el("tr", {}, [
+          el("th", { scope: "col", text: "Client" }),
+          el("th", { scope: "col", className: "num gap", text: "Unbilled gap" }),
+          el("th", { scope: "col", className: "num", text: "Oldest ready" }),
+          ...buckets.map((b) => el("th", { scope: "col", className: "num", text: b.label })),
+        ]),
+      ]),
+      el("tbody", {}, agingRows),
+    ]);
+    const overdue = payload.overdue || [];
+    let overdueBlock;
+    if (overdue.length) {
+      const head = ["Invoice", "Client", "Amount", "Due", "Days overdue", "Reminders"];
+      const numeric = new Set(["Amount", "Days overdue", "Reminders"]);
+      const table = el("table", { className: "overdue cards", "data-testid": "overdue-table" }, [
+        el("caption", { text: "Overdue invoices: open past their due date." }),
+        el("thead", {}, [el("tr", {}, head.map((h) => el("th", { scope: "col", className: numeric.has(h) ? "num" : null, text: h })))]),
+        el("tbody", {}, overdue.map((o) => {
+          const name = o.number || String(o.invoice_id);
+          return el("tr", { "data-testid": `overdue-${o.invoice_id}` }, [
+            el("th", { scope: "row" }, [
+              o.hosted_url ? el("a", { href: o.hosted_url, target: "_blank", rel: "noopener noreferrer", text: name }) : name,
+            ]),
+            el("td", { "data-label": "Client", text: o.client_name }),
+            el("td", { className: "num", "data-label": "Amount", "data-testid": `overdue-${o.invoice_id}-amount`, text: money(o.amount, o.currency) }),
+            el("td", { "data-label": "Due", text: (o.due_date || "").slice(0, 10) }),
+            el("td", { className: "num attention", "data-label": "Days overdue", "data-testid": `overdue-${o.invoice_id}-days`, text: String(o.days_overdue) }),
+            el("td", { className: "num", "data-label": "Reminders", text: String(o.reminders) }),
+          ]);
+        })),
+      ]);
+      overdueBlock = el("div", { className: "scroll", role: "region", "aria-label": "Overdue invoices", tabindex: "0" }, [table]);
+    } else {
+      overdueBlock = el("p", { "data-testid": "no-overdue", text: "No overdue invoices." });
+    }
+    return el("section", { className: "card", "aria-labelledby": "finance-title", "data-testid": "finance" }, [
+      el("h2", { id: "finance-title", text: "Totals per currency and aging" }),
+      scroll("finance-title", totalsTable),
+      el("p", { className: "sort", "data-testid": "sort-links" }, ["Sort clients by", ...links]),
+      el("div", { className: "scroll", role: "region", "aria-label": "Ready to bill by age", tabindex: "0" }, [agingTable]),
+      overdueBlock,
+    ]);
+  }
+
   function chartSection(payload, measure) {
     const radio = (value, label) =>
       el("label", {}, [
@@ -386,6 +515,9 @@
         }),
         stripe,
       ]),
+      d.over_budget
+        ? el("p", { className: "flag budget-flag", role: "note", "data-testid": `budget-flags-${d.id}`, text: "⚠ Check before approving: " + d.budget_flags.join("; ") })
+        : null,
       el("div", { className: "scroll", role: "region", "aria-label": `Lines of invoice ${d.id}`, tabindex: "0" }, [table]),
     ]);
   }
@@ -440,6 +572,56 @@
     return el("section", { className: "card", "aria-labelledby": "history-title", "data-testid": "history" }, nodes);
   }
 
+  // --- board API quota (same markup as templates/_quota.html) ---
+
+  function figure(value) {
+    if (value === null || value === undefined) return "—";
+    return String(Number(value));
+  }
+
+  function quotaSection(rows) {
+    const nodes = [el("h2", { id: "quota-title", text: "Board API quota" })];
+    if (!rows.length) {
+      nodes.push(el("p", { className: "muted", "data-testid": "quota-none", text: "No GitHub or Azure DevOps board is configured." }));
+    } else {
+      const body = rows.map((q) => {
+        const remaining = q.reported
+          ? figure(q.remaining) + (q.limit !== null && q.limit !== undefined ? ` of ${figure(q.limit)}` : "")
+          : "not reported";
+        return el("tr", { "data-testid": `quota-${q.board}` }, [
+          el("th", { scope: "row", text: q.board }),
+          el("td", { "data-label": "API", text: q.resource ? `${q.source} · ${q.resource}` : q.source }),
+          el("td", { className: "num", "data-label": "Remaining", "data-testid": `quota-${q.board}-remaining` }, [
+            remaining,
+            q.retry_after ? " " : null,
+            q.retry_after ? el("span", { className: "flag", text: `⚠ slowed down ${figure(q.retry_after)} s` }) : null,
+          ]),
+          el("td", { "data-label": "Resets", "data-testid": `quota-${q.board}-reset` }, [
+            q.reset_at ? el("time", { datetime: q.reset_at, text: q.reset_local || q.reset_at }) : "—",
+          ]),
+          el("td", { className: "num", "data-label": "Calls, last hour", "data-testid": `quota-${q.board}-calls`, text: String(q.calls_last_hour) }),
+        ]);
+      });
+      const headers = [["Board", null], ["API", null], ["Remaining", "num"], ["Resets", null], ["Calls, last hour", "num"]];
+      nodes.push(
+        el("div", { className: "scroll", role: "region", "aria-labelledby": "quota-title", tabindex: "0" }, [
+          el("table", { className: "quota cards", "data-testid": "quota-table" }, [
+            el("thead", {}, [el("tr", {}, headers.map(([h, cls]) => el("th", { scope: "col", className: cls, text: h })))]),
+            el("tbody", {}, body),
+          ]),
+        ]),
+        el("p", { className: "muted", text: 'Azure DevOps reports its TSTU quota only when a request was delayed or close to the limit; "not reported" means it is not throttling.' })
+      );
+    }
+    return el("section", { className: "card", "aria-labelledby": "quota-title", "data-testid": "board-quota" }, nodes);
+  }
+
+  function renderQuota(rows) {
+    const holder = document.getElementById("quota");
+    if (!holder || !Array.isArray(rows)) return;
+    holder.replaceChildren(quotaSection(rows));
+  }
+
   function filterHistory() {
     const input = document.getElementById("history-search");
     const table = document.querySelector('[data-testid="history-table"]');
@@ -488,6 +670,18 @@
     return nodes;
   }
 
+  function retainerLine(c) {
+    const r = c.retainer;
+    if (!r) return null;
+    const rolled = r.rollover_hours !== "0" ? ` (incl. ${hours(r.rollover_hours)} rolled over)` : "";
+    const over = r.overage_hours !== "0" ? ` · ${hours(r.overage_hours)} overage` : "";
+    return el("p", { className: "retainer", "data-testid": `retainer-${c.client}` }, [
+      `Retainer, ${r.period}: `,
+      el("strong", { text: `${hours(r.used_hours)} of ${hours(r.available_hours)} used (${r.percent} %)` }),
+      `${rolled} · ${money(r.value_used, c.currency)} of ${money(r.amount, c.currency)}${over}`,
+    ]);
+  }
+
   function clientSection(payload, c) {
     const titleId = `client-${c.client}-title`;
     return el("section", { className: "card client", "aria-labelledby": titleId, "data-testid": `client-${c.client}` }, [
@@ -496,6 +690,7 @@
         "Unbilled gap ",
         el("strong", { "data-testid": `client-gap-${c.client}`, text: money(c.unbilled_gap, c.currency) }),
       ]),
+      retainerLine(c),
       ...draftsTable(c),
       ...breakdown(payload, c, "boards", "By board", c.boards, "board"),
       ...breakdown(payload, c, "sprints", "By sprint", c.sprints, "iteration"),
@@ -530,7 +725,9 @@
       Array.from(container.querySelectorAll("details[open][data-testid]"), (d) => d.dataset.testid)
     );
     const chosen = measure();
+    payload = Object.assign({}, payload, { clients: sortClients(payload.clients, sortKey()), sort: sortKey() });
     const sections = [
+      financeSection(payload),
       overview(payload),
       chartSection(payload, chosen),
       ...payload.clients.map((c) => clientSection(payload, c)),
@@ -545,6 +742,7 @@
       if (opened.has(details.dataset.testid)) details.open = true;
     }
     filterHistory();
+    if (payload.board_quota !== undefined) renderQuota(payload.board_quota);
     if (focusId) {
       const again = container.querySelector(`[data-testid="${CSS.escape(focusId)}"]`);
       if (again) again.focus();
@@ -614,7 +812,16 @@
     const action = button.dataset.action;
     let label;
     let request;
-    if (action === "create-draft") {
+    if (action === "draft-all") {
+      label = "Draft all due";
+      button.disabled = true; // a second click while the question is open does nothing
+      if (!window.confirm("Draft every client with ready lines and ask approval for each draft?\n\nNothing is finalized until it is approved.")) {
+        button.disabled = false;
+        say(`${label}: cancelled`);
+        return;
+      }
+      request = () => post("/draft-all");
+    } else if (action === "create-draft") {
       const client = button.dataset.client;
       label = `Create draft for ${client}`;
       request = () => post(`/clients/${encodeURIComponent(client)}/draft`);
@@ -697,6 +904,8 @@
       button.disabled = false;
     } finally {
       button.removeAttribute("aria-busy");
+      // The page's own button (not redrawn by refresh): usable again once answered.
+      if (action === "draft-all") button.disabled = false;
     }
   }
 
@@ -713,6 +922,9 @@
       render(JSON.parse(event.data));
       status.textContent = "live";
       status.classList.remove("offline");
+    });
+    source.addEventListener("quota", (event) => {
+      renderQuota(JSON.parse(event.data));
     });
     source.addEventListener("problem", (event) => {
       const data = JSON.parse(event.data);

@@ -181,12 +181,12 @@ def plan(
         moved_done = done and item.done_at is not None
         actions.append(
             RecordTransition(
-                item_key=item.key,
-                from_column=held.column if held else None,
-                to_column=item.column,
-                from_category=held.state_category if held else None,
-                to_category=item.state_category,
-                at=item.done_at if moved_done and item.done_at else item.updated_at,
+                item.key,
+                held.column if held else None,
+                item.column,
+                held.state_category if held else None,
+                item.state_category,
+                item.done_at if moved_done and item.done_at else item.updated_at,
             )
         )
 
@@ -196,7 +196,8 @@ def plan(
         actions.extend(_void_open(entries, frozenset(), "item removed from the board"))
         return tuple(actions)
 
-    actions.extend(_void_open(entries, _KINDS_FOR[billing_type], "billing type changed"))
+    if entries:
+        actions.extend(_void_open(entries, _KINDS_FOR[billing_type], "billing type changed"))
     if billing_type is BillingType.TIME_AND_MATERIALS:
         actions.extend(_plan_time(item, entries, policy, done))
     elif billing_type is BillingType.FIXED_PRICE:
@@ -235,6 +236,8 @@ def _zero_and_void(entry: BillableEntry, reason: str) -> list[Action]:
 
 
 def _next_seq(entries: tuple[BillableEntry, ...], kind: EntryKind) -> int:
+    if not entries:  # a new item (the common case): the first number
+        return 1
     return next_seq(e.seq for e in entries if e.kind is kind)
 
 
@@ -242,11 +245,14 @@ _money = line_amount  # amount = hours × rate, one rule (mapping.stripe_lines)
 
 
 _ANYONE = object()
+_ZERO = Decimal(0)
 
 
 def settled_hours(entries: tuple[BillableEntry, ...], person: object = _ANYONE) -> Decimal:
     """Hours of an item already billed, being billed, or decided on by a person (of one
     worker's share, when `person` is given)."""
+    if not entries:
+        return _ZERO
     return sum(
         (
             e.hours
@@ -332,12 +338,15 @@ def _time_shares(
     return list(zip(workers, shares, strict=True))
 
 
+_Priced = tuple[Decimal | None, Money | None, Decimal | None, Money | None]
+
+
 def _priced(
     item: BoardItem,
     policy: BoardPolicy,
     worker: Worker | None,
     hours: Decimal,
-) -> tuple[Decimal | None, Money | None, Decimal | None, Money | None]:
+) -> _Priced:
     """(rate, amount, cost rate, cost) of `hours` of `worker` on `item`, on the day it
     reached Done (or of the snapshot, while in progress)."""
     currency = policy.client.currency
@@ -363,9 +372,11 @@ def _plan_time(
     actions: list[Action] = []
     seq = _next_seq(entries, EntryKind.TIME)
 
-    def create(worker: Worker | None, state: EntryState, hours: Decimal) -> BillableEntry:
+    def create(
+        worker: Worker | None, state: EntryState, hours: Decimal, priced: _Priced | None = None
+    ) -> BillableEntry:
         nonlocal seq
-        rate, amount, cost_rate, cost = _priced(item, policy, worker, hours)
+        rate, amount, cost_rate, cost = priced or _priced(item, policy, worker, hours)
         made = _entry(
             item, EntryKind.TIME, seq, state, hours, rate, amount, worker, cost_rate, cost
         )
@@ -378,8 +389,9 @@ def _plan_time(
         hours: Decimal,
         reason: str,
         done_at: datetime | None = None,
+        priced: _Priced | None = None,
     ) -> UpdateEntry:
-        rate, amount, cost_rate, cost = _priced(item, policy, worker, hours)
+        rate, amount, cost_rate, cost = priced or _priced(item, policy, worker, hours)
         return UpdateEntry(
             open_entry.entry_key, hours, rate, amount, reason, done_at, cost_rate, cost
         )
@@ -422,17 +434,20 @@ def _plan_time(
             open_entry = open_entries.get(worker.key if worker else None)
             if hours <= 0:
                 continue
-            rate = _priced(item, policy, worker, hours)[0]
+            priced = _priced(item, policy, worker, hours)
+            rate = priced[0]
             # Without a rate nobody can price the line: a person must look at it.
             to_state = EntryState.READY if rate is not None else EntryState.NEEDS_REVIEW
             reason = "done" if rate is not None else "done, but no rate is configured"
             if open_entry is not None:
-                actions.append(update(open_entry, worker, hours, reason, done_at))
+                actions.append(update(open_entry, worker, hours, reason, done_at, priced))
                 actions.append(
                     ChangeEntryState(open_entry.entry_key, open_entry.state, to_state, reason)
                 )
             else:
-                actions.append(CreateEntry(create(worker, to_state, hours), done_at, reason))
+                actions.append(
+                    CreateEntry(create(worker, to_state, hours, priced), done_at, reason)
+                )
         for person, open_entry in open_entries.items():
             if not any((w.key if w else None) == person and h > 0 for w, h in shares):
                 actions.extend(_zero_and_void(open_entry, "done with no new hours"))
@@ -650,20 +665,21 @@ def _entry(
     cost: Money | None = None,
 ) -> BillableEntry:
     person = worker.key if worker is not None else None
+    key = item.key
     return BillableEntry(
-        entry_key=entry_key(item.key, kind, seq, person),
-        item_key=item.key,
-        kind=kind,
-        seq=seq,
-        state=state,
-        hours=hours,
-        rate=rate,
-        amount=amount,
-        description=item.title,
-        person=person,
-        role=_role_key(worker),
-        cost_rate=cost_rate,
-        cost=cost,
+        entry_key(key, kind, seq, person),
+        key,
+        kind,
+        seq,
+        state,
+        hours,
+        rate,
+        amount,
+        item.title,
+        person,
+        _role_key(worker),
+        cost_rate,
+        cost,
     )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from functools import lru_cache
 
 from mapping.money import Money, normalize_currency, tidy_decimal
 
@@ -98,12 +99,20 @@ class RoundingRule:
         """Hours rounded to the increment; exact multiples stay as they are."""
         if hours <= 0:
             return Decimal(0)
-        minutes = hours * 60
-        steps = minutes / self.increment_minutes
-        whole_steps = steps.quantize(_ONE, rounding=_DECIMAL_ROUNDING[self.mode])
-        rounded = whole_steps * self.increment_minutes / Decimal(60)
-        # Keep a tidy representation (e.g. 1.25, not 1.250000000).
-        return _tidy(rounded)
+        return _rounded_hours(hours, self.increment_minutes, self.mode)
+
+
+@lru_cache(maxsize=4096)
+def _rounded_hours(hours: Decimal, increment_minutes: int, mode: RoundingMode) -> Decimal:
+    """`RoundingRule.apply` of positive hours. Memoized (a board repeats a few hour
+    values): exact, since equal inputs give the same value and `_tidy` gives every
+    value one representation, so a hit returns what computing again would."""
+    minutes = hours * 60
+    steps = minutes / increment_minutes
+    whole_steps = steps.quantize(_ONE, rounding=_DECIMAL_ROUNDING[mode])
+    rounded = whole_steps * increment_minutes / Decimal(60)
+    # Keep a tidy representation (e.g. 1.25, not 1.250000000).
+    return _tidy(rounded)
 
 
 _ONE = Decimal(1)

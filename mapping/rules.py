@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 
 from mapping.domain import (
     BillingType,
@@ -26,9 +27,21 @@ def is_done(item: BoardItem, policy: BoardPolicy) -> bool:
         return False
     if item.state_category is StateCategory.DONE:
         return True
-    return bool(policy.done_columns) and item.column.casefold() in {
-        c.casefold() for c in policy.done_columns
-    }
+    return bool(policy.done_columns) and item.column.casefold() in _folded(policy.done_columns)
+
+
+def _folded(names: frozenset[str]) -> frozenset[str]:
+    """A policy's configured names, case-folded (memoized: a policy is a frozen value;
+    a policy built with an unhashable collection is folded each time)."""
+    try:
+        return _folded_cached(names)
+    except TypeError:
+        return frozenset(name.casefold() for name in names)
+
+
+@lru_cache(maxsize=256)
+def _folded_cached(names: frozenset[str]) -> frozenset[str]:
+    return frozenset(name.casefold() for name in names)
 
 
 def resolve_billing_type(item: BoardItem, policy: BoardPolicy) -> BillingType:
@@ -37,15 +50,11 @@ def resolve_billing_type(item: BoardItem, policy: BoardPolicy) -> BillingType:
     if not item.labels:  # the common case: nothing to match
         return item.billing_type if item.billing_type is not None else policy.default_billing_type
     labels = {label.casefold() for label in item.labels}
-    if policy.non_billable_labels and labels & {
-        label.casefold() for label in policy.non_billable_labels
-    }:
+    if policy.non_billable_labels and labels & _folded(policy.non_billable_labels):
         return BillingType.NON_BILLABLE
     if item.billing_type is not None:
         return item.billing_type
-    if policy.fixed_price_labels and labels & {
-        label.casefold() for label in policy.fixed_price_labels
-    }:
+    if policy.fixed_price_labels and labels & _folded(policy.fixed_price_labels):
         return BillingType.FIXED_PRICE
     return policy.default_billing_type
 
@@ -104,6 +113,15 @@ def resolve_rate(
         by_role = rate_on(worker.role.bill_rates, on)
         if by_role is not None:
             return ResolvedRate(by_role, RateScope.ROLE)
+
+    if not board_rules and not client_rules:  # the common case: plain rates, no rules
+        if policy.rate is not None:
+            return ResolvedRate(policy.rate, RateScope.BOARD)
+        if policy.client.rate is not None:
+            return ResolvedRate(policy.client.rate, RateScope.CLIENT)
+        if policy.default_rate is not None:
+            return ResolvedRate(policy.default_rate, RateScope.DEFAULT)
+        return None
 
     rate = _effective((r for r in board_rules if r.scope is RateScope.BOARD), on, policy.rate)
     if rate is not None:

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from mapping.domain import EntryKind, EntryState, LineGrouping, Staff
-from mapping.money import Money
+from mapping.money import Money, rounded_money
 
 MAX_DESCRIPTION = 500
 ON_DRAFT_STATES = frozenset({EntryState.DRAFTED, EntryState.APPROVED})
@@ -25,7 +26,17 @@ def line_amount(hours: Decimal, rate: Decimal | None, currency: str) -> Money | 
     without a rate (nobody can price the line). The one place this is computed."""
     if rate is None:
         return None
-    return Money(hours * rate, currency).quantized()
+    if not hours or not rate:  # zero: keep its sign (-0 and 0 are one cache key)
+        return rounded_money(hours * rate, currency)
+    return _line_amount(hours, rate, currency)
+
+
+@lru_cache(maxsize=8192)
+def _line_amount(hours: Decimal, rate: Decimal, currency: str) -> Money:
+    """Memoized (a board repeats a few hour values and rates): exact, since equal
+    inputs give equal products and the rounding fixes the representation (EUR 300.00
+    from 2.5 h or 2.50 h), and Money is immutable."""
+    return rounded_money(hours * rate, currency)
 
 
 def next_seq(seqs: Iterable[int]) -> int:

@@ -78,10 +78,20 @@ def split_batch_conflicts(
 
     Snapshot files keep every snapshot: planned in order, the first at a revision is
     recorded and the later ones meet it as a `Conflict` (the first stands)."""
-    contents: dict[tuple[str, int], set[str]] = {}
+    # Only a (key, revision) that comes more than once can clash: digest just those.
+    seen: set[tuple[str, int]] = set()
+    repeated: set[tuple[str, int]] = set()
     for item in batch:
         if item.source in REREADABLE:
-            contents.setdefault((item.key, item.revision), set()).add(fingerprint(item))
+            pair = (item.key, item.revision)
+            if pair in seen:
+                repeated.add(pair)
+            seen.add(pair)
+    contents: dict[tuple[str, int], set[str]] = {}
+    if repeated:
+        for item in batch:
+            if item.source in REREADABLE and (pair := (item.key, item.revision)) in repeated:
+                contents.setdefault(pair, set()).add(fingerprint(item))
     clashing = {key for key, digests in contents.items() if len(digests) > 1}
     if not clashing:
         return list(batch), []

@@ -141,12 +141,6 @@ class HeldItemRow(NamedTuple):
     state_category: StateCategory
 
 
-class HeldEntryRow(NamedTuple):
-    id: int
-    item_id: int
-    entry: BillableEntry
-
-
 # --- driver values -----------------------------------------------------------------
 
 
@@ -160,22 +154,24 @@ class DriverValues:
         self._datetime = _datetime_encoder(dialect)
         self._now = now
         self._now_value = self._datetime(now)
-        self._last = now
-        self._last_value = self._now_value
+        # Encoded values by the identity of the datetime object (kept alive here, so an
+        # id is never reused while this batch's values live): an item's update time is
+        # also its transition's and its entry's, written in other tables.
+        self._seen: dict[int, tuple[datetime, Any]] = {}
         json_process = t.items.c.labels.type._cached_bind_processor(dialect)
         self._json: Callable[[Any], Any] = json_process or (lambda v: v)
         self._json_cache: dict[tuple[str, ...], Any] = {}
 
     def timestamp(self, value: datetime) -> Any:
-        # Most rows repeat `now`, or the datetime object the row before used (an item's
-        # update time is also its transition's and its entry's time): by identity, not
-        # equality, since equal instants in two zones are stored as different text.
+        # Most rows repeat `now`, or a datetime object another row of the batch used:
+        # by identity, not equality, since equal instants in two zones are stored as
+        # different text.
         if value is self._now:
             return self._now_value
-        if value is not self._last:
-            self._last = value
-            self._last_value = self._datetime(value)
-        return self._last_value
+        found = self._seen.get(id(value))
+        if found is None:
+            found = self._seen[id(value)] = (value, self._datetime(value))
+        return found[1]
 
     def optional_timestamp(self, value: datetime | None) -> Any:
         return None if value is None else self.timestamp(value)
@@ -186,6 +182,14 @@ class DriverValues:
         if found is None:
             found = self._json_cache[values] = self._json(list(values))
         return found
+
+
+@lru_cache(maxsize=1 << 14)
+def _scaled(value: Decimal | None) -> int | None:
+    """`schema.to_scaled`, memoized for the bulk writes (a board repeats a few hour
+    values, rates and amounts): exact, since equal Decimals scale to the same integer.
+    Only the billing core's finite values come here."""
+    return t.to_scaled(value)
 
 
 def _datetime_encoder(dialect: Dialect) -> Callable[[datetime], Any]:
@@ -276,9 +280,33 @@ def _write_many(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None
     previous = driver.prepare_threshold
     driver.prepare_threshold = 0
     try:
-        conn.exec_driver_sql(sql, rows)
+        size = PG_VALUES_ROWS
+        if size > 1 and len(rows) >= size and sql.startswith("INSERT "):
+            # Inserts of `size` rows per statement (one multi-row VALUES): PostgreSQL
+            # executes one statement where it would execute `size`. Rows keep their
+            # order (serial ids follow it); the rest goes row by row.
+            full = len(rows) - len(rows) % size
+            conn.exec_driver_sql(
+                _values_sql(sql, size),
+                [tuple(v for row in rows[i : i + size] for v in row) for i in range(0, full, size)],
+            )
+            rows = rows[full:]
+        if rows:
+            conn.exec_driver_sql(sql, rows)
     finally:
         driver.prepare_threshold = previous
+
+
+#: Rows per multi-row INSERT on PostgreSQL (at most 25 columns: far below its limit of
+#: 65,535 parameters per statement).
+PG_VALUES_ROWS = 100
+
+
+@lru_cache(maxsize=64)
+def _values_sql(sql: str, rows: int) -> str:
+    """`INSERT … VALUES (…)` as one statement for `rows` rows."""
+    head, _, values = sql.partition(" VALUES ")
+    return f"{head} VALUES " + ", ".join([values] * rows)
 
 
 # --- reads -------------------------------------------------------------------------
@@ -289,15 +317,22 @@ _STATES = {s.value: s for s in EntryState}
 _CATEGORIES = {c.value: c for c in StateCategory}
 
 
+class HeldEntries(NamedTuple):
+    """One held item's entries (in id order) and the ledger id of each by entry key."""
+
+    entries: list[BillableEntry]
+    ids: dict[str, int]
+
+
 def held_item_rows(
     conn: Connection, item_keys: Sequence[str], lock: bool
-) -> tuple[list[HeldItemRow], list[HeldEntryRow]]:
-    """The items with these keys and all their entries (in id order); `lock` holds the
-    item rows until commit (FOR UPDATE on PostgreSQL; SQLite's write lock is already
-    held by the transaction)."""
+) -> tuple[list[HeldItemRow], dict[int, HeldEntries]]:
+    """The items with these keys and all their entries, grouped by item id (in id
+    order); `lock` holds the item rows until commit (FOR UPDATE on PostgreSQL; SQLite's
+    write lock is already held by the transaction)."""
     dialect = conn.dialect
     items: list[HeldItemRow] = []
-    entries: list[HeldEntryRow] = []
+    by_item: dict[int, HeldEntries] = {}
     suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
     from_scaled = t.from_scaled
     kinds, states, categories = _KINDS, _STATES, _CATEGORIES
@@ -323,9 +358,10 @@ def held_item_rows(
         for r in conn.exec_driver_sql(sql, tuple(keys)).all():
             amount = from_scaled(r[8])
             cost = from_scaled(r[14])
+            item_id = r[1]
             entry = BillableEntry(
                 r[2],
-                keys[r[1]],
+                keys[item_id],
                 kinds[r[3]],
                 r[4],
                 states[r[5]],
@@ -338,8 +374,12 @@ def held_item_rows(
                 from_scaled(r[13]),
                 Money(cost, r[9]) if cost is not None else None,
             )
-            entries.append(HeldEntryRow(r[0], r[1], entry))
-    return items, entries
+            held = by_item.get(item_id)
+            if held is None:
+                held = by_item[item_id] = HeldEntries([], {})
+            held.entries.append(entry)
+            held.ids[entry.entry_key] = r[0]
+    return items, by_item
 
 
 _ZERO = Decimal(0)
@@ -398,27 +438,48 @@ class BatchWrites:
         dt = values.timestamp
         odt = values.optional_timestamp
         strings = values.string_list
-        scaled = t.to_scaled
+        scaled = _scaled
 
         def item_state(s: ItemState) -> tuple[Any, ...]:  # every column but `client`
+            # Unpacked once (a NamedTuple's attributes are properties: slower).
+            (
+                _client,
+                title,
+                url,
+                column_name,
+                state_category,
+                is_done,
+                hours,
+                billing_type,
+                labels,
+                assignees,
+                iteration,
+                rate,
+                milestone_amount,
+                revision,
+                fingerprint,
+                updated_at,
+                done_at,
+                last_seen_at,
+            ) = s
             return (
-                s.title,
-                s.url,
-                s.column_name,
-                s.state_category,
-                s.is_done,
-                scaled(s.hours),
-                s.billing_type,
-                strings(s.labels),
-                strings(s.assignees),
-                s.iteration,
-                scaled(s.rate),
-                scaled(s.milestone_amount),
-                s.revision,
-                s.fingerprint,
-                dt(s.updated_at),
-                odt(s.done_at),
-                dt(s.last_seen_at),
+                title,
+                url,
+                column_name,
+                state_category,
+                is_done,
+                None if hours is None else scaled(hours),
+                billing_type,
+                strings(labels),
+                strings(assignees),
+                iteration,
+                None if rate is None else scaled(rate),
+                None if milestone_amount is None else scaled(milestone_amount),
+                revision,
+                fingerprint,
+                dt(updated_at),
+                None if done_at is None else dt(done_at),
+                dt(last_seen_at),
             )
 
         ids: dict[str, int] = {}
@@ -527,11 +588,11 @@ class BatchWrites:
     def _update_entries(self, conn: Connection, values: DriverValues) -> None:
         """UPDATE entries by id, one executemany per set of changed columns."""
         encode: Mapping[str, Callable[[Any], Any]] = {
-            "hours": t.to_scaled,
-            "rate": t.to_scaled,
-            "amount": t.to_scaled,
-            "cost_rate": t.to_scaled,
-            "cost": t.to_scaled,
+            "hours": _scaled,
+            "rate": _scaled,
+            "amount": _scaled,
+            "cost_rate": _scaled,
+            "cost": _scaled,
             "done_at": values.optional_timestamp,
             "updated_at": values.optional_timestamp,
         }

@@ -33,7 +33,6 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
 from mapping.billing import HeldItem
-from mapping.domain import BillableEntry
 from sync.ledger import bulk
 from sync.ledger import schema as t
 from sync.ledger.ops import queue_draft_edits
@@ -241,27 +240,21 @@ class UnitOfWork:
         if not item_keys:
             return {}
         keys = list(dict.fromkeys(item_keys))
-        items, entry_rows = bulk.held_item_rows(self.conn, keys, lock=not self.read_only)
-        self._clients.update((r.id, r.client) for r in items)
-        entries_by_item: dict[int, list[BillableEntry]] = {}
-        entry_ids: dict[int, dict[str, int]] = {}
-        for er in entry_rows:
-            entries_by_item.setdefault(er.item_id, []).append(er.entry)
-            entry_ids.setdefault(er.item_id, {})[er.entry.entry_key] = er.id
-        return {
-            r.item_key: HeldRow(
+        items, by_item = bulk.held_item_rows(self.conn, keys, lock=not self.read_only)
+        clients = self._clients
+        held: dict[str, HeldRow] = {}
+        none = bulk.HeldEntries([], {})
+        for r in items:
+            clients[r.id] = r.client
+            entries, ids = by_item.get(r.id, none)
+            held[r.item_key] = HeldRow(
                 r.id,
                 HeldItem(
-                    revision=r.revision,
-                    fingerprint=r.fingerprint,
-                    column=r.column_name,
-                    state_category=r.state_category,
-                    entries=tuple(entries_by_item.get(r.id, ())),
+                    r.revision, r.fingerprint, r.column_name, r.state_category, tuple(entries)
                 ),
-                entry_ids.get(r.id, {}),
+                ids if entries else {},
             )
-            for r in items
-        }
+        return held
 
     def write_batch(self, rows: bulk.BatchWrites) -> dict[str, int]:
         """Insert and update one ingest batch's rows; the ids of the rows inserted."""

@@ -457,3 +457,17 @@ def summary_lines(
         .order_by(t.entries.c.id)
     ).mappings()
     return [SummaryLineRecord.from_row(r) for r in rows]
+
+
+def open_draft_ids(conn: Connection, client: str) -> list[int]:
+    """The client's drafts that still hold an open slot (undecided, taking lines)."""
+    return [
+        int(i)
+        for i in conn.execute(
+            select(t.invoices.c.id).where(
+                t.invoices.c.client == client,
+                t.invoices.c.state == InvoiceState.DRAFT.value,
+                t.invoices.c.open_slot.is_not(None),
+            )
+        ).scalars()
+    ]

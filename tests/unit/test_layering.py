@@ -186,7 +186,15 @@ def test_the_only_event_loop_is_the_cli_commands_one() -> None:
 
 # The shell modules whose SQL lives in `sync.ledger` (issue #15): they ask the ledger's
 # functions, which return typed records, and never build a statement themselves.
-SQL_FREE = ("sync.invoicing", "sync.approvals")
+SQL_FREE = (
+    "sync.invoicing",
+    "sync.approvals",
+    "sync.metrics",
+    "sync.conflicts",
+    "sync.daemon",
+    "sync.leader",
+    "sync.web.health",
+)
 _STATEMENT_BUILDERS = frozenset({"select", "insert", "update", "delete", "func", "text"})
 
 
@@ -235,3 +243,42 @@ def test_sql_lives_only_in_the_ledger_for_the_cleaned_shell_modules() -> None:
     sources = _sources()
     found = {module: _sql_imports(sources[module]) for module in SQL_FREE}
     assert {m: imports for m, imports in found.items() if imports} == {}
+
+
+def _execute_calls(tree: ast.Module) -> list[int]:
+    """The lines calling ``<something>.execute(…)`` (a statement run on a connection)."""
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "execute"
+    ]
+
+
+def test_the_cleaned_shell_modules_run_no_statement_themselves() -> None:
+    sources = _sources()
+    found = {module: _execute_calls(sources[module]) for module in SQL_FREE}
+    assert {m: lines for m, lines in found.items() if lines} == {}
+
+
+def _bare_any(tree: ast.Module) -> list[str]:
+    """Parameters and returns annotated plain ``Any`` (``function.name``)."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            named = [(a.arg, a.annotation) for a in args] + [("return", node.returns)]
+            found.extend(
+                f"{node.name}.{name}"
+                for name, annotation in named
+                if isinstance(annotation, ast.Name) and annotation.id == "Any"
+            )
+    return found
+
+
+def test_ledger_rows_reach_invoicing_and_approvals_typed() -> None:
+    """No ledger row (invoice, entry, outbox op…) is passed or returned as `Any`."""
+    sources = _sources()
+    found = {m: _bare_any(sources[m]) for m in ("sync.invoicing", "sync.approvals")}
+    assert {m: names for m, names in found.items() if names} == {}

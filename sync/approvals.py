@@ -45,7 +45,7 @@ from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import structlog
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import FatalError
@@ -81,7 +81,7 @@ from sync.invoicing import (
     dead_drainer,
     drainer_owner,
 )
-from sync.ledger import schema as t
+from sync.ledger import invoices as q
 from sync.ledger.drafts import draft_view, record_write_off, time_seqs
 from sync.ledger.ops import (
     audit,
@@ -91,7 +91,8 @@ from sync.ledger.ops import (
     move_entry,
     queue_draft_edits,
 )
-from sync.ledger.outbox import Operation, OutboxOp
+from sync.ledger.outbox import Operation, OutboxOp, OutboxStatus, ops_for
+from sync.ledger.records import InvoiceRecord
 from sync.ledger.store import Ledger
 from sync.outbox import BackoffPolicy, Done, Drainer, HandlerRegistry, Park, Retry
 from sync.outbox import Outcome as OutboxOutcome
@@ -317,7 +318,7 @@ class ApprovalDesk:
         with self.ledger.engine.connect() as conn:
             return self._summary(conn, invoice_row(conn, invoice_id))
 
-    def _period_label(self, invoice: Any) -> str:
+    def _period_label(self, invoice: InvoiceRecord) -> str:
         try:
             client = self.settings.client(invoice.client)
         except KeyError:
@@ -340,38 +341,22 @@ class ApprovalDesk:
             role_def.label if role_def is not None else role,
         )
 
-    def _summary(self, conn: Connection, invoice: Any) -> DraftSummary:
-        rows = conn.execute(
-            select(
-                t.entries.c.id,
-                t.entries.c.kind,
-                t.entries.c.hours,
-                t.entries.c.rate,
-                t.entries.c.amount,
-                t.entries.c.description,
-                t.entries.c.person,
-                t.entries.c.role,
-                t.items.c.title,
-                t.items.c.url,
-            )
-            .join(t.items, t.items.c.id == t.entries.c.item_id)
-            .where(t.entries.c.invoice_id == invoice.id, t.entries.c.state.in_(SHOWN_STATES))
-            .order_by(t.entries.c.id)
-        ).all()
+    def _summary(self, conn: Connection, invoice: InvoiceRecord) -> DraftSummary:
+        rows = q.summary_lines(conn, invoice.id, SHOWN_STATES)
         # Over budget (issue 19): flagged so finance sees it before approving.
         budget = draft_budget(conn, self.settings, invoice)
         staff = self.settings.staff()
         lines = tuple(
             DraftLine(
-                entry_id=int(r.id),
-                title=str(r.title),
+                entry_id=r.id,
+                title=r.title,
                 url=str(r.url or ""),
                 hours=r.hours if r.hours is not None else Decimal(0),
                 rate=r.rate if r.kind == "time" else None,
                 amount=Money(r.amount or Decimal(0), invoice.currency).quantized().amount,
                 kind=r.kind if r.kind in _LINE_KINDS else "time",
                 description=str(r.description or ""),
-                flags=budget.lines.get(int(r.id), ()),
+                flags=budget.lines.get(r.id, ()),
                 person=who[0],
                 role=who[1],
             )
@@ -417,11 +402,7 @@ class ApprovalDesk:
             invoice = invoice_row(conn, invoice_id)
             if invoice.state != "draft":
                 return False
-            lines = conn.execute(
-                select(func.count())
-                .select_from(t.entries)
-                .where(t.entries.c.invoice_id == invoice.id, t.entries.c.state.in_(SHOWN_STATES))
-            ).scalar_one()
+            lines = q.count_entries(conn, invoice.id, SHOWN_STATES)
             if not lines:
                 # An empty draft is nothing to approve: finance is not asked about it.
                 log.info("slack.approval_not_requested", invoice=invoice_id, reason="no lines")
@@ -431,7 +412,7 @@ class ApprovalDesk:
     def _queue_post(
         self,
         conn: Connection,
-        invoice: Any,
+        invoice: InvoiceRecord,
         now: datetime,
         actor: str,
         *,
@@ -511,11 +492,7 @@ class ApprovalDesk:
     @staticmethod
     def _forget_message(conn: Connection, invoice_id: int) -> None:
         """The rejected message is done with: the next draft gets a message of its own."""
-        conn.execute(
-            update(t.invoices)
-            .where(t.invoices.c.id == invoice_id)
-            .values(slack_channel=None, slack_ts=None)
-        )
+        q.set_slack_message(conn, invoice_id, None, None)
 
     # ---- the Slack outbox --------------------------------------------------------------
 
@@ -589,37 +566,29 @@ class ApprovalDesk:
         invoice_id = op.invoice_id
 
         def record(conn: Connection) -> None:
-            conn.execute(
-                update(t.invoices)
-                .where(t.invoices.c.id == invoice_id)
-                .values(slack_channel=result["channel"], slack_ts=result["ts"])
-            )
+            if invoice_id is not None:  # a post is always of an invoice
+                q.set_slack_message(conn, invoice_id, result["channel"], result["ts"])
 
         return Done(result, record)
 
-    def _plan_post(self, op: Any) -> _PostPlan:
+    def _plan_post(self, op: OutboxOp) -> _PostPlan:
         payload = dict(op.payload or {})
         actor = str(payload.get("actor") or "kanvoice")
         previous = summary_from_json(payload["previous"]) if payload.get("previous") else None
         with self.ledger.engine.connect() as conn:
-            invoice = conn.execute(
-                select(t.invoices).where(t.invoices.c.id == op.invoice_id)
-            ).first()
+            invoice = q.find_invoice(conn, op.invoice_id) if op.invoice_id is not None else None
             if invoice is None:
                 return _PostPlan("cancel", "no such invoice")
-            approved = conn.execute(
-                select(t.approvals.c.id).where(t.approvals.c.invoice_id == invoice.id)
-            ).first()
+            approved = q.approval_of(conn, invoice.id)
             if invoice.state != "draft" or approved:
                 return _PostPlan("cancel", f"invoice is {invoice.state}, already decided")
             summary = self._summary(conn, invoice)
-            posted = conn.execute(
-                select(t.outbox.c.result).where(
-                    t.outbox.c.invoice_id == invoice.id,
-                    t.outbox.c.operation == OP_POST,
-                    t.outbox.c.status == "done",
-                )
-            ).all()
+            posted = ops_for(
+                conn,
+                invoice_id=invoice.id,
+                operations={Operation.SLACK_POST_DRAFT},
+                statuses={OutboxStatus.DONE},
+            )
         old_channel, old_ts = payload.get("channel"), payload.get("ts")
         if not old_ts and payload.get("replace") and invoice.slack_ts:
             old_channel, old_ts = invoice.slack_channel, invoice.slack_ts
@@ -645,7 +614,7 @@ class ApprovalDesk:
             "post", "", summary, self.settings.slack.channel, old_channel, old_ts, actor, previous
         )
 
-    async def _perform_post(self, slack: SlackPort, op: Any) -> tuple[str, dict[str, Any]]:
+    async def _perform_post(self, slack: SlackPort, op: OutboxOp) -> tuple[str, dict[str, Any]]:
         plan = await asyncio.to_thread(self._plan_post, op)
         if plan.action == "cancel" or plan.summary is None:
             return "cancelled", {"reason": plan.reason}
@@ -678,7 +647,7 @@ class ApprovalDesk:
         log.info("slack.draft_posted", invoice=summary.invoice_id, version=summary.version, ts=ts)
         return "done", {"version": summary.version, "channel": channel, "ts": ts}
 
-    async def _perform_alert(self, slack: SlackPort, op: Any) -> tuple[str, dict[str, Any]]:
+    async def _perform_alert(self, slack: SlackPort, op: OutboxOp) -> tuple[str, dict[str, Any]]:
         """A budget alert (`sync.budgets.queue_budget_alerts` queued it once per scope,
         period and threshold): posted to `slack.channel`."""
         payload = dict(op.payload or {})
@@ -696,7 +665,7 @@ class ApprovalDesk:
         log.info("slack.budget_alert_posted", scope=payload.get("scope"), ts=ts)
         return "done", {"channel": posted_channel, "ts": ts}
 
-    async def _perform_decided(self, slack: SlackPort, op: Any) -> tuple[str, dict[str, Any]]:
+    async def _perform_decided(self, slack: SlackPort, op: OutboxOp) -> tuple[str, dict[str, Any]]:
         payload = dict(op.payload or {})
         outcome: Outcome = payload["outcome"]
         try:
@@ -872,34 +841,26 @@ class ApprovalDesk:
             except (SlackUnavailable, SlackCallFailed) as exc:
                 log.warning("slack.respond_failed", user=decision.user_id, error=str(exc))
 
-    def _message_of(self, decision: Decision, invoice: Any) -> tuple[str | None, str | None]:
+    def _message_of(
+        self, decision: Decision, invoice: InvoiceRecord
+    ) -> tuple[str | None, str | None]:
         if decision.channel_id and decision.message_ts:
             return decision.channel_id, decision.message_ts
         return invoice.slack_channel, invoice.slack_ts
 
     def _explain(self, conn: Connection, invoice_id: int, clicked_version: int) -> str:
         """Why a decision on this draft cannot be taken now (for the ephemeral notice)."""
-        invoice = conn.execute(select(t.invoices).where(t.invoices.c.id == invoice_id)).first()
+        invoice = q.find_invoice(conn, invoice_id)
         if invoice is None:
             return f"Invoice draft #{invoice_id} no longer exists. Nothing was changed."
-        approval = conn.execute(
-            select(t.approvals).where(t.approvals.c.invoice_id == invoice_id)
-        ).first()
+        approval = q.approval_of(conn, invoice_id)
         if approval is not None:
             return already_decided_text(invoice_id, f"approved by {mention(approval.approver)}")
         if invoice.state != "draft":
             return already_decided_text(invoice_id, str(invoice.state))
         summary = self._summary(conn, invoice)
         if not summary.lines:
-            last = conn.execute(
-                select(t.audit_log.c.actor, t.audit_log.c.action)
-                .where(
-                    t.audit_log.c.subject == f"invoice:{invoice_id}",
-                    t.audit_log.c.action.in_(["approved", "rejected"]),
-                )
-                .order_by(t.audit_log.c.id.desc())
-                .limit(1)
-            ).first()
+            last = q.last_decision(conn, invoice_id)
             if last is not None and last.action == "rejected":
                 return already_decided_text(invoice_id, f"rejected by {mention(last.actor)}")
         if clicked_version != summary.version:
@@ -908,15 +869,13 @@ class ApprovalDesk:
             return f"Invoice draft #{invoice_id} has no lines: there is nothing to decide."
         return f"Invoice draft #{invoice_id} cannot take this decision now."
 
-    def _open_draft(self, conn: Connection, decision: Decision, lock: bool = False) -> Any:
+    def _open_draft(
+        self, conn: Connection, decision: Decision, lock: bool = False
+    ) -> InvoiceRecord:
         """The invoice, if it is an undecided draft at the clicked version with lines
         (`mapping.invoices.draft_refusal`); else `_NotApplicable` explaining why."""
         if lock:
-            conn.execute(
-                select(t.invoices.c.id)
-                .where(t.invoices.c.id == decision.invoice_id)
-                .with_for_update()
-            ).first()
+            q.lock_invoice(conn, decision.invoice_id)
         if draft_refusal(draft_view(conn, decision.invoice_id), decision.version) is not None:
             raise _NotApplicable(self._explain(conn, decision.invoice_id, decision.version))
         return invoice_row(conn, decision.invoice_id)
@@ -1106,7 +1065,7 @@ class ApprovalDesk:
     def _apply(
         self,
         conn: Connection,
-        invoice: Any,
+        invoice: InvoiceRecord,
         adjustments: tuple[LineAdjustment, ...],
         user: str,
         now: datetime,

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from mapping.billing import fingerprint
 from mapping.domain import BoardItem, Source
-from sync.ledger import schema as t
+from sync.ledger import status
 
 SNAPSHOT_CONFLICTS = Counter(
     "kanvoice_snapshot_conflicts_total",
@@ -108,14 +108,7 @@ def split_batch_conflicts(
 
 def conflict_summary(conn: Connection, limit: int = 20) -> dict[str, Any]:
     """The audit log's snapshot conflicts: how many, and the latest (for `status --json`)."""
-    total = conn.execute(
-        select(func.count()).select_from(t.audit_log).where(t.audit_log.c.action == AUDIT_ACTION)
-    ).scalar_one()
-    rows = conn.execute(
-        select(t.audit_log.c.at, t.audit_log.c.detail)
-        .where(t.audit_log.c.action == AUDIT_ACTION)
-        .order_by(t.audit_log.c.id.desc())
-        .limit(limit)
-    ).all()
-    recent = [{**(row.detail or {}), "at": row.at.isoformat()} for row in rows]
-    return {"total": int(total), "recent": recent}
+    total = status.count_actions(conn, AUDIT_ACTION)
+    rows = status.latest_actions(conn, AUDIT_ACTION, limit)
+    recent = [{**row.detail, "at": row.at.isoformat()} for row in rows]
+    return {"total": total, "recent": recent}

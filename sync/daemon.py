@@ -20,12 +20,12 @@ import structlog
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync.composition import Services
 from sync.leader import LeaderLock
-from sync.ledger import schema as t
+from sync.ledger import invoices as ledger_invoices
+from sync.ledger.status import LedgerMarks, ledger_marks
 from sync.logs import short_error
 from sync.settings import Cadence
 
@@ -43,15 +43,10 @@ PRUNE_SECONDS = 3600
 SHUTDOWN_GRACE_SECONDS = 30
 
 
-def ledger_fingerprint(services: Services) -> tuple[Any, ...]:
+def ledger_fingerprint(services: Services) -> LedgerMarks:
     """Cheap marker that moves whenever any instance changes the ledger."""
     with services.ledger.engine.connect() as conn:
-        return (
-            conn.execute(select(func.max(t.entry_events.c.id))).scalar(),
-            conn.execute(select(func.max(t.items.c.last_seen_at))).scalar(),
-            conn.execute(select(func.max(t.invoices.c.updated_at))).scalar(),
-            conn.execute(select(func.max(t.audit_log.c.id))).scalar(),
-        )
+        return ledger_marks(conn)
 
 
 class Daemon:
@@ -167,21 +162,13 @@ class Daemon:
         if self.request_approval is None:
             return
 
-        def open_drafts() -> list[Any]:
+        def open_drafts() -> list[int]:
             with self.services.ledger.engine.connect() as conn:
-                return list(
-                    conn.execute(
-                        select(t.invoices.c.id).where(
-                            t.invoices.c.client == client,
-                            t.invoices.c.state == "draft",
-                            t.invoices.c.open_slot.is_not(None),
-                        )
-                    ).all()
-                )
+                return ledger_invoices.open_draft_ids(conn, client)
 
         drafts = await asyncio.to_thread(open_drafts)  # never a ledger wait on the loop
-        for row in drafts:
-            await self.request_approval(int(row.id))
+        for invoice_id in drafts:
+            await self.request_approval(invoice_id)
 
     async def _inbox(self) -> None:
         """Drain the webhook inbox: Stripe events and Slack decisions applied in order;
@@ -231,7 +218,7 @@ class Daemon:
             log.info("overdue.reminders_queued", invoices=queued)
 
     async def _watch_changes(self) -> None:
-        last: tuple[Any, ...] | None = None
+        last: LedgerMarks | None = None
         while not self._stopping:
             try:
                 current = await asyncio.to_thread(ledger_fingerprint, self.services)

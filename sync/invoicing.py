@@ -22,13 +22,13 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import FatalError, RetriableError
 from connectors.stripe.port import StripePort, StripeRejected
 from mapping.aging import ReminderPolicy, reminder_due, reminder_slot
-from mapping.domain import EntryKind, EntryState, LineGrouping
+from mapping.domain import EntryState, LineGrouping
 from mapping.invoices import (
     STRIPE_EVENT_STATES,
     ApprovalView,
@@ -92,8 +92,8 @@ from mapping.stripe_rules import (
 from sync.budgets import queue_budget_alerts
 from sync.engine import Clock
 from sync.failpoints import failpoint
+from sync.ledger import invoices as q
 from sync.ledger import lines as line_links
-from sync.ledger import schema as t
 from sync.ledger.drafts import draft_view
 from sync.ledger.finance import mark_overdue, open_invoices, record_due_date, record_reminder
 from sync.ledger.ops import (
@@ -114,7 +114,13 @@ from sync.ledger.outbox import (
     ops_for,
     park_entry_for_review,
 )
-from sync.ledger.review import deferred_from
+from sync.ledger.records import (
+    ApprovalRecord,
+    EntryLineRecord,
+    EntryLink,
+    EntryRecord,
+    InvoiceRecord,
+)
 from sync.ledger.store import Ledger, claim_delivery
 from sync.outbox import BackoffPolicy, Done, Drainer, HandlerRegistry, Outcome, Park, Retry, Wait
 from sync.retainers import apply_retainer
@@ -279,66 +285,44 @@ class Invoicing:
         # Held until commit (FOR UPDATE on PostgreSQL; SQLite's write lock is taken at
         # BEGIN): two refreshes of one draft (a double click, two instances) take turns,
         # and the second reads the entries the first moved, so no entry is added twice.
-        invoice = conn.execute(
-            select(t.invoices).where(t.invoices.c.open_slot == slot).with_for_update()
-        ).first()
+        invoice = q.open_draft_in_slot(conn, slot)
         # Retainer (issue 19): the period's fixed line, covered and overage hours.
         apply_retainer(conn, client, period, now, actor)
-        queued = conn.execute(
-            select(t.entries.c.id)
-            .where(
-                t.entries.c.client == client.key,
-                t.entries.c.state == EntryState.READY.value,
-                t.entries.c.currency == client.currency,
-            )
-            .order_by(t.entries.c.id)
-        ).all()
+        queued = q.ready_entry_ids(conn, client.key, client.currency)
         open_draft: OpenDraft | None = None
         if invoice is not None:
-            approved = conn.execute(
-                select(t.approvals.c.id).where(t.approvals.c.invoice_id == invoice.id)
-            ).first()
+            approved = q.approval_of(conn, invoice.id)
             open_draft = OpenDraft(
-                invoice_id=int(invoice.id),
+                invoice_id=invoice.id,
                 state=invoice_state(invoice.state),
                 approved=approved is not None,
-                lines=self._invoice_total(conn, int(invoice.id))[1],
+                lines=self._invoice_total(conn, invoice.id)[1],
             )
             if open_draft.usable:
                 # A line deferred from this draft waits for the client's next draft.
-                deferred = set(conn.execute(deferred_from(int(invoice.id))).scalars())
-                queued = [row for row in queued if row.id not in deferred]
+                deferred = q.deferred_entry_ids(conn, invoice.id)
+                queued = [entry_id for entry_id in queued if entry_id not in deferred]
         # Stripe takes at most 250 invoice items per invoice: what does not fit stays
         # ready (oldest first on this draft) and goes on the client's next draft.
         plan = place_ready_lines(
-            open_draft, tuple(int(row.id) for row in queued), max_lines=MAX_INVOICE_ITEMS
+            open_draft, tuple(queued), max_lines=MAX_INVOICE_ITEMS
         )
         if plan.invoice_id is None and not plan.add:
             # Nothing to bill: no 0-line draft on Stripe, no approval request for it.
             return DraftResult(None, period.key, 0, Money.zero(client.currency).quantized(), 0)
         if plan.close_slot_of is not None:
             # Approved or finalized meanwhile: immutable, it gives up the slot.
-            conn.execute(
-                update(t.invoices)
-                .where(t.invoices.c.id == plan.close_slot_of)
-                .values(open_slot=None, updated_at=now)
-            )
+            q.close_slot(conn, plan.close_slot_of, now)
         if plan.invoice_id is None:
-            invoice_id = int(
-                conn.execute(
-                    insert(t.invoices).values(
-                        client=client.key,
-                        period_key=period.key,
-                        period_start=period.start,
-                        period_end=period.end,
-                        currency=client.currency,
-                        state=InvoiceState.DRAFT.value,
-                        open_slot=slot,
-                        version=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                ).inserted_primary_key[0]  # type: ignore[index]
+            invoice_id = q.insert_draft(
+                conn,
+                client=client.key,
+                period_key=period.key,
+                period_start=period.start,
+                period_end=period.end,
+                currency=client.currency,
+                slot=slot,
+                now=now,
             )
             audit(
                 conn, now, actor, "drafted", f"invoice:{invoice_id}", client=client.key,
@@ -370,15 +354,7 @@ class Invoicing:
                 line_links.link(conn, lead, [entry_id], invoice_id)
                 continue
             # An entry taken off a draft (rejected) and put back needs a new key.
-            attached = conn.execute(
-                select(func.count())
-                .select_from(t.outbox)
-                .where(
-                    t.outbox.c.entry_id == entry_id,
-                    t.outbox.c.invoice_id == invoice_id,
-                    t.outbox.c.operation == "create_invoice_item",
-                )
-            ).scalar_one()
+            attached = q.item_creates_count(conn, entry_id, invoice_id)
             enqueue(
                 conn,
                 "create_invoice_item",
@@ -414,33 +390,21 @@ class Invoicing:
         if client.line_grouping is LineGrouping.ITEM or not ready:
             return {}, []
         on_draft = line_links.leads_on(conn, invoice_id)
-        rows = conn.execute(
-            select(t.entries, t.items.c.item_key)
-            .join(t.items, t.items.c.id == t.entries.c.item_id)
-            .where(
-                or_(
-                    t.entries.c.id.in_(ready),
-                    and_(
-                        t.entries.c.invoice_id == invoice_id,
-                        t.entries.c.state == EntryState.DRAFTED.value,
-                    ),
-                )
-            )
-        ).all()
+        rows = q.grouping_lines(conn, ready, invoice_id)
         joining = set(ready)
         plans = group_lines(
             (
                 GroupEntry(
-                    entry_id=int(r.id),
-                    item_key=str(r.item_key),
-                    kind=EntryKind(r.kind),
+                    entry_id=r.id,
+                    item_key=r.item_key,
+                    kind=r.kind,
                     hours=r.hours,
                     amount=r.amount or Decimal(0),
                     rate=r.rate,
-                    currency=str(r.currency),
+                    currency=r.currency,
                     person=r.person,
                     role=r.role,
-                    line=None if r.id in joining else on_draft.get(int(r.id), int(r.id)),
+                    line=None if r.id in joining else on_draft.get(r.id, r.id),
                 )
                 for r in rows
             ),
@@ -458,13 +422,7 @@ class Invoicing:
 
     @staticmethod
     def _invoice_total(conn: Connection, invoice_id: int) -> tuple[Decimal, int]:
-        row = conn.execute(
-            select(func.coalesce(func.sum(t.entries.c.amount), 0), func.count()).where(
-                t.entries.c.invoice_id == invoice_id,
-                t.entries.c.state.in_([EntryState.DRAFTED.value, EntryState.APPROVED.value]),
-            )
-        ).one()
-        return Decimal(row[0]), int(row[1])
+        return q.invoice_total(conn, invoice_id)
 
     # --- approval -----------------------------------------------------------------
 
@@ -537,9 +495,7 @@ class Invoicing:
             raise
         except IntegrityError:
             with self.ledger.engine.connect() as conn:
-                existing = conn.execute(
-                    select(t.approvals).where(t.approvals.c.invoice_id == invoice_id)
-                ).first()
+                existing = q.approval_of(conn, invoice_id)
             who = existing.approver if existing else "someone"
             raise InvoicingError(f"invoice {invoice_id} was already approved by {who}") from None
 
@@ -556,15 +512,14 @@ class Invoicing:
         invoice never changes again: lines that become ready now go on the client's next
         draft (a refresh before the finalize opens a new one)."""
         invoice_id = decision.invoice_id
-        conn.execute(
-            insert(t.approvals).values(
-                invoice_id=invoice_id,
-                approver=decision.approver,
-                channel=channel,
-                total_minor=decision.total_minor,
-                decided_at=now,
-                forced_below_minimum=decision.forced_below_minimum,
-            )
+        q.insert_approval(
+            conn,
+            invoice_id=invoice_id,
+            approver=decision.approver,
+            channel=channel,
+            total_minor=decision.total_minor,
+            now=now,
+            forced_below_minimum=decision.forced_below_minimum,
         )
         for entry_id in decision.entry_ids:
             move_entry(
@@ -575,11 +530,7 @@ class Invoicing:
                 f"approved via {channel}",
                 now,
             )
-        conn.execute(
-            update(t.invoices)
-            .where(t.invoices.c.id == invoice_id)
-            .values(open_slot=None, updated_at=now)
-        )
+        q.close_slot(conn, invoice_id, now)
         enqueue(
             conn,
             "finalize_invoice",
@@ -612,9 +563,7 @@ class Invoicing:
             # Locked (PostgreSQL): a create recording its line meanwhile either committed
             # first (its link is seen, and the line deleted here) or sees the entry gone
             # and deletes the line it just made (`after_create`).
-            conn.execute(
-                select(t.entries.c.id).where(t.entries.c.invoice_id == invoice_id).with_for_update()
-            ).all()
+            q.lock_entries_of(conn, invoice_id)
             decision = decide_reject(
                 self._draft_view(conn, invoice_id), who, reason, is_approver=True
             )
@@ -685,16 +634,7 @@ class Invoicing:
         """Entries on the invoice go back to ready; their Stripe lines are deleted."""
         # Locked (PostgreSQL): a create recording its line meanwhile either committed
         # first (its link is seen, and the line deleted here) or sees these entries gone.
-        rows = conn.execute(
-            select(t.entries.c.id, t.entries.c.stripe_invoice_item_id)
-            .where(
-                t.entries.c.invoice_id == invoice_id,
-                t.entries.c.state.in_(
-                    [EntryState.DRAFTED.value, EntryState.APPROVED.value, EntryState.INVOICED.value]
-                ),
-            )
-            .with_for_update()
-        ).all()
+        rows = q.links_to_release(conn, invoice_id)
         prefix = f"kv-{ledger_id(conn)}"
         line_links.unlink(conn, [row.id for row in rows])
         for row in rows:
@@ -850,31 +790,16 @@ class Invoicing:
         stripe_id = str(found["id"])
 
         def record(conn: Connection) -> None:
-            conn.execute(
-                update(t.invoices)
-                .where(t.invoices.c.id == invoice_id)
-                .values(stripe_invoice_id=stripe_id, updated_at=self.clock())
-            )
+            q.set_stripe_invoice(conn, invoice_id, stripe_id, self.clock())
 
         return Done({"id": stripe_id}, record)
 
-    def _line(self, conn: Connection, entry_id: int) -> Any:
-        return conn.execute(
-            select(
-                t.entries,
-                t.items.c.item_key,
-                t.items.c.board,
-                t.items.c.title,
-                t.items.c.url,
-                t.items.c.external_id,
-            )
-            .join(t.items, t.items.c.id == t.entries.c.item_id)
-            .where(t.entries.c.id == entry_id)
-        ).one()
+    def _line(self, conn: Connection, entry_id: int) -> EntryLineRecord:
+        return q.entry_line(conn, entry_id)
 
     def _item_params(
         self,
-        line: Any,
+        line: EntryLineRecord,
         client: ClientSettings,
         merged: line_links.LineTotals | None = None,
         invoice_ref: str | None = None,
@@ -887,18 +812,18 @@ class Invoicing:
         keys the drain searches by (`kanvoice_entry`, `kanvoice_entry_id`,
         `kanvoice_invoice`) intact."""
         source = LineSource(
-            entry_id=int(line.id),
+            entry_id=line.id,
             entry_key=line.entry_key,
             item_key=line.item_key,
-            kind=EntryKind(line.kind),
+            kind=line.kind,
             hours=merged.hours if merged is not None else line.hours,
             rate=line.rate,
             amount=merged.amount if merged is not None else line.amount,
             currency=line.currency,
-            description=line.description or "",
-            title=line.title or "",
+            description=line.description,
+            title=line.title,
             board=line.board,
-            external_id=str(line.external_id),
+            external_id=line.external_id,
             url=line.url or "",
             created_at=line.created_at,
             done_at=line.done_at,
@@ -966,18 +891,12 @@ class Invoicing:
         def record(conn: Connection) -> None:
             # Locked: a reject or adjust of this entry either committed before (and is
             # seen here) or waits for this link (and then deletes the line itself).
-            now_row = conn.execute(
-                select(t.entries).where(t.entries.c.id == entry_id).with_for_update()
-            ).first()
+            now_row = q.entry_for_update(conn, entry_id)
             decision = after_create(
                 _on_draft(now_row) if now_row is not None else None, invoice_id, item_id
             )
             if isinstance(decision, LinkItem):
-                conn.execute(
-                    update(t.entries)
-                    .where(t.entries.c.id == entry_id)
-                    .values(stripe_invoice_item_id=item_id, updated_at=self.clock())
-                )
+                q.set_entry_item(conn, entry_id, item_id, self.clock())
                 return
             log.warning("outbox.stray_line", entry=entry_id, item=item_id, reason=decision.reason)
             enqueue(
@@ -1044,11 +963,9 @@ class Invoicing:
         assert op.invoice_id is not None
         invoice_id = op.invoice_id
 
-        def read(conn: Connection) -> tuple[Any, Any, int]:
+        def read(conn: Connection) -> tuple[InvoiceRecord, ApprovalRecord | None, int]:
             invoice = invoice_row(conn, invoice_id)
-            approval = conn.execute(
-                select(t.approvals).where(t.approvals.c.invoice_id == invoice_id)
-            ).first()
+            approval = q.approval_of(conn, invoice_id)
             unsynced = len(
                 ops_for(
                     conn,
@@ -1063,8 +980,8 @@ class Invoicing:
         approved = (
             ApprovalView(
                 approval.approver,
-                int(approval.total_minor),
-                bool(approval.forced_below_minimum),
+                approval.total_minor,
+                approval.forced_below_minimum,
             )
             if approval is not None
             else None
@@ -1087,13 +1004,15 @@ class Invoicing:
             return Park(decision.reason)
         if decision.step is FinalizeStep.WAIT:
             return Wait(reason=decision.reason)
-        remote = await self.gateway.retrieve_invoice(invoice.stripe_invoice_id)
+        stripe_id = invoice.stripe_invoice_id
+        assert stripe_id is not None  # else the guard waits
+        remote = await self.gateway.retrieve_invoice(stripe_id)
         decision = guard(remote)
         if decision.step is FinalizeStep.REFUSE:
             return Park(decision.reason)
         if decision.step is FinalizeStep.FINALIZE:
             failpoint("before_stripe_call:finalize_invoice")
-            remote = await self.gateway.finalize_invoice(invoice.stripe_invoice_id, op.call_key)
+            remote = await self.gateway.finalize_invoice(stripe_id, op.call_key)
             failpoint("after_stripe_call:finalize_invoice")
         client = self._client(invoice.client)
 
@@ -1122,28 +1041,19 @@ class Invoicing:
             number=remote.get("number"), stripe_invoice_id=remote.get("id"),
             total_minor=remote.get("total"),
         )
-        conn.execute(
-            update(t.invoices)
-            .where(t.invoices.c.id == invoice_id)
-            .values(
-                state="finalized",
-                open_slot=None,
-                number=remote.get("number"),
-                hosted_url=remote.get("hosted_invoice_url"),
-                total_minor=remote.get("total"),
-                updated_at=now,
-            )
+        q.record_finalized(
+            conn,
+            invoice_id,
+            number=remote.get("number"),
+            hosted_url=remote.get("hosted_invoice_url"),
+            total_minor=remote.get("total"),
+            now=now,
         )
         record_due_date(conn, invoice_id, remote)
-        for row in conn.execute(
-            select(t.entries.c.id).where(
-                t.entries.c.invoice_id == invoice_id,
-                t.entries.c.state.in_([EntryState.DRAFTED.value, EntryState.APPROVED.value]),
-            )
-        ).all():
+        for entry_id in q.entry_ids_on(conn, invoice_id, q.ON_DRAFT):
             move_entry(
                 conn,
-                row.id,
+                entry_id,
                 EntryState.INVOICED,
                 actor,
                 f"invoice {remote.get('number') or invoice_id} finalized",
@@ -1160,17 +1070,7 @@ class Invoicing:
         await self.gateway.send_invoice(invoice.stripe_invoice_id, op.call_key)
 
         def record(conn: Connection) -> None:
-            moved = conn.execute(
-                update(t.invoices)
-                .where(
-                    and_(
-                        t.invoices.c.id == invoice_id,
-                        t.invoices.c.state == "finalized",
-                    )
-                )
-                .values(state="sent", updated_at=self.clock())
-            ).rowcount
-            if moved:
+            if q.mark_sent(conn, invoice_id, self.clock()):
                 audit(conn, self.clock(), "kanvoice", "sent", f"invoice:{invoice.id}")
 
         return Done(record=record)
@@ -1237,9 +1137,10 @@ class Invoicing:
         with self.ledger.engine.begin() as conn:
             if not claim_delivery(conn, "stripe", str(event.get("id")), now):
                 return "duplicate"
-            invoice = conn.execute(
-                select(t.invoices).where(t.invoices.c.stripe_invoice_id == obj.get("id"))
-            ).first()
+            stripe_id = obj.get("id")
+            invoice = q.invoice_by_stripe_id(
+                conn, None if stripe_id is None else str(stripe_id)
+            )
             if invoice is None:
                 return "unknown invoice"
             record_due_date(conn, invoice.id, obj)
@@ -1253,17 +1154,19 @@ class Invoicing:
             return "applied"
 
     def _apply_state(
-        self, conn: Connection, invoice: Any, step: FollowState, obj: dict[str, Any], reason: str
+        self,
+        conn: Connection,
+        invoice: InvoiceRecord,
+        step: FollowState,
+        obj: dict[str, Any],
+        reason: str,
     ) -> None:
         """Apply `follow`'s decision: record the finalize (auditing one without an
         approval: finalized outside kanvoice), release the entries of a voided or deleted
         invoice back to ready, mark invoiced entries paid, and move the invoice."""
         now = self.clock()
         if step.record_finalized:
-            approved = conn.execute(
-                select(t.approvals.c.id).where(t.approvals.c.invoice_id == invoice.id)
-            ).first()
-            if approved is None:
+            if q.approval_of(conn, invoice.id) is None:
                 audit(
                     conn,
                     now,
@@ -1277,18 +1180,9 @@ class Invoicing:
         if step.release_entries:
             self._release_entries(conn, invoice.id, "stripe", reason, now, delete_items=False)
         if step.mark_paid:
-            for row in conn.execute(
-                select(t.entries.c.id).where(
-                    t.entries.c.invoice_id == invoice.id,
-                    t.entries.c.state == EntryState.INVOICED.value,
-                )
-            ).all():
-                move_entry(conn, row.id, EntryState.PAID, "stripe", reason, now)
-        conn.execute(
-            update(t.invoices)
-            .where(t.invoices.c.id == invoice.id)
-            .values(state=step.target.value, open_slot=None, updated_at=now)
-        )
+            for entry_id in q.entry_ids_on(conn, invoice.id, [EntryState.INVOICED]):
+                move_entry(conn, entry_id, EntryState.PAID, "stripe", reason, now)
+        q.move_invoice(conn, invoice.id, step.target, now)
         if step.target is not InvoiceState.FINALIZED:
             audit(
                 conn, now, "stripe", step.target.value, f"invoice:{invoice.id}", reason=reason
@@ -1305,16 +1199,14 @@ class Invoicing:
         if client_key:
             self._client(client_key)
 
-        def read(conn: Connection) -> list[Any]:
-            query = select(t.invoices).where(t.invoices.c.stripe_invoice_id.is_not(None))
-            if client_key:
-                query = query.where(t.invoices.c.client == client_key)
-            return list(conn.execute(query.order_by(t.invoices.c.id)).all())
+        def read(conn: Connection) -> list[InvoiceRecord]:
+            return q.stripe_backed_invoices(conn, client_key)
 
         invoices = await self._read(read)
         for invoice in invoices:
             if invoice_state(invoice.state) in (InvoiceState.VOID, InvoiceState.DELETED):
                 continue
+            assert invoice.stripe_invoice_id is not None  # only Stripe-backed ones are read
             remote = await self.gateway.retrieve_invoice(invoice.stripe_invoice_id)
             if repair and invoice.due_date is None and remote.get("due_date") is not None:
                 # Finalized before the ledger kept due dates (0008): learn it now.
@@ -1350,10 +1242,11 @@ class Invoicing:
             if isinstance(step, FollowState):
                 self._apply_state(conn, fresh, step, remote, "reconcile")
 
-    async def _reconcile_lines(self, invoice: Any, repair: bool) -> list[Drift]:
+    async def _reconcile_lines(self, invoice: InvoiceRecord, repair: bool) -> list[Drift]:
         """The draft's lines against Stripe's (`mapping.stripe_lines.diff_lines`), and
         the safe repairs: queue a missing line again, link an adopted one, delete a
         stray, and unlink an entry still linked to a line that is not on its draft."""
+        assert invoice.stripe_invoice_id is not None  # only Stripe-backed ones are read
         remote_items = await self.gateway.list_invoice_items(invoice.stripe_invoice_id)
         items = [
             StripeItem(
@@ -1365,30 +1258,17 @@ class Invoicing:
         ]
         item_ids = [item.item_id for item in items]
 
-        def read(conn: Connection) -> tuple[list[Any], set[int], list[Any], dict[int, int]]:
-            lines = conn.execute(
-                select(t.entries)
-                .where(
-                    t.entries.c.invoice_id == invoice.id,
-                    t.entries.c.state.in_([EntryState.DRAFTED.value, EntryState.APPROVED.value]),
-                )
-                .order_by(t.entries.c.id)
-            ).all()
+        def read(
+            conn: Connection,
+        ) -> tuple[list[EntryRecord], set[int], list[EntryLink], dict[int, int]]:
+            lines = q.entries_on(conn, invoice.id, q.ON_DRAFT)
             pending = {
                 op.entry_id
                 for op in ops_for(conn, invoice_id=invoice.id, statuses=OPEN_STATUSES)
                 if op.entry_id is not None
             }
-            linked = (
-                conn.execute(
-                    select(t.entries.c.id, t.entries.c.stripe_invoice_item_id)
-                    .where(t.entries.c.stripe_invoice_item_id.in_(item_ids))
-                    .order_by(t.entries.c.id)
-                ).all()
-                if item_ids
-                else []
-            )
-            return list(lines), pending, list(linked), line_links.leads_on(conn, invoice.id)
+            linked = q.entries_linked_to(conn, item_ids)
+            return lines, pending, linked, line_links.leads_on(conn, invoice.id)
 
         lines, pending, linked, leads = await self._read(read)
         keys = {line.id: line.entry_key for line in lines}
@@ -1464,11 +1344,7 @@ class Invoicing:
 
     def _requeue_line(self, invoice_id: int, entry_id: int) -> None:
         with self.ledger.engine.begin() as conn:
-            conn.execute(
-                update(t.entries)
-                .where(t.entries.c.id == entry_id)
-                .values(stripe_invoice_item_id=None)
-            )
+            q.set_entry_item(conn, entry_id, None)
             enqueue(
                 conn,
                 "create_invoice_item",
@@ -1482,11 +1358,7 @@ class Invoicing:
 
     def _set_link(self, entry_id: int, stripe_item_id: str | None) -> None:
         with self.ledger.engine.begin() as conn:
-            conn.execute(
-                update(t.entries)
-                .where(t.entries.c.id == entry_id)
-                .values(stripe_invoice_item_id=stripe_item_id)
-            )
+            q.set_entry_item(conn, entry_id, stripe_item_id)
 
 
 def drainer_owner() -> str:
@@ -1510,11 +1382,11 @@ def dead_drainer(owner: str) -> bool:
     return False
 
 
-def _on_draft(row: Any) -> EntryOnDraft:
+def _on_draft(row: EntryRecord) -> EntryOnDraft:
     """The create handler's view of an entry row."""
     return EntryOnDraft(
-        entry_id=int(row.id),
-        state=EntryState(row.state),
+        entry_id=row.id,
+        state=row.state,
         invoice_id=row.invoice_id,
         stripe_item_id=row.stripe_invoice_item_id,
     )

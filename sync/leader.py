@@ -13,12 +13,14 @@ import fcntl
 import os
 import zlib
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import structlog
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+
+from sync.ledger.status import advisory_unlock, ping, try_advisory_lock
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +34,7 @@ class LeaderLock:
         self.engine = engine
         self.url = url
         self.is_leader = False
-        self._conn: Any = None
+        self._conn: Connection | None = None
         self._file: IO[bytes] | None = None
         self._key = zlib.crc32(LOCK_NAME.encode())
 
@@ -55,12 +57,9 @@ class LeaderLock:
             self._conn.execution_options(isolation_level="AUTOCOMMIT")
         if self.is_leader:
             # Still connected? (a broken connection means the lock is gone)
-            self._conn.execute(text("SELECT 1"))
+            ping(self._conn)
             return
-        got = self._conn.execute(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
-        ).scalar_one()
-        if got:
+        if try_advisory_lock(self._conn, self._key):
             self.is_leader = True
             log.info("leader.acquired", pid=os.getpid())
 
@@ -89,7 +88,7 @@ class LeaderLock:
     def release(self) -> None:
         if self._conn is not None and self.is_leader:
             with contextlib.suppress(SQLAlchemyError):
-                self._conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+                advisory_unlock(self._conn, self._key)
         self._drop()
         if self._file is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)

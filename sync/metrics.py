@@ -11,11 +11,11 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
-from sqlalchemy import func, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.base import QuotaObservation
-from sync.ledger import schema as t
+from sync.ledger import status
 
 ITEMS_SEEN = Counter("kanvoice_items_seen_total", "Board snapshots seen", ["board"])
 EXTERNAL_CALLS = Counter(
@@ -70,7 +70,7 @@ class ExternalCalls:
 class LedgerCollector(Collector):
     """Entries by state and outbox depth, read from the ledger when scraped."""
 
-    def __init__(self, engine: Any, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] | None = None) -> None:
         self.engine = engine
         self.clock = clock
 
@@ -88,23 +88,15 @@ class LedgerCollector(Collector):
         )
         try:
             with self.engine.connect() as conn:
-                for state, count in conn.execute(
-                    select(t.entries.c.state, func.count()).group_by(t.entries.c.state)
-                ):
+                for state, count in status.entries_by_state(conn).items():
                     entries.add_metric([state], count)
-                for status, count in conn.execute(
-                    select(t.outbox.c.status, func.count()).group_by(t.outbox.c.status)
-                ):
-                    outbox.add_metric([status], count)
-                count, first = conn.execute(
-                    select(func.count(), func.min(t.inbox.c.received_at)).where(
-                        t.inbox.c.status == "pending"
-                    )
-                ).one()
+                for name, count in status.outbox_by_status(conn).items():
+                    outbox.add_metric([name], count)
+                backlog = status.inbox_pending(conn)
         except SQLAlchemyError:
             return
-        pending.add_metric([], int(count))
-        oldest.add_metric([], inbox_age_seconds(first, self.clock))
+        pending.add_metric([], backlog.count)
+        oldest.add_metric([], inbox_age_seconds(backlog.oldest, self.clock))
         yield entries
         yield outbox
         yield pending
@@ -126,7 +118,7 @@ def inbox_age_seconds(
 _registered: LedgerCollector | None = None
 
 
-def register_ledger_metrics(engine: Any, clock: Callable[[], datetime] | None = None) -> None:
+def register_ledger_metrics(engine: Engine, clock: Callable[[], datetime] | None = None) -> None:
     """Point the ledger gauges at this process's ledger (once per process)."""
     global _registered
     if _registered is not None:

@@ -155,9 +155,10 @@ async def watch_changes(
 ) -> None:
     """Tell the dashboard's event streams when any process changed the ledger."""
     from sync.daemon import ledger_fingerprint
+    from sync.ledger.status import LedgerMarks
 
-    last: tuple[Any, ...] | None = None
-    probe: asyncio.Future[tuple[Any, ...]] | None = None
+    last: LedgerMarks | None = None
+    probe: asyncio.Future[LedgerMarks] | None = None
     while not stopping.is_set():
         try:
             if probe is None or probe.done():  # a hung ledger holds one thread, not more

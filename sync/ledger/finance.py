@@ -27,6 +27,7 @@ from mapping.domain import EntryState
 from mapping.money import Money
 from sync.ledger import schema as t
 from sync.ledger.ops import audit
+from sync.ledger.records import InvoiceRecord
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -54,7 +55,7 @@ def record_due_date(conn: Connection, invoice_id: int, obj: dict[str, Any]) -> N
     conn.execute(update(t.invoices).where(t.invoices.c.id == invoice_id).values(due_date=due))
 
 
-def mark_overdue(conn: Connection, invoice: Any, now: datetime) -> str:
+def mark_overdue(conn: Connection, invoice: InvoiceRecord, now: datetime) -> str:
     """Stripe's ``invoice.overdue``: flag an open invoice overdue (once; audited). A
     paid, voided or deleted invoice is not overdue any more: "stale"."""
     if invoice.state not in OPEN_INVOICE_STATES:

@@ -307,3 +307,130 @@ class BreakdownRow(PipelineRow):
             board=str(row["board"]),
             iteration=_optional_str(row["iteration"]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRecord:
+    """One row of `entries`: billable (or cost-only) work of one board item.
+
+    `amount` is hours × rate (or the milestone price) in `currency`, None without a
+    rate; `invoice_id` and `stripe_invoice_item_id` say which draft and Stripe line
+    bill it (None: on none); `person` / `role` name who did it (None: the whole item),
+    `cost` is hours × their cost rate."""
+
+    id: int
+    entry_key: str
+    item_id: int
+    client: str
+    kind: EntryKind
+    seq: int
+    state: EntryState
+    hours: Decimal
+    rate: Decimal | None
+    amount: Decimal | None
+    currency: str
+    description: str
+    done_at: datetime | None
+    invoice_id: int | None
+    stripe_invoice_item_id: str | None
+    review_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    person: str | None
+    role: str | None
+    cost_rate: Decimal | None
+    cost: Decimal | None
+
+    @staticmethod
+    def _fields(row: RowMapping) -> dict[str, object]:
+        return {
+            "id": int(row["id"]),
+            "entry_key": str(row["entry_key"]),
+            "item_id": int(row["item_id"]),
+            "client": str(row["client"]),
+            "kind": EntryKind(row["kind"]),
+            "seq": int(row["seq"]),
+            "state": EntryState(row["state"]),
+            "hours": _decimal(row["hours"]),
+            "rate": _optional_decimal(row["rate"]),
+            "amount": _optional_decimal(row["amount"]),
+            "currency": str(row["currency"]),
+            "description": str(row["description"] or ""),
+            "done_at": utc(row["done_at"]),
+            "invoice_id": _optional_int(row["invoice_id"]),
+            "stripe_invoice_item_id": _optional_str(row["stripe_invoice_item_id"]),
+            "review_reason": _optional_str(row["review_reason"]),
+            "created_at": _utc_required(row["created_at"]),
+            "updated_at": _utc_required(row["updated_at"]),
+            "person": _optional_str(row["person"]),
+            "role": _optional_str(row["role"]),
+            "cost_rate": _optional_decimal(row["cost_rate"]),
+            "cost": _optional_decimal(row["cost"]),
+        }
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        return cls(**cls._fields(row))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLineRecord(EntryRecord):
+    """An entry with what its Stripe line and grouping need of its board item."""
+
+    item_key: str
+    board: str
+    title: str
+    url: str | None
+    external_id: str
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        return cls(
+            **cls._fields(row),  # type: ignore[arg-type]
+            item_key=str(row["item_key"]),
+            board=str(row["board"]),
+            title=str(row["title"] or ""),
+            url=_optional_str(row["url"]),
+            external_id=str(row["external_id"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLink:
+    """An entry and the Stripe line it is linked to (None: none yet)."""
+
+    id: int
+    stripe_invoice_item_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryLineRecord:
+    """One line of a draft as the approval message shows it (entry and its item).
+
+    `kind` is the stored name as it is (the message shows an unknown kind as time)."""
+
+    id: int
+    kind: str
+    hours: Decimal | None
+    rate: Decimal | None
+    amount: Decimal | None
+    description: str
+    person: str | None
+    role: str | None
+    title: str
+    url: str | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        return cls(
+            id=int(row["id"]),
+            kind=str(row["kind"]),
+            hours=_optional_decimal(row["hours"]),
+            rate=_optional_decimal(row["rate"]),
+            amount=_optional_decimal(row["amount"]),
+            description=str(row["description"] or ""),
+            person=_optional_str(row["person"]),
+            role=_optional_str(row["role"]),
+            title=str(row["title"]),
+            url=_optional_str(row["url"]),
+        )

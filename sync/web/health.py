@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync.composition import Services
+from sync.ledger.status import ping
 from sync.metrics import (
     board_quotas,
     inbox_age_seconds,
@@ -63,7 +63,7 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     ledger = "ok"
     try:
         with services.ledger.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            ping(conn)
     except SQLAlchemyError as exc:
         ledger = f"cannot be read: {_first_line(exc)}"
     else:

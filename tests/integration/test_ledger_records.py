@@ -14,6 +14,7 @@ from sqlalchemy import Table, insert
 from mapping.domain import EntryKind, EntryState
 from mapping.invoices import InvoiceState
 from sync.engine import Engine
+from sync.ledger import invoices as inv
 from sync.ledger import ops
 from sync.ledger import outbox as ob
 from sync.ledger import review as q
@@ -21,6 +22,8 @@ from sync.ledger import schema as t
 from sync.ledger.records import (
     ApprovalRecord,
     AuditRecord,
+    EntryLineRecord,
+    EntryRecord,
     InvoiceRecord,
     Operation,
     OutboxStatus,
@@ -52,6 +55,7 @@ def _names(record: type[object]) -> set[str]:
         (ApprovalRecord, t.approvals),
         (AuditRecord, t.audit_log),
         (ob.OutboxOp, t.outbox),
+        (EntryRecord, t.entries),
     ],
 )
 def test_a_record_names_every_column_of_its_table(record: type[object], table: Table) -> None:
@@ -135,3 +139,27 @@ def test_pipeline_rows_use_the_domain_enums_and_exact_decimals(ledger: Ledger) -
         (summed,) = uow.pipeline_rows()
     assert summed.state is EntryState.READY and summed.kind is EntryKind.TIME
     assert (summed.entries, summed.hours) == (1, Decimal("2"))
+
+
+def test_entries_leave_the_ledger_typed_with_their_items(ledger: Ledger) -> None:
+    """What drafting and the Stripe writer read of an entry (`sync.ledger.invoices`):
+    the domain's enums, exact Decimals, aware times, and its item's fields."""
+    engine = Engine(ledger, {"web": policy()}, FixedClock(NOW))
+    engine.ingest([snap("Done", "2.5", 1, item_id="A1")])
+    invoice_id = _draft(ledger)
+    with ledger.engine.connect() as conn:
+        (entry_id,) = inv.ready_entry_ids(conn, "acme", "EUR")
+        line = inv.entry_line(conn, entry_id)
+        (grouped,) = inv.grouping_lines(conn, [entry_id], invoice_id)
+        assert inv.entries_on(conn, invoice_id, inv.ON_DRAFT) == []
+        assert inv.invoice_total(conn, invoice_id) == (Decimal(0), 0)
+        assert inv.approval_of(conn, invoice_id) is None
+        assert inv.find_invoice(conn, invoice_id + 1) is None
+        assert inv.last_decision(conn, invoice_id) is None
+    assert isinstance(line, EntryLineRecord) and grouped == line
+    assert line.kind is EntryKind.TIME and line.state is EntryState.READY
+    assert line.hours == Decimal("2.5") and line.created_at.tzinfo is not None
+    assert (line.board, line.invoice_id, line.stripe_invoice_item_id) == ("web", None, None)
+    assert line.item_key.endswith("A1") and line.external_id == "A1"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        line.state = EntryState.PAID  # type: ignore[misc]

@@ -182,3 +182,103 @@ def test_the_only_event_loop_is_the_cli_commands_one() -> None:
         if (where := _calls_to_asyncio_run(tree))
     }
     assert calls == {"sync.cli_common": ["run_command"]}
+
+
+# The shell modules whose SQL lives in `sync.ledger` (issue #15): they ask the ledger's
+# functions, which return typed records, and never build a statement themselves.
+SQL_FREE = (
+    "sync.invoicing",
+    "sync.approvals",
+    "sync.metrics",
+    "sync.conflicts",
+    "sync.daemon",
+    "sync.leader",
+    "sync.web.health",
+)
+_STATEMENT_BUILDERS = frozenset({"select", "insert", "update", "delete", "func", "text"})
+
+
+def _sql_imports(tree: ast.Module) -> list[str]:
+    """What a module imports to build SQL: sqlalchemy's statement builders (or the
+    whole package) and the ledger's tables (`sync.ledger.schema`)."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend(
+                a.name
+                for a in node.names
+                if a.name in ("sqlalchemy", "sqlalchemy.sql") or a.name == "sync.ledger.schema"
+            )
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module in ("sqlalchemy", "sqlalchemy.sql", "sqlalchemy.sql.expression"):
+                found.extend(
+                    f"{module}.{a.name}" for a in node.names if a.name in _STATEMENT_BUILDERS
+                )
+            elif module == "sync.ledger.schema":
+                found.append(module)
+            elif module == "sync.ledger":
+                found.extend(f"sync.ledger.{a.name}" for a in node.names if a.name == "schema")
+    return found
+
+
+def test_the_sql_finder_finds_sql() -> None:
+    tree = ast.parse(
+        "from sqlalchemy import Connection, select, func\n"
+        "from sync.ledger import schema as t\n"
+        "import sync.ledger.schema\n"
+    )
+    assert _sql_imports(tree) == [
+        "sqlalchemy.select",
+        "sqlalchemy.func",
+        "sync.ledger.schema",
+        "sync.ledger.schema",
+    ]
+    assert _sql_imports(ast.parse("from sqlalchemy import Connection\n")) == []
+
+
+def test_sql_lives_only_in_the_ledger_for_the_cleaned_shell_modules() -> None:
+    """`sync.invoicing` and `sync.approvals` keep their transactions but take rows from
+    `sync.ledger` functions as typed records: no statement builder, no table."""
+    sources = _sources()
+    found = {module: _sql_imports(sources[module]) for module in SQL_FREE}
+    assert {m: imports for m, imports in found.items() if imports} == {}
+
+
+def _execute_calls(tree: ast.Module) -> list[int]:
+    """The lines calling ``<something>.execute(…)`` (a statement run on a connection)."""
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "execute"
+    ]
+
+
+def test_the_cleaned_shell_modules_run_no_statement_themselves() -> None:
+    sources = _sources()
+    found = {module: _execute_calls(sources[module]) for module in SQL_FREE}
+    assert {m: lines for m, lines in found.items() if lines} == {}
+
+
+def _bare_any(tree: ast.Module) -> list[str]:
+    """Parameters and returns annotated plain ``Any`` (``function.name``)."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            named = [(a.arg, a.annotation) for a in args] + [("return", node.returns)]
+            found.extend(
+                f"{node.name}.{name}"
+                for name, annotation in named
+                if isinstance(annotation, ast.Name) and annotation.id == "Any"
+            )
+    return found
+
+
+def test_ledger_rows_reach_invoicing_and_approvals_typed() -> None:
+    """No ledger row (invoice, entry, outbox op…) is passed or returned as `Any`."""
+    sources = _sources()
+    found = {m: _bare_any(sources[m]) for m in ("sync.invoicing", "sync.approvals")}
+    assert {m: names for m, names in found.items() if names} == {}

@@ -12,6 +12,7 @@ entries of that board's items only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,15 +25,24 @@ from mapping.budgets import (
     over_budget_lines,
     status,
 )
-from mapping.invoices import BillingPeriod
+from mapping.invoices import BillingPeriod, Cadence, billing_period
 from mapping.money import Money
 from sync.ledger import budgets as store
 from sync.ledger.budgets import SPENT_STATES, spend
 from sync.ledger.ops import enqueue, ledger_id
 from sync.ledger.outbox import Operation
+from sync.ledger.store import Ledger
 from sync.settings import ClientSettings, Settings
 
-__all__ = ["SPENT_STATES", "DraftBudget", "draft_budget", "queue_budget_alerts", "spend"]
+__all__ = [
+    "SPENT_STATES",
+    "DraftBudget",
+    "budget_view",
+    "draft_budget",
+    "queue_budget_alerts",
+    "spend",
+    "with_budgets",
+]
 
 
 def queue_budget_alerts(
@@ -132,3 +142,71 @@ def draft_budget(conn: Connection, settings: Settings, invoice: Any) -> DraftBud
             for entry_id in over_budget_lines(budget, before, lines):
                 per_line.setdefault(entry_id, []).append(f"over budget ({budget.scope})")
     return DraftBudget(tuple(flags), {k: tuple(v) for k, v in per_line.items()}, tuple(shown))
+
+
+def budget_view(
+    conn: Connection, settings: Settings, client_key: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Each budget of the client (its own and its boards') in the current billing
+    period (or over its whole life, `per = "total"`), JSON-ready for the dashboard and
+    `kanvoice status`: spent / cap in hours and money, percent of the cap (the larger
+    measure, floored to 0.1 %), thresholds reached, over or not. Read-only: it alerts
+    nothing (`queue_budget_alerts` does, when a draft is made)."""
+    budgets = settings.budgets(client_key)
+    if not budgets:
+        return []
+    client = settings.client(client_key)
+    period = billing_period(
+        Cadence(client.cadence.value), now, client.timezone, client.week_starts_on
+    )
+    shown: list[dict[str, Any]] = []
+    for budget in budgets:
+        key = budget.period_key(period.key)
+        seen = status(budget, spend(conn, budget, client_key, key))
+        shown.append(
+            {
+                "scope": budget.scope,
+                "per": budget.per,
+                "period": period.label if budget.per == "period" else "total",
+                "period_key": key,
+                "currency": budget.currency,
+                "hours": None if budget.hours is None else f"{budget.hours.normalize():f}",
+                "amount": None
+                if budget.amount is None
+                else str(Money(budget.amount, budget.currency).quantized().amount),
+                "spent_hours": f"{seen.spend.hours.normalize():f}",
+                "spent_amount": str(seen.spend.amount.quantized().amount),
+                "hours_percent": None if seen.hours_percent is None else str(seen.hours_percent),
+                "amount_percent": None if seen.amount_percent is None else str(seen.amount_percent),
+                "percent": str(seen.percent),
+                "thresholds": list(budget.thresholds),
+                "reached": list(seen.reached()),
+                "over": seen.over,
+                "text": seen.describe(),
+            }
+        )
+    return shown
+
+
+def with_budgets(
+    get_payload: Callable[[], dict[str, Any]],
+    ledger: Ledger,
+    settings: Settings,
+    clock: Callable[[], datetime],
+) -> Callable[[], dict[str, Any]]:
+    """The dashboard's payload plus `budgets` (spent / cap, percent, thresholds reached)
+    on each client that has a budget of its own or on one of its boards."""
+    keys = {c.key for c in settings.clients if settings.budgets(c.key)}
+
+    def payload() -> dict[str, Any]:
+        data = get_payload()
+        if not keys:
+            return data
+        now = clock()
+        with ledger.engine.connect() as conn:
+            for client in data.get("clients", []):
+                if client.get("client") in keys:
+                    client["budgets"] = budget_view(conn, settings, client["client"], now)
+        return data
+
+    return payload

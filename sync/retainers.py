@@ -23,12 +23,14 @@ from sqlalchemy import Connection
 from mapping.invoices import BillingPeriod, Cadence, billing_period
 from mapping.money import Money
 from mapping.retainers import (
+    PlacedEntry,
     RetainerPeriod,
     RetainerTerms,
     RetainerUsage,
     WorkEntry,
     next_period,
     plan_retainer,
+    release_lowered,
     usage,
 )
 from sync.ledger import retainers as store
@@ -74,6 +76,29 @@ def _cost(hours: Decimal, entry: RetainerEntryRecord) -> Decimal | None:
     return Money(hours * entry.cost_rate, entry.currency).quantized().amount
 
 
+def _release_lowered(conn: Connection, client: str, now: datetime) -> int:
+    """Hours lowered on entries the retainer already placed (the board's hours fell
+    while the line was ready or on a draft): the core gives them back, overage first;
+    their periods' counted / covered hours fall to match. Returns how many entries."""
+    by_period: dict[str, list[PlacedEntry]] = {}
+    for p in store.lowered_placements(conn, client):
+        entry = PlacedEntry(p.entry_id, p.covered_hours, p.overage_hours, p.hours_now)
+        by_period.setdefault(p.period_key, []).append(entry)
+    released = 0
+    for period_key, placed in by_period.items():
+        row = store.lock_period(conn, client, period_key)
+        if row is None:  # an allocation always has its period; nothing to correct
+            continue
+        state, releases = release_lowered(row.state, placed)
+        for release in releases:
+            store.update_allocation(
+                conn, release.entry_id, release.covered_hours, release.overage_hours
+            )
+        store.save_period(conn, row.id, state, row.line_entry_id, now)
+        released += len(releases)
+    return released
+
+
 @dataclass(frozen=True, slots=True)
 class RetainerStep:
     """What the retainer step did to a draft (for logs and the CLI)."""
@@ -97,6 +122,7 @@ def apply_retainer(
     if client.retainer is None:
         return RetainerStep()
     terms = client.retainer.terms(client.currency)
+    _release_lowered(conn, client.key, now)
     row = _period_row(conn, terms, client.key, period, now)
     ready = store.unplaced_ready_time(conn, client.key, client.currency)
     plan = plan_retainer(terms, row.state, [WorkEntry(r.id, r.hours, r.rate) for r in ready])

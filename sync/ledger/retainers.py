@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Self
 
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, func, insert, or_, select, update
 
 from mapping.domain import BillingType, EntryKind, EntryState, StateCategory, entry_key
 from mapping.retainers import RetainerPeriod
@@ -436,4 +436,57 @@ def insert_retainer_line(
         currency=currency,
         description=description,
         done_at=period_start,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRecord:
+    """An entry's `retainer_allocations` row with the hours the entry has now."""
+
+    entry_id: int
+    period_key: str
+    covered_hours: Decimal
+    overage_hours: Decimal
+    hours_now: Decimal
+
+
+def lowered_placements(conn: Connection, client: str) -> list[PlacementRecord]:
+    """The client's placed entries whose hours fell below their allocation since: ready
+    or drafted entries (the billing core lowers those in place) and voided ones still
+    holding hours, oldest first. Invoiced entries are never lowered (an adjustment for
+    review is made instead), so they are not read."""
+    e, a = t.entries, t.retainer_allocations
+    editable = (EntryState.READY.value, EntryState.DRAFTED.value)
+    holding = or_(a.c.covered_hours > 0, a.c.overage_hours > 0)
+    rows = conn.execute(
+        select(a.c.entry_id, a.c.period_key, a.c.covered_hours, a.c.overage_hours, e.c.hours)
+        .join(e, e.c.id == a.c.entry_id)
+        .where(
+            a.c.client == client,
+            holding,
+            or_(e.c.state.in_(editable), e.c.state == EntryState.VOIDED.value),
+        )
+        .order_by(a.c.entry_id)
+    ).all()
+    found = [
+        PlacementRecord(
+            int(row.entry_id),
+            str(row.period_key),
+            Decimal(row.covered_hours),
+            Decimal(row.overage_hours),
+            Decimal(row.hours),
+        )
+        for row in rows
+    ]
+    return [p for p in found if p.hours_now < p.covered_hours + p.overage_hours]
+
+
+def update_allocation(
+    conn: Connection, entry_id: int, covered_hours: Decimal, overage_hours: Decimal
+) -> None:
+    """What a placed entry still covers / runs over after its hours fell."""
+    conn.execute(
+        update(t.retainer_allocations)
+        .where(t.retainer_allocations.c.entry_id == entry_id)
+        .values(covered_hours=covered_hours, overage_hours=overage_hours)
     )

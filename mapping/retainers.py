@@ -221,3 +221,66 @@ def usage(terms: RetainerTerms, period: RetainerPeriod) -> RetainerUsage:
         amount=terms.line,
         value_used=Money(terms.amount * share, terms.currency).quantized(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedEntry:
+    """An entry the retainer already placed (its allocation) and the hours it has now:
+    the billing core lowers a ready or drafted entry in place when the board's hours
+    fall, and zeroes (voids) it when they fall below it."""
+
+    entry_id: int
+    covered_hours: Decimal
+    overage_hours: Decimal
+    hours_now: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The entry's allocation after its hours fell: what it still covers / runs over."""
+
+    entry_id: int
+    covered_hours: Decimal
+    overage_hours: Decimal
+
+
+def release_lowered(
+    period: RetainerPeriod, placed: Iterable[PlacedEntry]
+) -> tuple[RetainerPeriod, tuple[Release, ...]]:
+    """Give back the hours of placed entries that were lowered after the retainer
+    placed them: overage hours first, then covered hours, so the period's counted and
+    covered hours fall by exactly what the entries no longer hold (never below zero).
+
+    An entry whose hours did not fall keeps its allocation (hours only rise through a
+    new entry, placed as any other). Freed covered hours are available to the entries
+    placed next; lines already priced as overage are not re-priced."""
+    counted = period.counted_hours
+    covered = period.covered_hours
+    releases: list[Release] = []
+    for entry in placed:
+        allocated = entry.covered_hours + entry.overage_hours
+        now = max(_ZERO, entry.hours_now)
+        if now >= allocated:
+            continue
+        cut = allocated - now
+        overage_cut = min(entry.overage_hours, cut)
+        covered_cut = cut - overage_cut
+        counted -= cut
+        covered -= covered_cut
+        releases.append(
+            Release(
+                entry.entry_id,
+                tidy_decimal(entry.covered_hours - covered_cut),
+                tidy_decimal(entry.overage_hours - overage_cut),
+            )
+        )
+    if not releases:
+        return period, ()
+    state = RetainerPeriod(
+        period.period_key,
+        tidy_decimal(max(_ZERO, counted)),
+        tidy_decimal(max(_ZERO, covered)),
+        period.rollover_in,
+        period.line_billed,
+    )
+    return state, tuple(releases)

@@ -1,5 +1,6 @@
-"""Budgets in the shell: spend read from the ledger, alerts queued to the Slack outbox
-once per threshold per period, and the over-budget flags a draft carries.
+"""Budgets in the shell: spend read from the ledger (`sync.ledger.budgets`), alerts
+queued to the Slack outbox once per threshold per period, and the over-budget flags a
+draft carries.
 
 Spend in a period (`per = "period"`): the client's entries on drafts / invoices of that
 billing period plus its ready entries not yet on a draft (they go on the period's
@@ -11,105 +12,37 @@ entries of that board's items only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, insert, literal, or_, select
+from sqlalchemy import Connection
 
 from mapping.budgets import (
-    Budget,
     BudgetAlert,
-    Spend,
-    SpendLine,
     alerts_to_send,
     over_budget_lines,
     status,
 )
-from mapping.domain import EntryKind, EntryState
-from mapping.invoices import BillingPeriod
+from mapping.invoices import BillingPeriod, Cadence, billing_period
 from mapping.money import Money
-from sync.ledger import schema as t
+from sync.ledger import budgets as store
+from sync.ledger.budgets import SPENT_STATES, spend
 from sync.ledger.ops import enqueue, ledger_id
 from sync.ledger.outbox import Operation
-from sync.ledger.schema import ScaledDecimal
+from sync.ledger.store import Ledger
 from sync.settings import ClientSettings, Settings
 
-# Entries whose hours and money count against a budget.
-SPENT_STATES = (
-    EntryState.READY.value,
-    EntryState.DRAFTED.value,
-    EntryState.APPROVED.value,
-    EntryState.INVOICED.value,
-    EntryState.PAID.value,
-)
-_HOUR_KINDS = (EntryKind.TIME.value, EntryKind.MILESTONE.value)
-
-
-def _scope(query: Any, budget: Budget, client: str, period_key: str) -> Any:
-    """`query` (over entries ⋈ items ⟕ invoices) limited to what counts against the budget."""
-    e, i, inv = t.entries, t.items, t.invoices
-    query = query.select_from(
-        e.join(i, i.c.id == e.c.item_id).outerjoin(inv, inv.c.id == e.c.invoice_id)
-    ).where(
-        e.c.client == client,
-        e.c.state.in_(SPENT_STATES),
-        e.c.currency == budget.currency,
-    )
-    if budget.scope.startswith("board:"):
-        query = query.where(i.c.board == budget.scope.removeprefix("board:"))
-    if budget.per == "period":
-        query = query.where(
-            or_(
-                inv.c.period_key == period_key,
-                and_(e.c.invoice_id.is_(None), e.c.state == EntryState.READY.value),
-            )
-        )
-    return query
-
-
-def _spend_rows(
-    conn: Connection, budget: Budget, client: str, period_key: str, exclude_invoice: int | None
-) -> list[Any]:
-    e = t.entries
-    query = _scope(
-        select(e.c.id, e.c.kind, e.c.hours, e.c.amount, e.c.invoice_id), budget, client, period_key
-    ).order_by(e.c.id)
-    if exclude_invoice is not None:
-        query = query.where(or_(e.c.invoice_id.is_(None), e.c.invoice_id != exclude_invoice))
-    return list(conn.execute(query).all())
-
-
-def _spend_of(rows: Iterable[Any], currency: str) -> Spend:
-    total = Spend.zero(currency)
-    for row in rows:
-        total = total + Spend(_hours(row), Money(row.amount or Decimal(0), currency))
-    return total
-
-
-def _hours(row: Any) -> Decimal:
-    return Decimal(row.hours or 0) if row.kind in _HOUR_KINDS else Decimal(0)
-
-
-def spend(conn: Connection, budget: Budget, client: str, period_key: str) -> Spend:
-    """What the budget's scope has spent in the period (see module): one aggregate
-    query (sums of the ledger's exact scaled integers)."""
-    e = t.entries
-    hours = case((e.c.kind.in_(_HOUR_KINDS), e.c.hours), else_=literal(0, ScaledDecimal()))
-    row = conn.execute(
-        _scope(
-            select(
-                func.coalesce(func.sum(hours), literal(0, ScaledDecimal())),
-                func.coalesce(func.sum(e.c.amount), literal(0, ScaledDecimal())),
-            ),
-            budget,
-            client,
-            period_key,
-        )
-    ).one()
-    return Spend(Decimal(row[0] or 0), Money(Decimal(row[1] or 0), budget.currency))
+__all__ = [
+    "SPENT_STATES",
+    "DraftBudget",
+    "budget_view",
+    "draft_budget",
+    "queue_budget_alerts",
+    "spend",
+    "with_budgets",
+]
 
 
 def queue_budget_alerts(
@@ -128,23 +61,10 @@ def queue_budget_alerts(
     queued: list[BudgetAlert] = []
     for budget in settings.budgets(client.key):
         key = budget.period_key(period.key)
-        sent = conn.execute(
-            select(t.budget_alerts.c.threshold).where(
-                t.budget_alerts.c.scope == budget.scope, t.budget_alerts.c.period_key == key
-            )
-        ).scalars()
+        sent = store.alerted_thresholds(conn, budget.scope, key)
         alerts = alerts_to_send(budget, period.key, spend(conn, budget, client.key, key), sent)
         for alert in alerts:
-            conn.execute(
-                insert(t.budget_alerts).values(
-                    dedupe_key=alert.dedupe_key,
-                    scope=alert.scope,
-                    period_key=alert.period_key,
-                    threshold=alert.threshold,
-                    text=alert.text,
-                    created_at=now,
-                )
-            )
+            store.record_alert(conn, alert, now)
             if settings.slack.channel:
                 enqueue(
                     conn,
@@ -190,19 +110,17 @@ def draft_budget(conn: Connection, settings: Settings, invoice: Any) -> DraftBud
     shown: list[dict[str, Any]] = []
     for budget in budgets:
         key = budget.period_key(str(invoice.period_key))
-        before = _spend_of(
-            _spend_rows(conn, budget, str(invoice.client), key, int(invoice.id)), budget.currency
+        before = store.spend_of(
+            store.spend_records(conn, budget, str(invoice.client), key, int(invoice.id)),
+            budget.currency,
         )
         mine = [
             r
-            for r in _spend_rows(conn, budget, str(invoice.client), key, None)
-            if r.invoice_id == invoice.id
+            for r in store.spend_records(conn, budget, str(invoice.client), key, None)
+            if r.invoice_id == int(invoice.id)
         ]
-        lines = [
-            SpendLine(int(r.id), _hours(r), Money(r.amount or Decimal(0), budget.currency))
-            for r in mine
-        ]
-        total = before + _spend_of(mine, budget.currency)
+        lines = [r.line(budget.currency) for r in mine]
+        total = before + store.spend_of(mine, budget.currency)
         now = status(budget, total)
         shown.append(
             {
@@ -224,3 +142,71 @@ def draft_budget(conn: Connection, settings: Settings, invoice: Any) -> DraftBud
             for entry_id in over_budget_lines(budget, before, lines):
                 per_line.setdefault(entry_id, []).append(f"over budget ({budget.scope})")
     return DraftBudget(tuple(flags), {k: tuple(v) for k, v in per_line.items()}, tuple(shown))
+
+
+def budget_view(
+    conn: Connection, settings: Settings, client_key: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Each budget of the client (its own and its boards') in the current billing
+    period (or over its whole life, `per = "total"`), JSON-ready for the dashboard and
+    `kanvoice status`: spent / cap in hours and money, percent of the cap (the larger
+    measure, floored to 0.1 %), thresholds reached, over or not. Read-only: it alerts
+    nothing (`queue_budget_alerts` does, when a draft is made)."""
+    budgets = settings.budgets(client_key)
+    if not budgets:
+        return []
+    client = settings.client(client_key)
+    period = billing_period(
+        Cadence(client.cadence.value), now, client.timezone, client.week_starts_on
+    )
+    shown: list[dict[str, Any]] = []
+    for budget in budgets:
+        key = budget.period_key(period.key)
+        seen = status(budget, spend(conn, budget, client_key, key))
+        shown.append(
+            {
+                "scope": budget.scope,
+                "per": budget.per,
+                "period": period.label if budget.per == "period" else "total",
+                "period_key": key,
+                "currency": budget.currency,
+                "hours": None if budget.hours is None else f"{budget.hours.normalize():f}",
+                "amount": None
+                if budget.amount is None
+                else str(Money(budget.amount, budget.currency).quantized().amount),
+                "spent_hours": f"{seen.spend.hours.normalize():f}",
+                "spent_amount": str(seen.spend.amount.quantized().amount),
+                "hours_percent": None if seen.hours_percent is None else str(seen.hours_percent),
+                "amount_percent": None if seen.amount_percent is None else str(seen.amount_percent),
+                "percent": str(seen.percent),
+                "thresholds": list(budget.thresholds),
+                "reached": list(seen.reached()),
+                "over": seen.over,
+                "text": seen.describe(),
+            }
+        )
+    return shown
+
+
+def with_budgets(
+    get_payload: Callable[[], dict[str, Any]],
+    ledger: Ledger,
+    settings: Settings,
+    clock: Callable[[], datetime],
+) -> Callable[[], dict[str, Any]]:
+    """The dashboard's payload plus `budgets` (spent / cap, percent, thresholds reached)
+    on each client that has a budget of its own or on one of its boards."""
+    keys = {c.key for c in settings.clients if settings.budgets(c.key)}
+
+    def payload() -> dict[str, Any]:
+        data = get_payload()
+        if not keys:
+            return data
+        now = clock()
+        with ledger.engine.connect() as conn:
+            for client in data.get("clients", []):
+                if client.get("client") in keys:
+                    client["budgets"] = budget_view(conn, settings, client["client"], now)
+        return data
+
+    return payload

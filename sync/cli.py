@@ -36,7 +36,7 @@ from sync.cli_common import (
     settings_from,
     wide_console,
 )
-from sync.cli_finance import finance_status_json, print_finance
+from sync.cli_finance import client_plans, finance_status_json, print_finance
 from sync.conflicts import conflict_summary
 from sync.demo import run_demo
 from sync.finance import finance_view, sort_pipelines
@@ -120,13 +120,16 @@ def status(
                     uow.conn, pipelines, services.clock(), services.settings.finance.timezone
                 )
                 pipelines = sort_pipelines(pipelines, view, order)
+                plans = client_plans(
+                    uow.conn, services.settings, [p.client for p in pipelines], services.clock()
+                )
                 conflicts = conflict_summary(uow.conn)
                 by_client = profitability(profit_entries(uow.conn), Dimension.CLIENT)
         if as_json:
             print(
                 json.dumps(
                     {
-                        "clients": [p.as_dict() for p in pipelines],
+                        "clients": [p.as_dict() | plans.get(p.client, {}) for p in pipelines],
                         **finance_status_json(pipelines, view),
                         "snapshot_conflicts": conflicts,
                         "profitability": [profit_json(p) for p in by_client],
@@ -137,7 +140,7 @@ def status(
         else:
             console = wide_console()
             console.print(render_status(pipelines))
-            print_finance(console, pipelines, view)
+            print_finance(console, pipelines, view, plans)
             if by_client:
                 console.print(cli_reports.profit_table("Profitability by client", by_client))
 

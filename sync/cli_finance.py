@@ -3,17 +3,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import Connection
 
-from connectors.slack.messages import digest_plain, format_money
+from connectors.slack.messages import digest_plain, format_hours, format_money
 from mapping.aging import BUCKETS
+from sync.budgets import budget_view
 from sync.cli_common import CliError, ConfigOption, open_services, out, run_command
 from sync.finance import FinanceView, aging_json, compose_digest, finance_json, queue_digest
 from sync.pipeline import STAGES, ClientPipeline
+from sync.retainers import retainer_view
+from sync.settings import Settings
 
 
 def totals_table(view: FinanceView) -> Table:
@@ -70,9 +76,100 @@ def overdue_table(view: FinanceView) -> Table:
     return table
 
 
-def print_finance(console: Console, pipelines: list[ClientPipeline], view: FinanceView) -> None:
+def client_plans(
+    conn: Connection, settings: Settings, clients: list[str], now: datetime
+) -> dict[str, dict[str, Any]]:
+    """Per client with a retainer or a budget, what the dashboard shows for it in the
+    current period: ``{"retainer": {...}}`` and / or ``{"budgets": [...]}`` (the same
+    shapes as `GET /api/pipeline`)."""
+    plans: dict[str, dict[str, Any]] = {}
+    for key in clients:
+        plan: dict[str, Any] = {}
+        retainer = retainer_view(conn, settings, key, now)
+        if retainer is not None:
+            plan["retainer"] = retainer
+        budgets = budget_view(conn, settings, key, now)
+        if budgets:
+            plan["budgets"] = budgets
+        if plan:
+            plans[key] = plan
+    return plans
+
+
+def _hours(text: str) -> str:
+    return format_hours(Decimal(text))
+
+
+def retainers_table(pipelines: list[ClientPipeline], plans: dict[str, dict[str, Any]]) -> Table:
+    """Each retainer in its current period: hours used of those available (included
+    plus rolled over), overage beyond them, and the share of the fixed line used."""
+    table = Table(title="Retainers (current period)")
+    for name in ("Client", "Period", "Used", "Available", "Included", "Rolled over"):
+        table.add_column(name, justify="left" if name in ("Client", "Period") else "right")
+    for name in ("Overage", "%", "Value used"):
+        table.add_column(name, justify="right")
+    for p in pipelines:
+        r = plans.get(p.client, {}).get("retainer")
+        if r is None:
+            continue
+        table.add_row(
+            f"{p.name} ({p.client})",
+            r["period"],
+            _hours(r["used_hours"]),
+            _hours(r["available_hours"]),
+            _hours(r["included_hours"]),
+            _hours(r["rollover_hours"]),
+            _hours(r["overage_hours"]),
+            f"{r['percent']} %",
+            f"{format_money(Decimal(r['value_used']), p.currency)} of "
+            f"{format_money(Decimal(r['amount']), p.currency)}",
+        )
+    return table
+
+
+def budgets_table(pipelines: list[ClientPipeline], plans: dict[str, dict[str, Any]]) -> Table:
+    """Each budget (a client's own, its boards') in its current period or lifetime:
+    spent / cap in hours and money, percent of the cap, thresholds reached."""
+    table = Table(title="Budgets (current period, or total)")
+    for name in ("Client", "Scope", "Period", "Hours", "Money", "%", "Reached", "Over"):
+        table.add_column(name, justify="right" if name in ("Hours", "Money", "%") else "left")
+    for p in pipelines:
+        for b in plans.get(p.client, {}).get("budgets", []):
+            currency = b["currency"]
+            hours = (
+                "—" if b["hours"] is None else f"{_hours(b['spent_hours'])} of {_hours(b['hours'])}"
+            )
+            money = (
+                "—"
+                if b["amount"] is None
+                else f"{format_money(Decimal(b['spent_amount']), currency)} of "
+                f"{format_money(Decimal(b['amount']), currency)}"
+            )
+            table.add_row(
+                f"{p.name} ({p.client})",
+                b["scope"],
+                b["period"],
+                hours,
+                money,
+                f"{b['percent']} %",
+                ", ".join(f"{t} %" for t in b["reached"]) or "—",
+                "over budget" if b["over"] else "",
+            )
+    return table
+
+
+def print_finance(
+    console: Console,
+    pipelines: list[ClientPipeline],
+    view: FinanceView,
+    plans: dict[str, dict[str, Any]] | None = None,
+) -> None:
     console.print(totals_table(view))
     console.print(aging_table(pipelines, view))
+    if any("retainer" in plan for plan in (plans or {}).values()):
+        console.print(retainers_table(pipelines, plans or {}))
+    if any("budgets" in plan for plan in (plans or {}).values()):
+        console.print(budgets_table(pipelines, plans or {}))
     if view.overdue:
         console.print(overdue_table(view))
     else:
@@ -116,9 +213,7 @@ def digest(
             queued = queue_digest(services.ledger, services.settings, now)
             report = await desk.drain_slack()
             if report.errors or report.parked:
-                problems = (
-                    "; ".join(report.errors) or "the post was parked (see `kanvoice outbox`)"
-                )
+                problems = "; ".join(report.errors) or "the post was parked (see `kanvoice outbox`)"
                 raise CliError(f"the digest was not posted: {problems}")
             if report.retried:
                 out.print("Slack is unavailable: the digest is queued and posted by the daemon.")

@@ -4,8 +4,11 @@ A simulated board moves tickets and logs hours over about a minute; the real inv
 and approval code writes drafts to an in-memory Stripe (`connectors.stripe.memory`,
 whose events reach the ledger as Stripe's webhooks would) and asks for approval in an
 in-memory Slack (`connectors.slack.memory`); approvals come from the dashboard; a
-simulated client pays finalized invoices a little later. `--fast` plays the whole
-story at once, prints the pipeline and exits (no server).
+simulated client pays finalized invoices a little later. Globex is on a retainer
+(10 h a period for 1,200.00 USD, overage at 150.00 USD/h) and Kaiju has a budget
+(10 h or 150,000 JPY a period: its 8 h reach the 80 % alert). `--fast` plays the whole
+story at once, prints the pipeline, the retainers and budgets and one finance digest
+(also posted to the in-memory Slack), and exits (no server).
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from rich.console import Console
 
 from connectors.simulated import SimulatedBoard, demo_scripts
 from connectors.slack.memory import InMemorySlack
+from connectors.slack.messages import digest_plain
 from connectors.stripe.memory import InMemoryStripe
 from sync.cli_common import render_status
+from sync.cli_finance import budgets_table, client_plans, retainers_table
 from sync.composition import Services, build_services
+from sync.finance import compose_digest, queue_digest
 from sync.pipeline import client_pipelines
 from sync.settings import Settings
 
@@ -65,8 +71,16 @@ def demo_settings(
                 "stripe_customer_id": customers["globex"],
                 "currency": "USD",
                 "rate": "140.00",
-                "cadence": "on_demand",
+                "cadence": "monthly",  # a retainer is per billing period
                 "rounding": {"increment_minutes": 6, "mode": "nearest"},
+                # Prepaid hours: 10 h per period, overage billed at 150.00 USD/h.
+                "retainer": {
+                    "hours": 10,
+                    "amount": "1200.00",
+                    "overage_rate": "150.00",
+                    "rollover": True,
+                    "rollover_cap_hours": 5,
+                },
             },
             {
                 "key": "kaiju",
@@ -76,6 +90,8 @@ def demo_settings(
                 "rate": "15000",
                 "cadence": "on_demand",
                 "rounding": {"increment_minutes": 30, "mode": "up"},
+                # A cap per period: Slack alerts at 80 % and 100 %.
+                "budget": {"hours": 10, "amount": "150000", "alert_thresholds": [80, 100]},
             },
         ],
         "boards": [
@@ -153,8 +169,28 @@ async def run_demo(console: Console, *, fast: bool, port: int = 8765) -> None:
 
 def _print_status(console: Console, services: Services) -> None:
     with services.ledger.unit_of_work(services.clock()) as uow:
-        table = render_status(client_pipelines(uow, services.client_names()))
-    Console(soft_wrap=True, width=max(console.width, 160)).print(table)
+        pipelines = client_pipelines(uow, services.client_names())
+        keys = [p.client for p in pipelines]
+        plans = client_plans(uow.conn, services.settings, keys, services.clock())
+    wide = Console(soft_wrap=True, width=max(console.width, 160))
+    wide.print(render_status(pipelines))
+    wide.print(retainers_table(pipelines, plans))
+    wide.print(budgets_table(pipelines, plans))
+
+
+async def _post_digest(
+    console: Console, world: DemoWorld, seen: dict[tuple[str, str], str]
+) -> None:
+    """One finance digest, as `kanvoice digest` posts it: to the in-memory Slack, and
+    printed here (the channel echo shows only Slack's fallback text)."""
+    services = world.services
+    now = services.clock()
+    queue_digest(services.ledger, services.settings, now)
+    await services.desk.drain_slack()
+    for line in _slack_lines(world.slack, seen):
+        console.print(line, highlight=False)
+    content = compose_digest(services.ledger, services.settings, now)
+    console.print(digest_plain(content), highlight=False, markup=False)
 
 
 async def _fast_story(console: Console, world: DemoWorld) -> None:
@@ -196,6 +232,7 @@ async def _fast_story(console: Console, world: DemoWorld) -> None:
     )
     await desk.reconcile()
     _print_status(console, services)
+    await _post_digest(console, world, seen)
 
 
 async def _live_story(console: Console, world: DemoWorld) -> None:

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.approvals import desk_for
+from sync.budgets import with_budgets
 from sync.composition import Services
 from sync.intake import IntakeWriter
 from sync.metrics import WEBHOOK_LATENCY, board_quota_rows
@@ -56,12 +57,17 @@ def create_app(services: Services) -> FastAPI:
         if server.dashboard_password
         else None,
     )
-    payload = with_retainers(
-        ledger_payload_source(
+    payload = with_budgets(
+        with_retainers(
+            ledger_payload_source(
+                services.ledger,
+                services.client_names(),
+                services.clock,
+                services.settings.finance.timezone,
+            ),
             services.ledger,
-            services.client_names(),
+            services.settings,
             services.clock,
-            services.settings.finance.timezone,
         ),
         services.ledger,
         services.settings,

@@ -66,11 +66,19 @@ def test_retainer_and_over_budget_on_the_dashboard(services: Services) -> None:
             page.goto(f"{base}/")
             page.get_by_test_id(f"details-{invoice_id}").wait_for(state="attached")
             live = texts_by_testid(page)
+            meter = page.get_by_test_id("budget-meter-acme-client-acme")
+            meter_value = meter.get_attribute("value")
         finally:
             browser.close()
     assert problems == []
+    assert meter_value == "100"  # the bar is full; the figure says 120.0 %
     for texts in (first, live):
         assert texts["retainer-acme"] == retainer
+        # The budget's spend on the client card, not only the draft's flag.
+        assert texts["budget-acme-client-acme"] == (
+            "Budget client:acme, November 2026: 12 h of 10 h (120.0 %)"
+            " · 80 %, 100 % reached · over budget"
+        )
         assert texts[flag] == (
             "⚠ Check before approving: over budget: client:acme: 12 h of 10 h (120.0 %)"
         )

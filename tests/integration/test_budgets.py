@@ -110,3 +110,22 @@ async def test_alerts_once_per_threshold_and_the_over_budget_flag(
         assert len(alerts(slack)) == 3 and "9 h of 10 h" in alerts(slack)[2]
     finally:
         await services.invoicing.close()
+
+
+async def test_dashboard_shows_budget_spend(services: Services) -> None:
+    """Spent / cap, percent and thresholds reached per client, before any draft (ready
+    work counts) and in the server-rendered page as in `GET /api/pipeline`."""
+    services.engine.ingest([snap("Done", "8.5", 1, item_id="A1", board="acme-board")])
+    transport = httpx.ASGITransport(app=create_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        pipeline = (await http.get("/api/pipeline")).json()
+        page = await http.get("/")
+    (acme,) = [c for c in pipeline["clients"] if c["client"] == "acme"]
+    (budget,) = acme["budgets"]
+    assert budget["scope"] == "client:acme"
+    assert (budget["spent_hours"], budget["hours"], budget["percent"]) == ("8.5", "10", "85.0")
+    assert budget["reached"] == [80] and budget["over"] is False
+    assert page.status_code == 200
+    assert 'data-testid="budget-acme-client-acme"' in page.text
+    assert "8.5 h of 10 h (85.0 %)" in page.text and "80 % reached" in page.text
+    assert 'data-testid="budget-meter-acme-client-acme"' in page.text

@@ -31,7 +31,17 @@ def test_fast_demo_plays_the_whole_flow() -> None:
     assert "draft 1 for acme: 4,000.00 EUR" in out
     assert "approved invoice 1 (400000 minor units)" in out
     assert "the client paid 1 invoice(s)" in out
-    assert "4,000.00 EUR" in out and "120,000 JPY" in out and "1,666.00 USD" in out
+    # Globex is on a retainer: 11.9 h = the 1,200.00 line (10 h) + 1.9 h × 150.00.
+    assert "draft 2 for globex: 1,485.00 USD" in out
+    assert "4,000.00 EUR" in out and "120,000 JPY" in out and "1,485.00 USD" in out
+    assert "Retainers (current period)" in out
+    assert "1,200.00 USD of 1,200.00 USD" in out and "1.9 h" in out
+    # Kaiju has a budget: its 8 h of 10 reach the 80 % alert, posted once to Slack.
+    assert out.count("Budget 80 % reached: client:kaiju: 8 h of 10 h") == 1
+    assert "8 h of 10 h" in out and "120,000 JPY of 150,000 JPY" in out
+    # One finance digest at the end, in Slack and printed.
+    assert "slack #finance: Finance digest: unbilled 120,000 JPY + 1,485.00 USD" in out
+    assert "Drafts waiting for approval: 2" in out
 
 
 def test_live_demo_serves_the_dashboard_and_stops_cleanly() -> None:
@@ -56,7 +66,10 @@ def test_live_demo_serves_the_dashboard_and_stops_cleanly() -> None:
                 pass
             time.sleep(0.5)
         assert payload is not None
-        assert {c["client"] for c in payload["clients"]} == {"acme", "globex", "kaiju"}
+        clients = {c["client"]: c for c in payload["clients"]}
+        assert set(clients) == {"acme", "globex", "kaiju"}
+        assert clients["globex"]["retainer"]["included_hours"] == "10"
+        assert [b["scope"] for b in clients["kaiju"]["budgets"]] == ["client:kaiju"]
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert page.status_code == 200 and "Acme GmbH" in page.text
     finally:

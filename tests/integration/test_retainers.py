@@ -116,6 +116,36 @@ def test_retainer_line_covered_hours_and_overage_on_the_stripe_draft(
     assert seen.overage_hours == 2
 
 
+def test_hours_lowered_after_the_retainer_covered_them_are_given_back(
+    services: Services, world: StripeWorld
+) -> None:
+    services.engine.ingest(
+        [
+            snap("Done", "6", 1, item_id="A1", board="acme-board"),
+            snap("Done", "6", 1, item_id="A2", board="acme-board"),
+        ]
+    )
+    draft(services, "acme")  # A1 6 h + A2 4 h covered, A2's 2 h overage
+    assert invoice_totals(world, "acme") == [185000]
+    # A2 is corrected on the board to 3 h while its lines are still on the draft: its
+    # overage line goes, its covered line keeps 3 h; the period has 1 h free again.
+    services.engine.ingest([snap("Done", "3", 2, item_id="A2", board="acme-board")])
+    draft(services, "acme")
+    assert invoice_totals(world, "acme") == [150000]
+    with services.ledger.engine.connect() as conn:
+        seen = retainer_usage(conn, services.settings, "acme", "2026-11")
+    assert seen is not None
+    assert (seen.used_hours, seen.available_hours, seen.overage_hours) == (9, 10, 0)
+    # The next 2 h: 1 h covered by the freed hour, 1 h overage at 175.
+    services.engine.ingest([snap("Done", "2", 3, item_id="A3", board="acme-board")])
+    draft(services, "acme")
+    assert invoice_totals(world, "acme") == [167500]
+    with services.ledger.engine.connect() as conn:
+        seen = retainer_usage(conn, services.settings, "acme", "2026-11")
+    assert seen is not None
+    assert (seen.used_hours, seen.overage_hours) == (10, 1)
+
+
 def test_rollover_carries_unused_hours_to_the_next_period_capped(
     services: Services, world: StripeWorld, clock: FixedClock
 ) -> None:

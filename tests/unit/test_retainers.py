@@ -11,11 +11,14 @@ from hypothesis import strategies as st
 
 from mapping.money import Money
 from mapping.retainers import (
+    PlacedEntry,
+    Release,
     RetainerPeriod,
     RetainerTerms,
     WorkEntry,
     next_period,
     plan_retainer,
+    release_lowered,
     rollover_out,
     usage,
 )
@@ -228,3 +231,65 @@ def test_chunking_does_not_change_the_result(entries: list[Decimal], split: int)
     )
     assert whole.allocations == first.allocations + second.allocations
     assert whole.period == second.period
+
+
+# -- hours lowered after the retainer placed them ----------------------------------------
+
+LOWERED = [
+    # (placed: (covered, overage, hours now)), period (counted, covered) after,
+    # allocations after (covered, overage) per released entry
+    ([("6", "0", "4")], ("8", "8"), ("6", "6"), [("4", "0")]),  # covered: 2 h given back
+    ([("6", "0", "0")], ("8", "8"), ("2", "2"), [("0", "0")]),  # voided: all of it
+    ([("0", "3", "1")], ("12", "10"), ("10", "10"), [("0", "1")]),  # overage only
+    ([("2", "3", "1")], ("12", "10"), ("8", "9"), [("1", "0")]),  # overage first, then covered
+    ([("6", "0", "6"), ("2", "0", "9")], ("8", "8"), ("8", "8"), []),  # unchanged / raised
+    (
+        [("1.5", "0", "0.25"), ("0", "0.5", "0")],
+        ("2", "1.5"),
+        ("0.25", "0.25"),
+        [("0.25", "0"), ("0", "0")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("placed", "before", "after", "allocations"), LOWERED)
+def test_lowered_hours_give_back_what_the_period_counted(
+    placed: list[tuple[str, str, str]],
+    before: tuple[str, str],
+    after: tuple[str, str],
+    allocations: list[tuple[str, str]],
+) -> None:
+    period = RetainerPeriod("2026-11", D(before[0]), D(before[1]), D(3), True)
+    entries = [PlacedEntry(i, D(c), D(o), D(h)) for i, (c, o, h) in enumerate(placed)]
+    state, releases = release_lowered(period, entries)
+    assert (state.counted_hours, state.covered_hours) == (D(after[0]), D(after[1]))
+    assert (state.rollover_in, state.line_billed, state.period_key) == (D(3), True, "2026-11")
+    assert [(r.covered_hours, r.overage_hours) for r in releases] == [
+        (D(c), D(o)) for c, o in allocations
+    ]
+    assert all(isinstance(r, Release) for r in releases)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.decimals(0, 20, places=2), st.decimals(0, 20, places=2), st.decimals(0, 40, places=2)
+        ),
+        max_size=6,
+    )
+)
+def test_released_hours_match_the_entries_hours(
+    rows: list[tuple[Decimal, Decimal, Decimal]],
+) -> None:
+    """Whatever falls: the period keeps exactly the hours its entries still hold."""
+    entries = [PlacedEntry(i, c, o, h) for i, (c, o, h) in enumerate(rows)]
+    counted = sum((c + o for c, o, _ in rows), D(0))
+    covered = sum((c for c, _, _ in rows), D(0))
+    state, releases = release_lowered(RetainerPeriod("p", counted, covered), entries)
+    after = {r.entry_id: (r.covered_hours, r.overage_hours) for r in releases}
+    kept = [after.get(e.entry_id, (e.covered_hours, e.overage_hours)) for e in entries]
+    assert state.counted_hours == sum((c + o for c, o in kept), D(0))
+    assert state.covered_hours == sum((c for c, _ in kept), D(0))
+    for entry, (c, o) in zip(entries, kept, strict=True):
+        assert 0 <= c <= entry.covered_hours and 0 <= o <= entry.overage_hours
+        assert c + o == min(entry.covered_hours + entry.overage_hours, entry.hours_now)

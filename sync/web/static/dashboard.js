@@ -682,6 +682,22 @@
     ]);
   }
 
+  function budgetLines(c) {
+    return (c.budgets || []).map((b) => {
+      const parts = [];
+      if (b.hours !== null) parts.push(`${hours(b.spent_hours)} of ${hours(b.hours)}`);
+      if (b.amount !== null) parts.push(`${money(b.spent_amount, c.currency)} of ${money(b.amount, c.currency)}`);
+      const reached = b.reached.length ? ` · ${b.reached.join(" %, ")} % reached` : "";
+      return el("p", { className: b.over ? "budget over" : "budget", "data-testid": `budget-${c.client}-${b.scope.replace(":", "-")}` }, [
+        `Budget ${b.scope}, ${b.period}: `,
+        el("strong", { text: `${parts.join(" · ")} (${b.percent} %)` }),
+        " ",
+        el("meter", { min: "0", max: "100", low: "80", high: "100", optimum: "0", value: String(Math.min(Number(b.percent), 100)), "aria-label": `${b.scope} budget used`, "data-testid": `budget-meter-${c.client}-${b.scope.replace(":", "-")}` }),
+        `${reached}${b.over ? " · over budget" : ""}`,
+      ]);
+    });
+  }
+
   function clientSection(payload, c) {
     const titleId = `client-${c.client}-title`;
     return el("section", { className: "card client", "aria-labelledby": titleId, "data-testid": `client-${c.client}` }, [
@@ -691,6 +707,7 @@
         el("strong", { "data-testid": `client-gap-${c.client}`, text: money(c.unbilled_gap, c.currency) }),
       ]),
       retainerLine(c),
+      ...budgetLines(c),
       ...draftsTable(c),
       ...breakdown(payload, c, "boards", "By board", c.boards, "board"),
       ...breakdown(payload, c, "sprints", "By sprint", c.sprints, "iteration"),

@@ -27,7 +27,7 @@ from sync.leader import LeaderLock
 from sync.ledger import invoices as ledger_invoices
 from sync.ledger.status import LedgerMarks, ledger_marks
 from sync.logs import short_error
-from sync.settings import Cadence
+from sync.settings import Cadence, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -335,15 +335,7 @@ class Daemon:
 
     async def run(self) -> None:
         settings = self.services.settings
-        config = uvicorn.Config(
-            self.app,
-            host=settings.server.host,
-            port=settings.server.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-        server = _QuietServer(config)
+        server = quiet_server(self.app, settings)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._request_exit, server)
@@ -431,6 +423,20 @@ class Daemon:
         await self.services.invoicing.close()
         self.leader.release()
         log.info("daemon.stopped")
+
+
+def quiet_server(app: Any, settings: Settings) -> uvicorn.Server:
+    """The uvicorn server for `app` on `[server] host:port`, with no logging of its own
+    (structlog logs) and no signal handling of its own (the caller stops it)."""
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    return _QuietServer(config)
 
 
 class _QuietServer(uvicorn.Server):

@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync.composition import Services
@@ -184,7 +183,7 @@ async def serve_web(
     Returns the worker's exit status when it died on its own (negative: the signal
     that killed it), else 0 (or the worker's non-zero status after a clean stop).
     """
-    from sync.daemon import _QuietServer
+    from sync.daemon import quiet_server
 
     settings = services.settings
     # The intake thread holds the SQLite write lock while it runs Python between its
@@ -192,15 +191,7 @@ async def serve_web(
     # (5 ms by default) for the event loop thread to hand it back. A shorter interval
     # keeps the intake's transaction (and everyone queued behind it) short.
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-    )
-    server = _QuietServer(config)
+    server = quiet_server(app, settings)
     stopping = asyncio.Event()
     worker_died: list[int] = []
 

@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
+from slack_sdk.models.blocks import Block
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -358,49 +359,37 @@ class SlackApprovals:
 
     # ---- messages -------------------------------------------------------------------
 
-    async def post_draft(self, channel: str, summary: DraftSummary) -> tuple[str, str]:
-        """Post the approval message; returns Slack's (channel id, message ts)."""
+    async def _post(self, channel: str, text: str, blocks: Sequence[Block]) -> tuple[str, str]:
+        """``chat.postMessage`` without link unfurls; returns Slack's (channel id, ts)."""
         resp = await self._call(
             "chat.postMessage",
             lambda: self.web.chat_postMessage(
-                channel=channel,
-                text=messages.approval_text(summary),
-                blocks=messages.approval_blocks(summary),
-                unfurl_links=False,
-                unfurl_media=False,
+                channel=channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
             ),
         )
         return str(resp["channel"]), str(resp["ts"])
+
+    async def post_draft(self, channel: str, summary: DraftSummary) -> tuple[str, str]:
+        """Post the approval message; returns Slack's (channel id, message ts)."""
+        return await self._post(
+            channel, messages.approval_text(summary), messages.approval_blocks(summary)
+        )
 
     async def post_alert(
         self, channel: str, text: str, over: bool, client_name: str
     ) -> tuple[str, str]:
         """Post a budget alert; returns Slack's (channel id, message ts)."""
-        resp = await self._call(
-            "chat.postMessage",
-            lambda: self.web.chat_postMessage(
-                channel=channel,
-                text=messages.budget_alert_text(text, over),
-                blocks=messages.budget_alert_blocks(text, over, client_name),
-                unfurl_links=False,
-                unfurl_media=False,
-            ),
+        return await self._post(
+            channel,
+            messages.budget_alert_text(text, over),
+            messages.budget_alert_blocks(text, over, client_name),
         )
-        return str(resp["channel"]), str(resp["ts"])
 
     async def post_digest(self, channel: str, digest: Digest) -> tuple[str, str]:
         """Post the finance digest; returns Slack's (channel id, message ts)."""
-        resp = await self._call(
-            "chat.postMessage",
-            lambda: self.web.chat_postMessage(
-                channel=channel,
-                text=messages.digest_text(digest),
-                blocks=messages.digest_blocks(digest),
-                unfurl_links=False,
-                unfurl_media=False,
-            ),
+        return await self._post(
+            channel, messages.digest_text(digest), messages.digest_blocks(digest)
         )
-        return str(resp["channel"]), str(resp["ts"])
 
     async def update_decided(
         self,

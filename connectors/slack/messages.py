@@ -8,7 +8,7 @@
 - `reject_modal`: the reject-reason modal, callback id ``kanvoice_reject``.
 - `refusal_text`, `stale_text`, `already_decided_text`: ephemeral answers.
 - `digest_blocks` / `digest_text` / `digest_plain`: the finance digest (gap per
-  currency, clients waiting longest, drafts waiting, overdue invoices, "Draft all").
+  currency, clients waiting longest, drafts waiting, overdue invoices, "Draft all due").
 
 Every button's ``value`` and every modal's ``private_metadata`` is a `DraftRef`
 encoded as compact JSON (`encode_ref` / `decode_ref`), so a click always names the
@@ -752,23 +752,32 @@ def blocks_as_dicts(blocks: Sequence[Block]) -> list[dict[str, Any]]:
     return [dict(block.to_dict()) for block in blocks]
 
 
-def draft_all_button() -> ButtonElement:
+def draft_all_button(clients: int | None = None) -> ButtonElement:
     """The *Draft all due* button (for a digest or any message that lists what is due):
-    drafts every client with ready work and asks approval for each draft, once."""
+    drafts every client with ready work and asks approval for each draft, once.
+    `clients`: how many clients have ready work, named in the confirmation when known."""
+    who = (
+        f"each of the {_plural(clients, 'client')} with ready work"
+        if clients is not None
+        else "every client with ready work"
+    )
     return ButtonElement(
         text=PlainTextObject(text="Draft all due", emoji=False),
         action_id=ACTION_DRAFT_ALL,
         value=DRAFT_ALL_VALUE,
+        style="primary",
         confirm=ConfirmObject(
-            title="Draft every client with ready work?",
+            title="Draft every client?",
             text=_confirm_text(
-                "Every client with ready lines gets its draft refreshed on Stripe, and "
-                "finance is asked to approve each draft here. Nothing is finalized."
+                f"Create or refresh the draft of {who} on Stripe, and ask for approval of "
+                "each here. Nothing is finalized without an approval."
             ),
             confirm="Draft all",
             deny="Cancel",
         ),
     )
+
+
 # --------------------------------------------------------------------------------------
 # The finance digest
 # --------------------------------------------------------------------------------------
@@ -804,7 +813,7 @@ def digest_text(digest: Digest) -> str:
 def digest_blocks(digest: Digest) -> list[Block]:
     """The finance digest: the unbilled gap per currency (never summed across
     currencies), the clients waiting longest, drafts waiting for approval, overdue
-    invoices, and the "Draft all" button (``draft_all`` / ``"all"``) when some client
+    invoices, and the "Draft all due" button (``draft_all`` / ``"all"``) when some client
     has ready work. At most `MAX_MESSAGE_BLOCKS` blocks."""
     local = _local(digest.as_of, digest.timezone)
     blocks: list[Block] = [
@@ -903,24 +912,7 @@ def digest_blocks(digest: Digest) -> list[Block]:
     )
     buttons: list[ButtonElement] = []
     if digest.clients_ready:
-        buttons.append(
-            ButtonElement(
-                text=PlainTextObject(text="Draft all", emoji=False),
-                action_id=ACTION_DRAFT_ALL,
-                value=DRAFT_ALL_VALUE,
-                style="primary",
-                confirm=ConfirmObject(
-                    title="Draft every client?",
-                    text=_confirm_text(
-                        f"Create or refresh the draft of each of the "
-                        f"{_plural(digest.clients_ready, 'client')} with ready work, and ask "
-                        "for approval of each. Nothing is finalized without an approval."
-                    ),
-                    confirm="Draft all",
-                    deny="Cancel",
-                ),
-            )
-        )
+        buttons.append(draft_all_button(digest.clients_ready))
     if digest.dashboard_url and digest.dashboard_url.startswith(("https://", "http://")):
         buttons.append(
             ButtonElement(

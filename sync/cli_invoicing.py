@@ -80,17 +80,20 @@ def invoice(
                 highlight=False,
             )
             if result.left:
-                out.print(
-                    f"{result.left} ready lines did not fit (Stripe takes at most 250 lines "
-                    "per invoice): they stay ready for the client's next draft",
-                    highlight=False,
-                )
+                out.print(_did_not_fit(result.left), highlight=False)
             if not no_stripe and not await _drain_or_explain(services):
                 raise typer.Exit(1)
             if result.lines and services.desk.request_approval(result.invoice_id, actor="cli"):
                 await _post_to_slack(services)
 
     run_command(main)
+
+
+def _did_not_fit(left: int) -> str:
+    return (
+        f"{left} ready lines did not fit (Stripe takes at most 250 lines per invoice): "
+        "they stay ready for the client's next draft"
+    )
 
 
 async def _invoice_all(config: Path | None, no_stripe: bool) -> None:
@@ -118,11 +121,7 @@ async def _invoice_all(config: Path | None, no_stripe: bool) -> None:
         out.print(report.summary(), highlight=False)
         for c in report.clients:
             if c.left:
-                out.print(
-                    f"{c.client}: {c.left} ready lines did not fit (Stripe takes at most 250 "
-                    "lines per invoice): they stay ready for the client's next draft",
-                    highlight=False,
-                )
+                out.print(f"{c.client}: {_did_not_fit(c.left)}", highlight=False)
         drafts = [c for c in report.clients if c.invoice_id is not None and c.lines]
         stripe_ok = True
         if drafts and not no_stripe:

@@ -12,7 +12,6 @@ entries of that board's items only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,7 +30,6 @@ from sync.ledger import budgets as store
 from sync.ledger.budgets import SPENT_STATES, spend
 from sync.ledger.ops import enqueue, ledger_id
 from sync.ledger.outbox import Operation
-from sync.ledger.store import Ledger
 from sync.settings import ClientSettings, Settings
 
 __all__ = [
@@ -41,7 +39,6 @@ __all__ = [
     "draft_budget",
     "queue_budget_alerts",
     "spend",
-    "with_budgets",
 ]
 
 
@@ -186,27 +183,3 @@ def budget_view(
             }
         )
     return shown
-
-
-def with_budgets(
-    get_payload: Callable[[], dict[str, Any]],
-    ledger: Ledger,
-    settings: Settings,
-    clock: Callable[[], datetime],
-) -> Callable[[], dict[str, Any]]:
-    """The dashboard's payload plus `budgets` (spent / cap, percent, thresholds reached)
-    on each client that has a budget of its own or on one of its boards."""
-    keys = {c.key for c in settings.clients if settings.budgets(c.key)}
-
-    def payload() -> dict[str, Any]:
-        data = get_payload()
-        if not keys:
-            return data
-        now = clock()
-        with ledger.engine.connect() as conn:
-            for client in data.get("clients", []):
-                if client.get("client") in keys:
-                    client["budgets"] = budget_view(conn, settings, client["client"], now)
-        return data
-
-    return payload

@@ -36,12 +36,13 @@ from sync.cli_common import (
     settings_from,
     wide_console,
 )
-from sync.cli_finance import client_plans, finance_status_json, print_finance
+from sync.cli_finance import finance_status_json, print_finance
 from sync.conflicts import conflict_summary
 from sync.demo import run_demo
 from sync.finance import finance_view, sort_pipelines
 from sync.ledger.reports import profit_entries
 from sync.pipeline import client_pipelines
+from sync.plans import client_plans
 from sync.settings import Settings
 from sync.snapshots_file import load_snapshot_file
 

@@ -3,23 +3,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Connection
 
 from connectors.slack.messages import digest_plain, format_hours, format_money
 from mapping.aging import BUCKETS
-from sync.budgets import budget_view
 from sync.cli_common import CliError, ConfigOption, open_services, out, run_command
 from sync.finance import FinanceView, aging_json, compose_digest, finance_json, queue_digest
 from sync.pipeline import STAGES, ClientPipeline
-from sync.retainers import retainer_view
-from sync.settings import Settings
 
 
 def totals_table(view: FinanceView) -> Table:
@@ -74,26 +69,6 @@ def overdue_table(view: FinanceView) -> Table:
             str(o.reminders),
         )
     return table
-
-
-def client_plans(
-    conn: Connection, settings: Settings, clients: list[str], now: datetime
-) -> dict[str, dict[str, Any]]:
-    """Per client with a retainer or a budget, what the dashboard shows for it in the
-    current period: ``{"retainer": {...}}`` and / or ``{"budgets": [...]}`` (the same
-    shapes as `GET /api/pipeline`)."""
-    plans: dict[str, dict[str, Any]] = {}
-    for key in clients:
-        plan: dict[str, Any] = {}
-        retainer = retainer_view(conn, settings, key, now)
-        if retainer is not None:
-            plan["retainer"] = retainer
-        budgets = budget_view(conn, settings, key, now)
-        if budgets:
-            plan["budgets"] = budgets
-        if plan:
-            plans[key] = plan
-    return plans
 
 
 def _hours(text: str) -> str:

@@ -27,10 +27,11 @@ from connectors.slack.memory import InMemorySlack
 from connectors.slack.messages import digest_plain
 from connectors.stripe.memory import InMemoryStripe
 from sync.cli_common import render_status
-from sync.cli_finance import budgets_table, client_plans, retainers_table
+from sync.cli_finance import budgets_table, retainers_table
 from sync.composition import Services, build_services
 from sync.finance import compose_digest, queue_digest
 from sync.pipeline import client_pipelines
+from sync.plans import client_plans
 from sync.settings import Settings
 
 DEMO_START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

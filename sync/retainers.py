@@ -12,7 +12,6 @@ it was. Money exact to the currency's minor unit (`Money.quantized`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -42,7 +41,6 @@ from sync.ledger.retainers import (
     RetainerPeriodRecord,
     retainer_item_key,
 )
-from sync.ledger.store import Ledger
 from sync.settings import ClientSettings, Settings
 
 __all__ = [
@@ -53,7 +51,6 @@ __all__ = [
     "retainer_item_key",
     "retainer_usage",
     "retainer_view",
-    "with_retainers",
 ]
 
 
@@ -244,26 +241,3 @@ def retainer_view(
         "amount": str(seen.amount.amount),
         "value_used": str(seen.value_used.amount),
     }
-
-
-def with_retainers(
-    get_payload: Callable[[], dict[str, Any]],
-    ledger: Ledger,
-    settings: Settings,
-    clock: Callable[[], datetime],
-) -> Callable[[], dict[str, Any]]:
-    """The dashboard's payload plus `retainer` (used / included) on each client that
-    has one."""
-    keys = {c.key for c in settings.clients if c.retainer is not None}
-
-    def payload() -> dict[str, Any]:
-        data = get_payload()
-        if not keys:
-            return data
-        with ledger.engine.connect() as conn:
-            for client in data.get("clients", []):
-                if client.get("client") in keys:
-                    client["retainer"] = retainer_view(conn, settings, client["client"], clock())
-        return data
-
-    return payload

@@ -15,11 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.approvals import desk_for
-from sync.budgets import with_budgets
 from sync.composition import Services
 from sync.intake import IntakeWriter
 from sync.metrics import WEBHOOK_LATENCY, board_quota_rows
-from sync.retainers import with_retainers
+from sync.plans import with_client_plans
 from sync.web.board_webhooks import board_webhooks_router
 from sync.web.breakdown import ledger_payload_source
 from sync.web.dashboard import DashboardAuth, access_note, dashboard_router
@@ -57,17 +56,12 @@ def create_app(services: Services) -> FastAPI:
         if server.dashboard_password
         else None,
     )
-    payload = with_budgets(
-        with_retainers(
-            ledger_payload_source(
-                services.ledger,
-                services.client_names(),
-                services.clock,
-                services.settings.finance.timezone,
-            ),
+    payload = with_client_plans(
+        ledger_payload_source(
             services.ledger,
-            services.settings,
+            services.client_names(),
             services.clock,
+            services.settings.finance.timezone,
         ),
         services.ledger,
         services.settings,

@@ -31,6 +31,7 @@ from mapping.domain import (
     Worker,
     entry_key,
 )
+from mapping.frozen import quick_init
 from mapping.money import Money, tidy_decimal
 from mapping.rules import is_done, resolve_billing_type, resolve_cost_rate, resolve_rate
 from mapping.stripe_lines import line_amount, next_seq
@@ -42,6 +43,7 @@ _KINDS_FOR = {
 }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class HeldItem:
     """What the ledger holds for one item: the last applied snapshot and its entries."""
@@ -56,6 +58,7 @@ class HeldItem:
 # --- actions -----------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RecordItem:
     """Store the snapshot as the item's current state."""
@@ -67,6 +70,7 @@ class RecordItem:
     done: bool
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RecordTransition:
     item_key: str
@@ -77,6 +81,7 @@ class RecordTransition:
     at: datetime
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CreateEntry:
     """A new entry. Its `entry_key` is unique in the ledger: recording it twice fails."""
@@ -86,6 +91,7 @@ class CreateEntry:
     reason: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class UpdateEntry:
     """New hours/rate/amount for an entry that is not on a finalized invoice."""
@@ -100,6 +106,7 @@ class UpdateEntry:
     cost: Money | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ChangeEntryState:
     entry_key: str
@@ -108,11 +115,13 @@ class ChangeEntryState:
     reason: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Skip:
     reason: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Conflict(Skip):
     """Same revision as the ledger holds, different content: two edits in one second,
@@ -299,7 +308,7 @@ def _workers(item: BoardItem, policy: BoardPolicy) -> list[Worker]:
     """Who shares the item's hours: the "Hours by person" field's people when the board
     has one, else the assignees, in board order. Empty without configured people."""
     staff = policy.staff
-    if not staff:
+    if not staff.people:  # (not `Staff.__bool__`: a call per snapshot)
         return []
     names = [who for who, _ in item.hours_by_person] or list(item.assignees)
     found: dict[str, Worker] = {}

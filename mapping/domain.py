@@ -13,6 +13,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from functools import lru_cache
 
+from mapping.frozen import quick_init
 from mapping.money import Money, normalize_currency, tidy_decimal
 
 
@@ -276,6 +277,7 @@ class RateRule:
             raise ValueError("a label rate rule needs a label")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ResolvedRate:
     rate: Decimal
@@ -380,6 +382,7 @@ class BoardItem:
         return self.hours if self.hours is not None else Decimal(0)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BillableEntry:
     """One line of money (or cost) for one item, as the ledger holds it.

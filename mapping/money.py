@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from mapping.frozen import quick_init
+
 # Exponent (digits after the decimal point) of every currency Stripe supports that is
 # not the common 2. Everything else in KNOWN_CURRENCIES has exponent 2.
 _EXPONENT_ZERO = frozenset(
@@ -74,6 +76,7 @@ _UNIT_OF = {
 }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Money:
     """An amount in one currency. Arithmetic refuses to mix currencies."""

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from mapping.domain import (
     EDITABLE_STATES,
+    SETTLED_STATES,
     BillableEntry,
     BillingType,
     BoardItem,
@@ -260,18 +261,18 @@ _ZERO = Decimal(0)
 def settled_hours(entries: tuple[BillableEntry, ...], person: object = _ANYONE) -> Decimal:
     """Hours of an item already billed, being billed, or decided on by a person (of one
     worker's share, when `person` is given)."""
-    if not entries:
-        return _ZERO
-    return sum(
-        (
-            e.hours
-            for e in entries
-            if e.kind in (EntryKind.TIME, EntryKind.ADJUSTMENT)
-            and e.counts_as_settled
+    total = _ZERO
+    for e in entries:
+        if (
+            e.kind in _HOURLY_KINDS
+            and e.state in SETTLED_STATES
             and (person is _ANYONE or e.person == person)
-        ),
-        Decimal(0),
-    )
+        ):
+            total += e.hours
+    return total
+
+
+_HOURLY_KINDS = frozenset({EntryKind.TIME, EntryKind.ADJUSTMENT})
 
 
 def split_hours(total: Decimal, weights: list[Decimal], increment_minutes: int) -> list[Decimal]:
@@ -377,14 +378,16 @@ def _plan_time(
         for e in entries
         if e.kind is EntryKind.TIME and e.state is EntryState.IN_PROGRESS
     }
-    shares = _time_shares(item, entries, policy, max(delta, Decimal(0)))
+    shares = _time_shares(item, entries, policy, delta if delta >= 0 else _ZERO)
     actions: list[Action] = []
-    seq = _next_seq(entries, EntryKind.TIME)
+    seq = 0  # the next sequence number, once one is needed
 
     def create(
         worker: Worker | None, state: EntryState, hours: Decimal, priced: _Priced | None = None
     ) -> BillableEntry:
         nonlocal seq
+        if not seq:
+            seq = _next_seq(entries, EntryKind.TIME)
         rate, amount, cost_rate, cost = priced or _priced(item, policy, worker, hours)
         made = _entry(
             item, EntryKind.TIME, seq, state, hours, rate, amount, worker, cost_rate, cost
@@ -405,8 +408,8 @@ def _plan_time(
             open_entry.entry_key, hours, rate, amount, reason, done_at, cost_rate, cost
         )
 
-    sharing = {(w.key if w else None) for w, _ in shares}
     if not done:
+        sharing = {(w.key if w else None) for w, _ in shares}
         for worker, open_hours in shares:
             open_entry = open_entries.get(worker.key if worker else None)
             if open_entry is None:

@@ -353,8 +353,12 @@ class BoardItem:
     done_at: datetime | None = None
     # The board's "Hours by person" field, when it has one: (identity, hours) pairs.
     hours_by_person: tuple[tuple[str, Decimal], ...] = ()
+    # Globally unique item key: source, board and the board's own item id. Computed
+    # once (the ingest reads it several times per snapshot).
+    key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.source._value_}:{self.board}:{self.item_id}")
         for who, hours in self.hours_by_person:
             if not hours.is_finite() or hours < 0:
                 raise ValueError(f"item {self.item_id}: hours of {who} {hours} is negative")
@@ -371,11 +375,6 @@ class BoardItem:
             raise ValueError(f"item {self.item_id}: milestone amount is negative")
         if self.updated_at.tzinfo is None:
             raise ValueError(f"item {self.item_id}: updated_at must carry a time zone")
-
-    @property
-    def key(self) -> str:
-        """Globally unique item key: source, board and the board's own item id."""
-        return f"{self.source._value_}:{self.board}:{self.item_id}"
 
     @property
     def tracked_hours(self) -> Decimal:

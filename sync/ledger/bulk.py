@@ -356,8 +356,7 @@ def held_item_rows(
             f"WHERE item_id IN ({_in_list(dialect, len(keys))}) ORDER BY id"
         )
         for r in conn.exec_driver_sql(sql, tuple(keys)).all():
-            amount = from_scaled(r[8])
-            cost = from_scaled(r[14])
+            amount, cost, currency = r[8], r[14], r[9]
             item_id = r[1]
             entry = BillableEntry(
                 r[2],
@@ -367,12 +366,12 @@ def held_item_rows(
                 states[r[5]],
                 from_scaled(r[6]) or _ZERO,  # NOT NULL
                 from_scaled(r[7]),
-                Money(amount, r[9]) if amount is not None else None,
+                None if amount is None else _money(amount, currency),
                 r[10],
                 r[11],
                 r[12],
                 from_scaled(r[13]),
-                Money(cost, r[9]) if cost is not None else None,
+                None if cost is None else _money(cost, currency),
             )
             held = by_item.get(item_id)
             if held is None:
@@ -383,6 +382,15 @@ def held_item_rows(
 
 
 _ZERO = Decimal(0)
+
+
+@lru_cache(maxsize=1 << 14)
+def _money(scaled: int, currency: str) -> Money:
+    """A stored amount as Money, memoized (a board repeats a few amounts; Money is
+    immutable, so a shared value is safe)."""
+    amount = t.from_scaled(scaled)
+    assert amount is not None
+    return Money(amount, currency)
 
 
 # --- writes ------------------------------------------------------------------------

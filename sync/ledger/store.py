@@ -33,6 +33,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
 from mapping.billing import HeldItem
+from mapping.frozen import quick_init
 from sync.ledger import bulk
 from sync.ledger import schema as t
 from sync.ledger.ops import queue_draft_edits
@@ -183,6 +184,7 @@ def _releasing(end: Any, lock: WriterLock, holding: set[int]) -> Any:
     return finish
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class HeldRow:
     item_id: int

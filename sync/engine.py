@@ -314,6 +314,9 @@ class _BatchWriter:
         entry_ids = row.entry_ids if row else {}
         held_entries: dict[str, BillableEntry] | None = None
         created: dict[str, BillableEntry] = {}
+        # The last UpdateEntry of each entry so far: a state change records the hours
+        # and amount the entry has by then.
+        updated: dict[str, UpdateEntry] = {}
 
         def held_entry(entry_key: str) -> BillableEntry:
             nonlocal held_entries
@@ -440,6 +443,7 @@ class _BatchWriter:
                 if action.done_at is not None:
                     columns["done_at"] = action.done_at
                 report.entries_updated += 1
+                updated[action.entry_key] = action
             elif kind is ChangeEntryState:
                 assert isinstance(action, ChangeEntryState)
                 to_state = action.to_state
@@ -447,14 +451,7 @@ class _BatchWriter:
                 if to_state is EntryState.NEEDS_REVIEW:
                     columns["review_reason"] = action.reason
                 report.state_changes += 1
-                current = next(
-                    (
-                        a
-                        for a in reversed(actions)
-                        if isinstance(a, UpdateEntry) and a.entry_key == action.entry_key
-                    ),
-                    None,
-                )
+                current = updated.get(action.entry_key) if updated else None
                 if current is not None:
                     hours, amount = current.hours, current.amount
                 else:

@@ -154,6 +154,13 @@ class DriverValues:
         self._datetime = _datetime_encoder(dialect)
         self._now = now
         self._now_value = self._datetime(now)
+        self.now = now
+        self.now_value = self._now_value
+        # What SQLAlchemy binds for a Boolean (an int on SQLite: a bool parameter
+        # takes the driver's slower adaptation path there).
+        as_boolean = t.items.c.is_done.type._cached_bind_processor(dialect)
+        self.true: Any = as_boolean(True) if as_boolean else True
+        self.false: Any = as_boolean(False) if as_boolean else False
         # Encoded values by the identity of the datetime object (kept alive here, so an
         # id is never reused while this batch's values live): an item's update time is
         # also its transition's and its entry's, written in other tables.
@@ -447,6 +454,10 @@ class BatchWrites:
         odt = values.optional_timestamp
         strings = values.string_list
         scaled = _scaled
+        # Most rows carry the batch's `now` (and an item's Done time is its update
+        # time): those values are taken as they are, without a call.
+        now, now_value = values.now, values.now_value
+        true, false = values.true, values.false
 
         def item_state(s: ItemState) -> tuple[Any, ...]:  # every column but `client`
             # Unpacked once (a NamedTuple's attributes are properties: slower).
@@ -470,12 +481,13 @@ class BatchWrites:
                 done_at,
                 last_seen_at,
             ) = s
+            updated = dt(updated_at)
             return (
                 title,
                 url,
                 column_name,
                 state_category,
-                is_done,
+                true if is_done else false,
                 None if hours is None else scaled(hours),
                 billing_type,
                 strings(labels),
@@ -485,9 +497,9 @@ class BatchWrites:
                 None if milestone_amount is None else scaled(milestone_amount),
                 revision,
                 fingerprint,
-                dt(updated_at),
-                None if done_at is None else dt(done_at),
-                dt(last_seen_at),
+                updated,
+                None if done_at is None else updated if done_at is updated_at else dt(done_at),
+                now_value if last_seen_at is now else dt(last_seen_at),
             )
 
         ids: dict[str, int] = {}
@@ -549,8 +561,8 @@ class BatchWrites:
                         scaled(e.cost),
                         odt(e.done_at),
                         e.review_reason,
-                        dt(e.created_at),
-                        dt(e.updated_at),
+                        now_value if e.created_at is now else dt(e.created_at),
+                        now_value if e.updated_at is now else dt(e.updated_at),
                     )
                     for entry_id, e in zip(entry_ids, self.new_entries.values(), strict=True)
                 ],
@@ -569,7 +581,7 @@ class BatchWrites:
                     r.to_category,
                     r.revision,
                     dt(r.at),
-                    dt(r.recorded_at),
+                    now_value if r.recorded_at is now else dt(r.recorded_at),
                 )
                 for r in self.transitions
             ],
@@ -586,7 +598,7 @@ class BatchWrites:
                     scaled(r.amount),
                     r.actor,
                     r.reason,
-                    dt(r.at),
+                    now_value if r.at is now else dt(r.at),
                 )
                 for r in self.events
             ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,33 @@ def world_settings(
 
 def services_for(data: dict[str, Any], clock: FixedClock) -> Services:
     return build_services(Settings(**data), clock)
+
+
+@contextmanager
+def open_services(
+    data: dict[str, Any], clock: FixedClock, *, fast: bool = True
+) -> Iterator[Services]:
+    """Services on the settings `data`, closed afterwards; with `fast`, Stripe retries
+    whose waits are tiny (`fast_retries`)."""
+    services = services_for(data, clock)
+    try:
+        if fast:
+            fast_retries(services)
+        yield services
+    finally:
+        services.close()
+
+
+def world_services(
+    world: StripeWorld,
+    ledger_url: str,
+    clock: FixedClock,
+    *,
+    fast: bool = True,
+    **client_overrides: dict[str, Any],
+) -> AbstractContextManager[Services]:
+    """`open_services` on `world_settings(world, ledger_url, **client_overrides)`."""
+    return open_services(world_settings(world, ledger_url, **client_overrides), clock, fast=fast)
 
 
 def drain(services: Services) -> Any:

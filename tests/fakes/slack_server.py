@@ -671,19 +671,28 @@ class FakeSlack:
         return Response("ok", media_type="text/plain")
 
 
+def signed_headers(
+    signing_secret: str,
+    body: bytes,
+    timestamp: int,
+    content_type: str = "application/x-www-form-urlencoded",
+) -> dict[str, str]:
+    """Headers of a request carrying `body`, signed the way Slack signs them."""
+    base = b"v0:" + str(timestamp).encode() + b":" + body
+    digest = hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": content_type,
+        "X-Slack-Request-Timestamp": str(timestamp),
+        "X-Slack-Signature": f"v0={digest}",
+    }
+
+
 def signed_interaction_request(
     signing_secret: str, payload: Mapping[str, Any], timestamp: int
 ) -> tuple[dict[str, str], bytes]:
     """Headers and form body of an interaction request, signed the way Slack signs them."""
     body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
-    base = b"v0:" + str(timestamp).encode() + b":" + body
-    digest = hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": str(timestamp),
-        "X-Slack-Signature": f"v0={digest}",
-    }
-    return headers, body
+    return signed_headers(signing_secret, body, timestamp), body
 
 
 @contextlib.contextmanager

@@ -15,8 +15,8 @@ import base64
 import json
 import math
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -35,7 +35,6 @@ from sync.web.app import create_app
 from tests.conftest import DATA_DIR, FixedClock
 from tests.fakes.azure_server import FakeAzureDevOps
 from tests.fakes.github_server import FakeGitHubProject
-from tests.fakes.slack_server import signed_interaction_request
 from tests.fakes.stripe_server import sign_stripe_payload
 from tests.faults.world import (
     SLACK_SECRET,
@@ -46,9 +45,11 @@ from tests.faults.world import (
 )
 from tests.ledger_support import dump
 from tests.net import serve_app
-from tests.stripe_support import APPROVER, WEBHOOK_SECRET, StripeWorld, services_for
+from tests.slack_support import post_interaction
+from tests.stripe_support import APPROVER, WEBHOOK_SECRET, StripeWorld, open_services
 
 TOKEN = "dashboard-token-for-the-probe"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 USER, PASSWORD = "finance", "basic-auth-password"
 CSRF = {"X-Kanvoice-Dashboard": "1"}
 FORWARDING = (
@@ -59,44 +60,39 @@ FORWARDING = (
 ODD_IDS = ("-1", "1e3", "1%20", "%201", "a" * 30, "9" * 30, "0", "01", "2.0", "0x2", "+2")
 
 
-def serve(services: Services) -> AbstractContextManager[str]:
-    """`create_app(services)` under uvicorn on a free loopback port, as `kanvoice run`
-    serves it (uvicorn's defaults, so proxy headers from 127.0.0.1 are honoured)."""
-    return serve_app(create_app(services))
-
-
-def world(
-    stripe_world: StripeWorld,
-    github: tuple[FakeGitHubProject, str],
-    azure: tuple[FakeAzureDevOps, str],
-    url: str,
-    server: dict[str, Any],
-) -> Services:
-    """acme with a finalized invoice (1) and a draft awaiting approval (2)."""
-    return billed_world(stripe_world, url, github[1], azure[1], FixedClock(), server)
+Instance = tuple[Services, str]
+"""An instance's services and the base URL it is served on."""
+Start = Callable[[str, dict[str, Any]], Instance]
 
 
 @pytest.fixture
-def local(
+def start(
     stripe_world: StripeWorld,
     github: tuple[FakeGitHubProject, str],
     azure: tuple[FakeAzureDevOps, str],
-    sqlite_url: str,
-) -> Iterator[tuple[Services, str]]:
+) -> Iterator[Start]:
+    """Starts an instance on a ledger URL with these `server` settings: acme with a
+    finalized invoice (1) and a draft awaiting approval (2), `create_app` under uvicorn on
+    a free loopback port as `kanvoice run` serves it (uvicorn's defaults, so proxy headers
+    from 127.0.0.1 are honoured). Each one is stopped and closed after the test."""
+    with ExitStack() as stack:
+
+        def start_one(url: str, server: dict[str, Any]) -> Instance:
+            s = billed_world(stripe_world, url, github[1], azure[1], FixedClock(), server)
+            stack.callback(s.close)
+            return s, stack.enter_context(serve_app(create_app(s)))
+
+        yield start_one
+
+
+@pytest.fixture
+def local(start: Start, sqlite_url: str) -> Instance:
     """The instance on 127.0.0.1 without credentials."""
-    s = world(stripe_world, github, azure, sqlite_url, {"host": "127.0.0.1"})
-    with serve(s) as base:
-        yield s, base
-    s.close()
+    return start(sqlite_url, {"host": "127.0.0.1"})
 
 
 @pytest.fixture
-def public(
-    stripe_world: StripeWorld,
-    github: tuple[FakeGitHubProject, str],
-    azure: tuple[FakeAzureDevOps, str],
-    sqlite_url: str,
-) -> Iterator[tuple[Services, str]]:
+def public(start: Start, sqlite_url: str) -> Instance:
     """The instance bound to a public address, with a dashboard token and basic auth."""
     server = {
         "host": "0.0.0.0",  # what the app is told; uvicorn serves it on loopback
@@ -104,10 +100,7 @@ def public(
         "dashboard_user": USER,
         "dashboard_password": PASSWORD,
     }
-    s = world(stripe_world, github, azure, sqlite_url, server)
-    with serve(s) as base:
-        yield s, base
-    s.close()
+    return start(sqlite_url, server)
 
 
 def draft(services: Services) -> tuple[int, int]:
@@ -138,34 +131,35 @@ def basic() -> str:
     return "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
+def post_click(base: str, payload: dict[str, Any], stamp: int | None = None) -> httpx.Response:
+    """POST a Slack interaction to the instance at `base`, signed with its signing secret
+    at the Unix time `stamp` (now by default)."""
+    with httpx.Client(base_url=base) as http:
+        return post_interaction(http, payload, secret=SLACK_SECRET, at=stamp)
+
+
 # --- 1. Slack's timestamp window, both ways ----------------------------------------------
 
 
 @pytest.mark.parametrize("offset", [301, -301, 3600, -86400])
 def test_a_signed_click_stamped_outside_300_s_either_way_is_refused(
-    offset: int, local: tuple[Services, str], sqlite_url: str
+    offset: int, local: Instance, sqlite_url: str
 ) -> None:
     services, base = local
     invoice, version = draft(services)
     before = dump(sqlite_url)
     # Whole seconds, rounded away from now: `offset` s off by the server's clock too.
     stamp = math.ceil(time.time()) + offset if offset > 0 else math.floor(time.time()) + offset
-    headers, body = signed_interaction_request(
-        SLACK_SECRET, approve_click(invoice, version), stamp
-    )
-    response = httpx.post(f"{base}/slack/interactions", content=body, headers=headers)
+    response = post_click(base, approve_click(invoice, version), stamp)
     assert response.status_code == 401
     assert "300 s window" in response.json()["error"]
     assert dump(sqlite_url) == before
 
 
-def test_the_same_click_inside_the_window_approves(local: tuple[Services, str]) -> None:
+def test_the_same_click_inside_the_window_approves(local: Instance) -> None:
     services, base = local
     invoice, version = draft(services)
-    headers, body = signed_interaction_request(
-        SLACK_SECRET, approve_click(invoice, version), int(time.time()) + 250
-    )
-    response = httpx.post(f"{base}/slack/interactions", content=body, headers=headers)
+    response = post_click(base, approve_click(invoice, version), int(time.time()) + 250)
     assert response.status_code == 200
     asyncio.run(drain_inbox(services, everything=True))  # the leader's worker applies it
     assert invoice in approvals(services)
@@ -176,7 +170,7 @@ def test_the_same_click_inside_the_window_approves(local: tuple[Services, str]) 
 
 @pytest.mark.parametrize("forwarded", FORWARDING, ids=lambda h: next(iter(h)))
 def test_without_credentials_a_request_relayed_by_a_proxy_is_401(
-    forwarded: dict[str, str], local: tuple[Services, str], sqlite_url: str
+    forwarded: dict[str, str], local: Instance, sqlite_url: str
 ) -> None:
     services, base = local
     invoice, _ = draft(services)
@@ -198,7 +192,7 @@ def test_without_credentials_a_request_relayed_by_a_proxy_is_401(
 
 
 def test_without_credentials_a_direct_loopback_request_is_served(
-    local: tuple[Services, str],
+    local: Instance,
 ) -> None:
     services, base = local
     invoice, _ = draft(services)
@@ -209,7 +203,7 @@ def test_without_credentials_a_direct_loopback_request_is_served(
 
 
 async def test_without_credentials_a_request_from_a_non_loopback_peer_is_401(
-    local: tuple[Services, str], sqlite_url: str
+    local: Instance, sqlite_url: str
 ) -> None:
     """However it got there (a port forward, a proxy adding no header), a peer address
     that is not loopback is not "this host"."""
@@ -225,10 +219,10 @@ async def test_without_credentials_a_request_from_a_non_loopback_peer_is_401(
 
 
 def test_with_a_token_a_request_through_the_proxy_is_served(
-    public: tuple[Services, str],
+    public: Instance,
 ) -> None:
     _, base = public
-    headers = {"Authorization": f"Bearer {TOKEN}", **FORWARDING[0]}
+    headers = {**BEARER, **FORWARDING[0]}
     assert httpx.get(f"{base}/api/pipeline", headers=headers).status_code == 200
     assert httpx.get(f"{base}/api/pipeline", headers=FORWARDING[0]).status_code == 401
 
@@ -236,11 +230,11 @@ def test_with_a_token_a_request_through_the_proxy_is_served(
 # --- 3. the API description ----------------------------------------------------------------
 
 
-def test_the_api_description_needs_credentials(public: tuple[Services, str]) -> None:
+def test_the_api_description_needs_credentials(public: Instance) -> None:
     _, base = public
     assert httpx.get(f"{base}/openapi.json").status_code == 401
     assert httpx.get(f"{base}/openapi.json?token=wrong").status_code == 401
-    for credentials in ({"Authorization": f"Bearer {TOKEN}"}, {"Authorization": basic()}):
+    for credentials in (BEARER, {"Authorization": basic()}):
         described = httpx.get(f"{base}/openapi.json", headers=credentials)
         assert described.status_code == 200
         assert "/api/pipeline" in described.json()["paths"]
@@ -254,11 +248,11 @@ def test_the_api_description_needs_credentials(public: tuple[Services, str]) -> 
 
 @pytest.mark.parametrize("action", ["approve", "reject"])
 def test_an_odd_invoice_id_is_404_with_one_json_error_and_one_log_line(
-    action: str, public: tuple[Services, str], sqlite_url: str
+    action: str, public: Instance, sqlite_url: str
 ) -> None:
     _, base = public
     before = dump(sqlite_url)
-    headers = {"Authorization": f"Bearer {TOKEN}", **CSRF}
+    headers = {**BEARER, **CSRF}
     for odd in ODD_IDS:
         with capture_logs() as logs:
             response = httpx.post(
@@ -282,12 +276,12 @@ def test_an_odd_invoice_id_is_404_with_one_json_error_and_one_log_line(
     ids=["number", "null", "list", "too-long"],
 )
 def test_a_reject_reason_of_the_wrong_shape_is_422_with_one_message(
-    body: bytes, public: tuple[Services, str], sqlite_url: str
+    body: bytes, public: Instance, sqlite_url: str
 ) -> None:
     services, base = public
     invoice, _ = draft(services)
     before = dump(sqlite_url)
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", **CSRF}
+    headers = {**BEARER, "Content-Type": "application/json", **CSRF}
     with capture_logs() as logs:
         response = httpx.post(
             f"{base}/api/invoices/{invoice}/reject", headers=headers, content=body
@@ -310,14 +304,13 @@ def test_a_reject_reason_of_the_wrong_shape_is_422_with_one_message(
     ],
 )
 def test_a_signed_click_with_a_misshapen_reference_is_400(
-    what: str, value: Any, local: tuple[Services, str], sqlite_url: str
+    what: str, value: Any, local: Instance, sqlite_url: str
 ) -> None:
     _, base = local
     payload = approve_click(2, 1)
     payload["actions"][0]["value"] = json.dumps(value)
     before = dump(sqlite_url)
-    headers, body = signed_interaction_request(SLACK_SECRET, payload, int(time.time()))
-    response = httpx.post(f"{base}/slack/interactions", content=body, headers=headers)
+    response = post_click(base, payload)
     assert response.status_code == 400, (what, response.text)
     assert "button value" in response.json()["error"]
     assert dump(sqlite_url) == before
@@ -341,7 +334,7 @@ def github_example(name: str) -> dict[str, Any]:
     ],
 )
 def test_a_signed_misshapen_github_delivery_is_4xx(
-    what: str, mutate: Any, status: int, local: tuple[Services, str], sqlite_url: str
+    what: str, mutate: Any, status: int, local: Instance, sqlite_url: str
 ) -> None:
     _, base = local
     payload = github_example("webhook_edited.json")
@@ -375,7 +368,7 @@ def azure_example() -> dict[str, Any]:
     ],
 )
 def test_a_misshapen_azure_hook_with_the_right_credentials_is_400(
-    what: str, mutate: Any, local: tuple[Services, str], sqlite_url: str
+    what: str, mutate: Any, local: Instance, sqlite_url: str
 ) -> None:
     _, base = local
     payload = azure_example()
@@ -400,15 +393,10 @@ def test_start_says_when_nobody_can_use_the_dashboard(
     azure: tuple[FakeAzureDevOps, str],
     sqlite_url: str,
 ) -> None:
-    s = services_for(
-        {**board_settings(stripe_world, sqlite_url, github[1], azure[1]), "server": {"host": "::"}},
-        FixedClock(),
-    )
-    try:
-        with capture_logs() as logs:
-            create_app(s)
-    finally:
-        s.close()
+    data = board_settings(stripe_world, sqlite_url, github[1], azure[1])
+    data["server"] = {"host": "::"}
+    with open_services(data, FixedClock(), fast=False) as s, capture_logs() as logs:
+        create_app(s)
     [line] = [entry for entry in logs if entry["event"] == "dashboard.access"]
     assert line["log_level"] == "warning"
     assert "every dashboard request is refused" in line["note"]
@@ -442,21 +430,13 @@ def test_check_config_says_who_can_use_the_dashboard(
 
 
 @pytest.fixture
-def local_on_both(
-    stripe_world: StripeWorld,
-    github: tuple[FakeGitHubProject, str],
-    azure: tuple[FakeAzureDevOps, str],
-    ledger_url: str,
-) -> Iterator[tuple[Services, str]]:
+def local_on_both(start: Start, ledger_url: str) -> Instance:
     """The credential-less instance, on SQLite and on PostgreSQL."""
-    s = world(stripe_world, github, azure, ledger_url, {"host": "127.0.0.1"})
-    with serve(s) as base:
-        yield s, base
-    s.close()
+    return start(ledger_url, {"host": "127.0.0.1"})
 
 
 def test_a_nul_character_in_any_signed_payload_is_400_and_changes_nothing(
-    local_on_both: tuple[Services, str], ledger_url: str
+    local_on_both: Instance, ledger_url: str
 ) -> None:
     services, base = local_on_both
     invoice, version = draft(services)
@@ -469,8 +449,7 @@ def test_a_nul_character_in_any_signed_payload_is_400_and_changes_nothing(
         ):
             click = approve_click(invoice, version, user)
             click["container"]["channel_id"] = channel
-            headers, body = signed_interaction_request(SLACK_SECRET, click, int(time.time()))
-            answers[what] = http.post("/slack/interactions", content=body, headers=headers)
+            answers[what] = post_interaction(http, click, secret=SLACK_SECRET)
         answers["dashboard reason"] = http.post(
             f"/api/invoices/{invoice}/reject", headers=CSRF, json={"reason": "no\u0000"}
         )

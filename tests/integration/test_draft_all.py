@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,23 +26,25 @@ from slack_sdk.models.blocks import ActionsBlock, SectionBlock
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from connectors.slack import ACTION_DRAFT_ALL, RetryPolicy
+from connectors.slack import ACTION_DRAFT_ALL
 from connectors.slack.messages import draft_all_button
-from sync.approvals import OP_POST, ApprovalDesk, desk_for
+from sync.approvals import OP_POST, ApprovalDesk
 from sync.cli import app as cli
-from sync.composition import Services, slack_client_factory
+from sync.composition import Services
 from sync.draft_all import DraftAllReport
 from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
-from tests.fakes.slack_server import (
-    DEFAULT_TOKEN,
-    FakeSlack,
-    serve_fake_slack,
-    signed_interaction_request,
-)
+from tests.fakes.slack_server import DEFAULT_TOKEN, FakeSlack, serve_fake_slack
 from tests.net import serve_app
+from tests.slack_support import (
+    CHANNEL,
+    INTRUDER,
+    post_interaction,
+    slack_settings,
+    with_slack_desk,
+)
 from tests.stripe_support import (
     API_KEY,
     APPROVER,
@@ -55,19 +56,7 @@ from tests.stripe_support import (
     world_settings,
 )
 
-SECRET = "kanvoice-slack-signing-secret"
-CHANNEL = "C0FINANCE"
-INTRUDER = "U0INTRUDER"
 CSRF = {"X-Kanvoice-Dashboard": "1"}
-FAST = RetryPolicy(
-    max_retries=2,
-    backoff=0.01,
-    max_backoff=0.02,
-    max_retry_after=5,
-    retry_after_scale=0.01,
-    timeout=5,
-    deadline=10,
-)
 # acme (EUR, 120/h, 15 min): 2 h + 1 h = 360.00 EUR; globex (USD 99.99/h): 149.99 USD.
 READY_LINES = {"acme": 2, "globex": 1}
 
@@ -90,13 +79,7 @@ def three_clients(ledger_url: str, clock: FixedClock) -> Iterator[World]:
     currencies = {"acme": "eur", "globex": "usd", "kaiju": "jpy"}
     with fake_stripe(currencies) as stripe, serve_fake_slack(fake) as url:
         data = world_settings(stripe, ledger_url)
-        data["slack"] = {
-            "bot_token": DEFAULT_TOKEN,
-            "signing_secret": SECRET,
-            "channel": CHANNEL,
-            "approvers": [APPROVER],
-            "api_url": url,
-        }
+        data["slack"] = slack_settings(url)
         services = instance(data, clock)
         services.engine.ingest(
             [
@@ -117,7 +100,7 @@ def instance(data: dict[str, Any], clock: FixedClock) -> Services:
     """One kanvoice instance on the world's ledger (a second call: another instance)."""
     services = services_for(data, clock)
     fast_retries(services)
-    desk_for(services, slack_client_factory(services.settings, retry=FAST))
+    with_slack_desk(services)
     return services
 
 
@@ -330,10 +313,7 @@ def post_digest(w: World) -> str:
 
 
 def click(w: World, http: TestClient, ts: str, user: str) -> httpx.Response:
-    payload = w.slack.click(CHANNEL, ts, ACTION_DRAFT_ALL, user)
-    headers, body = signed_interaction_request(SECRET, payload, int(time.time()))
-    response: httpx.Response = http.post("/slack/interactions", content=body, headers=headers)
-    return response
+    return post_interaction(http, w.slack.click(CHANNEL, ts, ACTION_DRAFT_ALL, user))
 
 
 def ephemerals_for(w: World, user: str) -> list[str]:
@@ -390,10 +370,7 @@ def test_a_draft_all_click_with_another_value_is_refused(world_lite: World) -> N
     ts = post_digest(w)
     payload = w.slack.click(CHANNEL, ts, ACTION_DRAFT_ALL, APPROVER)
     payload["actions"][0]["value"] = '{"invoice_id":1,"version":1}'
-    headers, body = signed_interaction_request(SECRET, payload, int(time.time()))
-    response = TestClient(create_app(w.services)).post(
-        "/slack/interactions", content=body, headers=headers
-    )
+    response = post_interaction(TestClient(create_app(w.services)), payload)
     assert response.status_code == 400
     assert ledger_counts(w) == (0, 0, 0)
 

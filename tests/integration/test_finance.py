@@ -17,10 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from connectors.slack.client import RetryPolicy
 from connectors.slack.messages import digest_blocks
 from sync.approvals import desk_for
-from sync.composition import Services, slack_client_factory
+from sync.composition import Services
 from sync.finance import compose_digest, finance_view, queue_digest, queue_scheduled_digest
 from sync.intake import drain_inbox
 from sync.ledger import schema as t
@@ -28,23 +27,20 @@ from sync.pipeline import client_pipelines
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
-from tests.fakes.slack_server import DEFAULT_TOKEN, FakeSlack, serve_fake_slack
+from tests.fakes.slack_server import FakeSlack, serve_fake_slack
+from tests.slack_support import CHANNEL, FAST, slack_settings, with_slack_desk
 from tests.stripe_support import (
     API_KEY,
     APPROVER,
     StripeWorld,
     drain,
     fake_stripe,
-    fast_retries,
-    services_for,
+    open_services,
+    world_services,
     world_settings,
 )
 
-CHANNEL = "C0FINANCE"
-FAST = RetryPolicy(
-    max_retries=1, backoff=0.01, max_backoff=0.02, max_retry_after=5,
-    retry_after_scale=0.01, timeout=5, deadline=10,
-)  # fmt: skip
+ONE_RETRY = replace(FAST, max_retries=1)
 
 
 def ingest(services: Services) -> None:
@@ -90,14 +86,9 @@ def test_digest_block_kit_through_the_slack_wire_fake(
         data = world_settings(world, sqlite_url)
         data["finance"] = {"timezone": "Europe/Berlin"}
         data["server"] = {"public_url": "https://billing.example.com"}
-        data["slack"] = {
-            "bot_token": DEFAULT_TOKEN, "signing_secret": "s", "channel": CHANNEL,
-            "approvers": [APPROVER], "api_url": url,
-        }  # fmt: skip
-        services = services_for(data, clock)
-        try:
-            fast_retries(services)
-            desk = desk_for(services, slack_client_factory(services.settings, retry=FAST))
+        data["slack"] = slack_settings(url, signing_secret="s")
+        with open_services(data, clock) as services:
+            desk = with_slack_desk(services, ONE_RETRY)
             # Globex's ticket was Done 40 days ago (the board's time), Acme's today.
             old = snap("Done", "1.5", 1, item_id="G1", board="globex-board")
             new = snap("Done", "2", 1, item_id="A1", board="acme-board")
@@ -118,8 +109,6 @@ def test_digest_block_kit_through_the_slack_wire_fake(
             posted = [m for m in fake.messages.values() if m.channel == CHANNEL]
             assert len(posted) == 1
             message = posted[0]
-        finally:
-            services.close()
     assert message.text.startswith("Finance digest: unbilled ")
     assert "240.00 EUR" in message.text and "149.99 USD" in message.text
     blocks = message.blocks
@@ -145,23 +134,18 @@ def test_digest_block_kit_through_the_slack_wire_fake(
 def test_digest_on_demand_posts_once_per_minute_and_prints(
     world: StripeWorld, sqlite_url: str, clock: FixedClock
 ) -> None:
-    services = services_for(world_settings(world, sqlite_url), clock)
-    try:
+    with world_services(world, sqlite_url, clock, fast=False) as services:
         ingest(services)
         assert queue_digest(services.ledger, services.settings, clock())
         assert not queue_digest(services.ledger, services.settings, clock())
         clock.now += timedelta(minutes=1)
         assert queue_digest(services.ledger, services.settings, clock())
-    finally:
-        services.close()
 
 
 def test_overdue_webhook_shows_the_invoice_in_the_pipeline(
     world: StripeWorld, ledger_url: str, clock: FixedClock
 ) -> None:
-    services = services_for(world_settings(world, ledger_url), clock)
-    fast_retries(services)
-    try:
+    with world_services(world, ledger_url, clock) as services:
         ingest(services)
         invoice_id = finalize(services, "acme")
         row = invoice_row(services, invoice_id)
@@ -205,8 +189,6 @@ def test_overdue_webhook_shows_the_invoice_in_the_pipeline(
         with services.ledger.read(clock()) as uow:
             pipelines = client_pipelines(uow, services.client_names())
             assert finance_view(uow.conn, pipelines, clock()).overdue == []
-    finally:
-        services.close()
 
 
 def test_reminder_is_sent_at_most_once_per_interval(
@@ -214,9 +196,7 @@ def test_reminder_is_sent_at_most_once_per_interval(
 ) -> None:
     data = world_settings(world, sqlite_url)
     data["overdue"] = {"remind": True, "remind_interval_days": 7}
-    services = services_for(data, clock)
-    fast_retries(services)
-    try:
+    with open_services(data, clock) as services:
         ingest(services)
         invoice_id = finalize(services, "globex")
         due = invoice_row(services, invoice_id).due_date.replace(tzinfo=UTC)
@@ -235,16 +215,12 @@ def test_reminder_is_sent_at_most_once_per_interval(
         assert drain(services).errors == []
         assert sends(world) == 2
         assert invoice_row(services, invoice_id).reminders == 2
-    finally:
-        services.close()
 
 
 def test_reminders_are_off_by_default(
     world: StripeWorld, sqlite_url: str, clock: FixedClock
 ) -> None:
-    services = services_for(world_settings(world, sqlite_url), clock)
-    fast_retries(services)
-    try:
+    with world_services(world, sqlite_url, clock) as services:
         ingest(services)
         invoice_id = finalize(services, "acme")
         clock.now = invoice_row(services, invoice_id).due_date.replace(tzinfo=UTC) + timedelta(
@@ -252,8 +228,6 @@ def test_reminders_are_off_by_default(
         )
         assert services.invoicing.queue_reminders() == 0
         assert sends(world) == 0
-    finally:
-        services.close()
 
 
 def test_status_shows_totals_per_currency_aging_and_sorts(
@@ -295,8 +269,7 @@ def test_status_shows_totals_per_currency_aging_and_sorts(
 def test_dashboard_api_sorts_by_gap_and_age_and_refuses_other_sorts(
     world: StripeWorld, sqlite_url: str, clock: FixedClock
 ) -> None:
-    services = services_for(world_settings(world, sqlite_url), clock)
-    try:
+    with world_services(world, sqlite_url, clock, fast=False) as services:
         globex = snap("Done", "1.5", 1, item_id="G1", board="globex-board")
         acme = snap("Done", "20", 1, item_id="A1", board="acme-board")
         services.engine.ingest(
@@ -310,8 +283,6 @@ def test_dashboard_api_sorts_by_gap_and_age_and_refuses_other_sorts(
             by_client = http.get("/api/pipeline").json()
             bad = http.get("/api/pipeline", params={"sort": "amount"})
             page = http.get("/", params={"sort": "gap"})
-    finally:
-        services.close()
     assert [c["client"] for c in by_age["clients"]] == ["globex", "acme"]
     assert [c["client"] for c in by_client["clients"]] == ["acme", "globex"]
     ages = {c["client"]: c["aging"] for c in by_age["clients"]}
@@ -336,8 +307,7 @@ def test_database_buckets_match_the_pure_aging_at_the_edges(
     berlin = ZoneInfo("Europe/Berlin")
     now = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
     today = now.astimezone(berlin).date()
-    services = services_for(world_settings(world, ledger_url), FixedClock(now))
-    try:
+    with world_services(world, ledger_url, FixedClock(now), fast=False) as services:
         items = []
         for n, days in enumerate((0, 7, 8, 30, 31, 60, 61, 200)):
             midnight = datetime.combine(
@@ -350,8 +320,6 @@ def test_database_buckets_match_the_pure_aging_at_the_edges(
         with services.ledger.read(now) as uow:
             by_sql = aging_from_sums(ready_bucket_sums(uow.conn, today, "Europe/Berlin"), today)
             by_entry = client_aging(ready_work(uow.conn, "Europe/Berlin"), today)
-    finally:
-        services.close()
     assert by_sql == by_entry
     assert by_sql["acme"].oldest_days == 201
     assert by_sql["acme"].entries == 16
@@ -390,9 +358,8 @@ def test_the_daemon_posts_the_scheduled_digest_once_per_slot(
     data = world_settings(world, sqlite_url)
     data["slack"] = {"channel": CHANNEL, "approvers": [APPROVER]}
     data["overdue"] = {"remind": True}
-    services = services_for(data, clock)
     slack = InMemorySlack(channels={"finance": CHANNEL})
-    try:
+    with open_services(data, clock, fast=False) as services:
         ingest(services)
         desk = desk_for(services, lambda: slack)
         daemon = Daemon(services, app=None)
@@ -405,8 +372,6 @@ def test_the_daemon_posts_the_scheduled_digest_once_per_slot(
         clock.now += timedelta(days=1)  # Tuesday: no slot due (Monday only)
         asyncio.run(daemon._digest())
         asyncio.run(desk.drain_slack())
-    finally:
-        services.close()
     posted = slack.in_channel(CHANNEL)
     assert len(posted) == 1
     assert posted[0].text.startswith("Finance digest: unbilled 600.00 EUR + 149.99 USD")
@@ -417,9 +382,7 @@ def test_reconcile_learns_the_due_date_of_an_invoice_finalized_before_0008(
 ) -> None:
     from sqlalchemy import update
 
-    services = services_for(world_settings(world, sqlite_url), clock)
-    fast_retries(services)
-    try:
+    with world_services(world, sqlite_url, clock) as services:
         ingest(services)
         invoice_id = finalize(services, "acme")
         due = invoice_row(services, invoice_id).due_date
@@ -436,5 +399,3 @@ def test_reconcile_learns_the_due_date_of_an_invoice_finalized_before_0008(
 
         assert asyncio.run(reconcile()) == []  # not a drift: nothing to report
         assert invoice_row(services, invoice_id).due_date == due
-    finally:
-        services.close()

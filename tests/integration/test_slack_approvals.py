@@ -25,48 +25,44 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
-from connectors.slack import ACTION_ADJUST, ACTION_APPROVE, ACTION_REJECT, RetryPolicy, ack_for
+from connectors.slack import ACTION_ADJUST, ACTION_APPROVE, ACTION_REJECT, ack_for
 from connectors.slack.messages import decode_ref
-from connectors.slack.verify import decision_from_payload, slack_signature
-from sync.approvals import ApprovalDesk, desk_for
-from sync.composition import Services, slack_client_factory
+from connectors.slack.verify import decision_from_payload
+from sync.approvals import ApprovalDesk
+from sync.composition import Services
 from sync.intake import drain_inbox
 from sync.ledger import schema as t
 from sync.web.app import create_app
 from tests.builders import snap
 from tests.conftest import FixedClock
 from tests.fakes.slack_server import (
-    DEFAULT_TOKEN,
     FakeSlack,
     serve_fake_slack,
+    signed_headers,
     signed_interaction_request,
 )
 from tests.ledger_support import dump
+from tests.slack_support import (
+    CHANNEL,
+    FAST,
+    INTRUDER,
+    SIGNING_SECRET,
+    post_interaction,
+    slack_settings,
+    with_slack_desk,
+)
 from tests.stripe_support import (
     APPROVER,
     StripeWorld,
     drain,
     fake_stripe,
-    fast_retries,
-    services_for,
+    open_services,
     world_settings,
 )
 
-SECRET = "kanvoice-slack-signing-secret"
-CHANNEL = "C0FINANCE"
 GROUP = "S0FINANCE"
 GROUP_MEMBER = "U0GROUP1"
-INTRUDER = "U0INTRUDER"
 MAX_BODY = 16 * 1024
-FAST = RetryPolicy(
-    max_retries=2,
-    backoff=0.01,
-    max_backoff=0.02,
-    max_retry_after=5,
-    retry_after_scale=0.01,
-    timeout=5,
-    deadline=10,
-)
 
 
 @dataclass
@@ -89,22 +85,11 @@ def running_kanvoice(
     with fake_stripe({"acme": "eur", "globex": "usd"}) as world, serve_fake_slack(fake) as url:
         data = world_settings(world, ledger_url, **overrides)
         data["server"] = {"max_body_bytes": MAX_BODY}
-        data["slack"] = {
-            "bot_token": DEFAULT_TOKEN,
-            "signing_secret": SECRET,
-            "channel": CHANNEL,
-            "approvers": [APPROVER],
-            "approver_group": GROUP,
-            "api_url": url,
-        }
-        services = services_for(data, clock)
-        fast_retries(services)
-        desk = desk_for(services, slack_client_factory(services.settings, retry=FAST))
-        app = create_app(services)
-        try:
+        data["slack"] = slack_settings(url, approver_group=GROUP)
+        with open_services(data, clock) as services:
+            desk = with_slack_desk(services)
+            app = create_app(services)
             yield Kv(services, desk, app, TestClient(app), fake, world, clock, ledger_url)
-        finally:
-            services.close()
 
 
 @pytest.fixture
@@ -173,24 +158,19 @@ def apply_inbox(kv: Kv) -> int:
     return asyncio.run(drain_inbox(kv.services, everything=True, desk=kv.desk)).deliveries
 
 
-def send(kv: Kv, payload: dict[str, Any], *, secret: str = SECRET, at: int | None = None) -> Any:
+def send(
+    kv: Kv, payload: dict[str, Any], *, secret: str = SIGNING_SECRET, at: int | None = None
+) -> Any:
     """Post the interaction; once it is answered 200, the inbox worker runs (approve and
     reject are stored and answered, then applied by the worker)."""
-    stamp = int(time.time()) if at is None else at
-    headers, body = signed_interaction_request(secret, payload, stamp)
-    response = kv.http.post("/slack/interactions", content=body, headers=headers)
+    response = post_interaction(kv.http, payload, secret=secret, at=at)
     if response.status_code == 200:
         apply_inbox(kv)
     return response
 
 
 def send_raw(kv: Kv, body: bytes, content_type: str = "application/x-www-form-urlencoded") -> Any:
-    stamp = str(int(time.time()))
-    headers = {
-        "Content-Type": content_type,
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": slack_signature(SECRET, stamp, body),
-    }
+    headers = signed_headers(SIGNING_SECRET, body, int(time.time()), content_type)
     return kv.http.post("/slack/interactions", content=body, headers=headers)
 
 
@@ -532,7 +512,7 @@ def test_forged_stale_and_malformed_requests_change_nothing(kv_lite: Kv) -> None
     calls = len(kv.slack.calls)
 
     assert send(kv, click, secret="not-the-secret").status_code == 401
-    headers, body = signed_interaction_request(SECRET, click, int(time.time()))
+    headers, body = signed_interaction_request(SIGNING_SECRET, click, int(time.time()))
     tampered = body.replace(APPROVER.encode(), INTRUDER.encode())
     forged = kv.http.post("/slack/interactions", content=tampered, headers=headers)
     assert forged.status_code == 401

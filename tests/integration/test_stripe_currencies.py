@@ -26,9 +26,7 @@ from tests.stripe_support import (
     StripeWorld,
     drain,
     fake_stripe,
-    fast_retries,
-    services_for,
-    world_settings,
+    world_services,
 )
 
 CURRENCIES = {"qahwa": "kwd", "kaiju": "jpy", "acme": "eur"}
@@ -40,17 +38,10 @@ def world() -> Iterator[StripeWorld]:
         yield w
 
 
-def make_services(world: StripeWorld, url: str, clock: FixedClock, **overrides: Any) -> Services:
-    services = services_for(world_settings(world, url, **overrides), clock)
-    fast_retries(services)
-    return services
-
-
 @pytest.fixture
 def services(world: StripeWorld, ledger_url: str, clock: FixedClock) -> Iterator[Services]:
-    s = make_services(world, ledger_url, clock)
-    yield s
-    s.close()
+    with world_services(world, ledger_url, clock) as s:
+        yield s
 
 
 def invoices_by_client(world: StripeWorld) -> dict[str, list[dict[str, Any]]]:
@@ -155,8 +146,7 @@ def test_kwd_jpy_and_eur_clients_from_board_to_paid(services: Services, world: S
 def test_a_draft_under_the_minimum_charge_waits_for_more_lines_unless_forced(
     world: StripeWorld, ledger_url: str, clock: FixedClock
 ) -> None:
-    services = make_services(world, ledger_url, clock, acme={"rate": "1"})
-    try:
+    with world_services(world, ledger_url, clock, acme={"rate": "1"}) as services:
         services.engine.ingest([snap("Done", "0.25", 1, item_id="A1", board="acme-board")])
         first = services.invoicing.create_or_refresh_draft("acme")
         drain(services)
@@ -179,15 +169,12 @@ def test_a_draft_under_the_minimum_charge_waits_for_more_lines_unless_forced(
         drain(services)
         (invoice,) = invoices_by_client(world)["acme"]
         assert (invoice["status"], invoice["total"]) == ("open", 125)
-    finally:
-        services.close()
 
 
 def test_finance_can_force_a_draft_under_the_minimum(
     world: StripeWorld, ledger_url: str, clock: FixedClock
 ) -> None:
-    services = make_services(world, ledger_url, clock, kaiju={"rate": "40"})
-    try:
+    with world_services(world, ledger_url, clock, kaiju={"rate": "40"}) as services:
         services.engine.ingest([snap("Done", "1", 1, item_id="K1", board="kaiju-board")])
         draft = services.invoicing.create_or_refresh_draft("kaiju")
         drain(services)
@@ -199,15 +186,12 @@ def test_finance_can_force_a_draft_under_the_minimum(
         assert invoice["status"] == "paid"
         customer = world.fake.get_object(world.customers["kaiju"])
         assert customer is not None and customer["balance"] == 40
-    finally:
-        services.close()
 
 
 def test_the_finalize_guard_holds_a_total_under_the_minimum_without_a_forced_approval(
     world: StripeWorld, ledger_url: str, clock: FixedClock
 ) -> None:
-    services = make_services(world, ledger_url, clock, kaiju={"rate": "40"})
-    try:
+    with world_services(world, ledger_url, clock, kaiju={"rate": "40"}) as services:
         services.engine.ingest([snap("Done", "1", 1, item_id="K1", board="kaiju-board")])
         draft = services.invoicing.create_or_refresh_draft("kaiju")
         drain(services)
@@ -228,8 +212,6 @@ def test_the_finalize_guard_holds_a_total_under_the_minimum_without_a_forced_app
                 select(t.outbox.c.last_error).where(t.outbox.c.operation == "finalize_invoice")
             ).scalar_one()
         assert "minimum" in str(reason)
-    finally:
-        services.close()
 
 
 def test_more_than_250_lines_go_on_a_second_draft_never_a_refusal(
@@ -282,9 +264,8 @@ def test_cli_approve_says_why_under_the_minimum_and_force_finalizes(
     from tests.stripe_support import WEBHOOK_SECRET
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    seed = make_services(world, url, FixedClock(), acme={"rate": "1"})
-    seed.engine.ingest([snap("Done", "0.25", 1, item_id="A1", board="acme-board")])
-    seed.close()
+    with world_services(world, url, FixedClock(), acme={"rate": "1"}) as seed:
+        seed.engine.ingest([snap("Done", "0.25", 1, item_id="A1", board="acme-board")])
     config = tmp_path / "kanvoice.toml"
     config.write_text(
         f'[ledger]\nurl = "{url}"\n[stripe]\napi_base = "{world.base_url}"\n'

@@ -28,9 +28,7 @@ from tests.stripe_support import (
     StripeWorld,
     drain,
     fake_stripe,
-    fast_retries,
-    services_for,
-    world_settings,
+    world_services,
 )
 
 
@@ -45,23 +43,21 @@ def finalized(
     world: StripeWorld, ledger_url: str, clock: FixedClock
 ) -> Iterator[tuple[Services, TestClient, dict[str, Any]]]:
     """An approved, finalized invoice for acme with two lines."""
-    services = services_for(world_settings(world, ledger_url), clock)
-    fast_retries(services)
-    services.engine.ingest(
-        [
-            snap("Done", "1", 1, item_id="A1", board="acme-board"),
-            snap("Done", "2", 1, item_id="A2", board="acme-board"),
-        ]
-    )
-    invoice_id = services.invoicing.create_or_refresh_draft("acme").invoice_id
-    drain(services)
-    services.invoicing.approve(invoice_id, APPROVER, "cli")
-    drain(services)
-    invoice = stripe_drafts(world)["acme"]
-    assert invoice["status"] == "open"
-    with TestClient(create_app(services)) as client:
-        yield services, client, invoice
-    services.close()
+    with world_services(world, ledger_url, clock) as services:
+        services.engine.ingest(
+            [
+                snap("Done", "1", 1, item_id="A1", board="acme-board"),
+                snap("Done", "2", 1, item_id="A2", board="acme-board"),
+            ]
+        )
+        invoice_id = services.invoicing.create_or_refresh_draft("acme").invoice_id
+        drain(services)
+        services.invoicing.approve(invoice_id, APPROVER, "cli")
+        drain(services)
+        invoice = stripe_drafts(world)["acme"]
+        assert invoice["status"] == "open"
+        with TestClient(create_app(services)) as client:
+            yield services, client, invoice
 
 
 def post(client: TestClient, payload: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -25,9 +25,7 @@ from tests.stripe_support import (
     StripeWorld,
     drain,
     fake_stripe,
-    fast_retries,
-    services_for,
-    world_settings,
+    world_services,
 )
 
 
@@ -39,10 +37,8 @@ def world() -> Iterator[StripeWorld]:
 
 @pytest.fixture
 def services(world: StripeWorld, ledger_url: str, clock: FixedClock) -> Iterator[Services]:
-    s = services_for(world_settings(world, ledger_url), clock)
-    fast_retries(s)
-    yield s
-    s.close()
+    with world_services(world, ledger_url, clock) as s:
+        yield s
 
 
 def ingest_three_clients(services: Services) -> None:
@@ -342,13 +338,10 @@ def test_client_tax_rates_go_on_every_line(
         data={"display_name": "VAT", "percentage": "19", "inclusive": "false"},
         headers={"Authorization": f"Bearer {API_KEY}"},
     ).json()
-    data = world_settings(world, sqlite_url, acme={"tax_rate_ids": [tax["id"]]})
-    services = services_for(data, clock)
-    fast_retries(services)
-    services.engine.ingest([snap("Done", "1", 1, item_id="T1", board="acme-board")])
-    services.invoicing.create_or_refresh_draft("acme")
-    assert drain(services).errors == []
-    (item,) = world.fake.list_objects("invoiceitem")
-    assert [t["id"] if isinstance(t, dict) else t for t in item["tax_rates"]] == [tax["id"]]
-    assert stripe_drafts(world)["acme"]["total"] == 14280  # 120.00 + 19 % VAT
-    services.close()
+    with world_services(world, sqlite_url, clock, acme={"tax_rate_ids": [tax["id"]]}) as services:
+        services.engine.ingest([snap("Done", "1", 1, item_id="T1", board="acme-board")])
+        services.invoicing.create_or_refresh_draft("acme")
+        assert drain(services).errors == []
+        (item,) = world.fake.list_objects("invoiceitem")
+        assert [t["id"] if isinstance(t, dict) else t for t in item["tax_rates"]] == [tax["id"]]
+        assert stripe_drafts(world)["acme"]["total"] == 14280  # 120.00 + 19 % VAT

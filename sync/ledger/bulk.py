@@ -228,10 +228,27 @@ _DATETIME_SAMPLES = (
 # --- statements --------------------------------------------------------------------
 
 
-_ITEM_STATE_COLUMNS = ItemState._fields
+# Rows are written in these column orders. The columns that are mostly NULL together
+# come last: a row with all of them None is written by a statement
+# with NULL literals there and without those values, since the driver binds a None
+# parameter through a slow path (about 0.3 µs each, bench/ingest.py).
+_ITEM_PRICING = ("rate", "milestone_amount")  # an item's own rate / milestone fields
+_ITEM_STATE_COLUMNS = (
+    *(c for c in ItemState._fields if c not in _ITEM_PRICING),
+    *_ITEM_PRICING,
+)
 _ITEM_COLUMNS = (*NewItem._fields[:-1], *_ITEM_STATE_COLUMNS)
-_ENTRY_COLUMNS = tuple("item_id" if f == "item_ref" else f for f in NewEntry._fields)
-_TRANSITION_COLUMNS = tuple("item_id" if f == "item_ref" else f for f in NewTransition._fields)
+_ENTRY_PEOPLE = ("person", "role", "cost_rate", "cost", "review_reason")
+_ENTRY_COLUMNS = (
+    *("item_id" if f == "item_ref" else f for f in NewEntry._fields if f not in _ENTRY_PEOPLE),
+    *_ENTRY_PEOPLE,
+)
+_TRANSITION_FROM = ("from_column", "from_category")  # None on an item's first sighting
+_TRANSITION_COLUMNS = (
+    *("item_id" if f == "item_ref" else f for f in NewTransition._fields[:1]),
+    *(f for f in NewTransition._fields[1:] if f not in _TRANSITION_FROM),
+    *_TRANSITION_FROM,
+)
 _EVENT_COLUMNS = tuple("entry_id" if f == "entry_ref" else f for f in NewEntryEvent._fields)
 
 
@@ -248,18 +265,41 @@ def _quote(dialect: Dialect, name: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _insert_sql(dialect: Dialect, table: str, columns: tuple[str, ...]) -> str:
-    mark = _placeholder(dialect)
+def _insert_sql(dialect: Dialect, table: str, columns: tuple[str, ...], nulls: int = 0) -> str:
+    """`nulls`: the last so many columns are written as NULL literals."""
     names = ", ".join(_quote(dialect, c) for c in columns)
-    values = ", ".join(mark for _ in columns)
+    values = ", ".join(_marks(dialect, len(columns), nulls))
     return f"INSERT INTO {_quote(dialect, table)} ({names}) VALUES ({values})"  # noqa: S608
 
 
 @lru_cache(maxsize=64)
-def _update_sql(dialect: Dialect, table: str, columns: tuple[str, ...]) -> str:
-    mark = _placeholder(dialect)
-    sets = ", ".join(f"{_quote(dialect, c)} = {mark}" for c in columns)
-    return f"UPDATE {_quote(dialect, table)} SET {sets} WHERE id = {mark}"  # noqa: S608
+def _update_sql(dialect: Dialect, table: str, columns: tuple[str, ...], nulls: int = 0) -> str:
+    """`nulls`: the last so many columns are set to NULL literals."""
+    marks = _marks(dialect, len(columns), nulls)
+    sets = ", ".join(f"{_quote(dialect, c)} = {m}" for c, m in zip(columns, marks, strict=True))
+    return f"UPDATE {_quote(dialect, table)} SET {sets} WHERE id = {_placeholder(dialect)}"  # noqa: S608
+
+
+def _marks(dialect: Dialect, count: int, nulls: int) -> list[str]:
+    return [_placeholder(dialect)] * (count - nulls) + ["NULL"] * nulls
+
+
+def _split_null_tail(
+    rows: list[tuple[Any, ...]], tail: int, after: int = 0
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(rows as they are, rows whose `tail` values before their last `after` ones are
+    all None, without those values): the second kind goes to the statement written by
+    `_insert_sql` / `_update_sql` with `nulls=tail`."""
+    nones = (None,) * tail
+    start, stop = -tail - after, len(rows[0]) - after if rows else 0
+    full: list[tuple[Any, ...]] = []
+    short: list[tuple[Any, ...]] = []
+    for row in rows:
+        if row[start:stop] == nones:
+            short.append(row[:start] + row[stop:] if after else row[:start])
+        else:
+            full.append(row)
+    return full, short
 
 
 @lru_cache(maxsize=64)
@@ -271,6 +311,24 @@ def _in_list(dialect: Dialect, count: int) -> str:
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
+
+
+def _write_split(
+    conn: Connection,
+    table: str,
+    columns: tuple[str, ...],
+    nullable_tail: int,
+    rows: list[tuple[Any, ...]],
+    *,
+    update: bool = False,
+) -> None:
+    """Insert (or update by id, the id last in each row) `rows` of `columns`; the rows
+    whose last `nullable_tail` column values are all None through the statement with
+    NULL literals there (see the column orders above)."""
+    full, short = _split_null_tail(rows, nullable_tail, after=1 if update else 0)
+    sql_of = _update_sql if update else _insert_sql
+    _write_many(conn, sql_of(conn.dialect, table, columns), full)
+    _write_many(conn, sql_of(conn.dialect, table, columns, nullable_tail), short)
 
 
 def _write_many(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -403,7 +461,9 @@ def _money(scaled: int, currency: str) -> Money:
 # --- writes ------------------------------------------------------------------------
 
 
-def reserve_ids(conn: Connection, table: Literal["items", "entries"], count: int) -> list[int]:
+def reserve_ids(
+    conn: Connection, table: Literal["items", "entries", "transitions"], count: int
+) -> list[int]:
     """`count` new ids for rows of `table`, ascending, so that an insert needs no SELECT
     afterwards to learn them.
 
@@ -493,21 +553,24 @@ class BatchWrites:
                 strings(labels),
                 strings(assignees),
                 iteration,
-                None if rate is None else scaled(rate),
-                None if milestone_amount is None else scaled(milestone_amount),
                 revision,
                 fingerprint,
                 updated,
                 None if done_at is None else updated if done_at is updated_at else dt(done_at),
                 now_value if last_seen_at is now else dt(last_seen_at),
+                None if rate is None else scaled(rate),
+                None if milestone_amount is None else scaled(milestone_amount),
             )
 
         ids: dict[str, int] = {}
+        pricing = len(_ITEM_PRICING)
         if self.new_items:
             item_ids = reserve_ids(conn, "items", len(self.new_items))
-            _write_many(
+            _write_split(
                 conn,
-                _insert_sql(dialect, "items", ("id", *_ITEM_COLUMNS)),
+                "items",
+                ("id", *_ITEM_COLUMNS),
+                pricing,
                 [
                     (
                         item_id,
@@ -530,17 +593,19 @@ class BatchWrites:
                 same_client.append((*item_state(s), item_id))
             else:
                 new_client.append((s.client, *item_state(s), item_id))
-        _write_many(conn, _update_sql(dialect, "items", _ITEM_STATE_COLUMNS[1:]), same_client)
-        _write_many(conn, _update_sql(dialect, "items", _ITEM_STATE_COLUMNS), new_client)
+        _write_split(conn, "items", _ITEM_STATE_COLUMNS[1:], pricing, same_client, update=True)
+        _write_split(conn, "items", _ITEM_STATE_COLUMNS, pricing, new_client, update=True)
 
         def ref(value: str | int) -> int:
             return value if isinstance(value, int) else ids[value]
 
         if self.new_entries:
             entry_ids = reserve_ids(conn, "entries", len(self.new_entries))
-            _write_many(
+            _write_split(
                 conn,
-                _insert_sql(dialect, "entries", ("id", *_ENTRY_COLUMNS)),
+                "entries",
+                ("id", *_ENTRY_COLUMNS),
+                len(_ENTRY_PEOPLE),
                 [
                     (
                         entry_id,
@@ -555,35 +620,41 @@ class BatchWrites:
                         scaled(e.amount),
                         e.currency,
                         e.description,
+                        odt(e.done_at),
+                        now_value if e.created_at is now else dt(e.created_at),
+                        now_value if e.updated_at is now else dt(e.updated_at),
                         e.person,
                         e.role,
                         scaled(e.cost_rate),
                         scaled(e.cost),
-                        odt(e.done_at),
                         e.review_reason,
-                        now_value if e.created_at is now else dt(e.created_at),
-                        now_value if e.updated_at is now else dt(e.updated_at),
                     )
                     for entry_id, e in zip(entry_ids, self.new_entries.values(), strict=True)
                 ],
             )
             ids.update(zip(self.new_entries, entry_ids, strict=True))
         self._update_entries(conn, values)
-        _write_many(
+        # Ids reserved in the batch's order: the two statements keep an item's history
+        # in order.
+        transition_ids = reserve_ids(conn, "transitions", len(self.transitions))
+        _write_split(
             conn,
-            _insert_sql(dialect, "transitions", _TRANSITION_COLUMNS),
+            "transitions",
+            ("id", *_TRANSITION_COLUMNS),
+            len(_TRANSITION_FROM),
             [
                 (
+                    transition_id,
                     ref(r.item_ref),
-                    r.from_column,
                     r.to_column,
-                    r.from_category,
                     r.to_category,
                     r.revision,
                     dt(r.at),
                     now_value if r.recorded_at is now else dt(r.recorded_at),
+                    r.from_column,
+                    r.from_category,
                 )
-                for r in self.transitions
+                for transition_id, r in zip(transition_ids, self.transitions, strict=True)
             ],
         )
         _write_many(

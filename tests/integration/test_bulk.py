@@ -80,9 +80,14 @@ def _item_row(key: str, moment: datetime) -> dict[str, Any]:
     }
 
 
-def test_a_bulk_insert_reads_back_like_a_core_insert(ledger: Ledger) -> None:
+# With a milestone amount, and with neither an item rate nor a milestone (those two
+# are then written as NULL literals, not bound parameters).
+@pytest.mark.parametrize("milestone", [Decimal("1000.5"), None])
+def test_a_bulk_insert_reads_back_like_a_core_insert(
+    ledger: Ledger, milestone: Decimal | None
+) -> None:
     moment = TIMES[2]
-    row = _item_row("core", moment)
+    row = {**_item_row("core", moment), "milestone_amount": milestone}
     writes = bulk.BatchWrites()
     state = bulk.ItemState(
         *(

@@ -239,6 +239,7 @@ _ITEM_STATE_COLUMNS = (
 )
 _ITEM_COLUMNS = (*NewItem._fields[:-1], *_ITEM_STATE_COLUMNS)
 _ENTRY_PEOPLE = ("person", "role", "cost_rate", "cost", "review_reason")
+_ENTRY_COST = frozenset({"cost_rate", "cost"})
 _ENTRY_COLUMNS = (
     *("item_id" if f == "item_ref" else f for f in NewEntry._fields if f not in _ENTRY_PEOPLE),
     *_ENTRY_PEOPLE,
@@ -290,6 +291,8 @@ def _split_null_tail(
     """(rows as they are, rows whose `tail` values before their last `after` ones are
     all None, without those values): the second kind goes to the statement written by
     `_insert_sql` / `_update_sql` with `nulls=tail`."""
+    if not tail or not rows:
+        return rows, []
     nones = (None,) * tail
     start, stop = -tail - after, len(rows[0]) - after if rows else 0
     full: list[tuple[Any, ...]] = []
@@ -398,51 +401,51 @@ def held_item_rows(
     dialect = conn.dialect
     items: list[HeldItemRow] = []
     by_item: dict[int, HeldEntries] = {}
-    suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
+    suffix = " FOR UPDATE OF i" if lock and dialect.name == "postgresql" else ""
     from_scaled = t.from_scaled
     kinds, states, categories = _KINDS, _STATES, _CATEGORIES
     for chunk in _chunks(item_keys):
+        # One statement: the items and their entries (none: NULLs), each item's
+        # entries in id order.
         sql = (
-            "SELECT id, item_key, client, revision, fingerprint, column_name, state_category "  # noqa: S608
-            f"FROM items WHERE item_key IN ({_in_list(dialect, len(chunk))}) "
-            f"ORDER BY item_key{suffix}"
+            "SELECT i.id, i.item_key, i.client, i.revision, i.fingerprint, i.column_name, "  # noqa: S608
+            "i.state_category, e.id, e.entry_key, e.kind, e.seq, e.state, e.hours, e.rate, "
+            "e.amount, e.currency, e.description, e.person, e.role, e.cost_rate, e.cost "
+            "FROM items i LEFT JOIN entries e ON e.item_id = i.id "
+            f"WHERE i.item_key IN ({_in_list(dialect, len(chunk))}) "
+            f"ORDER BY i.item_key, e.id{suffix}"
         )
-        rows = [
-            HeldItemRow(r[0], r[1], r[2], r[3], r[4], r[5], categories[r[6]])
-            for r in conn.exec_driver_sql(sql, tuple(chunk)).all()
-        ]
-        items.extend(rows)
-        if not rows:
-            continue
-        keys = {r.id: r.item_key for r in rows}
-        sql = (
-            "SELECT id, item_id, entry_key, kind, seq, state, hours, rate, amount, "  # noqa: S608
-            "currency, description, person, role, cost_rate, cost FROM entries "
-            f"WHERE item_id IN ({_in_list(dialect, len(keys))}) ORDER BY id"
-        )
-        for r in conn.exec_driver_sql(sql, tuple(keys)).all():
-            amount, cost, currency = r[8], r[14], r[9]
-            item_id = r[1]
+        held: HeldEntries | None = None
+        item_id, item_key = 0, ""  # ids start at 1
+        for r in conn.exec_driver_sql(sql, tuple(chunk)).all():
+            if r[0] != item_id:
+                item_id, item_key = r[0], r[1]
+                items.append(
+                    HeldItemRow(item_id, item_key, r[2], r[3], r[4], r[5], categories[r[6]])
+                )
+                held = None
+            if r[7] is None:  # an item without entries
+                continue
+            amount, cost, currency = r[14], r[20], r[15]
             entry = BillableEntry(
-                r[2],
-                keys[item_id],
-                kinds[r[3]],
-                r[4],
-                states[r[5]],
-                from_scaled(r[6]) or _ZERO,  # NOT NULL
-                from_scaled(r[7]),
-                None if amount is None else _money(amount, currency),
+                r[8],
+                item_key,
+                kinds[r[9]],
                 r[10],
-                r[11],
-                r[12],
+                states[r[11]],
+                from_scaled(r[12]) or _ZERO,  # NOT NULL
                 from_scaled(r[13]),
+                None if amount is None else _money(amount, currency),
+                r[16],
+                r[17],
+                r[18],
+                from_scaled(r[19]),
                 None if cost is None else _money(cost, currency),
             )
-            held = by_item.get(item_id)
             if held is None:
                 held = by_item[item_id] = HeldEntries([], {})
             held.entries.append(entry)
-            held.ids[entry.entry_key] = r[0]
+            held.ids[entry.entry_key] = r[7]
     return items, by_item
 
 
@@ -693,9 +696,13 @@ class BatchWrites:
         for entry_id, change in self.entry_updates.items():
             groups.setdefault(tuple(change), []).append((entry_id, change))
         for columns, changes in groups.items():
-            coders = [(c, encode.get(c)) for c in columns]
+            # The cost columns last: without people they are None (see the column
+            # orders above).
+            cost = tuple(c for c in columns if c in _ENTRY_COST)
+            ordered = (*(c for c in columns if c not in _ENTRY_COST), *cost)
+            coders = [(c, encode.get(c)) for c in ordered]
             rows = [
                 (*[change[c] if f is None else f(change[c]) for c, f in coders], entry_id)
                 for entry_id, change in changes
             ]
-            _write_many(conn, _update_sql(conn.dialect, "entries", columns), rows)
+            _write_split(conn, "entries", ordered, len(cost), rows, update=True)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from typing import Any
 
 import pytest
 
+from sync.web.app import create_app
 from tests.conftest import FixedClock
 from tests.fakes.azure_server import FakeAzureDevOps, serve_fake_azure
 from tests.fakes.github_server import FakeGitHubProject, serve_fake_github
@@ -15,12 +18,16 @@ from tests.faults.world import (
     GITHUB_OWNER,
     PAT,
     TOKEN,
+    Instance,
     MakeWorld,
+    Start,
     World,
     app_client,
+    billed_world,
     board_settings,
     tune_gateway,
 )
+from tests.net import serve_app
 from tests.stripe_support import StripeWorld, fake_stripe, services_for
 
 
@@ -82,3 +89,23 @@ async def make_world(
 async def world(make_world: MakeWorld, ledger_url: str) -> World:
     """A `World` on SQLite and on PostgreSQL."""
     return await make_world(ledger_url)
+
+
+@pytest.fixture
+def start(
+    stripe_world: StripeWorld,
+    github: tuple[FakeGitHubProject, str],
+    azure: tuple[FakeAzureDevOps, str],
+) -> Iterator[Start]:
+    """Starts an instance on a ledger URL with these `server` settings: acme with a
+    finalized invoice (1) and a draft awaiting approval (2), `create_app` under uvicorn on
+    a free loopback port as `kanvoice run` serves it (uvicorn's defaults, so proxy headers
+    from 127.0.0.1 are honoured). Each one is stopped and closed after the test."""
+    with ExitStack() as stack:
+
+        def start_one(url: str, server: dict[str, Any]) -> Instance:
+            s = billed_world(stripe_world, url, github[1], azure[1], FixedClock(), server)
+            stack.callback(s.close)
+            return s, stack.enter_context(serve_app(create_app(s)))
+
+        yield start_one

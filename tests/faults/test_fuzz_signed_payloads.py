@@ -27,7 +27,6 @@ import hmac
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -42,13 +41,14 @@ from tests.conftest import DATA_DIR, FixedClock
 from tests.fakes.azure_server import FakeAzureDevOps
 from tests.fakes.github_server import FakeGitHubProject
 from tests.faults.invariants import check_invariants
-from tests.faults.test_security import CSRF, FORWARDING, serve, world
+from tests.faults.test_security import CSRF, FORWARDING
 from tests.faults.world import (
     AZURE_PROJECT,
     GITHUB_SECRET,
     HOOK_PASSWORD,
     HOOK_USER,
     SLACK_SECRET,
+    Start,
     settle_now,
 )
 from tests.ledger_support import dump
@@ -276,18 +276,15 @@ def dashboard_requests(draw: st.DrawFn) -> dict[str, Any]:
 
 @pytest.fixture
 def served(
-    stripe_world: StripeWorld,
+    start: Start,
     github: tuple[FakeGitHubProject, str],
     azure: tuple[FakeAzureDevOps, str],
     ledger_url: str,
-) -> Iterator[tuple[Services, str, Targets]]:
+) -> tuple[Services, str, Targets]:
     """The credential-less loopback instance (the most trusting one) over a ledger with a
     finalized invoice (1) and a draft (2), on SQLite and PostgreSQL."""
-    services = world(stripe_world, github, azure, ledger_url, {"host": "127.0.0.1"})
-    targets = Targets(services, github[0], azure[0])
-    with serve(services) as base:
-        yield services, base, targets
-    services.close()
+    services, base = start(ledger_url, {"host": "127.0.0.1"})
+    return services, base, Targets(services, github[0], azure[0])
 
 
 def test_signed_mutants_of_real_payloads_never_5xx_and_refusals_change_nothing(

@@ -15,8 +15,6 @@ import base64
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,13 +36,13 @@ from tests.fakes.github_server import FakeGitHubProject
 from tests.fakes.stripe_server import sign_stripe_payload
 from tests.faults.world import (
     SLACK_SECRET,
+    Instance,
+    Start,
     azure_headers,
-    billed_world,
     board_settings,
     github_headers,
 )
 from tests.ledger_support import dump
-from tests.net import serve_app
 from tests.slack_support import post_interaction
 from tests.stripe_support import APPROVER, WEBHOOK_SECRET, StripeWorld, open_services
 
@@ -60,29 +58,6 @@ FORWARDING = (
 ODD_IDS = ("-1", "1e3", "1%20", "%201", "a" * 30, "9" * 30, "0", "01", "2.0", "0x2", "+2")
 
 
-Instance = tuple[Services, str]
-"""An instance's services and the base URL it is served on."""
-Start = Callable[[str, dict[str, Any]], Instance]
-
-
-@pytest.fixture
-def start(
-    stripe_world: StripeWorld,
-    github: tuple[FakeGitHubProject, str],
-    azure: tuple[FakeAzureDevOps, str],
-) -> Iterator[Start]:
-    """Starts an instance on a ledger URL with these `server` settings: acme with a
-    finalized invoice (1) and a draft awaiting approval (2), `create_app` under uvicorn on
-    a free loopback port as `kanvoice run` serves it (uvicorn's defaults, so proxy headers
-    from 127.0.0.1 are honoured). Each one is stopped and closed after the test."""
-    with ExitStack() as stack:
-
-        def start_one(url: str, server: dict[str, Any]) -> Instance:
-            s = billed_world(stripe_world, url, github[1], azure[1], FixedClock(), server)
-            stack.callback(s.close)
-            return s, stack.enter_context(serve_app(create_app(s)))
-
-        yield start_one
 
 
 @pytest.fixture

@@ -284,3 +284,9 @@ def app_client(services: Services) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(services)), base_url="http://127.0.0.1"
     )
+
+
+Instance = tuple[Services, str]
+"""An instance's services and the base URL it is served on."""
+Start = Callable[[str, dict[str, Any]], Instance]
+"""Starts an instance on a ledger URL with these `server` settings (the `start` fixture)."""

@@ -78,19 +78,21 @@ def _collector_paused() -> Iterator[None]:
 
 
 class ChangeFact(NamedTuple):
-    """One entry created or moved to another state, for `IngestReport.changes`."""
+    """One entry created or moved to another state, for `IngestReport.changes` (the
+    item's names only: a report must not keep every snapshot of a sync alive)."""
 
-    item: BoardItem
+    board: str
+    item_id: str
+    title: str
     state: EntryState
     hours: Decimal
     amount: Money | None
     reason: str
 
     def describe(self) -> str:
-        item = self.item
         money = f" = {self.amount}" if self.amount is not None else ""
         return (
-            f"{item.board} {item.item_id} {item.title!r}: {self.state._value_} "
+            f"{self.board} {self.item_id} {self.title!r}: {self.state._value_} "
             f"{self.hours} h{money} ({self.reason})"
         )
 
@@ -427,7 +429,15 @@ class _BatchWriter:
                 )
                 report.entries_created += 1
                 report.change_facts.append(
-                    ChangeFact(item, entry_state, entry.hours, amount, action.reason)
+                    ChangeFact(
+                        item.board,
+                        item.item_id,
+                        item.title,
+                        entry_state,
+                        entry.hours,
+                        amount,
+                        action.reason,
+                    )
                 )
                 continue
             columns: EntryChange
@@ -469,7 +479,17 @@ class _BatchWriter:
                         now,
                     )
                 )
-                report.change_facts.append(ChangeFact(item, to_state, hours, amount, action.reason))
+                report.change_facts.append(
+                    ChangeFact(
+                        item.board,
+                        item.item_id,
+                        item.title,
+                        to_state,
+                        hours,
+                        amount,
+                        action.reason,
+                    )
+                )
             else:
                 continue
             columns["updated_at"] = now

@@ -21,7 +21,6 @@ from decimal import Decimal
 
 from mapping.domain import (
     EDITABLE_STATES,
-    SETTLED_STATES,
     BillableEntry,
     BillingType,
     BoardItem,
@@ -265,7 +264,7 @@ def settled_hours(entries: tuple[BillableEntry, ...], person: object = _ANYONE) 
     for e in entries:
         if (
             e.kind in _HOURLY_KINDS
-            and e.state in SETTLED_STATES
+            and e.counts_as_settled
             and (person is _ANYONE or e.person == person)
         ):
             total += e.hours
@@ -371,24 +370,14 @@ def _plan_time(
     item: BoardItem, entries: tuple[BillableEntry, ...], policy: BoardPolicy, done: bool
 ) -> list[Action]:
     currency = policy.client.currency
-    hours = item.hours
-    target = _ZERO if hours is None else policy.effective_rounding.apply(hours)
-    if not entries:  # a new item (the common case): nothing settled, nothing open
-        delta = target
-        open_entries: dict[str | None, BillableEntry] = {}
-    else:
-        delta = target - settled_hours(entries)
-        open_entries = {
-            e.person: e
-            for e in entries
-            if e.kind is EntryKind.TIME and e.state is EntryState.IN_PROGRESS
-        }
-    new_hours = delta if delta >= 0 else _ZERO
-    shares = (
-        _time_shares(item, entries, policy, new_hours)
-        if policy.staff.people
-        else [(None, new_hours)]  # no people configured: one share, the item's
-    )
+    target = policy.effective_rounding.apply(item.tracked_hours)
+    delta = target - settled_hours(entries)
+    open_entries = {
+        e.person: e
+        for e in entries
+        if e.kind is EntryKind.TIME and e.state is EntryState.IN_PROGRESS
+    }
+    shares = _time_shares(item, entries, policy, delta if delta >= 0 else _ZERO)
     actions: list[Action] = []
     seq = 0  # the next sequence number, once one is needed
 

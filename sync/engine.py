@@ -89,6 +89,12 @@ class ChangeFact(NamedTuple):
     amount: Money | None
     reason: str
 
+    @classmethod
+    def of(
+        cls, item: BoardItem, state: EntryState, hours: Decimal, amount: Money | None, reason: str
+    ) -> ChangeFact:
+        return cls(item.board, item.item_id, item.title, state, hours, amount, reason)
+
     def describe(self) -> str:
         money = f" = {self.amount}" if self.amount is not None else ""
         return (
@@ -429,15 +435,7 @@ class _BatchWriter:
                 )
                 report.entries_created += 1
                 report.change_facts.append(
-                    ChangeFact(
-                        item.board,
-                        item.item_id,
-                        item.title,
-                        entry_state,
-                        entry.hours,
-                        amount,
-                        action.reason,
-                    )
+                    ChangeFact.of(item, entry_state, entry.hours, amount, action.reason)
                 )
                 continue
             columns: EntryChange
@@ -461,7 +459,7 @@ class _BatchWriter:
                 if to_state is EntryState.NEEDS_REVIEW:
                     columns["review_reason"] = action.reason
                 report.state_changes += 1
-                current = updated.get(action.entry_key) if updated else None
+                current = updated.get(action.entry_key)
                 if current is not None:
                     hours, amount = current.hours, current.amount
                 else:
@@ -480,15 +478,7 @@ class _BatchWriter:
                     )
                 )
                 report.change_facts.append(
-                    ChangeFact(
-                        item.board,
-                        item.item_id,
-                        item.title,
-                        to_state,
-                        hours,
-                        amount,
-                        action.reason,
-                    )
+                    ChangeFact.of(item, to_state, hours, amount, action.reason)
                 )
             else:
                 continue

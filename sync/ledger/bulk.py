@@ -152,10 +152,8 @@ class DriverValues:
     def __init__(self, dialect: Dialect, now: datetime) -> None:
         self.dialect = dialect
         self._datetime = _datetime_encoder(dialect)
-        self._now = now
-        self._now_value = self._datetime(now)
         self.now = now
-        self.now_value = self._now_value
+        self.now_value = self._datetime(now)
         # What SQLAlchemy binds for a Boolean (an int on SQLite: a bool parameter
         # takes the driver's slower adaptation path there).
         as_boolean = t.items.c.is_done.type._cached_bind_processor(dialect)
@@ -173,8 +171,8 @@ class DriverValues:
         # Most rows repeat `now`, or a datetime object another row of the batch used:
         # by identity, not equality, since equal instants in two zones are stored as
         # different text.
-        if value is self._now:
-            return self._now_value
+        if value is self.now:
+            return self.now_value
         found = self._seen.get(id(value))
         if found is None:
             found = self._seen[id(value)] = (value, self._datetime(value))

@@ -228,7 +228,7 @@ _DATETIME_SAMPLES = (
 
 # Rows are written in these column orders. The columns that are mostly NULL together
 # come last: a row with all of them None is written by a statement with NULL literals
-# there and without those values (`_write_split`). SQLite's driver binds a None
+# there and without those values (`_TwoShapes`). SQLite's driver binds a None
 # parameter through its adaptation path, which raises and clears an AttributeError
 # inside (about 0.3 µs a value, bench/ingest.py); PostgreSQL gets fewer parameters.
 _ITEM_PRICING = ("rate", "milestone_amount")  # an item's own rate / milestone fields
@@ -284,26 +284,6 @@ def _marks(dialect: Dialect, count: int, nulls: int) -> list[str]:
     return [_placeholder(dialect)] * (count - nulls) + ["NULL"] * nulls
 
 
-def _split_null_tail(
-    rows: list[tuple[Any, ...]], tail: int, after: int = 0
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """(rows as they are, rows whose `tail` values before their last `after` ones are
-    all None, without those values): the second kind goes to the statement written by
-    `_insert_sql` / `_update_sql` with `nulls=tail`."""
-    if not tail or not rows:
-        return rows, []
-    nones = (None,) * tail
-    start, stop = -tail - after, len(rows[0]) - after
-    full: list[tuple[Any, ...]] = []
-    short: list[tuple[Any, ...]] = []
-    for row in rows:
-        if row[start:stop] == nones:
-            short.append(row[:start] + row[stop:] if after else row[:start])
-        else:
-            full.append(row)
-    return full, short
-
-
 @lru_cache(maxsize=64)
 def _in_list(dialect: Dialect, count: int) -> str:
     mark = _placeholder(dialect)
@@ -313,24 +293,6 @@ def _in_list(dialect: Dialect, count: int) -> str:
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
-
-
-def _write_split(
-    conn: Connection,
-    table: str,
-    columns: tuple[str, ...],
-    nullable_tail: int,
-    rows: list[tuple[Any, ...]],
-    *,
-    update: bool = False,
-) -> None:
-    """Insert (or update by id, the id last in each row) `rows` of `columns`; the rows
-    whose last `nullable_tail` column values are all None through the statement with
-    NULL literals there (see the column orders above)."""
-    full, short = _split_null_tail(rows, nullable_tail, after=1 if update else 0)
-    sql_of = _update_sql if update else _insert_sql
-    _write_many(conn, sql_of(conn.dialect, table, columns), full)
-    _write_many(conn, sql_of(conn.dialect, table, columns, nullable_tail), short)
 
 
 def _write_many(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -510,7 +472,10 @@ class BatchWrites:
 
         `held_clients`: the client of each item as read in this transaction. An item
         whose client is unchanged is updated without setting `client`: setting an
-        indexed column costs an index update even when the value stays the same."""
+        indexed column costs an index update even when the value stays the same.
+
+        Each row is built in one of two shapes (see the column orders above): with its
+        usually-NULL tail, or without it when every value there is None."""
         dialect = conn.dialect
         dt = values.timestamp
         odt = values.optional_timestamp
@@ -521,7 +486,8 @@ class BatchWrites:
         now, now_value = values.now, values.now_value
         true, false = values.true, values.false
 
-        def item_state(s: ItemState) -> tuple[Any, ...]:  # every column but `client`
+        def item_state(s: ItemState) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+            """(every column but `client` and the pricing tail, the tail or None)."""
             # Unpacked once (a NamedTuple's attributes are properties: slower).
             (
                 _client,
@@ -544,7 +510,7 @@ class BatchWrites:
                 last_seen_at,
             ) = s
             updated = dt(updated_at)
-            return (
+            head = (
                 title,
                 url,
                 column_name,
@@ -560,6 +526,10 @@ class BatchWrites:
                 updated,
                 None if done_at is None else updated if done_at is updated_at else dt(done_at),
                 now_value if last_seen_at is now else dt(last_seen_at),
+            )
+            if rate is None and milestone_amount is None:
+                return head, None
+            return head, (
                 None if rate is None else scaled(rate),
                 None if milestone_amount is None else scaled(milestone_amount),
             )
@@ -568,103 +538,111 @@ class BatchWrites:
         pricing = len(_ITEM_PRICING)
         if self.new_items:
             item_ids = reserve_ids(conn, "items", len(self.new_items))
-            _write_split(
-                conn,
-                "items",
-                ("id", *_ITEM_COLUMNS),
-                pricing,
-                [
-                    (
-                        item_id,
-                        i.item_key,
-                        i.source,
-                        i.board,
-                        i.external_id,
-                        dt(i.first_seen_at),
-                        i.state.client,
-                        *item_state(i.state),
-                    )
-                    for item_id, i in zip(item_ids, self.new_items.values(), strict=True)
-                ],
-            )
+            rows = _TwoShapes()
+            for item_id, i in zip(item_ids, self.new_items.values(), strict=True):
+                head, tail = item_state(i.state)
+                row = (
+                    item_id,
+                    i.item_key,
+                    i.source,
+                    i.board,
+                    i.external_id,
+                    dt(i.first_seen_at),
+                    i.state.client,
+                    *head,
+                )
+                if tail is None:
+                    rows.short.append(row)
+                else:
+                    rows.full.append(row + tail)
+            rows.write(conn, "items", ("id", *_ITEM_COLUMNS), pricing)
             ids.update(zip(self.new_items, item_ids, strict=True))
-        same_client: list[tuple[Any, ...]] = []
-        new_client: list[tuple[Any, ...]] = []
+        same_client = _TwoShapes()
+        new_client = _TwoShapes()
         for item_id, s in self.item_updates.items():
-            if held_clients.get(item_id) == s.client:
-                same_client.append((*item_state(s), item_id))
+            head, tail = item_state(s)
+            if held_clients.get(item_id) != s.client:
+                head = (s.client, *head)
+                rows = new_client
             else:
-                new_client.append((s.client, *item_state(s), item_id))
-        _write_split(conn, "items", _ITEM_STATE_COLUMNS[1:], pricing, same_client, update=True)
-        _write_split(conn, "items", _ITEM_STATE_COLUMNS, pricing, new_client, update=True)
-
-        def ref(value: str | int) -> int:
-            return value if isinstance(value, int) else ids[value]
+                rows = same_client
+            if tail is None:
+                rows.short.append((*head, item_id))
+            else:
+                rows.full.append((*head, *tail, item_id))
+        same_client.write(conn, "items", _ITEM_STATE_COLUMNS[1:], pricing, update=True)
+        new_client.write(conn, "items", _ITEM_STATE_COLUMNS, pricing, update=True)
 
         if self.new_entries:
             entry_ids = reserve_ids(conn, "entries", len(self.new_entries))
-            _write_split(
-                conn,
-                "entries",
-                ("id", *_ENTRY_COLUMNS),
-                len(_ENTRY_PEOPLE),
-                [
-                    (
-                        entry_id,
-                        e.entry_key,
-                        ref(e.item_ref),
-                        e.client,
-                        e.kind,
-                        e.seq,
-                        e.state,
-                        scaled(e.hours),
-                        scaled(e.rate),
-                        scaled(e.amount),
-                        e.currency,
-                        e.description,
-                        odt(e.done_at),
-                        now_value if e.created_at is now else dt(e.created_at),
-                        now_value if e.updated_at is now else dt(e.updated_at),
-                        e.person,
-                        e.role,
-                        scaled(e.cost_rate),
-                        scaled(e.cost),
-                        e.review_reason,
+            rows = _TwoShapes()
+            for entry_id, e in zip(entry_ids, self.new_entries.values(), strict=True):
+                item_ref = e.item_ref
+                row = (
+                    entry_id,
+                    e.entry_key,
+                    item_ref if isinstance(item_ref, int) else ids[item_ref],
+                    e.client,
+                    e.kind,
+                    e.seq,
+                    e.state,
+                    scaled(e.hours),
+                    scaled(e.rate),
+                    scaled(e.amount),
+                    e.currency,
+                    e.description,
+                    odt(e.done_at),
+                    now_value if e.created_at is now else dt(e.created_at),
+                    now_value if e.updated_at is now else dt(e.updated_at),
+                )
+                person, role, cost_rate, cost, review_reason = (
+                    e.person,
+                    e.role,
+                    e.cost_rate,
+                    e.cost,
+                    e.review_reason,
+                )
+                if (
+                    person is None
+                    and role is None
+                    and cost_rate is None
+                    and cost is None
+                    and review_reason is None
+                ):
+                    rows.short.append(row)
+                else:
+                    rows.full.append(
+                        (*row, person, role, scaled(cost_rate), scaled(cost), review_reason)
                     )
-                    for entry_id, e in zip(entry_ids, self.new_entries.values(), strict=True)
-                ],
-            )
+            rows.write(conn, "entries", ("id", *_ENTRY_COLUMNS), len(_ENTRY_PEOPLE))
             ids.update(zip(self.new_entries, entry_ids, strict=True))
         self._update_entries(conn, values)
         # Ids reserved in the batch's order: the two statements keep an item's history
         # in order.
         transition_ids = reserve_ids(conn, "transitions", len(self.transitions))
-        _write_split(
-            conn,
-            "transitions",
-            ("id", *_TRANSITION_COLUMNS),
-            len(_TRANSITION_FROM),
-            [
-                (
-                    transition_id,
-                    ref(r.item_ref),
-                    r.to_column,
-                    r.to_category,
-                    r.revision,
-                    dt(r.at),
-                    now_value if r.recorded_at is now else dt(r.recorded_at),
-                    r.from_column,
-                    r.from_category,
-                )
-                for transition_id, r in zip(transition_ids, self.transitions, strict=True)
-            ],
-        )
+        rows = _TwoShapes()
+        for transition_id, r in zip(transition_ids, self.transitions, strict=True):
+            item_ref = r.item_ref
+            row = (
+                transition_id,
+                item_ref if isinstance(item_ref, int) else ids[item_ref],
+                r.to_column,
+                r.to_category,
+                r.revision,
+                dt(r.at),
+                now_value if r.recorded_at is now else dt(r.recorded_at),
+            )
+            if r.from_column is None and r.from_category is None:
+                rows.short.append(row)
+            else:
+                rows.full.append((*row, r.from_column, r.from_category))
+        rows.write(conn, "transitions", ("id", *_TRANSITION_COLUMNS), len(_TRANSITION_FROM))
         _write_many(
             conn,
             _insert_sql(dialect, "entry_events", _EVENT_COLUMNS),
             [
                 (
-                    ref(r.entry_ref),
+                    r.entry_ref if isinstance(r.entry_ref, int) else ids[r.entry_ref],
                     r.from_state,
                     r.to_state,
                     scaled(r.hours),
@@ -698,10 +676,42 @@ class BatchWrites:
             # The cost columns last: without people they are None (see the column
             # orders above).
             cost = tuple(c for c in columns if c in _ENTRY_COST)
-            ordered = (*(c for c in columns if c not in _ENTRY_COST), *cost)
-            coders = [(c, encode.get(c)) for c in ordered]
-            rows = [
-                (*[change[c] if f is None else f(change[c]) for c, f in coders], entry_id)
-                for entry_id, change in changes
-            ]
-            _write_split(conn, "entries", ordered, len(cost), rows, update=True)
+            head = [(c, encode.get(c)) for c in columns if c not in _ENTRY_COST]
+            rows = _TwoShapes()
+            for entry_id, change in changes:
+                row = [change[c] if f is None else f(change[c]) for c, f in head]
+                tail = [change[c] for c in cost]
+                if any(v is not None for v in tail):
+                    row.extend(_scaled(v) for v in tail)
+                    row.append(entry_id)
+                    rows.full.append(tuple(row))
+                else:
+                    row.append(entry_id)
+                    rows.short.append(tuple(row))
+            ordered = (*(c for c, _ in head), *cost)
+            rows.write(conn, "entries", ordered, len(cost), update=True)
+
+
+class _TwoShapes:
+    """One statement's rows in two shapes: `full` rows with every column, `short` rows
+    without the last `tail` columns (all None: written as NULL literals)."""
+
+    __slots__ = ("full", "short")
+
+    def __init__(self) -> None:
+        self.full: list[tuple[Any, ...]] = []
+        self.short: list[tuple[Any, ...]] = []
+
+    def write(
+        self,
+        conn: Connection,
+        table: str,
+        columns: tuple[str, ...],
+        tail: int,
+        *,
+        update: bool = False,
+    ) -> None:
+        """Insert (or update by id, the id last in each row) both shapes' rows."""
+        sql_of = _update_sql if update else _insert_sql
+        _write_many(conn, sql_of(conn.dialect, table, columns), self.full)
+        _write_many(conn, sql_of(conn.dialect, table, columns, tail), self.short)
